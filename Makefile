@@ -1,0 +1,24 @@
+# The two commands of the README. Both bootstrap .venv when it is missing:
+# torch==2.13.0 first (the local CPU wheel; an unpinned torch pulls gigabytes of CUDA
+# packages), then this project with its dev extra.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.amdm-geom-installed
+
+.PHONY: validate test clean-venv
+
+validate: $(STAMP)
+	$(BIN)/amdm-geom validate
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+clean-venv:
+	rm -rf $(VENV)

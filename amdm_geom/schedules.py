@@ -1,0 +1,253 @@
+"""VP noise schedules, the DDIM/DDPM step coefficients of eq. (4), and the continuous-time
+moments of App. D.1 (eqs. 37-41).
+
+The reverse step of eq. (4), written per step k (timestep t -> t_prev) as
+
+    mu    = A_t z_t + B_t eps,          A_t = sqrt(abar_prev / abar_t),
+                                        B_t = sqrt(1 - abar_prev - sigma_t^2)
+                                              - sqrt(abar_prev (1 - abar_t) / abar_t),
+    z_{t-1} = mu + sigma_t xi,          sigma_t = eta sqrt((1 - abar_prev)/(1 - abar_t))
+                                                      * sqrt(1 - abar_t / abar_prev),
+
+is diffusers' ``DDIMScheduler.step`` for epsilon prediction without clipping (eta = 1 gives
+the DDPM posterior on the same timesteps). ``ddim_coefficients`` tabulates it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import torch
+import xarray as xr
+from diffusers import DDIMScheduler
+
+__all__ = [
+    "SCHEDULE_KINDS",
+    "SD15_SCHEDULER_CONFIG",
+    "ddim_coefficients",
+    "discrete_moments",
+    "integrated_beta",
+    "make_scheduler",
+    "vp_moments",
+]
+
+#: Stable Diffusion 1.x scheduler config (NOTES.md section 3). DDIMScheduler's own defaults
+#: differ (clip_sample=True, set_alpha_to_one=True, steps_offset=0), so pass all of these.
+SD15_SCHEDULER_CONFIG: dict = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "clip_sample": False,
+}
+
+#: Schedules by name: diffusers' beta_schedule and its default beta range. Everything else
+#: (timestep spacing, offset, final alpha) follows SD 1.x, so that only the SDE differs.
+SCHEDULE_KINDS: dict[str, dict] = {
+    "scaled_linear": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+    "linear": {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02},
+    "cosine": {"beta_schedule": "squaredcos_cap_v2"},
+}
+
+_COSINE_S = 0.008  # the offset of diffusers' squaredcos_cap_v2 (Nichol & Dhariwal 2021)
+
+
+def make_scheduler(kind: str = "scaled_linear", **overrides) -> DDIMScheduler:
+    """A DDIMScheduler with SD 1.x settings and the betas of ``kind``.
+
+    ``kind`` is one of ``SCHEDULE_KINDS`` (``"scaled_linear"`` is SD 1.x itself); keyword
+    overrides go to the config (e.g. ``beta_end=0.02``).
+    """
+    if kind not in SCHEDULE_KINDS:
+        raise ValueError(f"schedule kind must be one of {sorted(SCHEDULE_KINDS)}; got {kind!r}")
+    config = {**SD15_SCHEDULER_CONFIG, **SCHEDULE_KINDS[kind], **overrides}
+    return DDIMScheduler(**config)
+
+
+def _schedule_kind(config) -> str:
+    names = {v["beta_schedule"]: k for k, v in SCHEDULE_KINDS.items()}
+    if config.get("trained_betas") is not None or config["beta_schedule"] not in names:
+        raise ValueError(
+            f"continuous-time moments need beta_schedule in {sorted(names)}; "
+            f"got {config['beta_schedule']!r}"
+        )
+    return names[config["beta_schedule"]]
+
+
+def _check_affine(config) -> None:
+    """The step is A z + B eps + sigma xi only for epsilon prediction without clipping."""
+    if config.get("prediction_type", "epsilon") != "epsilon":
+        raise ValueError(
+            f"ddim_coefficients needs prediction_type='epsilon'; got {config['prediction_type']!r}"
+        )
+    if config.get("clip_sample", False) or config.get("thresholding", False):
+        raise ValueError(
+            "ddim_coefficients needs clip_sample=False and thresholding=False (clipping x0 makes "
+            "the step non-affine in z and eps); got "
+            f"clip_sample={config.get('clip_sample')}, thresholding={config.get('thresholding')}"
+        )
+    if config.get("rescale_betas_zero_snr", False):
+        raise ValueError("ddim_coefficients does not support rescale_betas_zero_snr=True")
+
+
+def ddim_coefficients(scheduler, num_inference_steps: int, eta: float = 0.0) -> xr.Dataset:
+    """The coefficients of eq. (4) per sampling step, as an ``xarray.Dataset`` over ``step``.
+
+    ``scheduler`` is any diffusers scheduler with a DDIM-compatible config (it is not
+    modified); ``num_inference_steps`` in [1, num_train_timesteps]; ``eta`` >= 0 the DDIM
+    stochasticity (0: deterministic DDIM, 1: DDPM posterior variance).
+
+    Variables, each ``(step,)``: ``t``, ``t_prev`` (int64; ``t_prev < 0`` means the final
+    step, which uses ``final_alpha_cumprod``), ``alpha_bar``, ``alpha_bar_prev``, ``A``, ``B``,
+    ``sigma`` (float64), such that ``A z + B eps + sigma xi`` equals
+    ``DDIMScheduler.step(eps, t, z, eta=eta, variance_noise=xi).prev_sample``. The
+    coefficients are computed in float64 from the scheduler's (float32) ``alphas_cumprod``.
+    """
+    config = dict(scheduler.config)
+    _check_affine(config)
+    n_train = int(config["num_train_timesteps"])
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)):
+        raise ValueError(f"num_inference_steps must be an int; got {num_inference_steps!r}")
+    if not 1 <= num_inference_steps <= n_train:
+        raise ValueError(f"num_inference_steps must be in [1, {n_train}]; got {num_inference_steps}")
+    if not (isinstance(eta, (int, float)) and eta >= 0 and math.isfinite(eta)):
+        raise ValueError(f"eta must be a finite float >= 0; got {eta!r}")
+
+    sched = DDIMScheduler.from_config(config)
+    sched.set_timesteps(int(num_inference_steps))
+    alphas_cumprod = sched.alphas_cumprod.to(torch.float64).numpy()
+    final = float(sched.final_alpha_cumprod)
+
+    t = sched.timesteps.numpy().astype(np.int64)
+    t_prev = t - n_train // int(num_inference_steps)  # as DDIMScheduler.step computes it
+    abar = alphas_cumprod[t]
+    abar_prev = np.where(t_prev >= 0, alphas_cumprod[np.maximum(t_prev, 0)], final)
+    variance = (1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)
+    sigma = float(eta) * np.sqrt(variance)
+    A = np.sqrt(abar_prev / abar)
+    B = np.sqrt(1 - abar_prev - sigma**2) - np.sqrt(abar_prev * (1 - abar) / abar)
+
+    step = np.arange(len(t))
+    return xr.Dataset(
+        {
+            "t": ("step", t),
+            "t_prev": ("step", t_prev),
+            "alpha_bar": ("step", abar),
+            "alpha_bar_prev": ("step", abar_prev),
+            "A": ("step", A),
+            "B": ("step", B),
+            "sigma": ("step", sigma),
+        },
+        coords={"step": step},
+        attrs={
+            "eta": float(eta),
+            "num_inference_steps": int(num_inference_steps),
+            "scheduler_config": json.dumps(_jsonable(config), sort_keys=True),
+            "description": "eq. (4): z_{t-1} = A z_t + B eps + sigma xi",
+        },
+    )
+
+
+def _jsonable(config: dict) -> dict:
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, (np.ndarray, torch.Tensor)):
+            v = np.asarray(v).tolist()
+        elif isinstance(v, tuple):
+            v = list(v)
+        if isinstance(v, (str, int, float, bool, list, dict)) or v is None:
+            out[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# continuous time, App. D.1
+
+
+def _schedule_params(scheduler=None, kind=None, beta_start=None, beta_end=None,
+                     num_train_timesteps=None):
+    if scheduler is not None:
+        config = dict(scheduler.config)
+        kind = _schedule_kind(config)
+        beta_start, beta_end = config["beta_start"], config["beta_end"]
+        num_train_timesteps = config["num_train_timesteps"]
+    kind = kind or "scaled_linear"
+    if kind not in SCHEDULE_KINDS:
+        raise ValueError(f"schedule kind must be one of {sorted(SCHEDULE_KINDS)}; got {kind!r}")
+    defaults = SCHEDULE_KINDS[kind]
+    beta_start = defaults.get("beta_start") if beta_start is None else beta_start
+    beta_end = defaults.get("beta_end") if beta_end is None else beta_end
+    n = 1000 if num_train_timesteps is None else int(num_train_timesteps)
+    return kind, beta_start, beta_end, n
+
+
+def integrated_beta(t, kind: str = "scaled_linear", *, beta_start=None, beta_end=None,
+                    num_train_timesteps=None, scheduler=None):
+    """``int_0^t beta(s) ds`` for the continuous-time limit of a discrete VP schedule, t in [0, 1].
+
+    With N training steps, discrete step j has ``beta_j ~ beta(j / (N - 1)) / N``, so that
+    ``prod_{j <= i} (1 - beta_j) ~ exp(-int_0^{(i+1)/N} beta)``:
+
+    - ``scaled_linear`` (SD): ``beta(s) = N (sqrt(b0) + s (sqrt(b1) - sqrt(b0)))^2``;
+    - ``linear``: ``beta(s) = N (b0 + s (b1 - b0))``;
+    - ``cosine``: ``exp(-int beta) = f(t)/f(0)``, ``f(t) = cos^2((t + s)/(1 + s) pi/2)``,
+      ``s = 0.008`` (the ``alpha_bar_fn`` of diffusers' squaredcos_cap_v2, before its 0.999
+      clipping of betas).
+
+    Pass ``scheduler`` to take the kind, betas and N from its config.
+    """
+    kind, b0, b1, n = _schedule_params(scheduler, kind, beta_start, beta_end, num_train_timesteps)
+    t = np.asarray(t, dtype=np.float64)
+    if np.any((t < 0) | (t > 1)):
+        raise ValueError(f"t must be in [0, 1]; got {float(t[(t < 0) | (t > 1)].flat[0])!r}")
+    if kind == "scaled_linear":
+        r0, r1 = math.sqrt(b0), math.sqrt(b1)
+        d = r1 - r0
+        if d == 0:
+            return n * b0 * t
+        return n * ((r0 + t * d) ** 3 - r0**3) / (3 * d)
+    if kind == "linear":
+        return n * (b0 * t + (b1 - b0) * t**2 / 2)
+    f = lambda s: np.cos((s + _COSINE_S) / (1 + _COSINE_S) * np.pi / 2) ** 2  # noqa: E731
+    return -np.log(f(t) / f(0.0))
+
+
+def vp_moments(t, kind: str = "scaled_linear", *, m0=1.0, P0=0.0, **schedule):
+    """The mean and variance of ``p(z_t)`` under the VP SDE (37), eqs. (40)-(41):
+
+        m(t) = m(0) exp(-1/2 int_0^t beta),      P(t) = 1 + (P(0) - 1) exp(-int_0^t beta).
+
+    ``t`` in [0, 1] (float or array); ``m0``, ``P0`` the per-coordinate data mean and variance
+    (the paper's extreme case is m(0) = 1, P(0) = 0). ``schedule`` is passed to
+    ``integrated_beta`` (``beta_start``, ``beta_end``, ``num_train_timesteps``, ``scheduler``).
+    Returns ``(m, P)`` as float64 arrays (or floats).
+    """
+    integral = integrated_beta(t, kind, **schedule)
+    m = m0 * np.exp(-0.5 * integral)
+    P = 1.0 + (P0 - 1.0) * np.exp(-integral)
+    if np.ndim(m) == 0 and np.ndim(P) == 0:
+        return float(m), float(P)
+    return m, P
+
+
+def discrete_moments(scheduler, *, m0=1.0, P0=0.0) -> xr.Dataset:
+    """Exact moments of the discrete forward process ``z_i = sqrt(abar_i) z_0 + sqrt(1 - abar_i) xi``:
+
+    ``m_i = sqrt(abar_i) m0``, ``P_i = abar_i P0 + 1 - abar_i``, over ``timestep`` i = 0..N-1,
+    with the continuous time ``t = (i + 1) / N`` of ``integrated_beta`` as a coordinate.
+    """
+    abar = scheduler.alphas_cumprod.to(torch.float64).numpy()
+    n = len(abar)
+    i = np.arange(n)
+    return xr.Dataset(
+        {"m": ("timestep", np.sqrt(abar) * m0), "P": ("timestep", abar * P0 + 1 - abar),
+         "alpha_bar": ("timestep", abar)},
+        coords={"timestep": i, "t": ("timestep", (i + 1) / n)},
+        attrs={"m0": float(m0), "P0": float(P0)},
+    )

@@ -1,0 +1,21 @@
+"""Reference computations for the tests, written independently of amdm_geom."""
+
+import numpy as np
+import torch
+
+
+def ref_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Reference angle, independent of amdm_geom: atan2 of the orthogonal and parallel parts
+    of b relative to unit a, per sample, in float64 numpy."""
+    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
+    u = a / np.linalg.norm(a, axis=1, keepdims=True)
+    v = b / np.linalg.norm(b, axis=1, keepdims=True)
+    cos = np.sum(u * v, axis=1)
+    sin = np.linalg.norm(v - cos[:, None] * u, axis=1)
+    return np.arctan2(sin, cos)
+
+
+def ref_norm(z) -> np.ndarray:
+    z = z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
+    return np.linalg.norm(z.astype(np.float64).reshape(len(z), -1), axis=1)

@@ -1,0 +1,103 @@
+"""The closed-form analysis and the ``amdm-geom validate`` command: every verdict exists and its
+number equals an independent recomputation."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from amdm_geom import cli
+from amdm_geom.verdicts import STATUSES, Verdict, format_table
+from analyses import closed_forms
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return closed_forms.compute(seed=1)
+
+
+@pytest.fixture(scope="module")
+def rows(ds):
+    return {v.key: v for v in closed_forms.verdicts(ds)}
+
+
+def test_every_verdict_is_present_and_well_formed(rows):
+    assert set(rows) == {"ddim_step", "lemma_a1", "prop31_norm_gap", "prop31_angle",
+                         "prop31_delta_noise", "prop32_max_distance", "prop32_ddim", "sd_gaussian_T"}
+    for v in rows.values():
+        assert v.status in STATUSES and v.claim and v.where and v.measured
+
+
+def test_lemma_verdict_number_from_the_chi_square_law(ds, rows):
+    n, eps = np.meshgrid(ds.n.values, ds.eps.values, indexing="ij")
+    hi = stats.chi2.sf((1 + eps) ** 2 * n, n)
+    lo = np.where(eps < 1, stats.chi2.cdf(np.clip(1 - eps, 0, None) ** 2 * n, n), 0.0)
+    miss = hi + lo
+    bound = 2 * np.exp(-n * eps**2 / (1 + 2 * eps))
+    keep = miss > 1e-300
+    assert rows["lemma_a1"].value == pytest.approx(np.min(bound[keep] / miss[keep]), rel=1e-6)
+    assert rows["lemma_a1"].status == "holds"
+
+
+def test_angle_verdict_number_from_the_closed_form_excess(ds, rows):
+    # printed bound minus cos phi for norms 1 and rho: -2 rho cos phi (1 - rho)^2 / (2 rho (1 + rho^2))
+    phi, rho = np.meshgrid(ds.phi.values, ds.ratio.values, indexing="ij")
+    excess = -2 * rho * np.cos(phi) * (1 - rho) ** 2 / (2 * rho * (1 + rho**2))
+    assert rows["prop31_angle"].value == pytest.approx(excess.max(), abs=1e-12)
+    assert rows["prop31_angle"].status == "violated"
+
+
+def test_delta_noise_verdict_number(rows):
+    assert rows["prop31_delta_noise"].value == pytest.approx(stats.chi2.cdf(16384, 16384), rel=1e-12)
+    assert rows["prop31_delta_noise"].status == "violated"
+
+
+def test_sd_moment_verdict_from_quadrature_of_beta(rows):
+    beta = lambda t: 1000 * (math.sqrt(0.00085) + t * (math.sqrt(0.012) - math.sqrt(0.00085))) ** 2  # noqa: E731
+    integral, _ = integrate.quad(beta, 0, 1)
+    m_T, P_T = math.exp(-integral / 2), 1 - math.exp(-integral)
+    assert rows["sd_gaussian_T"].value == pytest.approx(max(m_T, 1 - P_T), rel=1e-9)
+    assert rows["sd_gaussian_T"].status == "holds"
+
+
+def test_ddim_and_ddim_shell_verdicts(ds, rows):
+    assert rows["ddim_step"].status == "holds" and rows["ddim_step"].value <= 1e-6
+    assert rows["prop32_ddim"].status == "vacuous"
+    assert rows["prop31_norm_gap"].status == "holds" and rows["prop31_norm_gap"].value <= 1
+
+
+def test_plots_return_figures(ds):
+    import matplotlib.pyplot as plt
+
+    figs = closed_forms.plot(ds)
+    assert len(figs) == 2
+    for f in figs:
+        assert f.axes
+        plt.close(f)
+
+
+def test_verdict_status_is_checked_and_table_counts():
+    with pytest.raises(ValueError, match="status must be one of"):
+        Verdict(claim="c", where="w", status="ok", measured="m", bound="b")
+    table = format_table([Verdict(claim="c", where="w", status="holds", measured="m", bound="b")])
+    assert "HOLDS" in table and "1 holds, 0 violated, 0 vacuous" in table
+
+
+def test_cli_validate_prints_the_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "verdicts.json"
+    assert cli.main(["validate", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for word in ("claim", "HOLDS", "VIOLATED", "VACUOUS", "Lemma A.1"):
+        assert word in printed
+    assert len(json.loads(out.read_text())) == 8
+
+
+def test_console_script_runs_as_a_module():
+    proc = subprocess.run([sys.executable, "-m", "amdm_geom.cli", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("amdm-geom ")
+    assert (Path(sys.executable).parent / "amdm-geom").exists()
