@@ -52,7 +52,7 @@ def format_table(verdicts: list[Verdict], width: int = 110) -> str:
     cols = ("claim", "where", "measured", "bound / paper", "verdict")
     rows = [(v.claim, v.where, v.measured, v.bound, v.status.upper()) for v in verdicts]
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
-    widths = [min(w, cap) for w, cap in zip(widths, (34, 22, 30, 26, 8))]
+    widths = [min(w, cap) for w, cap in zip(widths, (34, 24, 30, 26, 8))]
 
     def line(cells):
         return "  ".join(_clip(c, w).ljust(w) for c, w in zip(cells, widths)).rstrip()
