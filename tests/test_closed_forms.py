@@ -88,13 +88,17 @@ def test_verdict_status_is_checked_and_table_counts():
     assert "HOLDS" in table and "1 holds, 0 violated, 0 vacuous" in table
 
 
-def test_cli_validate_prints_the_table_and_writes_json(tmp_path, capsys):
+def test_cli_validate_quick_prints_the_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "verdicts.json"
-    assert cli.main(["validate", "--json", str(out)]) == 0
+    assert cli.main(["validate", "--quick", "--runs", str(tmp_path / "runs"), "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    for word in ("claim", "HOLDS", "VIOLATED", "VACUOUS", "Lemma A.1"):
+    for word in ("claim", "HOLDS", "VIOLATED", "VACUOUS", "Lemma A.1", "gmm_pair", "unet_pair"):
         assert word in printed
-    assert len(json.loads(out.read_text())) == 8
+    rows = json.loads(out.read_text())
+    assert len(rows) == 8 + 1 + 2 * 3  # closed forms, the one-model check, two per probe store
+    assert all(r["status"] in STATUSES for r in rows)
+    for name in ("gmm_pair", "gmm_cross_ecosystem", "unet_pair"):
+        assert (tmp_path / "runs" / f"{name}.zarr" / "zarr.json").exists()
 
 
 def test_console_script_runs_as_a_module():

@@ -1,0 +1,216 @@
+"""The AMDM sampler (Algorithm 1): bit-for-bit agreement with a plain diffusers loop for one
+model, agreement with Algorithm 1 written out independently, hooks, seeds and errors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.sampler import AMDMSampler, SamplerConfig, sample_generators
+from amdm_geom.store import hook_names
+
+SHAPE = (4, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def fam():
+    return fine_grained_family(SHAPE, separation=6.0, seed=2)
+
+
+def pair(fam, **cfg):
+    m1, m2 = fam.model(name="a"), fam.model(name="b")
+    conds = [fam.condition(position=0), fam.condition(colour=1)]
+    return AMDMSampler([m1, m2], conds, SamplerConfig(**{"num_inference_steps": 12, "agg_steps": 5, **cfg}))
+
+
+def plain_diffusers_loop(model, cond, seeds, steps, eta):
+    """A plain DDIM loop over diffusers' DDIMScheduler.step, one generator per sample."""
+    sched = DDIMScheduler.from_config(model.scheduler.config)
+    sched.set_timesteps(steps)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    z = torch.stack([torch.randn(model.latent_shape, generator=g) for g in gens]).to(model.dtype)
+    for t in sched.timesteps:
+        eps = model(z, int(t), cond)
+        xi = torch.stack([torch.randn(model.latent_shape, generator=g) for g in gens]).to(model.dtype) if eta > 0 else None
+        z = sched.step(eps, int(t), z, eta=eta, variance_noise=xi).prev_sample
+    return z
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_one_model_is_a_plain_diffusers_loop_bit_for_bit(fam, eta):
+    model, cond = fam.model(), fam.condition(position=1)
+    sampler = AMDMSampler([model], [cond], SamplerConfig(num_inference_steps=15, weights=(), ddim_eta=eta))
+    out = sampler.sample([3, 7, 11])
+    assert torch.equal(out.z0, plain_diffusers_loop(model, cond, [3, 7, 11], 15, eta))
+    assert out.model_calls == 15
+
+
+def test_empty_window_is_model_one_alone_bit_for_bit(fam):
+    sampler = pair(fam, agg_steps=0, ddim_eta=1.0)
+    out = sampler.sample([0, 1])
+    assert torch.equal(out.z0, plain_diffusers_loop(sampler.models[0], sampler.conds[0], [0, 1], 12, 1.0))
+    assert out.model_calls == 12  # model 2 never runs without a window
+
+
+def numpy_slerp(a, b, w):
+    a2, b2 = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    cos = np.sum(a2 * b2, 1) / (np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1))
+    phi = np.arccos(np.clip(cos, -1, 1))[:, None]
+    return (np.sin((1 - w) * phi) / np.sin(phi) * a2 + np.sin(w * phi) / np.sin(phi) * b2).reshape(a.shape)
+
+
+def numpy_shift(z, mu, eta):
+    d = (z - mu).reshape(len(z), -1)
+    return (z.reshape(len(z), -1) - eta * d / np.linalg.norm(d, axis=1, keepdims=True)).reshape(z.shape)
+
+
+@pytest.mark.parametrize("ddim_eta", [0.0, 1.0])
+def test_two_models_follow_algorithm_one_written_out(fam, ddim_eta):
+    sampler = pair(fam, ddim_eta=ddim_eta, weights=(0.4,), eta=(0.3, 0.5))
+    seeds = [5, 6]
+    out = sampler.sample(seeds)
+    # Algorithm 1 by hand: diffusers' step per model, eq. (6) and eq. (7) in numpy float64
+    m, y = sampler.models, sampler.conds
+    scheds = []
+    for model in m:
+        s = DDIMScheduler.from_config(model.scheduler.config)
+        s.set_timesteps(12)
+        scheds.append(s)
+    gens = [sample_generators(seeds, i) for i in range(2)]
+    z = [torch.stack([torch.randn(SHAPE, generator=g) for g in gs]) for gs in gens]
+    for k, t in enumerate(scheds[0].timesteps):
+        t = int(t)
+        running = range(2) if k < 5 else range(1)
+        nxt, mus = {}, {}
+        for i in running:
+            eps = m[i](z[i], t, y[i])
+            mus[i] = scheds[i].step(eps, t, z[i], eta=ddim_eta, variance_noise=torch.zeros_like(z[i])).prev_sample
+            xi = torch.stack([torch.randn(SHAPE, generator=g) for g in gens[i]]) if ddim_eta > 0 else None
+            nxt[i] = scheds[i].step(eps, t, z[i], eta=ddim_eta, variance_noise=xi).prev_sample
+        if k < 5:
+            agg = numpy_slerp(nxt[0].double().numpy(), nxt[1].double().numpy(), 0.4)
+            for i, eta in zip(range(2), (0.3, 0.5)):
+                z[i] = torch.from_numpy(numpy_shift(agg, mus[i].double().numpy(), eta)).float()
+        else:
+            z[0] = nxt[0]
+    np.testing.assert_allclose(out.z0.numpy(), z[0].numpy(), rtol=1e-4, atol=1e-5)
+    assert out.model_calls == 12 + 5
+
+
+def test_shift_mean_at_the_aggregate_costs_one_call_per_model_and_step(fam):
+    out = pair(fam, shift_mean="aggregate").sample([0])
+    assert out.model_calls == 12 + 5 + 2 * 5
+
+
+def test_hooks_emit_the_named_points_per_step_and_are_removed(fam):
+    sampler = pair(fam)
+    seen = []
+    with sampler.hooks(lambda name, step, value: seen.append((name, step, tuple(value.shape)))):
+        sampler.sample([0, 1])
+    names_at = lambda k: {n for n, s, _ in seen if s == k}  # noqa: E731
+    in_window = set(hook_names(2))
+    assert names_at(0) == in_window and names_at(4) == in_window
+    per_step = {"z", "eps", "x0", "mu", "noise", "z_next"}
+    assert names_at(5) == {f"model0.{q}" for q in per_step}
+    assert all(shape == (2, *SHAPE) for _, _, shape in seen)
+    count = len(seen)
+    sampler.sample([0, 1])
+    assert len(seen) == count  # removed on exit
+
+
+def test_names_filter_glob_list_and_callable(fam):
+    sampler = pair(fam)
+    for names_filter, expected in [
+        ("model1.*", {f"model1.{q}" for q in ("z", "eps", "x0", "mu", "noise", "z_next", "mu_shift", "z_shift")}),
+        (["agg.z", "model0.z"], {"agg.z", "model0.z"}),
+        (lambda n: n.endswith(".eps"), {"model0.eps", "model1.eps"}),
+    ]:
+        seen = set()
+        with sampler.hooks(lambda name, step, value: seen.add(name), names_filter):
+            sampler.sample([0])
+        assert seen == expected
+
+
+def test_a_sample_does_not_depend_on_its_batch_mates(fam):
+    sampler = pair(fam, ddim_eta=1.0)
+    whole = sampler.sample([10, 11, 12]).z0
+    alone = sampler.sample([11]).z0
+    np.testing.assert_allclose(whole[1:2], alone, rtol=1e-6, atol=1e-6)
+
+
+def test_shared_init_and_independent_init(fam):
+    _, cache = pair(fam, shared_init=True).run_with_cache([0, 1], names_filter="model*.z")
+    assert np.array_equal(cache.z.isel(step=0, model=0), cache.z.isel(step=0, model=1))
+    _, cache = pair(fam).run_with_cache([0, 1], names_filter="model*.z")
+    z0 = cache.z.isel(step=0).values.reshape(2, 2, -1)
+    cos = np.sum(z0[0] * z0[1], 1) / (np.linalg.norm(z0[0], axis=1) * np.linalg.norm(z0[1], axis=1))
+    assert np.all(np.abs(cos) < 0.3)  # independent N(0, I) draws are nearly orthogonal
+
+
+@pytest.mark.parametrize("mix", ["lerp", "orthogonal_mix"])
+def test_mixing_rules(fam, mix):
+    _, c = pair(fam, mix=mix, weights=(0.6,)).run_with_cache([0, 1], names_filter=["agg.z", "model*.z_next"])
+    a, b = c.z_next.isel(step=2, model=0).values, c.z_next.isel(step=2, model=1).values
+    expected = 0.4 * a + 0.6 * b if mix == "lerp" else 0.6 * a + math.sqrt(1 - 0.36) * b
+    np.testing.assert_allclose(c.agg_z.isel(step=2).values, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cross_ecosystem_models_step_with_their_own_schedule(fam):
+    m1, m2 = fam.model(), fam.model("cosine")
+    conds = [fam.condition(position=0), fam.condition(colour=1)]
+    with pytest.raises(ValueError, match="noise schedule differs .* allow_schedule_mismatch=True"):
+        AMDMSampler([m1, m2], conds, SamplerConfig(num_inference_steps=8, agg_steps=3))
+    sampler = AMDMSampler([m1, m2], conds, SamplerConfig(num_inference_steps=8, agg_steps=3, allow_schedule_mismatch=True))
+    _, c = sampler.run_with_cache([0], names_filter=["model*.z", "model*.eps", "model*.mu"])
+    k = 1
+    for i in range(2):
+        A, B = float(c.model_A.isel(model=i, step=k)), float(c.model_B.isel(model=i, step=k))
+        z, eps, mu = (c[v].isel(step=k, model=i).values.astype(np.float64) for v in ("z", "eps", "mu"))
+        np.testing.assert_allclose(mu, A * z + B * eps, rtol=1e-5, atol=1e-5)
+    assert float(c.model_A.isel(model=0, step=k)) != float(c.model_A.isel(model=1, step=k))
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda f: AMDMSampler([f.model(), f.model()], [None], SamplerConfig()), "one condition per model: 2 models, got 1"),
+        (lambda f: AMDMSampler([f.model(), fine_grained_family((4, 8, 9)).model()], [None, None], SamplerConfig()),
+         r"one latent shape; got \[\(4, 8, 8\), \(4, 8, 9\)\]"),
+        (lambda f: pair(f, weights=(0.5, 0.5)), r"need 1 weights w_1..w_\{N-1\} for 2 models; got 2"),
+        (lambda f: pair(f, weights=(1.5,)), r"weights must be in \[0, 1\]; got 1.5"),
+        (lambda f: pair(f, eta=(0.3, 0.3, 0.3)), r"eta must be one value or one per model \(2\); got 3"),
+        (lambda f: pair(f, eta=-0.1), r"eta must be >= 0; got -0.1"),
+        (lambda f: pair(f, agg_window=(3, 20)), r"agg_window must be \(start, stop\) with 0 <= start <= stop <= 12; got \(3, 20\)"),
+        (lambda f: pair(f, agg_steps=13), r"agg_steps must be an int in \[0, 12\]; got 13"),
+        (lambda f: pair(f, mix="nlerp"), "mix must be one of"),
+        (lambda f: pair(f, ddim_eta=-1.0), "ddim_eta must be a finite float >= 0"),
+        (lambda f: AMDMSampler([], [], SamplerConfig()), "at least 1 model"),
+    ],
+)
+def test_clear_errors_before_any_work(fam, make, match):
+    with pytest.raises(ValueError, match=match) as info:
+        make(fam)
+    assert "\n" not in str(info.value)
+
+
+def test_late_window_runs_models_independently_until_it_closes(fam):
+    sampler = pair(fam, agg_window=(4, 8))
+    seen = []
+    with sampler.hooks(lambda name, step, value: seen.append((name, step))):
+        out = sampler.sample([0])
+    assert ("model1.z", 0) in seen and ("model1.z", 7) in seen and ("model1.z", 8) not in seen
+    assert {s for n, s in seen if n == "agg.z"} == {4, 5, 6, 7}
+    assert out.model_calls == 12 + 8
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_one_tiny_unet_is_a_plain_diffusers_loop_bit_for_bit(guidance):
+    from amdm_geom.denoisers.unet import UNetDenoiser, make_condition, make_tiny_unet
+
+    model = UNetDenoiser(make_tiny_unet(0, sample_size=16, block_out_channels=(8, 16)), guidance_scale=guidance)
+    cond = make_condition(1, dim=model.cross_attention_dim)
+    sampler = AMDMSampler([model], [cond], SamplerConfig(num_inference_steps=6, weights=(), ddim_eta=1.0))
+    assert torch.equal(sampler.sample([0, 1]).z0, plain_diffusers_loop(model, cond, [0, 1], 6, 1.0))
