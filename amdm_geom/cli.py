@@ -1,10 +1,11 @@
 """The ``amdm-geom`` command line.
 
-- ``amdm-geom validate [--quick]``: the main job. Runs every closed-form check, the default
-  probes (into ``data/runs/validate/``) and the checks on their stores, and prints the verdict
-  table. A violated bound is a finding, not a failure: it exits non-zero only on an internal
-  error.
+- ``amdm-geom validate [--quick]``: the main job. Runs the closed-form checks, the default
+  probes (into ``data/runs/validate/``) and every analysis on their stores, writes each
+  analysis' results and figures under ``data/report/``, and prints the verdict table. A violated
+  bound is a finding, not a failure: it exits non-zero only on an internal error.
 - ``amdm-geom probe <name> [options]``: run one probe into ``data/runs/<name>.zarr``.
+- ``amdm-geom analyze <analysis> <store>... [--out data/report]``: one analysis on given stores.
 """
 
 from __future__ import annotations
@@ -16,21 +17,50 @@ from pathlib import Path
 
 from . import __version__
 
-__all__ = ["build_parser", "main"]
+__all__ = ["ANALYSES", "build_parser", "main"]
 
-#: Settings of the probes ``validate`` runs: (probe, options). Small enough for minutes on 2 cores.
+_GMM_QUICK = ["--steps", "20", "--agg-steps", "8", "--latent-shape", "4", "32", "32"]
+
+#: The probes ``validate`` runs: store name -> (probe, options). Small enough for minutes on 2
+#: cores (--quick: under 2 minutes). Roles: "trace" stores get the eq. (4)/(7) checks, "norm_angle"
+#: Prop. 3.1, "shell" Prop. 3.2 (they need sigma_t > 0), "precision:<dtype>" the precision study.
 VALIDATE_PROBES = {
-    "full": [
-        ("gmm_pair", ["--batch", "4"]),
-        ("gmm_cross_ecosystem", ["--batch", "4"]),
-        ("unet_pair", ["--batch", "2", "--sample-size", "32"]),
-    ],
-    "quick": [
-        ("gmm_pair", ["--batch", "2", "--steps", "20", "--agg-steps", "8", "--latent-shape", "4", "32", "32"]),
-        ("gmm_cross_ecosystem", ["--batch", "2", "--steps", "20", "--agg-steps", "8", "--latent-shape", "4", "32", "32"]),
-        ("unet_pair", ["--batch", "1", "--steps", "20", "--agg-steps", "8", "--sample-size", "16",
-                       "--channels", "8", "16"]),
-    ],
+    "full": {
+        "gmm_pair": ("gmm_pair", ["--batch", "4", "--perturb", "0.05", "--cross-eps", "--continue-after-window"]),
+        "gmm_cross_ecosystem": ("gmm_cross_ecosystem", ["--batch", "4"]),
+        "unet_pair": ("unet_pair", ["--batch", "2", "--sample-size", "32", "--cross-eps"]),
+        "gmm_ddpm": ("gmm_pair", ["--batch", "4", "--ddim-eta", "1", "--cross-eps", "--perturb", "0.05"]),
+        "gmm_ddpm_eta40": ("gmm_pair", ["--batch", "4", "--ddim-eta", "1", "--eta", "40"]),
+        "gmm_ddpm_w0.8": ("gmm_pair", ["--batch", "4", "--ddim-eta", "1", "--w", "0.8"]),
+        "gmm_float16": ("gmm_pair", ["--batch", "2", "--dtype", "float16", "--continue-after-window"]),
+        "gmm_float32": ("gmm_pair", ["--batch", "2", "--dtype", "float32", "--continue-after-window"]),
+        "gmm_float64": ("gmm_pair", ["--batch", "2", "--dtype", "float64", "--continue-after-window"]),
+    },
+    "quick": {
+        "gmm_pair": ("gmm_pair", ["--batch", "2", *_GMM_QUICK, "--perturb", "0.05", "--cross-eps",
+                                  "--continue-after-window"]),
+        "gmm_cross_ecosystem": ("gmm_cross_ecosystem", ["--batch", "2", *_GMM_QUICK]),
+        "unet_pair": ("unet_pair", ["--batch", "1", "--steps", "20", "--agg-steps", "8", "--sample-size", "16",
+                                    "--channels", "8", "16", "--cross-eps"]),
+        "gmm_ddpm": ("gmm_pair", ["--batch", "2", *_GMM_QUICK, "--ddim-eta", "1", "--cross-eps", "--perturb", "0.05"]),
+        "gmm_ddpm_eta40": ("gmm_pair", ["--batch", "2", *_GMM_QUICK, "--ddim-eta", "1", "--eta", "40"]),
+        "gmm_float16": ("gmm_pair", ["--batch", "2", *_GMM_QUICK, "--dtype", "float16", "--continue-after-window"]),
+        "gmm_float64": ("gmm_pair", ["--batch", "2", *_GMM_QUICK, "--dtype", "float64", "--continue-after-window"]),
+    },
+}
+_ROLES = {
+    "trace": ["gmm_pair", "gmm_cross_ecosystem", "unet_pair", "gmm_ddpm"],
+    "norm_angle": ["gmm_pair", "gmm_ddpm"],
+    "shell": ["gmm_ddpm", "gmm_ddpm_eta40", "gmm_ddpm_w0.8"],
+    "precision": ["gmm_float16", "gmm_float32", "gmm_float64"],
+}
+
+#: analysis name -> one line; ``amdm-geom analyze NAME STORE...``
+ANALYSES = {
+    "norm_angle": "Prop. 3.1: norm gap, angle, delta and its parts per step; Table 5 beside the paper's",
+    "shell": "Lemma A.1 grid and Prop. 3.2 shell and domain membership (stores with --ddim-eta > 0)",
+    "precision": "Table 5 of one configuration recorded in several dtypes (each store's dtype from its attrs)",
+    "trace_checks": "every recorded step obeys eq. (4) and every shift eq. (7)",
 }
 
 
@@ -45,28 +75,65 @@ def _probe_args(name: str, argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def run_analysis(name: str, stores: dict, out: Path) -> list:
+    """Run analysis ``name`` on ``stores`` (``{store name: path}``), writing under ``out/name``."""
+    from analyses import norm_angle, shell, trace_checks
+    from amdm_geom.store import open_run
+
+    if name not in ANALYSES:
+        raise ValueError(f"unknown analysis {name!r}; analyses are {', '.join(ANALYSES)}")
+    if not stores:
+        raise ValueError(f"analysis {name} needs at least one store")
+    target = Path(out) / name
+    if name == "norm_angle":
+        return norm_angle.report(stores, target)
+    if name == "shell":
+        return shell.report(stores, target)
+    if name == "precision":
+        by_dtype = {open_run(p).attrs["dtype"]: p for p in stores.values()}
+        return norm_angle.report_precision(by_dtype, target)
+    return trace_checks.report(stores, target)
+
+
+def _stores(paths) -> dict:
+    out = {}
+    for p in map(Path, paths):
+        if not (p / "zarr.json").exists():
+            raise FileNotFoundError(f"no trace store at {p}")
+        out[p.name.removesuffix(".zarr")] = p
+    return out
+
+
 def _validate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     import probes
-    from analyses import closed_forms, trace_checks
+    from analyses import closed_forms
 
     from .verdicts import format_table, to_json
 
     mode = "quick" if args.quick else "full"
-    print(f"amdm-geom validate ({mode}): closed forms, default probes, trace checks", flush=True)
+    report = Path(args.report)
+    print(f"amdm-geom validate ({mode}): closed forms, {len(VALIDATE_PROBES[mode])} probes, analyses", flush=True)
     rows = closed_forms.verdicts(closed_forms.compute(seed=args.seed))
     stores = {}
-    for name, options in VALIDATE_PROBES[mode]:
+    for name, (probe, options) in VALIDATE_PROBES[mode].items():
         out = Path(args.runs) / f"{name}.zarr"
-        probe_args = _probe_args(name, [*options, "--seed", str(args.seed), "--out", str(out), "--overwrite",
-                                        "--no-progress"])
+        probe_args = _probe_args(probe, [*options, "--seed", str(args.seed), "--out", str(out), "--overwrite",
+                                         "--no-progress"])
         t0 = time.perf_counter()
-        stores[name] = probes.load(name).run(probe_args, quiet=True)
+        stores[name] = probes.load(probe).run(probe_args, quiet=True)
         print(f"  probe {name}: {out} ({time.perf_counter() - t0:.1f} s)", flush=True)
-    rows += trace_checks.verdicts(trace_checks.compute(stores))
+    for analysis, names in _ROLES.items():
+        chosen = {n: stores[n] for n in names if n in stores}
+        t0 = time.perf_counter()
+        analysis_name = "trace_checks" if analysis == "trace" else analysis
+        rows += run_analysis(analysis_name, chosen, report)
+        print(f"  analysis {analysis_name}: {report / analysis_name} ({time.perf_counter() - t0:.1f} s)", flush=True)
     print()
     print(format_table(rows))
     print(f"\n({time.perf_counter() - start:.1f} s)")
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "verdicts.json").write_text(to_json(rows))
     if args.json:
         Path(args.json).write_text(to_json(rows))
     return 0
@@ -76,6 +143,15 @@ def _probe(args: argparse.Namespace) -> int:
     import probes
 
     probes.load(args.probe).run(_probe_args(args.probe, args.probe_args))
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from .verdicts import format_table
+
+    rows = run_analysis(args.analysis, _stores(args.stores), Path(args.out))
+    print(format_table(rows))
+    print(f"\nresults and figures in {Path(args.out) / args.analysis}")
     return 0
 
 
@@ -89,10 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"amdm-geom {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("validate", help="run every check and the default probes; print the verdict table")
+    p = sub.add_parser("validate", help="run every check, the default probes and the analyses; print the verdicts")
     p.add_argument("--quick", action="store_true", help="smaller probes (under 2 minutes; the tests use it)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the checks and probes (default 0)")
     p.add_argument("--runs", default="data/runs/validate", help="where the probe stores go (overwritten)")
+    p.add_argument("--report", default="data/report", help="where results and figures go (default data/report)")
     p.add_argument("--json", metavar="PATH", help="also write the verdicts as JSON to PATH")
     p.set_defaults(func=_validate)
 
@@ -103,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("probe", choices=list(probes.PROBES), metavar="NAME", help="the probe to run")
     p.add_argument("probe_args", nargs=argparse.REMAINDER, help="the probe's options")
     p.set_defaults(func=_probe)
+
+    listing = "\n".join(f"  {name:14s} {text}" for name, text in ANALYSES.items())
+    p = sub.add_parser("analyze", help="run one analysis on trace stores; results and figures under data/report",
+                       description=f"analyses:\n{listing}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("analysis", choices=list(ANALYSES), metavar="ANALYSIS", help="the analysis to run")
+    p.add_argument("stores", nargs="+", metavar="STORE", help="trace stores (.zarr folders)")
+    p.add_argument("--out", default="data/report", help="report folder (default data/report)")
+    p.set_defaults(func=_analyze)
     return parser
 
 

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from diffusers import DDIMScheduler
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import geometry
 from .denoisers.base import Denoiser, same_schedule
@@ -50,6 +50,8 @@ from .store import MemoryRecorder, RunPlan, hook_names
 __all__ = ["AMDMSampler", "SampleOutput", "SamplerConfig", "sample_generators"]
 
 MIX_RULES = ("slerp", "lerp", "orthogonal_mix")
+#: Opt-in per-model quantities for the delta decomposition (recorded for models 2..N)
+CROSS_EPS = ("eps_cross", "eps_at_z1")
 SHIFT_MEANS = ("step", "aggregate")
 
 
@@ -71,6 +73,12 @@ class SamplerConfig:
     - ``ddim_eta``: DDIM's eta (0: deterministic; 1: DDPM posterior variance).
     - ``shared_init``: every model starts from model 1's z_T (the earlier version).
     - ``allow_schedule_mismatch``: aggregate models whose schedules differ (cross-ecosystem).
+    - ``continue_after_window``: models 2..N keep sampling on their own after the window (for
+      logging, as the paper's Table 5 does after t = 30); model 1's trajectory is unchanged.
+    - ``record_cross_eps``: while a recorder or hook is attached, two more calls per partner
+      model i >= 2 and step, for the terms of eqs. (20)-(22): ``model{i}.eps_cross`` =
+      eps_theta1(z_t^1, t, y_i) (model 1 under model i's condition) and ``model{i}.eps_at_z1`` =
+      eps_thetai(z_t^1, t, y_i) (model i at model 1's input). They do not change the trajectory.
     """
 
     num_inference_steps: int = 50
@@ -83,6 +91,8 @@ class SamplerConfig:
     ddim_eta: float = 0.0
     shared_init: bool = False
     allow_schedule_mismatch: bool = False
+    continue_after_window: bool = False
+    record_cross_eps: bool = False
 
     @property
     def window(self) -> tuple[int, int]:
@@ -257,7 +267,8 @@ class AMDMSampler:
         """The layout a recorder gets: the hook names this run emits that pass the filter."""
         n, (start, stop) = len(self.models), self.config.window
         aggregated = np.array([start <= k < stop and n > 1 for k in range(self.config.num_inference_steps)])
-        names = [nm for nm in hook_names(n) if _matches(names_filter, nm)]
+        extra = CROSS_EPS if self.config.record_cross_eps and n > 1 else ()
+        names = [nm for nm in hook_names(n, extra) if _matches(names_filter, nm)]
         if not aggregated.any():  # nothing is aggregated or shifted
             names = [nm for nm in names if nm != "agg.z" and not nm.endswith((".mu_shift", ".z_shift"))]
         return RunPlan(names=names, n_models=n, seeds=[int(s) for s in seeds],
@@ -298,11 +309,12 @@ class AMDMSampler:
             z = [z[0].clone() for _ in range(n)]
         names = [{q: f"model{i}.{q}" for q in ("z", "eps", "x0", "mu", "noise", "z_next", "mu_shift", "z_shift")}
                  for i in range(n)]
-        calls, stopped_at = 0, [cfg.num_inference_steps] + [stop] * (n - 1)
+        last = cfg.num_inference_steps if cfg.continue_after_window else stop
+        calls, stopped_at = 0, [cfg.num_inference_steps] + [last] * (n - 1)
         steps = range(cfg.num_inference_steps)
         for k in tqdm(steps, desc="AMDM", disable=not progress, leave=False):
             t = self.timesteps[k]
-            running = range(n) if k < stop else range(1)
+            running = range(n) if k < last else range(1)
             mu, eps, z_next = {}, {}, {}
             for i in running:
                 sched = self.schedulers[i]
@@ -322,6 +334,13 @@ class AMDMSampler:
                     self._emit(names[i]["mu"], k, mu[i])
                     self._emit(names[i]["noise"], k, z_next[i] - mu[i])
                     self._emit(names[i]["z_next"], k, z_next[i])
+            if hooked and cfg.record_cross_eps:
+                for i in running:
+                    if i == 0:
+                        continue
+                    self._emit(f"model{i}.eps_cross", k, models[0](z[0], t, self.conds[i]))
+                    self._emit(f"model{i}.eps_at_z1", k, models[i](z[0], t, self.conds[i]))
+                    calls += 2
             if start <= k < stop and n > 1:
                 z_agg = self._mix([z_next[i] for i in range(n)])
                 if hooked:

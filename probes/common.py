@@ -39,6 +39,11 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                    help="mean of the shift: mu_i(z_t^i) as in Algorithm 1 (step) or mu_i(z') as eq. (7) prints it")
     g.add_argument("--ddim-eta", type=float, default=0.0, help="DDIM eta (0 deterministic, 1 DDPM variance)")
     g.add_argument("--shared-init", action="store_true", help="one z_T for all models (the earlier version)")
+    g.add_argument("--continue-after-window", action="store_true",
+                   help="models 2..N keep sampling on their own after the window (as Table 5 logs them)")
+    g.add_argument("--cross-eps", action="store_true",
+                   help="record eps_theta1(z, t, y_i) and eps_thetai(z_t^1, t, y_i) for the delta decomposition "
+                        "(two more model calls per partner and step)")
     r = parser.add_argument_group("run")
     r.add_argument("--batch", type=int, default=4, help="samples, one generator each (default 4)")
     r.add_argument("--seed", type=int, default=0, help="first seed; sample b uses seed + b (default 0)")
@@ -57,7 +62,8 @@ def sampler_config(args: argparse.Namespace, n_models: int, **overrides) -> Samp
         num_inference_steps=args.steps, agg_steps=min(args.agg_steps, args.steps),
         agg_window=tuple(args.agg_window) if args.agg_window else None,
         weights=tuple(args.w) if n_models > 1 else (), eta=eta, mix=args.mix, shift_mean=args.shift_mean,
-        ddim_eta=args.ddim_eta, shared_init=args.shared_init, **overrides)
+        ddim_eta=args.ddim_eta, shared_init=args.shared_init, continue_after_window=args.continue_after_window,
+        record_cross_eps=args.cross_eps, **overrides)
 
 
 def run_probe(sampler: AMDMSampler, args: argparse.Namespace, *, quiet: bool = False) -> Path:

@@ -48,10 +48,9 @@ def family(args: argparse.Namespace):
 def build(args: argparse.Namespace, schedule_b: str = "scaled_linear", allow_mismatch: bool = False) -> AMDMSampler:
     fam = family(args)
     dtype = DTYPES[args.dtype]
-    mixture_b = fam.perturbed(args.perturb, seed=args.family_seed + 1) if args.perturb else None
     m1 = fam.model("scaled_linear", guidance_scale=args.guidance, dtype=dtype, name=f"position={args.position}")
     m2 = fam.model(schedule_b, guidance_scale=args.guidance, dtype=dtype, name=f"colour={args.colour}",
-                   mixture=mixture_b)
+                   perturb=args.perturb)
     conds = [fam.condition(position=args.position), fam.condition(colour=args.colour)]
     config = sampler_config(args, 2, allow_schedule_mismatch=allow_mismatch)
     return AMDMSampler([m1, m2], conds, config)

@@ -1,7 +1,6 @@
 """The closed-form analysis and the ``amdm-geom validate`` command: every verdict exists and its
 number equals an independent recomputation."""
 
-import json
 import math
 import subprocess
 import sys
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from amdm_geom import cli
 from amdm_geom.verdicts import STATUSES, Verdict, format_table
 from analyses import closed_forms
 
@@ -27,21 +25,10 @@ def rows(ds):
 
 
 def test_every_verdict_is_present_and_well_formed(rows):
-    assert set(rows) == {"ddim_step", "lemma_a1", "prop31_norm_gap", "prop31_angle",
+    assert set(rows) == {"ddim_step", "prop31_norm_gap", "prop31_angle",
                          "prop31_delta_noise", "prop32_max_distance", "prop32_ddim", "sd_gaussian_T"}
     for v in rows.values():
         assert v.status in STATUSES and v.claim and v.where and v.measured
-
-
-def test_lemma_verdict_number_from_the_chi_square_law(ds, rows):
-    n, eps = np.meshgrid(ds.n.values, ds.eps.values, indexing="ij")
-    hi = stats.chi2.sf((1 + eps) ** 2 * n, n)
-    lo = np.where(eps < 1, stats.chi2.cdf(np.clip(1 - eps, 0, None) ** 2 * n, n), 0.0)
-    miss = hi + lo
-    bound = 2 * np.exp(-n * eps**2 / (1 + 2 * eps))
-    keep = miss > 1e-300
-    assert rows["lemma_a1"].value == pytest.approx(np.min(bound[keep] / miss[keep]), rel=1e-6)
-    assert rows["lemma_a1"].status == "holds"
 
 
 def test_angle_verdict_number_from_the_closed_form_excess(ds, rows):
@@ -75,7 +62,7 @@ def test_plots_return_figures(ds):
     import matplotlib.pyplot as plt
 
     figs = closed_forms.plot(ds)
-    assert len(figs) == 2
+    assert len(figs) == 1
     for f in figs:
         assert f.axes
         plt.close(f)
@@ -86,19 +73,6 @@ def test_verdict_status_is_checked_and_table_counts():
         Verdict(claim="c", where="w", status="ok", measured="m", bound="b")
     table = format_table([Verdict(claim="c", where="w", status="holds", measured="m", bound="b")])
     assert "HOLDS" in table and "1 holds, 0 violated, 0 vacuous" in table
-
-
-def test_cli_validate_quick_prints_the_table_and_writes_json(tmp_path, capsys):
-    out = tmp_path / "verdicts.json"
-    assert cli.main(["validate", "--quick", "--runs", str(tmp_path / "runs"), "--json", str(out)]) == 0
-    printed = capsys.readouterr().out
-    for word in ("claim", "HOLDS", "VIOLATED", "VACUOUS", "Lemma A.1", "gmm_pair", "unet_pair"):
-        assert word in printed
-    rows = json.loads(out.read_text())
-    assert len(rows) == 8 + 1 + 2 * 3  # closed forms, the one-model check, two per probe store
-    assert all(r["status"] in STATUSES for r in rows)
-    for name in ("gmm_pair", "gmm_cross_ecosystem", "unet_pair"):
-        assert (tmp_path / "runs" / f"{name}.zarr" / "zarr.json").exists()
 
 
 def test_console_script_runs_as_a_module():

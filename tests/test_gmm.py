@@ -9,7 +9,7 @@ import torch
 from torch import distributions as D
 
 from amdm_geom.denoisers.base import Denoiser, same_schedule
-from amdm_geom.denoisers.gmm import GaussianMixture, GMMDenoiser, fine_grained_family
+from amdm_geom.denoisers.gmm import GaussianMixture, GMMDenoiser, fine_grained_family, from_description
 from amdm_geom.sampler import AMDMSampler, SamplerConfig
 from amdm_geom.schedules import make_scheduler
 
@@ -139,3 +139,28 @@ def test_exact_sampling_of_the_mixture_by_ddpm_with_exact_scores():
     mean_r = r.mean(0).numpy()
     se = r.std(0).numpy() / math.sqrt(600)
     assert np.all(np.abs(mean_r - w.numpy()) < 4 * se + 0.01), (mean_r, w)
+
+
+def test_sample_diffused_matches_the_forward_process():
+    # one-draw sampling of p_t must have the moments of sqrt(abar) x0 + sqrt(1 - abar) xi
+    fam = fine_grained_family((6,), n_positions=2, n_colours=2, separation=5.0, component_std=0.4, seed=8)
+    w = fam.condition(colour=1)
+    abar = 0.3
+    z, _ = fam.mixture.sample_diffused(w, 40000, abar, np.random.default_rng(0))
+    means, var = fam.mixture.means, fam.mixture.variances
+    mean = math.sqrt(abar) * (w[:, None] * means).sum(0)
+    second = (w[:, None] * (abar * (means**2 + var) + 1 - abar)).sum(0)
+    np.testing.assert_allclose(z.mean(0), mean, atol=0.03)
+    np.testing.assert_allclose((z**2).mean(0), second, rtol=0.03)
+
+
+def test_from_description_rebuilds_the_same_model():
+    fam = fine_grained_family((4, 8, 8), separation=7.0, component_std=0.5, seed=9)
+    m = fam.model("cosine", perturb=0.1, guidance_scale=2.0, name="x")
+    again = from_description(m.describe())
+    z = torch.randn(2, 4, 8, 8)
+    w = fam.condition(position=3)
+    assert torch.equal(again(z, 500, w), m(z, 500, w))
+    assert same_schedule(again.scheduler, m.scheduler)
+    with pytest.raises(ValueError, match="not a fine-grained GMM family description"):
+        from_description({"family": "unet"})

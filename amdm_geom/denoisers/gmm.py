@@ -18,13 +18,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from diffusers import DDIMScheduler
 
 from ..schedules import make_scheduler
 from .base import check_latents
 
-__all__ = ["FineGrainedFamily", "GMMDenoiser", "GaussianMixture", "fine_grained_family"]
+__all__ = ["FineGrainedFamily", "GMMDenoiser", "GaussianMixture", "fine_grained_family", "from_description"]
 
 
 @dataclass
@@ -122,6 +123,19 @@ class GaussianMixture:
             xs.append(self.means[k] + noise * self.variances[k].sqrt())
         return torch.stack(xs), torch.tensor(ks)
 
+    def sample_diffused(self, weights: torch.Tensor, count: int, alpha_bar: float,
+                        rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` exact draws of ``z_t ~ p_t(z | y)`` at once, for reference sets (not the
+        per-sample streams of a run): component k, then ``N(sqrt(abar) mu_k, diag(v_k))``, which is
+        the law of ``sqrt(abar) x_0 + sqrt(1 - abar) xi``. Returns ``(z (count, n), component (count,))``."""
+        w = self.check_weights(weights)
+        if w.ndim != 1:
+            raise ValueError(f"sample_diffused takes one weight vector ({self.n_components},); got {tuple(w.shape)}")
+        ks = torch.from_numpy(rng.choice(self.n_components, size=count, p=(w / w.sum()).numpy()))
+        mean_t, inv_v, _ = self._diffused(alpha_bar)
+        noise = torch.from_numpy(rng.standard_normal((count, self.dim)))
+        return mean_t[ks] + noise / inv_v[ks].sqrt(), ks
+
 
 class GMMDenoiser:
     """The exact epsilon of a Gaussian mixture, ``eps = model(z_t, t, cond)`` (eq. 4).
@@ -206,6 +220,7 @@ class FineGrainedFamily:
     n_colours: int
     strength: float
     seed: int
+    params: dict = field(default_factory=dict)  # the arguments of fine_grained_family
 
     def condition(self, position: int | None = None, colour: int | None = None,
                   strength: float | None = None) -> torch.Tensor:
@@ -233,13 +248,21 @@ class FineGrainedFamily:
         return (labels["position"] == position) & (labels["colour"] == colour)
 
     def model(self, schedule: str = "scaled_linear", *, guidance_scale: float = 1.0,
-              dtype: torch.dtype = torch.float32, name: str = "gmm", mixture: GaussianMixture | None = None,
-              **schedule_overrides) -> GMMDenoiser:
-        """A denoiser of this family under the VP schedule ``schedule`` (see ``make_scheduler``)."""
-        return GMMDenoiser(mixture or self.mixture, make_scheduler(schedule, **schedule_overrides),
-                           guidance_scale=guidance_scale, dtype=dtype, name=name,
-                           provenance={"family_seed": self.seed, "n_positions": self.n_positions,
-                                       "n_colours": self.n_colours, "schedule_kind": schedule})
+              dtype: torch.dtype = torch.float32, name: str = "gmm", perturb: float = 0.0,
+              perturb_seed: int | None = None, **schedule_overrides) -> GMMDenoiser:
+        """A denoiser of this family under the VP schedule ``schedule`` (see ``make_scheduler``).
+
+        ``perturb > 0`` moves the means (``perturbed``): a "fine-tuned" model of the same
+        ecosystem. Everything needed to rebuild the model (``from_description``) goes into its
+        description.
+        """
+        seed = self.seed + 1 if perturb_seed is None else perturb_seed
+        mixture = self.perturbed(perturb, seed) if perturb else self.mixture
+        provenance = {"family_params": dict(self.params), "schedule_kind": schedule,
+                      "schedule_overrides": dict(schedule_overrides), "perturb": float(perturb),
+                      "perturb_seed": int(seed) if perturb else None}
+        return GMMDenoiser(mixture, make_scheduler(schedule, **schedule_overrides),
+                           guidance_scale=guidance_scale, dtype=dtype, name=name, provenance=provenance)
 
     def perturbed(self, scale: float, seed: int) -> GaussianMixture:
         """The same components with means moved by ``scale`` times their typical separation in a
@@ -277,4 +300,20 @@ def fine_grained_family(latent_shape: tuple[int, ...] = (4, 64, 64), *, n_positi
     means = a[pos] + b[col]
     mixture = GaussianMixture(means, torch.full((1, n), component_std**2, dtype=torch.float64),
                               tuple(latent_shape), {"position": pos, "colour": col})
-    return FineGrainedFamily(mixture, n_positions, n_colours, strength, seed)
+    params = {"latent_shape": list(latent_shape), "n_positions": n_positions, "n_colours": n_colours,
+              "separation": separation, "component_std": component_std, "strength": strength, "seed": seed}
+    return FineGrainedFamily(mixture, n_positions, n_colours, strength, seed, params)
+
+
+def from_description(desc: dict, dtype: torch.dtype | None = None) -> GMMDenoiser:
+    """Rebuild a fine-grained-family GMM denoiser from its ``describe()`` (as stored in a trace
+    store's config), so analyses can evaluate its exact density."""
+    if desc.get("family") != "gmm" or "family_params" not in desc:
+        raise ValueError(f"not a fine-grained GMM family description: {sorted(desc)}")
+    params = dict(desc["family_params"])
+    params["latent_shape"] = tuple(params["latent_shape"])
+    fam = fine_grained_family(**params)
+    dtype = dtype or getattr(torch, desc.get("dtype", "float32"))
+    return fam.model(desc["schedule_kind"], guidance_scale=desc["guidance_scale"], dtype=dtype, name=desc["name"],
+                     perturb=desc.get("perturb", 0.0), perturb_seed=desc.get("perturb_seed"),
+                     **desc.get("schedule_overrides", {}))
