@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import integrate, stats
+from scipy import stats
 
 from amdm_geom.verdicts import STATUSES, Verdict, format_table
 from analyses import closed_forms
@@ -26,7 +26,7 @@ def rows(ds):
 
 def test_every_verdict_is_present_and_well_formed(rows):
     assert set(rows) == {"ddim_step", "prop31_norm_gap", "prop31_angle",
-                         "prop31_delta_noise", "prop32_max_distance", "prop32_ddim", "sd_gaussian_T"}
+                         "prop31_delta_noise", "prop32_max_distance", "prop32_ddim"}
     for v in rows.values():
         assert v.status in STATUSES and v.claim and v.where and v.measured
 
@@ -42,14 +42,6 @@ def test_angle_verdict_number_from_the_closed_form_excess(ds, rows):
 def test_delta_noise_verdict_number(rows):
     assert rows["prop31_delta_noise"].value == pytest.approx(stats.chi2.cdf(16384, 16384), rel=1e-12)
     assert rows["prop31_delta_noise"].status == "violated"
-
-
-def test_sd_moment_verdict_from_quadrature_of_beta(rows):
-    beta = lambda t: 1000 * (math.sqrt(0.00085) + t * (math.sqrt(0.012) - math.sqrt(0.00085))) ** 2  # noqa: E731
-    integral, _ = integrate.quad(beta, 0, 1)
-    m_T, P_T = math.exp(-integral / 2), 1 - math.exp(-integral)
-    assert rows["sd_gaussian_T"].value == pytest.approx(max(m_T, 1 - P_T), rel=1e-9)
-    assert rows["sd_gaussian_T"].status == "holds"
 
 
 def test_ddim_and_ddim_shell_verdicts(ds, rows):

@@ -1,0 +1,359 @@
+"""Gaussianity of the latents under SD's schedule (App. D.1, eqs. 37-41, Figure 6).
+
+- ``schedule_moments``: the discrete SD 1.x schedule (scaled-linear betas) and its continuous
+  limit, with linear and cosine beside it: m(t) and P(t) (eqs. 40-41) for the paper's extreme
+  case m(0) = 1, P(0) = 0 or given data moments; the t from which |m| and |P - 1| stay under
+  a tolerance; the values at t = T.
+- ``forward_gaussianity``: the forward process applied to non-Gaussian data (the GMM family at
+  SD latent size, components far apart per coordinate), per timestep: whether |z_t| concentrates
+  around sqrt(E|z_t|^2) as Lemma A.1 says a Gaussian would, and per-coordinate normality tests
+  (Kolmogorov-Smirnov against the exact per-coordinate moments, Anderson-Darling), with a
+  verdict per t.
+- ``trajectory_gaussianity``: the same checks on the recorded reverse trajectory of a store.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import xarray as xr
+from scipy import stats
+
+from amdm_geom import bounds, geometry, schedules
+from amdm_geom.denoisers.gmm import FineGrainedFamily, GaussianMixture, fine_grained_family, from_description
+from amdm_geom.store import open_run, run_config
+from amdm_geom.verdicts import Verdict
+
+from .output import result_folder, save_dataset, save_figures, save_verdicts
+
+__all__ = ["default_family", "forward_gaussianity", "forward_verdicts", "plot", "report", "schedule_moments",
+           "schedule_verdicts", "trajectory_gaussianity", "trajectory_verdicts"]
+
+KINDS = ("scaled_linear", "linear", "cosine")
+PAPER_T = 0.6  # "when t > 0.6, the mean rapidly converges to 0 while the variance rapidly converges to 1"
+
+
+# --------------------------------------------------------------------------------------------
+# the schedule's moments
+
+
+def _converged_from(t: np.ndarray, m: np.ndarray, P: np.ndarray, tol: float) -> float:
+    """The first t from which |m| <= tol and |P - 1| <= tol for every later t (NaN if never)."""
+    ok = (np.abs(m) <= tol) & (np.abs(P - 1) <= tol)
+    bad = np.nonzero(~ok)[0]
+    if len(bad) == 0:
+        return float(t[0])
+    return float(t[bad[-1] + 1]) if bad[-1] + 1 < len(t) else math.nan
+
+
+def schedule_moments(kinds=KINDS, *, m0: float = 1.0, P0: float = 0.0, tol: float = 0.1,
+                     n_t: int = 1001) -> xr.Dataset:
+    """Continuous (eqs. 40-41) and discrete moments per schedule kind.
+
+    Variables over ``(kind, t)``: ``m``, ``P`` (continuous, t in [0, 1]); over ``(kind, i)``:
+    ``m_discrete``, ``P_discrete`` (the exact moments of the discrete forward process after
+    training step i, at continuous time (i + 1)/N); per kind: ``converged_from`` (continuous),
+    ``converged_from_discrete``, ``m_T``, ``P_T``, ``m_T_discrete``, ``P_T_discrete``.
+    """
+    t = np.linspace(0.0, 1.0, n_t)
+    ms, Ps, md, Pd, rows = [], [], [], [], []
+    for kind in kinds:
+        m, P = schedules.vp_moments(t, kind, m0=m0, P0=P0)
+        disc = schedules.discrete_moments(schedules.make_scheduler(kind), m0=m0, P0=P0)
+        ms.append(m)
+        Ps.append(P)
+        md.append(disc["m"].values)
+        Pd.append(disc["P"].values)
+        rows.append({"converged_from": _converged_from(t, m, P, tol),
+                     "converged_from_discrete": _converged_from(disc["t"].values, disc["m"].values, disc["P"].values, tol),
+                     "m_T": m[-1], "P_T": P[-1], "m_T_discrete": float(disc["m"][-1]), "P_T_discrete": float(disc["P"][-1]),
+                     "m_at_paper_t": float(np.interp(PAPER_T, t, m)), "P_at_paper_t": float(np.interp(PAPER_T, t, P))})
+    n_train = len(md[0])
+    ds = xr.Dataset(
+        {"m": (("kind", "t"), np.stack(ms)), "P": (("kind", "t"), np.stack(Ps)),
+         "m_discrete": (("kind", "i"), np.stack(md)), "P_discrete": (("kind", "i"), np.stack(Pd))},
+        coords={"kind": list(kinds), "t": t, "i": np.arange(n_train), "t_discrete": ("i", (np.arange(n_train) + 1) / n_train)},
+        attrs={"m0": m0, "P0": P0, "tol": tol})
+    for key in rows[0]:
+        ds[key] = ("kind", [r[key] for r in rows])
+    return ds
+
+
+def schedule_verdicts(ds: xr.Dataset) -> list[Verdict]:
+    """The SD schedule at t = T, and the paper's reading that the moments converge for t > 0.6."""
+    sd = ds.sel(kind="scaled_linear")
+    tol = float(ds.attrs["tol"])
+    m_T, P_T = float(sd.m_T), float(sd.P_T)
+    others = ", ".join(f"{k}: from t = {float(ds.converged_from.sel(kind=k)):.2f}" for k in ds.kind.values
+                       if k != "scaled_linear")
+    case = f"m(0) = {ds.attrs['m0']:g}, P(0) = {ds.attrs['P0']:g}"
+    t_star = float(sd.converged_from)
+    return [
+        Verdict(key="sd_gaussian_T", claim="SD schedule: p(z_T) ~ N(0, I)", where="App. D.1, eq. (40)-(41)",
+                status="holds" if abs(m_T) <= tol and abs(P_T - 1) <= tol else "violated",
+                measured=f"m(T) {m_T:.3f}, P(T) {P_T:.4f}", bound=f"|m|, |P-1| <= {tol:g}",
+                value=max(abs(m_T), abs(P_T - 1)), reference=tol,
+                detail=(f"{case}, continuous limit; the discrete schedule at t = 999 gives m = {float(sd.m_T_discrete):.3f}, "
+                        f"P = {float(sd.P_T_discrete):.4f}. sqrt(abar_T) is not 0, so p(z_T) keeps a trace of the data.")),
+        Verdict(key="sd_converged_from", claim="moments converged for t > 0.6", where="App. D.1, Figure 6",
+                status="holds" if t_star <= PAPER_T else "violated",
+                measured=f"converged from t = {t_star:.3f}", bound=f"t <= {PAPER_T}", value=t_star, reference=PAPER_T,
+                detail=(f"{case}, tolerance {tol:g} on |m| and |P - 1|. At t = {PAPER_T}, m = {float(sd.m_at_paper_t):.3f} and "
+                        f"P = {float(sd.P_at_paper_t):.3f}. Beside it: {others}.")),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# the forward process on non-Gaussian data
+
+
+def default_family(latent_shape=(4, 64, 64), seed: int = 0) -> FineGrainedFamily:
+    """Non-Gaussian data at SD latent size: 2 x 2 components whose means differ by about one unit
+    per coordinate (component std 0.2), so every coordinate's marginal is multimodal at t = 0."""
+    n = math.prod(latent_shape)
+    return fine_grained_family(latent_shape, n_positions=2, n_colours=2, separation=math.sqrt(2 * n),
+                               component_std=0.2, seed=seed)
+
+
+def _coordinate_moments(mixture: GaussianMixture, weights: torch.Tensor, abar: float, coords: np.ndarray):
+    """Exact per-coordinate mean and variance of z_t for the chosen coordinates."""
+    mu = mixture.means[:, coords].numpy()  # (K, c)
+    var = mixture.variances[:, coords].numpy()
+    w = weights.numpy()[:, None]
+    mean0 = (w * mu).sum(0)
+    second0 = (w * (mu**2 + var)).sum(0)
+    return math.sqrt(abar) * mean0, abar * (second0 - mean0**2) + 1 - abar
+
+
+def _expected_sq_norm(mix: GaussianMixture, weights: torch.Tensor, abar: float) -> float:
+    """E|z_t|^2 = abar E|x_0|^2 + n (1 - abar), exactly."""
+    e_x0 = float((weights * ((mix.means**2).sum(1) + mix.variances.sum(1))).sum())
+    return abar * e_x0 + mix.dim * (1 - abar)
+
+
+def forward_gaussianity(family: FineGrainedFamily | None = None, *, timesteps=None, n_samples: int = 256,
+                        n_coords: int = 64, eps: float = 0.05, alpha: float = 0.01, seed: int = 0,
+                        scheduler=None) -> xr.Dataset:
+    """Per training timestep t: exact draws of z_t (the forward process on exact data samples),
+    the norm ratio |z_t| / sqrt(E|z_t|^2), the share within eps (against Lemma A.1's bound and
+    the chi law a Gaussian would follow), and the per-coordinate KS and AD rejection rates at
+    level alpha (the KS null uses the exact per-coordinate moments)."""
+    family = family or default_family()
+    scheduler = scheduler or schedules.make_scheduler()
+    abars = scheduler.alphas_cumprod.to(torch.float64).numpy()
+    n_train = len(abars)
+    timesteps = np.asarray(timesteps if timesteps is not None else [0, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999])
+    rng = np.random.default_rng(seed)
+    w = family.condition()  # all components (uniform weights)
+    n = family.mixture.dim
+    coords = rng.choice(n, size=min(n_coords, n), replace=False)
+    out = {k: [] for k in ("ratio", "ks_reject", "ad_reject", "ks_stat")}
+    for t in timesteps:
+        abar = float(abars[int(t)])
+        z, _ = family.mixture.sample_diffused(w, n_samples, abar, rng)  # (n_samples, n)
+        out["ratio"].append(geometry.norm(z).numpy() / math.sqrt(_expected_sq_norm(family.mixture, w, abar)))
+        mean, var = _coordinate_moments(family.mixture, w, abar, coords)
+        x = z[:, coords].numpy()
+        ks = stats.kstest((x - mean) / np.sqrt(var), "norm", axis=0)
+        ad = np.array([stats.anderson(x[:, j], "norm", method="interpolate").pvalue for j in range(x.shape[1])])
+        out["ks_reject"].append(ks.pvalue <= alpha)
+        out["ad_reject"].append(ad <= alpha)
+        out["ks_stat"].append(ks.statistic)
+    res = xr.Dataset(
+        {"ratio": (("timestep", "sample"), np.stack(out["ratio"])),
+         "ks_reject": (("timestep", "coord"), np.stack(out["ks_reject"])),
+         "ad_reject": (("timestep", "coord"), np.stack(out["ad_reject"])),
+         "ks_stat": (("timestep", "coord"), np.stack(out["ks_stat"]))},
+        coords={"timestep": timesteps, "t": ("timestep", (timesteps + 1) / n_train), "coord": coords,
+                "alpha_bar": ("timestep", abars[timesteps])},
+        attrs={"n": n, "eps": eps, "alpha": alpha, "n_samples": n_samples, "seed": seed})
+    res["within_eps"] = (np.abs(res.ratio - 1) <= eps).mean("sample")
+    res["lemma_bound"] = bounds.shell_probability_lower_bound(n, eps)
+    res["chi_exact"] = bounds.shell_probability_exact(n, eps)
+    res["ks_rate"] = res.ks_reject.mean("coord")
+    res["ad_rate"] = res.ad_reject.mean("coord")
+    # a verdict per t: normal per coordinate (both rejection rates consistent with the level), and
+    # the norm within eps at least as often as Lemma A.1 guarantees a Gaussian
+    band = _rate_band(alpha, res.sizes["coord"])
+    res["verdict_normal"] = ("timestep", np.where((res.ks_rate <= band) & (res.ad_rate <= band), "holds", "violated"))
+    res["verdict_norm"] = ("timestep", np.where(res.within_eps >= res.lemma_bound, "holds", "violated"))
+    return res
+
+
+def _rate_band(alpha: float, count: int) -> float:
+    """The largest rejection rate consistent with the null at this many tests (alpha + 3 SE)."""
+    return alpha + 3 * math.sqrt(alpha * (1 - alpha) / count)
+
+
+def forward_verdicts(res: xr.Dataset) -> list[Verdict]:
+    """Per-coordinate normality after the paper's t = 0.6, and norm concentration along the way."""
+    band = _rate_band(res.attrs["alpha"], res.sizes["coord"])
+    gaussian = (res.ks_rate <= band) & (res.ad_rate <= band)
+    late = res.t > PAPER_T
+    rows_text = ", ".join(f"t={float(t):.2f}: KS {float(k):.2f}/AD {float(a):.2f}" for t, k, a in
+                          zip(res.t.values, res.ks_rate.values, res.ad_rate.values))
+    first_ok = res.t.values[np.argmax(gaussian.values)] if bool(gaussian.any()) else math.nan
+    all_from = next((float(t) for i, t in enumerate(res.t.values) if bool(gaussian.values[i:].all())), math.nan)
+    bad_late = res.t.values[late.values & ~gaussian.values]
+    out = [Verdict(
+        key="forward_gaussian_coords", claim="z_t Gaussian per coordinate for t > 0.6", where="App. D.1",
+        status="holds" if len(bad_late) == 0 else "violated",
+        measured=f"Gaussian from t = {all_from:.2f}", bound=f"t <= {PAPER_T}", value=all_from, reference=PAPER_T,
+        detail=(f"Non-Gaussian GMM data at n = {res.attrs['n']}, {res.attrs['n_samples']} exact draws a timestep, "
+                f"{res.sizes['coord']} coordinates tested; rejection rates at level {res.attrs['alpha']:g} "
+                f"(consistent with Gaussian up to {band:.3f}): {rows_text}."
+                + (f" Rejected after t = 0.6 at t = {', '.join(f'{t:.2f}' for t in bad_late)}." if len(bad_late) else "")
+                + (f" First passing t: {first_ok:.2f}." if np.isfinite(first_ok) else "")))]
+    short = res.within_eps < res.lemma_bound
+    out.append(Verdict(
+        key="forward_norm_concentration", claim="|z_t| concentrates as Lemma A.1 says", where="Lemma A.1, App. D.1",
+        status="violated" if bool(short.any()) else "holds",
+        measured=f"min share within eps {float(res.within_eps.min()):.3f}",
+        bound=f">= {float(res.lemma_bound):.3f} (eq. 9)", value=float(res.within_eps.min()), reference=float(res.lemma_bound),
+        detail=(f"|z_t| within {res.attrs['eps']:g} of sqrt(E|z_t|^2) at every timestep for the share shown; for "
+                f"Gaussian data the chi law gives {float(res.chi_exact):.4f}. "
+                + (f"Short of the bound at t = {', '.join(f'{float(t):.2f}' for t in res.t.values[short.values])}."
+                   if bool(short.any()) else "The norm concentrates even where the coordinates are far from Gaussian."))))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# recorded reverse trajectories
+
+
+def trajectory_gaussianity(store, *, model: int = 0, eps: float = 0.05, alpha: float = 0.01,
+                           max_coords: int = 2048, seed: int = 0) -> xr.Dataset:
+    """Per step of a store (model ``model``'s input z_t): |z_t| against sqrt(E|z_t|^2) (exact for
+    GMM-family runs, n otherwise) and whether each sample's coordinates pass a normality test
+    (AD with estimated mean and variance, on up to ``max_coords`` coordinates)."""
+    ds = open_run(store) if not isinstance(store, xr.Dataset) else store
+    cfg = run_config(ds)
+    desc = cfg["models"][model]
+    gmm = from_description(desc, dtype=torch.float64) if desc.get("family") == "gmm" and "family_params" in desc else None
+    cond = torch.tensor(cfg["conditions"][model], dtype=torch.float64) if gmm is not None else None
+    n = int(np.prod([ds.sizes[d] for d in ds["z"].dims[3:]]))
+    rng = np.random.default_rng(seed)
+    coords = rng.choice(n, size=min(max_coords, n), replace=False)
+    steps = [k for k in range(int(ds.attrs["steps_completed"]))
+             if np.isfinite(ds.z.isel(step=k, model=model, sample=0).values.ravel()[:1]).all()]
+    ratio, reject = [], []
+    for k in steps:
+        z = ds.z.isel(step=k, model=model).values.astype(np.float64).reshape(ds.sizes["sample"], -1)
+        abar = float(ds.model_alpha_bar[model, k])
+        expected = _expected_sq_norm(gmm.mixture, cond / cond.sum(), abar) if gmm is not None else float(n)
+        ratio.append(geometry.norm(z) / math.sqrt(expected))
+        reject.append([stats.anderson(row[coords], "norm", method="interpolate").pvalue <= alpha for row in z])
+    res = xr.Dataset({"ratio": (("step", "sample"), np.stack(ratio)), "ad_reject": (("step", "sample"), np.array(reject))},
+                     coords={"step": steps, "t": ("step", ds.t.values[steps]),
+                             "t_index": ("step", [ds.sizes["step"] - 1 - k for k in steps])},
+                     attrs={"n": n, "eps": eps, "alpha": alpha, "expected_norm": "exact (GMM)" if gmm is not None else "sqrt(n)"})
+    res["within_eps"] = (np.abs(res.ratio - 1) <= eps).mean("sample")
+    res["lemma_bound"] = bounds.shell_probability_lower_bound(n, eps)
+    band = _rate_band(alpha, res.sizes["sample"])
+    res["verdict_normal"] = ("step", np.where(res.ad_reject.mean("sample") <= band, "holds", "violated"))
+    res["verdict_norm"] = ("step", np.where((np.abs(res.ratio - 1) <= eps).all("sample"), "holds", "violated"))
+    return res
+
+
+def trajectory_verdicts(res: xr.Dataset, name: str = "run") -> list[Verdict]:
+    rate = float(res.ad_reject.mean())
+    band = _rate_band(res.attrs["alpha"], res.ad_reject.size)
+    worst = float(np.abs(res.ratio - 1).max())
+    k = int(np.argmax(np.abs(res.ratio - 1).max("sample").values))
+    return [Verdict(
+        key=f"trajectory_gaussian_{name}", claim=f"{name}: recorded z_t Gaussian, on its shell", where="App. D.1, Lemma A.1",
+        status="holds" if rate <= band and worst <= res.attrs["eps"] else "violated",
+        measured=f"AD rejections {rate:.3f}, max |ratio-1| {worst:.3f}",
+        bound=f"<= {band:.3f}, <= {res.attrs['eps']:g}", value=worst, reference=float(res.attrs["eps"]),
+        detail=(f"Model 1's z_t on every recorded step: each sample's coordinates tested for normality (AD, level "
+                f"{res.attrs['alpha']:g}) and |z_t| against sqrt(E|z_t|^2) ({res.attrs['expected_norm']}); the largest "
+                f"relative deviation is at step {int(res.step[k])} (t = {int(res.t[k])}).")),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# figures and report
+
+
+def plot(moments: xr.Dataset | None = None, forward: xr.Dataset | None = None, trajectory: xr.Dataset | None = None):
+    """Figure 6 (m and P over t, SD beside linear and cosine), the forward rejection rates and
+    norm concentration, and the recorded trajectory's norm ratio."""
+    import matplotlib.pyplot as plt
+
+    figs = []
+    if moments is not None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        for kind in moments.kind.values:
+            sel = moments.sel(kind=kind)
+            style = "-" if kind == "scaled_linear" else "--"
+            axes[0].plot(moments.t, sel.m, style, label=f"{kind} (continuous)")
+            axes[1].plot(moments.t, sel.P, style, label=kind)
+            if kind == "scaled_linear":
+                axes[0].plot(moments.t_discrete, sel.m_discrete, ":", color="k", label="scaled_linear (discrete)")
+                axes[1].plot(moments.t_discrete, sel.P_discrete, ":", color="k")
+        for ax, name in zip(axes, ("mean m(t)", "variance P(t)")):
+            ax.axvline(PAPER_T, color="grey", lw=0.6)
+            ax.set_xlabel("t")
+            ax.set_title(name)
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"Figure 6: moments of p(z_t), m(0) = {moments.attrs['m0']:g}, P(0) = {moments.attrs['P0']:g}")
+        fig.tight_layout()
+        figs.append(fig)
+    if forward is not None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        axes[0].plot(forward.t, forward.ks_rate, "o-", label="Kolmogorov-Smirnov")
+        axes[0].plot(forward.t, forward.ad_rate, "s-", label="Anderson-Darling")
+        axes[0].axhline(_rate_band(forward.attrs["alpha"], forward.sizes["coord"]), color="grey", ls=":",
+                        label="consistent with Gaussian below")
+        axes[0].axvline(PAPER_T, color="grey", lw=0.6)
+        axes[0].set_xlabel("t")
+        axes[0].set_ylabel("share of coordinates rejected")
+        axes[0].set_title("Per-coordinate normality along the forward process")
+        axes[0].legend(fontsize=7)
+        axes[1].plot(forward.t, forward.ratio.mean("sample"), "o-")
+        axes[1].fill_between(forward.t, forward.ratio.min("sample"), forward.ratio.max("sample"), alpha=0.2)
+        axes[1].axhspan(1 - forward.attrs["eps"], 1 + forward.attrs["eps"], color="C2", alpha=0.1)
+        axes[1].set_xlabel("t")
+        axes[1].set_ylabel("|z_t| / sqrt(E|z_t|^2)")
+        axes[1].set_title("Norm concentration (band: eps)")
+        fig.tight_layout()
+        figs.append(fig)
+    if trajectory is not None:
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        ax.plot(trajectory.t_index, trajectory.ratio.mean("sample"), label="|z_t| / sqrt(E|z_t|^2)")
+        ax.fill_between(trajectory.t_index, trajectory.ratio.min("sample"), trajectory.ratio.max("sample"), alpha=0.2)
+        ax.axhspan(1 - trajectory.attrs["eps"], 1 + trajectory.attrs["eps"], color="C2", alpha=0.1)
+        ax.set_xlabel("t (sampling step)")
+        ax.invert_xaxis()
+        ax.set_title("Recorded reverse trajectory: norm against its expected size")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        figs.append(fig)
+    return figs
+
+
+def report(out, stores: dict | None = None, *, quick: bool = False, m0: float = 1.0, P0: float = 0.0,
+           tol: float = 0.1) -> list[Verdict]:
+    """Moments, the forward process on non-Gaussian data, and each store's trajectory, in ``out``."""
+    moments = schedule_moments(m0=m0, P0=P0, tol=tol)
+    shape = (4, 32, 32) if quick else (4, 64, 64)
+    forward = forward_gaussianity(default_family(shape), n_samples=128 if quick else 256, n_coords=32 if quick else 64)
+    trajectories = {name: trajectory_gaussianity(path) for name, path in (stores or {}).items()}
+    found = schedule_verdicts(moments) + forward_verdicts(forward)
+    for name, res in trajectories.items():
+        found += trajectory_verdicts(res, name)
+    with result_folder(out) as tmp:
+        save_dataset(moments, tmp / "moments.zarr")
+        save_dataset(forward, tmp / "forward.zarr")
+        moments[["converged_from", "converged_from_discrete", "m_T", "P_T", "m_T_discrete", "P_T_discrete"]].to_dataframe() \
+            .to_csv(tmp / "schedule_summary.csv", float_format="%.6g")
+        figs = plot(moments, forward)
+        names = ["figure6_moments", "forward_gaussianity"]
+        for name, res in trajectories.items():
+            figs += plot(trajectory=res)
+            names.append(f"trajectory_{name}")
+        save_figures(figs, tmp, names)
+        save_verdicts(found, tmp)
+    return found

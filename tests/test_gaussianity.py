@@ -1,0 +1,115 @@
+"""App. D.1: the schedule's moments against an independent computation from the betas, and the
+forward-process normality checks calibrated on Gaussian data."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.store import ZarrRecorder, open_run
+from analyses import gaussianity
+
+
+@pytest.fixture(scope="module")
+def moments():
+    return gaussianity.schedule_moments(m0=1.0, P0=0.0, tol=0.1)
+
+
+def test_discrete_moments_from_the_betas(moments):
+    # SD 1.x: betas = linspace(sqrt(0.00085), sqrt(0.012), 1000)^2, abar = cumprod(1 - beta)
+    betas = np.linspace(math.sqrt(0.00085), math.sqrt(0.012), 1000) ** 2
+    abar = np.cumprod(1 - betas)
+    sd = moments.sel(kind="scaled_linear")
+    # the discrete moments come from diffusers' float32 alphas_cumprod: agreement to float32's precision
+    np.testing.assert_allclose(sd.m_discrete, np.sqrt(abar), rtol=2e-6)
+    np.testing.assert_allclose(sd.P_discrete, 1 - abar, rtol=0, atol=2e-6)
+    lin = moments.sel(kind="linear")
+    np.testing.assert_allclose(lin.m_discrete, np.sqrt(np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))), rtol=2e-6)
+
+
+def test_continuous_moments_by_quadrature(moments):
+    # eqs. (40)-(41) with int beta by the trapezoid rule on a fine grid (another route than the closed form)
+    s = np.linspace(0, 1, 200001)
+    beta = 1000 * (math.sqrt(0.00085) + s * (math.sqrt(0.012) - math.sqrt(0.00085))) ** 2
+    integral = np.concatenate([[0], np.cumsum((beta[1:] + beta[:-1]) / 2 * np.diff(s))])
+    sd = moments.sel(kind="scaled_linear")
+    for t in (0.25, 0.6, 1.0):
+        I = np.interp(t, s, integral)
+        assert float(sd.m.sel(t=t, method="nearest")) == pytest.approx(math.exp(-I / 2), rel=1e-6)
+        assert float(sd.P.sel(t=t, method="nearest")) == pytest.approx(1 - math.exp(-I), rel=1e-6)
+
+
+def test_converged_from_and_the_verdicts(moments):
+    sd = moments.sel(kind="scaled_linear")
+    ok = (np.abs(sd.m) <= 0.1) & (np.abs(sd.P - 1) <= 0.1)
+    first = float(moments.t[np.nonzero(~ok.values)[0][-1] + 1])
+    assert float(sd.converged_from) == first
+    rows = {v.key: v for v in gaussianity.schedule_verdicts(moments)}
+    assert rows["sd_converged_from"].status == ("holds" if first <= 0.6 else "violated")
+    assert rows["sd_converged_from"].value == first
+    assert rows["sd_gaussian_T"].status == "holds" and rows["sd_gaussian_T"].value == pytest.approx(float(sd.m_T))
+
+
+def test_the_normality_checks_are_calibrated_on_gaussian_data():
+    # data already N(0, I): every timestep must look Gaussian, with rejection rates at the nominal level
+    fam = fine_grained_family((256,), n_positions=1, n_colours=1, separation=0.0, component_std=1.0, seed=2)
+    res = gaussianity.forward_gaussianity(fam, timesteps=[0, 300, 999], n_samples=400, n_coords=128, seed=3)
+    band = 0.01 + 3 * math.sqrt(0.01 * 0.99 / 128)
+    assert float(res.ks_rate.max()) <= band and float(res.ad_rate.max()) <= band
+    np.testing.assert_allclose(res.ratio.mean("sample"), 1.0, atol=0.01)
+
+
+def test_multimodal_data_is_rejected_early_and_accepted_late():
+    res = gaussianity.forward_gaussianity(gaussianity.default_family((4, 16, 16)), timesteps=[0, 999],
+                                          n_samples=200, n_coords=64, seed=1)
+    assert float(res.ks_rate.sel(timestep=0)) > 0.5 and float(res.ad_rate.sel(timestep=0)) > 0.5
+    assert float(res.ks_rate.sel(timestep=999)) <= 0.06
+    assert res.verdict_normal.sel(timestep=0).item() == "violated"
+    band = 0.01 + 3 * math.sqrt(0.01 * 0.99 / 64)
+    late = bool(res.ks_rate.sel(timestep=999) <= band and res.ad_rate.sel(timestep=999) <= band)
+    assert res.verdict_normal.sel(timestep=999).item() == ("holds" if late else "violated")
+    rows = {v.key: v for v in gaussianity.forward_verdicts(res)}
+    assert rows["forward_norm_concentration"].status == "holds"
+
+
+def test_exact_coordinate_moments_match_samples():
+    fam = gaussianity.default_family((64,), seed=4)
+    w = fam.condition()
+    z, _ = fam.mixture.sample_diffused(w, 50000, 0.5, np.random.default_rng(0))
+    coords = np.arange(5)
+    mean, var = gaussianity._coordinate_moments(fam.mixture, w, 0.5, coords)
+    np.testing.assert_allclose(z[:, :5].mean(0), mean, atol=0.03)
+    np.testing.assert_allclose(z[:, :5].var(0), var, rtol=0.03)
+    expected = gaussianity._expected_sq_norm(fam.mixture, w, 0.5)
+    assert float((z**2).sum(1).mean()) == pytest.approx(expected, rel=0.01)
+
+
+def test_trajectory_checks_on_a_store(tmp_path):
+    fam = fine_grained_family((4, 16, 16), seed=5)
+    sampler = AMDMSampler([fam.model(), fam.model()], [fam.condition(position=0), fam.condition(colour=1)],
+                          SamplerConfig(num_inference_steps=8, agg_steps=3))
+    path = tmp_path / "s.zarr"
+    with sampler.recording(ZarrRecorder(path)):
+        sampler.sample([0, 1, 2])
+    res = gaussianity.trajectory_gaussianity(path, max_coords=512)
+    ds = open_run(path)
+    z0 = ds.z.isel(step=0, model=0).values.reshape(3, -1).astype(np.float64)
+    n = z0.shape[1]
+    # step 0 is z_T ~ N(0, I): E|z_T|^2 = abar E|x0|^2 + n (1 - abar) from the mixture directly
+    abar = float(ds.alpha_bar[0])
+    w = fam.condition(position=0)
+    e_x0 = float((w * ((fam.mixture.means**2).sum(1) + fam.mixture.variances.sum(1))).sum())
+    np.testing.assert_allclose(res.ratio.sel(step=0), np.linalg.norm(z0, axis=1) / math.sqrt(abar * e_x0 + n * (1 - abar)))
+    assert list(res.step.values) == list(range(8))
+    (row,) = gaussianity.trajectory_verdicts(res, "s")
+    assert row.status in ("holds", "violated") and row.value == pytest.approx(float(np.abs(res.ratio - 1).max()))
+
+
+def test_report_writes_figures(tmp_path):
+    rows = gaussianity.report(tmp_path / "g", quick=True)
+    assert {"sd_gaussian_T", "sd_converged_from", "forward_gaussian_coords", "forward_norm_concentration"} <= {r.key for r in rows}
+    for f in ("figure6_moments.png", "forward_gaussianity.png", "verdicts.json", "schedule_summary.csv"):
+        assert (tmp_path / "g" / f).exists()
