@@ -1,9 +1,11 @@
 """The ``amdm-geom`` command line.
 
 - ``amdm-geom validate [--quick]``: the main job. Runs the closed-form checks, the default
-  probes (into ``data/runs/validate/``) and every analysis on their stores, writes each
-  analysis' results and figures under ``data/report/``, and prints the verdict table. A violated
-  bound is a finding, not a failure: it exits non-zero only on an internal error.
+  probes (into ``data/runs/validate/``), every analysis on their stores and the ablations,
+  writes each analysis' results and figures under ``data/report/`` and the report
+  ``data/report/index.html`` (the verdict table, then the figures), and prints the verdict
+  table. A violated bound is a finding, not a failure: it exits non-zero only on an internal
+  error.
 - ``amdm-geom probe <name> [options]``: run one probe into ``data/runs/<name>.zarr``.
 - ``amdm-geom analyze <analysis> <store>... [--out data/report]``: one analysis on given stores.
 """
@@ -55,6 +57,7 @@ _ROLES = {
     "precision": ["gmm_float16", "gmm_float32", "gmm_float64"],
     "gaussianity": ["gmm_pair", "gmm_ddpm"],
     "toy_mixture": [],
+    "ablations": [],
 }
 
 #: analysis name -> one line; ``amdm-geom analyze NAME STORE...``
@@ -65,6 +68,7 @@ ANALYSES = {
     "trace_checks": "every recorded step obeys eq. (4) and every shift eq. (7)",
     "gaussianity": "App. D.1: the schedule's moments (Figure 6), forward normality, and any stores' trajectories",
     "toy_mixture": "App. E, Table 7: AMDM against product-of-experts samplers on 2D mixtures with exact ground truth",
+    "ablations": "Tables 1-4, Figure 5, Table 10 on the exact GMM family (runs its own stores into --runs)",
 }
 _NEED_STORES = {"norm_angle", "shell", "precision", "trace_checks"}
 
@@ -80,7 +84,7 @@ def _probe_args(name: str, argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_analysis(name: str, stores: dict, out: Path, *, quick: bool = False) -> list:
+def run_analysis(name: str, stores: dict, out: Path, *, quick: bool = False, runs_dir="data/runs") -> list:
     """Run analysis ``name`` on ``stores`` (``{store name: path}``), writing under ``out/name``."""
     from analyses import norm_angle, shell, trace_checks
     from amdm_geom.store import open_run
@@ -98,6 +102,15 @@ def run_analysis(name: str, stores: dict, out: Path, *, quick: bool = False) -> 
         from analyses import toy_mixture
 
         return toy_mixture.report(target, quick=quick)
+    if name == "ablations":
+        from analyses import ablations
+
+        if stores:
+            ds = ablations.compute(stores)
+            found = ablations.verdicts(ds)
+            ablations.write(ds, found, target)
+            return found
+        return ablations.report(target, Path(runs_dir) / "ablations", quick=quick)
     if name == "norm_angle":
         return norm_angle.report(stores, target)
     if name == "shell":
@@ -122,12 +135,14 @@ def _validate(args: argparse.Namespace) -> int:
     import probes
     from analyses import closed_forms
 
+    from .report import write_report
     from .verdicts import format_table, to_json
 
     mode = "quick" if args.quick else "full"
     report = Path(args.report)
+    report.mkdir(parents=True, exist_ok=True)
     print(f"amdm-geom validate ({mode}): closed forms, {len(VALIDATE_PROBES[mode])} probes, analyses", flush=True)
-    rows = closed_forms.verdicts(closed_forms.compute(seed=args.seed))
+    rows = closed_forms.report(report / "closed_forms", seed=args.seed)
     stores = {}
     for name, (probe, options) in VALIDATE_PROBES[mode].items():
         out = Path(args.runs) / f"{name}.zarr"
@@ -140,13 +155,15 @@ def _validate(args: argparse.Namespace) -> int:
         chosen = {n: stores[n] for n in names if n in stores}
         t0 = time.perf_counter()
         analysis_name = "trace_checks" if analysis == "trace" else analysis
-        rows += run_analysis(analysis_name, chosen, report, quick=args.quick)
+        rows += run_analysis(analysis_name, chosen, report, quick=args.quick, runs_dir=args.runs)
         print(f"  analysis {analysis_name}: {report / analysis_name} ({time.perf_counter() - t0:.1f} s)", flush=True)
     print()
     print(format_table(rows))
-    print(f"\n({time.perf_counter() - start:.1f} s)")
-    report.mkdir(parents=True, exist_ok=True)
+    elapsed = time.perf_counter() - start
     (report / "verdicts.json").write_text(to_json(rows))
+    index = write_report(rows, report, context={"mode": mode, "seed": args.seed, "runs": args.runs,
+                                                 "seconds": f"{elapsed:.0f}"})
+    print(f"\nreport: {index} ({elapsed:.1f} s)")
     if args.json:
         Path(args.json).write_text(to_json(rows))
     return 0

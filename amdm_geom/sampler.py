@@ -39,12 +39,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler
 from tqdm import tqdm
 
 from . import geometry
 from .denoisers.base import Denoiser, same_schedule
-from .schedules import ddim_coefficients
+from .schedules import ddim_coefficients, stepper
 from .store import MemoryRecorder, RunPlan, hook_names
 
 __all__ = ["AMDMSampler", "SampleOutput", "SamplerConfig", "sample_generators"]
@@ -152,11 +151,7 @@ class AMDMSampler:
         self._check()
         cfg = self.config
         self.etas = self._per_model_eta()
-        self.schedulers = []
-        for m in self.models:
-            sched = DDIMScheduler.from_config(m.scheduler.config)
-            sched.set_timesteps(cfg.num_inference_steps)
-            self.schedulers.append(sched)
+        self.schedulers = [stepper(m.scheduler, cfg.num_inference_steps) for m in self.models]
         self.coefficients = [ddim_coefficients(m.scheduler, cfg.num_inference_steps, cfg.ddim_eta)
                              for m in self.models]
         self.timesteps = [int(t) for t in self.coefficients[0]["t"].values]
@@ -304,7 +299,8 @@ class AMDMSampler:
         start, stop = cfg.window
         hooked = bool(self._hooks)
         gens = [sample_generators(seeds, i) for i in range(n)]
-        z = [_draw(g, shape, dtype, device) for g in gens]  # z_T per model, (B, *latent_shape)
+        # z_T per model, (B, *latent_shape), at its schedule's prior scale (1 for VP)
+        z = [_draw(g, shape, dtype, device) * sched.init_noise_sigma for g, sched in zip(gens, self.schedulers)]
         if cfg.shared_init:
             z = [z[0].clone() for _ in range(n)]
         names = [{q: f"model{i}.{q}" for q in ("z", "eps", "x0", "mu", "noise", "z_next", "mu_shift", "z_shift")}

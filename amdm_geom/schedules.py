@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -26,10 +27,12 @@ from diffusers import DDIMScheduler
 __all__ = [
     "SCHEDULE_KINDS",
     "SD15_SCHEDULER_CONFIG",
+    "VESchedule",
     "ddim_coefficients",
     "discrete_moments",
     "integrated_beta",
     "make_scheduler",
+    "stepper",
     "vp_moments",
 ]
 
@@ -119,7 +122,10 @@ def ddim_coefficients(scheduler, num_inference_steps: int, eta: float = 0.0) -> 
     if not (isinstance(eta, (int, float)) and eta >= 0 and math.isfinite(eta)):
         raise ValueError(f"eta must be a finite float >= 0; got {eta!r}")
 
-    sched = DDIMScheduler.from_config(config)
+    ve = config.get("parametrization") == "ve"
+    if ve and eta != 0:
+        raise ValueError(f"a VE schedule steps deterministically here; eta must be 0; got {eta!r}")
+    sched = DDIMScheduler.from_config(_vp_config(config))
     sched.set_timesteps(int(num_inference_steps))
     alphas_cumprod = sched.alphas_cumprod.to(torch.float64).numpy()
     final = float(sched.final_alpha_cumprod)
@@ -132,6 +138,9 @@ def ddim_coefficients(scheduler, num_inference_steps: int, eta: float = 0.0) -> 
     sigma = float(eta) * np.sqrt(variance)
     A = np.sqrt(abar_prev / abar)
     B = np.sqrt(1 - abar_prev - sigma**2) - np.sqrt(abar_prev * (1 - abar) / abar)
+    if ve:  # x = z / sqrt(abar): x_prev = x + (sigma_prev - sigma_t) eps (VESchedule.step)
+        A = np.ones_like(abar)
+        B = np.sqrt((1 - abar_prev) / abar_prev) - np.sqrt((1 - abar) / abar)
 
     step = np.arange(len(t))
     return xr.Dataset(
@@ -152,6 +161,65 @@ def ddim_coefficients(scheduler, num_inference_steps: int, eta: float = 0.0) -> 
             "description": "eq. (4): z_{t-1} = A z_t + B eps + sigma xi",
         },
     )
+
+
+def _vp_config(config) -> dict:
+    """A scheduler config without this toolkit's own keys (diffusers would log about them)."""
+    return {k: v for k, v in dict(config).items() if k != "parametrization"}
+
+
+class VESchedule:
+    """A variance-exploding (EDM/VE-style) SDE on the same time grid as a VP schedule.
+
+    Latents are ``x_t = z_t / sqrt(abar_t) = x_0 + sigma_t xi`` with
+    ``sigma_t = sqrt((1 - abar_t) / abar_t)``: the same data and noise levels as the VP schedule,
+    in coordinates whose scale grows to ``1 / sqrt(abar_T)`` (15 for SD's schedule). The step is
+    DDIM in these coordinates (the Euler step of the probability-flow ODE in sigma):
+    ``x0 = x - sigma_t eps``, ``x_prev = x0 + sigma_prev eps``, that is ``A = 1``,
+    ``B = sigma_prev - sigma_t`` and no noise. It implements the part of diffusers' scheduler API
+    the sampler uses (``config``, ``alphas_cumprod``, ``set_timesteps``, ``timesteps``,
+    ``init_noise_sigma``, ``step``); its config carries ``parametrization = "ve"``, so that
+    ``same_schedule`` tells it from the VP schedule it is built on.
+    """
+
+    def __init__(self, vp_config):
+        self._vp = DDIMScheduler.from_config(_vp_config(vp_config))
+        self.config = dict(_vp_config(vp_config), parametrization="ve")
+        self.alphas_cumprod = self._vp.alphas_cumprod
+        self.init_noise_sigma = 1.0
+        self.timesteps = None
+
+    def set_timesteps(self, num_inference_steps: int) -> None:
+        self._vp.set_timesteps(num_inference_steps)
+        self.timesteps = self._vp.timesteps
+        self.num_inference_steps = num_inference_steps
+        # x_T = z_T / sqrt(abar_T): the prior's scale in VE coordinates
+        self.init_noise_sigma = 1.0 / math.sqrt(float(self._vp.alphas_cumprod[int(self.timesteps[0])]))
+
+    def _sigma(self, t: int) -> float:
+        abar = float(self._vp.alphas_cumprod[t]) if t >= 0 else float(self._vp.final_alpha_cumprod)
+        return math.sqrt((1.0 - abar) / abar)
+
+    def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, eta: float = 0.0,
+             variance_noise=None) -> SimpleNamespace:
+        """One deterministic step ``x -> x_prev`` (``eta`` must be 0)."""
+        if eta != 0:
+            raise ValueError(f"a VE schedule steps deterministically here; eta must be 0; got {eta!r}")
+        t = int(timestep)
+        t_prev = t - self._vp.config.num_train_timesteps // self.num_inference_steps
+        sigma_t, sigma_prev = self._sigma(t), self._sigma(t_prev)
+        x0 = sample - sigma_t * model_output
+        return SimpleNamespace(prev_sample=x0 + sigma_prev * model_output, pred_original_sample=x0)
+
+
+def stepper(scheduler, num_inference_steps: int):
+    """A fresh scheduler that steps like ``scheduler`` (DDIM, or VE), set to ``num_inference_steps``."""
+    if dict(scheduler.config).get("parametrization") == "ve":
+        out = VESchedule(scheduler.config)
+    else:
+        out = DDIMScheduler.from_config(_vp_config(scheduler.config))
+    out.set_timesteps(num_inference_steps)
+    return out
 
 
 def _jsonable(config: dict) -> dict:

@@ -157,6 +157,7 @@ class RunPlan:
             "hook_names": list(self.names),
             "steps_completed": 0,
             "complete": False,
+            "recorded_steps": "all",
         }
 
 
@@ -183,10 +184,16 @@ class _Recorder:
     """Common recorder logic: the sampler calls ``begin(plan)``, ``record(name, step, value)``
     for each wanted hook, ``end_step(step)`` after each step and ``end(complete)`` once."""
 
-    def __init__(self, names_filter=None, store_dtype: torch.dtype | None = None):
+    def __init__(self, names_filter=None, store_dtype: torch.dtype | None = None, steps=None, attrs=None):
         self.names_filter = names_filter
         self.store_dtype = store_dtype
+        self.steps = None if steps is None else frozenset(int(k) for k in steps)
+        self.extra_attrs = dict(attrs or {})
         self.plan: RunPlan | None = None
+
+    def wants(self, step: int) -> bool:
+        """Whether this step is recorded (all steps unless ``steps`` was given)."""
+        return self.steps is None or step in self.steps
 
     def begin(self, plan: RunPlan) -> None:
         if self.plan is not None:
@@ -197,6 +204,10 @@ class _Recorder:
         self._np_dtype = _numpy_dtype(plan.dtype)
         self._layout = plan.variables()
         self._open(plan)
+        if self.steps is not None:
+            self._set_attr("recorded_steps", sorted(self.steps))
+        for key, value in self.extra_attrs.items():
+            self._set_attr(key, value)
 
     def _as_numpy(self, value: torch.Tensor) -> np.ndarray:
         """A numpy view of the value (a copy only when the device or dtype changes): the sampler
@@ -224,6 +235,8 @@ class MemoryRecorder(_Recorder):
         self._attrs = plan.attrs()
 
     def record(self, name: str, step: int, value: torch.Tensor) -> None:
+        if not self.wants(step):
+            return
         var, index = self._index(name, step)
         self._arrays[var][index] = self._as_numpy(value)
 
@@ -232,6 +245,9 @@ class MemoryRecorder(_Recorder):
 
     def end(self, complete: bool) -> None:
         self._attrs["complete"] = bool(complete)
+
+    def _set_attr(self, key, value) -> None:
+        self._attrs[key] = value
 
     def dataset(self) -> xr.Dataset:
         if self.plan is None:
@@ -245,15 +261,16 @@ class ZarrRecorder(_Recorder):
 
     ``overwrite=False`` (default) refuses an existing path before any work. ``names_filter``
     selects hook names (a glob, a list of names or globs, or a callable), as in
-    TransformerLens' ``names_filter``. ``store_dtype`` stores in another dtype than the run's,
-    and says so in the attrs.
+    TransformerLens' ``names_filter``; ``steps`` selects steps (the others stay unwritten, NaN).
+    ``store_dtype`` stores in another dtype than the run's, and says so in the attrs; ``attrs``
+    adds JSON-able attributes of the caller's (e.g. which experiment the run belongs to).
     """
 
     MARK_INTERVAL = 2.0  # seconds between refreshes of steps_completed while running
 
     def __init__(self, path, *, names_filter=None, overwrite: bool = False,
-                 store_dtype: torch.dtype | None = None, background: bool = True):
-        super().__init__(names_filter, store_dtype)
+                 store_dtype: torch.dtype | None = None, background: bool = True, steps=None, attrs=None):
+        super().__init__(names_filter, store_dtype, steps, attrs)
         self.path = Path(path)
         self.overwrite = overwrite
         self.background = background
@@ -299,9 +316,14 @@ class ZarrRecorder(_Recorder):
             self._thread = threading.Thread(target=self._drain, name="amdm-geom-recorder", daemon=True)
             self._thread.start()
 
+    def _set_attr(self, key, value) -> None:
+        self._group.attrs[key] = value
+
     # -- writing ---------------------------------------------------------------------------------
 
     def record(self, name: str, step: int, value: torch.Tensor) -> None:
+        if not self.wants(step):
+            return
         var, index = self._index(name, step)
         self._submit(("chunk", var, index, self._as_numpy(value)))
 

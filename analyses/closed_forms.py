@@ -18,7 +18,9 @@ from diffusers import DDIMScheduler
 from amdm_geom import bounds, geometry, schedules
 from amdm_geom.verdicts import Verdict
 
-__all__ = ["compute", "plot", "verdicts"]
+from .output import result_folder, save_dataset, save_figures, save_verdicts
+
+__all__ = ["compute", "plot", "report", "verdicts"]
 
 N_GRID = 2 ** np.arange(1, 15)  # 2 .. 16384 (SD's 4x64x64 latent), for the delta noise term
 PHI_GRID = np.linspace(0.05, math.pi - 0.05, 60)
@@ -189,3 +191,14 @@ def plot(ds: xr.Dataset):
     fig.tight_layout()
     figs.append(fig)
     return figs
+
+
+def report(out, *, seed: int = 0) -> list[Verdict]:
+    """Compute, and write the grids, verdicts and figure in ``out``."""
+    ds = compute(seed=seed)
+    found = verdicts(ds)
+    with result_folder(out) as tmp:
+        save_dataset(ds, tmp / "results.zarr")
+        save_figures(plot(ds), tmp, ["cos_bound_excess"])
+        save_verdicts(found, tmp)
+    return found

@@ -346,6 +346,8 @@ def report(stores: dict, out, *, lemma_draws: int = 4000, **kwargs) -> list[Verd
     with result_folder(out) as tmp:
         save_dataset(grid, tmp / "lemma_grid.zarr")
         names = ["lemma_a1"] + [f"radius_{n}" for n in runs] + (["membership"] if summary is not None else [])
+        for name, res in runs.items():
+            save_dataset(res, tmp / f"prop32_{name}.zarr")
         if summary is not None:
             save_dataset(summary, tmp / "prop32_summary.zarr")
             summary.to_dataframe().to_csv(tmp / "prop32_summary.csv", float_format="%.6g")

@@ -54,10 +54,11 @@ def check_latents(model: Denoiser, z_t: torch.Tensor) -> None:
 
 def same_schedule(a: DDIMScheduler, b: DDIMScheduler) -> bool:
     """Whether two schedulers define the same SDE and timestep grid: equal ``alphas_cumprod``,
-    prediction type, number of training steps, spacing and offset."""
+    prediction type, number of training steps, spacing, offset and parametrization (VP, or VE
+    for ``schedules.VESchedule``)."""
     ca, cb = a.config, b.config
     keys = ("num_train_timesteps", "prediction_type", "timestep_spacing", "steps_offset",
-            "set_alpha_to_one")
+            "set_alpha_to_one", "parametrization")
     if any(ca.get(k) != cb.get(k) for k in keys):
         return False
     return torch.equal(a.alphas_cumprod, b.alphas_cumprod)

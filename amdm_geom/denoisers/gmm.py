@@ -210,10 +210,10 @@ class GMMDenoiser:
 
 @dataclass
 class FineGrainedFamily:
-    """Components indexed by two attributes, ``position`` x ``colour``; component
-    ``k = p * n_colours + c`` has mean ``a_p + b_c``. A condition favours one value of one
-    attribute (or both); the intersection of y1 = position p and y2 = colour c, component
-    ``(p, c)``, is the fine-grained target."""
+    """Components indexed by two attributes, ``position`` x ``colour`` (and optionally a third,
+    ``style``); component ``k = (p * n_colours + c) * n_styles + s`` has mean ``a_p + b_c (+ c_s)``.
+    A condition favours one value of one attribute (or several); the intersection of y1 =
+    position p and y2 = colour c, component ``(p, c)``, is the fine-grained target."""
 
     mixture: GaussianMixture
     n_positions: int
@@ -221,9 +221,10 @@ class FineGrainedFamily:
     strength: float
     seed: int
     params: dict = field(default_factory=dict)  # the arguments of fine_grained_family
+    n_styles: int = 1
 
     def condition(self, position: int | None = None, colour: int | None = None,
-                  strength: float | None = None) -> torch.Tensor:
+                  strength: float | None = None, style: int | None = None) -> torch.Tensor:
         """Weights ``(K,)``: mass ``strength`` spread evenly over the components that match the
         given attribute value(s), the rest evenly over the others (uniform if none given)."""
         s = self.strength if strength is None else strength
@@ -231,7 +232,10 @@ class FineGrainedFamily:
             raise ValueError(f"strength must be in (0, 1]; got {s!r}")
         match = torch.ones(self.mixture.n_components, dtype=torch.bool)
         labels = self.mixture.labels
-        for name, value, size in (("position", position, self.n_positions), ("colour", colour, self.n_colours)):
+        if style is not None and self.n_styles == 1:
+            raise ValueError(f"this family has no style attribute (n_styles = 1); got style={style!r}")
+        for name, value, size in (("position", position, self.n_positions), ("colour", colour, self.n_colours),
+                                  ("style", style, self.n_styles)):
             if value is None:
                 continue
             if not 0 <= int(value) < size:
@@ -242,10 +246,11 @@ class FineGrainedFamily:
             return torch.full((k,), 1.0 / k, dtype=torch.float64)
         return torch.where(match, s / m, (1 - s) / (k - m)).to(torch.float64)
 
-    def target(self, position: int, colour: int) -> torch.Tensor:
+    def target(self, position: int, colour: int, style: int | None = None) -> torch.Tensor:
         """Boolean ``(K,)`` mask of the fine-grained target component(s)."""
         labels = self.mixture.labels
-        return (labels["position"] == position) & (labels["colour"] == colour)
+        mask = (labels["position"] == position) & (labels["colour"] == colour)
+        return mask & (labels["style"] == style) if style is not None else mask
 
     def model(self, schedule: str = "scaled_linear", *, guidance_scale: float = 1.0,
               dtype: torch.dtype = torch.float32, name: str = "gmm", perturb: float = 0.0,
@@ -276,33 +281,43 @@ class FineGrainedFamily:
 
 
 def fine_grained_family(latent_shape: tuple[int, ...] = (4, 64, 64), *, n_positions: int = 4,
-                        n_colours: int = 4, separation: float = 8.0, component_std: float = 0.6,
+                        n_colours: int = 4, n_styles: int = 1, separation: float = 8.0, component_std: float = 0.6,
                         strength: float = 0.9, seed: int = 0) -> FineGrainedFamily:
     """The default fine-grained GMM family.
 
-    Attribute features ``a_p`` (position) and ``b_c`` (colour) are random directions of norm
-    ``separation / sqrt(2)``, so components differing in one attribute are about ``separation``
-    apart and the data are not Gaussian; each component has isotropic std ``component_std``.
-    With the defaults at SD's latent size the attributes are decided in the middle of the
-    reverse process (``abar_t separation^2`` of order 1-10), not at z_T.
+    Attribute features ``a_p`` (position), ``b_c`` (colour) and, with ``n_styles > 1``, ``c_s``
+    (style, for three-model aggregation) are random directions of norm ``separation / sqrt(2)``,
+    so components differing in one attribute are about ``separation`` apart and the data are not
+    Gaussian; component ``(p, c, s)`` has mean ``a_p + b_c (+ c_s)`` and isotropic std
+    ``component_std``. With the defaults at SD's latent size the attributes are decided in the
+    middle of the reverse process (``abar_t separation^2`` of order 1-10), not at z_T.
     """
-    if n_positions < 1 or n_colours < 1:
-        raise ValueError(f"n_positions and n_colours must be >= 1; got {n_positions}, {n_colours}")
+    if n_positions < 1 or n_colours < 1 or n_styles < 1:
+        raise ValueError(f"n_positions, n_colours and n_styles must be >= 1; got {n_positions}, {n_colours}, {n_styles}")
     if separation < 0 or component_std <= 0:
         raise ValueError(f"separation must be >= 0 and component_std > 0; got {separation}, {component_std}")
     n = math.prod(latent_shape)
     g = torch.Generator().manual_seed(seed)
-    feats = torch.randn(n_positions + n_colours, n, generator=g, dtype=torch.float64)
+    n_feats = n_positions + n_colours + (n_styles if n_styles > 1 else 0)
+    feats = torch.randn(n_feats, n, generator=g, dtype=torch.float64)
     feats *= (separation / math.sqrt(2)) / feats.norm(dim=1, keepdim=True)
-    a, b = feats[:n_positions], feats[n_positions:]
-    pos = torch.arange(n_positions).repeat_interleave(n_colours)
-    col = torch.arange(n_colours).repeat(n_positions)
+    a, b = feats[:n_positions], feats[n_positions:n_positions + n_colours]
+    # component k = (p * n_colours + c) * n_styles + s
+    pos = torch.arange(n_positions).repeat_interleave(n_colours * n_styles)
+    col = torch.arange(n_colours).repeat_interleave(n_styles).repeat(n_positions)
+    sty = torch.arange(n_styles).repeat(n_positions * n_colours)
     means = a[pos] + b[col]
+    labels = {"position": pos, "colour": col}
+    if n_styles > 1:
+        means = means + feats[n_positions + n_colours:][sty]
+        labels["style"] = sty
     mixture = GaussianMixture(means, torch.full((1, n), component_std**2, dtype=torch.float64),
-                              tuple(latent_shape), {"position": pos, "colour": col})
+                              tuple(latent_shape), labels)
     params = {"latent_shape": list(latent_shape), "n_positions": n_positions, "n_colours": n_colours,
               "separation": separation, "component_std": component_std, "strength": strength, "seed": seed}
-    return FineGrainedFamily(mixture, n_positions, n_colours, strength, seed, params)
+    if n_styles > 1:
+        params["n_styles"] = n_styles
+    return FineGrainedFamily(mixture, n_positions, n_colours, strength, seed, params, n_styles)
 
 
 def from_description(desc: dict, dtype: torch.dtype | None = None) -> GMMDenoiser:
@@ -310,10 +325,15 @@ def from_description(desc: dict, dtype: torch.dtype | None = None) -> GMMDenoise
     store's config), so analyses can evaluate its exact density."""
     if desc.get("family") != "gmm" or "family_params" not in desc:
         raise ValueError(f"not a fine-grained GMM family description: {sorted(desc)}")
-    params = dict(desc["family_params"])
+    params = dict(desc["family_params"])  # (the VE wrapper keeps its base's description)
     params["latent_shape"] = tuple(params["latent_shape"])
     fam = fine_grained_family(**params)
     dtype = dtype or getattr(torch, desc.get("dtype", "float32"))
-    return fam.model(desc["schedule_kind"], guidance_scale=desc["guidance_scale"], dtype=dtype, name=desc["name"],
-                     perturb=desc.get("perturb", 0.0), perturb_seed=desc.get("perturb_seed"),
-                     **desc.get("schedule_overrides", {}))
+    model = fam.model(desc["schedule_kind"], guidance_scale=desc["guidance_scale"], dtype=dtype, name=desc["name"],
+                      perturb=desc.get("perturb", 0.0), perturb_seed=desc.get("perturb_seed"),
+                      **desc.get("schedule_overrides", {}))
+    if desc.get("parametrization") == "ve":
+        from .ve import VEDenoiser
+
+        return VEDenoiser(model, name=desc["name"])
+    return model
