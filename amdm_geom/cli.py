@@ -8,6 +8,7 @@
   error.
 - ``amdm-geom probe <name> [options]``: run one probe into ``data/runs/<name>.zarr``.
 - ``amdm-geom analyze <analysis> <store>... [--out data/report]``: one analysis on given stores.
+- ``amdm-geom ecosystem PATH_A PATH_B``: whether two pipelines are one diffusion ecosystem.
 """
 
 from __future__ import annotations
@@ -185,6 +186,19 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ecosystem(args: argparse.Namespace) -> int:
+    import json
+
+    from .ecosystem import check, format_report
+
+    report = check(args.path_a, args.path_b, prompt=args.prompt, device=args.device, dtype=args.dtype)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"verdict": report.verdict, "checks": report.checks,
+                                               "proximity": report.proximity, "names": list(report.names)}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     import probes
 
@@ -219,6 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/report", help="report folder (default data/report)")
     p.add_argument("--quick", action="store_true", help="smaller settings where the analysis has them")
     p.set_defaults(func=_analyze)
+
+    p = sub.add_parser("ecosystem", help="are two pipelines one diffusion ecosystem? (VAE, SDE, latent shape, proximity)",
+                       description="Compares what Section 3.1 requires of two models (the same VAE by config and "
+                                   "weights, the same SDE, the same latent shape) and measures functional proximity "
+                                   "|eps_A - eps_B| / |eps_A| over t on random z_t. Local weights only.")
+    p.add_argument("path_a", metavar="PATH_A", help="pipeline folder or checkpoint file")
+    p.add_argument("path_b", metavar="PATH_B", help="pipeline folder or checkpoint file")
+    p.add_argument("--prompt", default="a photograph", help="the prompt both models encode (default 'a photograph')")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=("float16", "float32", "bfloat16"), help="model dtype")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.set_defaults(func=_ecosystem)
     return parser
 
 

@@ -65,6 +65,8 @@ def _to64(z: Latent, name: str) -> torch.Tensor:
         )
     if not (t.is_floating_point()):
         raise TypeError(f"{name} must have a floating dtype; got {t.dtype}")
+    if t.device.type == "mps":  # no float64 on Apple GPUs: compute on the CPU, cast back in _like
+        t = t.to("cpu")
     return t.detach().to(torch.float64)
 
 

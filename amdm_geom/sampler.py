@@ -71,7 +71,8 @@ class SamplerConfig:
       ``"aggregate"``: mu_i(z', t, y_i) evaluated at z' as eq. (7) prints it (one more call).
     - ``ddim_eta``: DDIM's eta (0: deterministic; 1: DDPM posterior variance).
     - ``shared_init``: every model starts from model 1's z_T (the earlier version).
-    - ``allow_schedule_mismatch``: aggregate models whose schedules differ (cross-ecosystem).
+    - ``allow_schedule_mismatch``: aggregate models of different ecosystems anyway: schedules
+      that differ, or (for pipeline models) a different VAE or latent space.
     - ``continue_after_window``: models 2..N keep sampling on their own after the window (for
       logging, as the paper's Table 5 does after t = 30); model 1's trajectory is unchanged.
     - ``record_cross_eps``: while a recorder or hook is attached, two more calls per partner
@@ -205,6 +206,15 @@ class AMDMSampler:
                     raise ValueError(
                         f"model {i}'s noise schedule differs from model 0's (a different SDE, another "
                         "ecosystem); pass allow_schedule_mismatch=True to aggregate them anyway")
+            if all(hasattr(m, "ecosystem") for m in self.models):  # pipelines: VAE and latent space too
+                from .ecosystem import compare
+
+                first = self.models[0].ecosystem()
+                for i, m in enumerate(self.models[1:], start=1):
+                    bad = [k for k, v in compare(first, m.ecosystem()).items() if v["same"] is False]
+                    if bad:
+                        raise ValueError(f"model {i} is in a different ecosystem from model 0 ({', '.join(bad)} "
+                                         "differ); pass allow_schedule_mismatch=True to aggregate them anyway")
 
     def _per_model_eta(self) -> list[float]:
         n, eta = len(self.models), self.config.eta
@@ -298,6 +308,9 @@ class AMDMSampler:
         shape, dtype, device = tuple(models[0].latent_shape), models[0].dtype, models[0].device
         start, stop = cfg.window
         hooked = bool(self._hooks)
+        for m in models:  # e.g. GLIGEN's scheduled sampling counts steps
+            if hasattr(m, "prepare"):
+                m.prepare(self.timesteps)
         gens = [sample_generators(seeds, i) for i in range(n)]
         # z_T per model, (B, *latent_shape), at its schedule's prior scale (1 for VP)
         z = [_draw(g, shape, dtype, device) * sched.init_noise_sigma for g, sched in zip(gens, self.schedulers)]
@@ -370,6 +383,8 @@ class AMDMSampler:
 
 
 def _describe_condition(cond) -> dict | list | str:
+    if hasattr(cond, "describe"):  # e.g. a pipeline's SDCondition: prompt, extras
+        return cond.describe()
     if isinstance(cond, torch.Tensor):
         values = cond.detach().to("cpu", torch.float64)
         if values.numel() <= 64:

@@ -9,6 +9,7 @@ PROBES = {
     "gmm_pair": ("probes.gmm_pair", "two exact GMM models of one ecosystem (fine-grained family, SD latent size)"),
     "gmm_cross_ecosystem": ("probes.gmm_cross_ecosystem", "two exact GMM models whose SDEs differ, aggregated anyway"),
     "unet_pair": ("probes.unet_pair", "two tiny diffusers UNets (perturbed, adapter or independent pair)"),
+    "sd": ("probes.sd_pair", "AMDM over real Stable Diffusion pipelines from local weights (GLIGEN, IP-Adapter, LoRA)"),
 }
 
 

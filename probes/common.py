@@ -66,8 +66,9 @@ def sampler_config(args: argparse.Namespace, n_models: int, **overrides) -> Samp
         record_cross_eps=args.cross_eps, **overrides)
 
 
-def run_probe(sampler: AMDMSampler, args: argparse.Namespace, *, quiet: bool = False) -> Path:
-    """Run ``sampler`` on ``args.batch`` seeds into ``args.out``; return the store's path."""
+def run_probe(sampler: AMDMSampler, args: argparse.Namespace, *, quiet: bool = False, after=None) -> Path:
+    """Run ``sampler`` on ``args.batch`` seeds into ``args.out``; return the store's path.
+    ``after(output)`` is called with the ``SampleOutput`` (e.g. to decode images)."""
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1; got {args.batch}")
     recorder = ZarrRecorder(args.out, overwrite=args.overwrite, names_filter=args.names)
@@ -78,4 +79,6 @@ def run_probe(sampler: AMDMSampler, args: argparse.Namespace, *, quiet: bool = F
     if not quiet:
         print(f"wrote {args.out} ({recorder.bytes_written / 1e6:.1f} MB, {out.model_calls} model calls, "
               f"{time.perf_counter() - start:.1f} s)")
+    if after is not None:
+        after(out)
     return Path(args.out)

@@ -1,0 +1,254 @@
+"""Real Stable Diffusion pipelines from local weights: tiny pipelines built here, saved with
+save_pretrained and loaded back through the real code path. One model run by the AMDM probe
+gives the pipeline's own latents bit for bit (plain, GLIGEN, IP-Adapter); LoRA weights load;
+the ecosystem check tells pipelines apart; every bad path is a one-line error. Any attempt to
+open a network connection fails these tests."""
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from diffusers import StableDiffusionGLIGENPipeline, StableDiffusionPipeline
+from PIL import Image
+
+from amdm_geom import cli
+from amdm_geom.denoisers.pipelines import PipelineDenoiser, load_pipeline
+from amdm_geom.ecosystem import check
+from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.store import open_run, run_config
+from tests.tiny_pipelines import build
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("a test tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pipelines")
+    return {
+        "sd": build(d / "sd"),
+        "gligen": build(d / "gligen", gligen=True),
+        "other_vae": build(d / "other_vae", vae_seed=7),
+        "linear": build(d / "linear", schedule="linear"),
+        "large": build(d / "large", sample_size=16),
+        "finetune": build(d / "finetune", seed=1),  # another UNet, same VAE, text encoder and SDE
+        "root": d,
+    }
+
+
+def probe(args, tmp_path):
+    out = tmp_path / "run.zarr"
+    assert cli.main(["probe", "sd", *args, "--steps", "6", "--batch", "2", "--guidance", "3", "--out", str(out),
+                     "--no-progress"]) == 0
+    return out
+
+
+def final_latents(store):
+    ds = open_run(store)
+    return torch.from_numpy(ds.z_next.isel(step=ds.sizes["step"] - 1, model=0).values)
+
+
+def reference(cls, folder, **kwargs):
+    pipe = cls.from_pretrained(folder, local_files_only=True)
+    pipe.scheduler = type(load_pipeline(folder).scheduler).from_config(pipe.scheduler.config)
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    return pipe(num_images_per_prompt=2, num_inference_steps=6, guidance_scale=3.0, generator=gens,
+                output_type="latent", **kwargs).images
+
+
+def test_one_model_through_the_probe_is_the_pipeline_bit_for_bit(folders, tmp_path, capsys):
+    store = probe(["--model-a", str(folders["sd"]), "--prompt", "a red cube", "--negative-prompt", "blurry"], tmp_path)
+    want = reference(StableDiffusionPipeline, folders["sd"], prompt="a red cube", negative_prompt="blurry")
+    assert torch.equal(final_latents(store), want)
+    assert "decoded 2 images" in capsys.readouterr().out
+    images = sorted((tmp_path / "run_images").glob("*.png"))
+    assert [p.name for p in images] == ["seed0.png", "seed1.png"]
+    with Image.open(images[0]) as image:
+        assert image.size == (16, 16)
+    ds = open_run(store)
+    assert ds.attrs["complete"] is True and run_config(ds)["models"][0]["family"] == "pipeline"
+
+
+def test_gligen_through_the_probe_is_the_gligen_pipeline(folders, tmp_path):
+    boxes = [[0.1, 0.1, 0.5, 0.5], [0.5, 0.2, 0.9, 0.8]]
+    store = probe(["--model-a", str(folders["gligen"]), "--prompt", "a cube and a ball", "--gligen-boxes",
+                   *map(str, sum(boxes, [])), "--gligen-phrases", "a cube", "a ball"], tmp_path)
+    want = reference(StableDiffusionGLIGENPipeline, folders["gligen"], prompt="a cube and a ball",
+                     gligen_boxes=boxes, gligen_phrases=["a cube", "a ball"], gligen_scheduled_sampling_beta=0.3)
+    assert torch.equal(final_latents(store), want)
+
+
+@pytest.fixture(scope="module")
+def ip_adapter(folders):
+    """A tiny CLIP image encoder and IP-Adapter weights in the original layout, saved here."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    root = folders["root"]
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=32,
+        patch_size=4, projection_dim=32))
+    encoder.save_pretrained(root / "image_encoder")
+    CLIPImageProcessor(crop_size={"height": 32, "width": 32}, size={"shortest_edge": 32}).save_pretrained(root / "image_encoder")
+    unet = load_pipeline(folders["sd"]).unet
+    cross, tokens = unet.config.cross_attention_dim, 4
+    g = torch.Generator().manual_seed(3)
+    flat = {"image_proj.proj.weight": 0.1 * torch.randn(cross * tokens, 32, generator=g),
+            "image_proj.proj.bias": torch.zeros(cross * tokens), "image_proj.norm.weight": torch.ones(cross),
+            "image_proj.norm.bias": torch.zeros(cross)}
+    channels, key = unet.config.block_out_channels, 1
+    for name in unet.attn_processors:  # one pair of (to_k_ip, to_v_ip) per cross-attention, numbered 1, 3, 5, ...
+        if name.endswith("attn1.processor"):
+            continue
+        block = name.split(".")[0]
+        hidden = (channels[-1] if block == "mid_block" else list(reversed(channels))[int(name.split(".")[1])]
+                  if block == "up_blocks" else channels[int(name.split(".")[1])])
+        flat[f"ip_adapter.{key}.to_k_ip.weight"] = 0.3 * torch.randn(hidden, cross, generator=g)
+        flat[f"ip_adapter.{key}.to_v_ip.weight"] = 0.3 * torch.randn(hidden, cross, generator=g)
+        key += 2
+    (root / "ipa").mkdir(exist_ok=True)
+    safetensors.torch.save_file(flat, root / "ipa" / "ip-adapter.safetensors")
+    image = root / "reference.png"
+    Image.fromarray(np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype(np.uint8)).save(image)
+    return {"folder": root / "ipa", "weight": "ip-adapter.safetensors", "encoder": root / "image_encoder", "image": image}
+
+
+def rgb(path):
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def test_ip_adapter_through_the_probe_is_the_pipeline(folders, ip_adapter, tmp_path):
+    store = probe(["--model-a", str(folders["sd"]), "--prompt", "a cube", "--ip-adapter", str(ip_adapter["folder"]),
+                   "--ip-adapter-weight-name", ip_adapter["weight"], "--ip-adapter-image-encoder",
+                   str(ip_adapter["encoder"]), "--ip-adapter-image", str(ip_adapter["image"]), "--ip-adapter-model", "a",
+                   "--ip-adapter-scale", "0.8"], tmp_path)
+    pipe = load_pipeline(folders["sd"], ip_adapter=ip_adapter["folder"], ip_adapter_weight_name=ip_adapter["weight"],
+                         ip_adapter_image_encoder=ip_adapter["encoder"], ip_adapter_scale=0.8)
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    want = pipe("a cube", ip_adapter_image=rgb(ip_adapter["image"]), num_images_per_prompt=2,
+                num_inference_steps=6, guidance_scale=3.0, generator=gens, output_type="latent").images
+    assert torch.equal(final_latents(store), want)
+    # and the image matters
+    model = PipelineDenoiser(pipe, guidance_scale=3.0)
+    z = torch.randn(1, 4, 8, 8)
+    y1 = model.condition("a cube", ip_adapter_image=rgb(ip_adapter["image"]))
+    y0 = model.condition("a cube", ip_adapter_image=Image.new("RGB", (32, 32)))
+    assert not torch.allclose(model(z, 500, y1), model(z, 500, y0))
+
+
+@pytest.fixture(scope="module")
+def lora(folders):
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    unet = load_pipeline(folders["sd"]).unet
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero; give the LoRA an effect
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+    folder = folders["root"] / "lora"
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=convert_state_dict_to_diffusers(
+        get_peft_model_state_dict(unet)))
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def test_lora_weights_load_and_scale(folders, lora):
+    base = PipelineDenoiser(load_pipeline(folders["sd"]), guidance_scale=1.0)
+    full = PipelineDenoiser(load_pipeline(folders["sd"], lora=lora, lora_scale=1.0), guidance_scale=1.0)
+    none = PipelineDenoiser(load_pipeline(folders["sd"], lora=lora.parent, lora_scale=0.0), guidance_scale=1.0)
+    z = torch.randn(2, 4, 8, 8)
+    e_base = base(z, 400, base.condition("a cube"))
+    assert torch.equal(none(z, 400, none.condition("a cube")), e_base)
+    change = float((full(z, 400, full.condition("a cube")) - e_base).norm() / e_base.norm())
+    assert change > 0.05
+
+
+def test_two_pipelines_aggregated_by_the_probe(folders, lora, tmp_path):
+    store = probe(["--model-a", str(folders["sd"]), "--model-b", str(folders["finetune"]), "--lora-b", str(lora),
+                   "--prompt", "a red cube", "--prompt-b", "a cube", "--agg-steps", "3", "--cross-eps"], tmp_path)
+    ds = open_run(store)
+    assert ds.sizes["model"] == 2 and ds.attrs["complete"] is True
+    assert list(ds.aggregated.values) == [True] * 3 + [False] * 3
+    assert np.isfinite(ds.agg_z.isel(step=slice(0, 3)).values).all()
+    cfg = run_config(ds)
+    assert cfg["conditions"][1]["prompt"] == "a cube" and cfg["models"][1]["lora"] == str(lora)
+
+
+def test_ecosystem_check(folders):
+    same = check(folders["sd"], folders["finetune"])
+    assert same.verdict == "same" and all(v["same"] for v in same.checks.values())
+    assert all(v > 0 for v in same.proximity.values())  # different UNets: eps differ
+    assert check(folders["sd"], folders["sd"]).proximity == {t: 0.0 for t in same.proximity}
+    vae = check(folders["sd"], folders["other_vae"])
+    assert vae.verdict == "different" and vae.checks["vae"]["same"] is False and vae.checks["vae"]["weights_same"] is False
+    sde = check(folders["sd"], folders["linear"])
+    assert sde.verdict == "different" and set(sde.checks["sde"]["differences"]) >= {"beta_schedule", "beta_end"}
+    shape = check(folders["sd"], folders["large"])
+    assert shape.verdict == "different" and shape.proximity == {}
+
+
+def test_sampler_refuses_other_ecosystems_unless_asked(folders, tmp_path, capsys):
+    a = PipelineDenoiser(load_pipeline(folders["sd"]), guidance_scale=3.0)
+    b = PipelineDenoiser(load_pipeline(folders["other_vae"]), guidance_scale=3.0)
+    conds = [a.condition("x"), b.condition("y")]
+    with pytest.raises(ValueError, match="different ecosystem from model 0 \\(vae differ\\)"):
+        AMDMSampler([a, b], conds, SamplerConfig(num_inference_steps=4, agg_steps=2))
+    AMDMSampler([a, b], conds, SamplerConfig(num_inference_steps=4, agg_steps=2, allow_schedule_mismatch=True))
+    args = ["probe", "sd", "--model-a", str(folders["sd"]), "--model-b", str(folders["other_vae"]), "--prompt", "x",
+            "--steps", "4", "--agg-steps", "2", "--batch", "1", "--no-progress"]
+    assert cli.main([*args, "--out", str(tmp_path / "refused.zarr")]) == 2
+    assert "different ecosystem" in capsys.readouterr().err
+    assert not (tmp_path / "refused.zarr").exists()
+    assert cli.main([*args, "--insist", "--out", str(tmp_path / "insisted.zarr")]) == 0
+
+
+def test_cli_ecosystem_prints_and_writes_json(folders, tmp_path, capsys):
+    out = tmp_path / "eco.json"
+    assert cli.main(["ecosystem", str(folders["sd"]), str(folders["linear"]), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "verdict: DIFFERENT" in printed and "sde" in printed and "functional proximity" in printed
+    assert json.loads(out.read_text())["verdict"] == "different"
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda d, r: ["--model-a", str(r / "missing")], "no pipeline folder or checkpoint file at"),
+    (lambda d, r: ["--model-a", str(d["sd"] / "unet")], "is not a diffusers pipeline \\(no model_index.json\\)"),
+    (lambda d, r: ["--model-a", str(_fake_checkpoint(r))], "needs config=, a local diffusers config folder"),
+    (lambda d, r: ["--model-a", str(d["sd"]), "--model-b", str(d["large"])], "models must share one latent shape"),
+    (lambda d, r: ["--model-a", str(d["sd"]), "--gligen-boxes", "0.1", "0.1", "0.5", "0.5", "--gligen-phrases", "x"],
+     "neither model is a GLIGEN pipeline"),
+    (lambda d, r: ["--model-a", str(d["gligen"]), "--gligen-boxes", "0.1", "0.1", "0.5", "--gligen-phrases", "x"],
+     "four numbers per box"),
+])
+def test_bad_inputs_are_one_line_errors(folders, tmp_path, capsys, make, match):
+    args = ["probe", "sd", *make(folders, tmp_path), "--prompt", "x", "--steps", "2", "--batch", "1", "--no-progress",
+            "--out", str(tmp_path / "x.zarr")]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err  # (diffusers' loading progress bars may come first)
+    last = err.rstrip("\n").split("\n")[-1]
+    assert last.startswith("amdm-geom probe: error:") and "Traceback" not in err
+    import re
+
+    assert re.search(match, last), err
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def _fake_checkpoint(root: Path) -> Path:
+    path = root / "model.safetensors"
+    safetensors.torch.save_file({"x": torch.zeros(1)}, path)
+    return path
