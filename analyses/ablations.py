@@ -356,7 +356,7 @@ def verdicts(ds: xr.Dataset) -> list[Verdict]:
             key="ablation_n3", claim="AMDM of three raises the triple target", where="Sec. 4.1, Fig. 4 (GMM)",
             status="holds" if d > TIE else "violated", measured=f"{_s(ds, 'n3_amdm')} vs {singles[best]:.3f}",
             bound="> best single model", value=d, reference=0.0,
-            detail=(f"Target (position 0, colour 0, style 0) of 27 components; singles "
+            detail=("Target (position 0, colour 0, style 0) of 27 components; singles "
                     + ", ".join(f"{r[3:]} {v:.3f}" for r, v in singles.items())
                     + f"; AMDM minus the best single {d:+.3f} +- {se:.3f} ({_resolved(d, se)}).")))
     cross = [r for r in ds.run.values if str(ds.group.sel(run=r).item()) == "table10"]

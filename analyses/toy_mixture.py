@@ -1051,7 +1051,7 @@ def compute(task: str = "ring_bar", n: int | None = None, seeds=None, experts: S
         for a in range(len(grid_w)):
             store(a, ei, out[a])
             wall[a, ei] = dt
-        for i, (name, fam, _, _) in enumerate(rows):
+        for i, (_name, fam, _, _) in enumerate(rows):
             if fam == "amdm":
                 continue
             t0 = time.perf_counter()

@@ -1,7 +1,6 @@
 """The closed-form analysis and the ``amdm-geom validate`` command: every verdict exists and its
 number equals an independent recomputation."""
 
-import math
 import subprocess
 import sys
 from pathlib import Path

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from amdm_geom.denoisers.gmm import fine_grained_family
 from amdm_geom.sampler import AMDMSampler, SamplerConfig

@@ -177,7 +177,7 @@ def norm_angle_rows(run, key):
             ok = np.sum(a * b, 1) >= 0
             values.append(np.where(ok, np.cos(phi) - bound, np.inf))
         elif k > 0 and bool(ds.aggregated[k - 1]):  # delta, on the steps that start from an aggregate
-            e1, e2 = flat(ds.eps.isel(step=k, model=0).values), flat(ds.eps.isel(step=k, model=1).values)
+            e1 = flat(ds.eps.isel(step=k, model=0).values)
             ec, ea = flat(ds.eps_cross.isel(step=k, model=1).values), flat(ds.eps_at_z1.isel(step=k, model=1).values)
             B, sigma = float(ds.model_B[0, k]), float(ds.model_sigma[0, k])
             bound = abs(B) * (norms(e1 - ec) + norms(ec - ea)) + sigma * math.sqrt(2 * n)

@@ -20,7 +20,6 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from diffusers import DDIMScheduler
