@@ -14,13 +14,14 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
 
-__all__ = ["ANALYSES", "build_parser", "main"]
+__all__ = ["ANALYSES", "USER_ERRORS", "UsageError", "build_parser", "main"]
 
 _GMM_QUICK = ["--steps", "20", "--agg-steps", "8", "--latent-shape", "4", "32", "32"]
 
@@ -72,6 +73,30 @@ ANALYSES = {
     "ablations": "Tables 1-4, Figure 5, Table 10 on the exact GMM family (runs its own stores into --runs)",
 }
 _NEED_STORES = {"norm_angle", "shell", "precision", "trace_checks"}
+_NO_STORES = {"toy_mixture"}
+
+
+class UsageError(ValueError):
+    """A command line ``argparse`` refused: reported by ``main`` as one line, exit code 2."""
+
+    def __init__(self, command: str | None, message: str):
+        super().__init__(message)
+        self.command = command
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``main`` prints them), not usage and exit.
+    Values such as ``-1e-3``, ``-inf`` and ``-nan`` are read as (negative) numbers, not as
+    options, so that the option's own check reports them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$",
+                                                   re.IGNORECASE)
+
+    def error(self, message: str):
+        words = self.prog.split()
+        raise UsageError(words[1] if len(words) > 1 else None, message)
 
 
 def _probe_args(name: str, argv: list[str]) -> argparse.Namespace:
@@ -79,23 +104,22 @@ def _probe_args(name: str, argv: list[str]) -> argparse.Namespace:
     import probes
 
     module = probes.load(name)
-    parser = argparse.ArgumentParser(prog=f"amdm-geom probe {name}", description=module.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog=f"amdm-geom probe {name}", description=module.__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
     return parser.parse_args(argv)
 
 
 def run_analysis(name: str, stores: dict, out: Path, *, quick: bool = False, runs_dir="data/runs") -> list:
     """Run analysis ``name`` on ``stores`` (``{store name: path}``), writing under ``out/name``."""
-    from analyses import norm_angle, shell, trace_checks
-    from amdm_geom.store import open_run
-
-    from analyses import gaussianity
+    from analyses import gaussianity, norm_angle, shell, trace_checks
 
     if name not in ANALYSES:
         raise ValueError(f"unknown analysis {name!r}; analyses are {', '.join(ANALYSES)}")
     if not stores and name in _NEED_STORES:
         raise ValueError(f"analysis {name} needs at least one store")
+    if stores and name in _NO_STORES:
+        raise ValueError(f"analysis {name} takes no stores; got {len(stores)}: {', '.join(map(str, stores.values()))}")
     target = Path(out) / name
     if name == "gaussianity":
         return gaussianity.report(target, stores, quick=quick)
@@ -116,22 +140,41 @@ def run_analysis(name: str, stores: dict, out: Path, *, quick: bool = False, run
         return norm_angle.report(stores, target)
     if name == "shell":
         return shell.report(stores, target)
-    if name == "precision":
-        by_dtype = {open_run(p).attrs["dtype"]: p for p in stores.values()}
-        return norm_angle.report_precision(by_dtype, target)
+    if name == "precision":  # (each store's dtype is read from its attrs; duplicates are refused)
+        return norm_angle.report_precision(stores, target)
     return trace_checks.report(stores, target)
 
 
 def _stores(paths) -> dict:
+    """``{store name: path}``; one line for a path that is not a store or a name given twice."""
     out = {}
     for p in map(Path, paths):
         if not (p / "zarr.json").exists():
             raise FileNotFoundError(f"no trace store at {p}")
-        out[p.name.removesuffix(".zarr")] = p
+        name = p.name.removesuffix(".zarr")
+        if name in out:
+            raise ValueError(f"two stores are named {name}: {out[name]} and {p}; analyses tell stores apart by "
+                             "name, so rename one")
+        out[name] = p
     return out
 
 
+def _max_batch(mode: str) -> int:
+    batches = [int(opts[opts.index("--batch") + 1]) for _, opts in VALIDATE_PROBES[mode].values() if "--batch" in opts]
+    return max(batches, default=4)
+
+
 def _validate(args: argparse.Namespace) -> int:
+    from probes.common import MAX_SEED, OptionError
+
+    from .store import check_output_path
+
+    mode = "quick" if args.quick else "full"
+    if args.seed + _max_batch(mode) > MAX_SEED:  # every probe's samples use seed, seed + 1, ...
+        raise OptionError("--seed", f"must leave room for {_max_batch(mode)} samples below 2**63 "
+                                    f"(seeds seed..seed+{_max_batch(mode) - 1}); got {args.seed}")
+    for name in VALIDATE_PROBES[mode]:  # (replaced, but only if they are trace stores)
+        check_output_path(Path(args.runs) / f"{name}.zarr", overwrite=True)
     start = time.perf_counter()
     import probes
     from analyses import closed_forms
@@ -139,7 +182,6 @@ def _validate(args: argparse.Namespace) -> int:
     from .report import write_report
     from .verdicts import format_table, to_json
 
-    mode = "quick" if args.quick else "full"
     report = Path(args.report)
     report.mkdir(parents=True, exist_ok=True)
     print(f"amdm-geom validate ({mode}): closed forms, {len(VALIDATE_PROBES[mode])} probes, analyses", flush=True)
@@ -201,8 +243,10 @@ def _ecosystem(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     import probes
+    from probes.common import creatable_dir, device_name, existing, seed_int, writable_file
 
-    parser = argparse.ArgumentParser(
+    model_path = existing("pipeline folder or checkpoint file", name="model_path")
+    parser = _Parser(
         prog="amdm-geom",
         description="Theory validation and latent geometry for AMDM (aggregation of multiple diffusion models).",
     )
@@ -211,10 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="run every check, the default probes and the analyses; print the verdicts")
     p.add_argument("--quick", action="store_true", help="smaller probes (under 2 minutes; the tests use it)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the checks and probes (default 0)")
-    p.add_argument("--runs", default="data/runs/validate", help="where the probe stores go (overwritten)")
-    p.add_argument("--report", default="data/report", help="where results and figures go (default data/report)")
-    p.add_argument("--json", metavar="PATH", help="also write the verdicts as JSON to PATH")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="random seed of the checks and probes, in [0, 2**63) (default 0)")
+    p.add_argument("--runs", type=creatable_dir, default="data/runs/validate",
+                   help="where the probe stores go (overwritten)")
+    p.add_argument("--report", type=creatable_dir, default="data/report",
+                   help="where results and figures go (default data/report)")
+    p.add_argument("--json", metavar="PATH", type=writable_file,
+                   help="also write the verdicts as JSON to PATH (its folder must exist)")
     p.set_defaults(func=_validate)
 
     listing = "\n".join(f"  {name:22s} {text}" for name, (_, text) in probes.PROBES.items())
@@ -230,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description=f"analyses:\n{listing}", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("analysis", choices=list(ANALYSES), metavar="ANALYSIS", help="the analysis to run")
     p.add_argument("stores", nargs="*", metavar="STORE", help="trace stores (.zarr folders)")
-    p.add_argument("--out", default="data/report", help="report folder (default data/report)")
+    p.add_argument("--out", type=creatable_dir, default="data/report", help="report folder (default data/report)")
     p.add_argument("--quick", action="store_true", help="smaller settings where the analysis has them")
     p.set_defaults(func=_analyze)
 
@@ -238,23 +286,43 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compares what Section 3.1 requires of two models (the same VAE by config and "
                                    "weights, the same SDE, the same latent shape) and measures functional proximity "
                                    "|eps_A - eps_B| / |eps_A| over t on random z_t. Local weights only.")
-    p.add_argument("path_a", metavar="PATH_A", help="pipeline folder or checkpoint file")
-    p.add_argument("path_b", metavar="PATH_B", help="pipeline folder or checkpoint file")
+    p.add_argument("path_a", metavar="PATH_A", type=model_path, help="pipeline folder or checkpoint file")
+    p.add_argument("path_b", metavar="PATH_B", type=model_path, help="pipeline folder or checkpoint file")
     p.add_argument("--prompt", default="a photograph", help="the prompt both models encode (default 'a photograph')")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, mps (default cpu)")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N, mps (default cpu)")
     p.add_argument("--dtype", default="float32", choices=("float16", "float32", "bfloat16"), help="model dtype")
-    p.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    p.add_argument("--json", metavar="PATH", type=writable_file,
+                   help="also write the report as JSON (its folder must exist)")
     p.set_defaults(func=_ecosystem)
     return parser
 
 
+#: What a user's input can cause: reported as one line with exit code 2, never a traceback.
+#: (``ValueError`` includes ``UsageError``, the probes' ``OptionError`` and the store's
+#: ``StoreError``.)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command line; a bad option or input is one line on stderr,
+    ``amdm-geom COMMAND: error: ...``, exit code 2, before any work or any file is written."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if a in ("validate", "probe", "analyze", "ecosystem")), None)
     try:
+        args = build_parser().parse_args(argv)
+        command = args.command
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"amdm-geom {args.command}: error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        if isinstance(exc, UsageError) and exc.command:
+            command = exc.command
+        prefix = f"amdm-geom {command}" if command else "amdm-geom"
+        print(f"{prefix}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -18,7 +18,7 @@ from .verdicts import STATUSES, Verdict
 
 __all__ = ["write_report"]
 
-_COLOURS = {"holds": "#1a7f37", "violated": "#cf222e", "vacuous": "#9a6700"}
+_COLOURS = {"holds": "#1a7f37", "violated": "#cf222e", "inconclusive": "#6e7781", "vacuous": "#9a6700"}
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #1f2328; }
 table { border-collapse: collapse; width: 100%; font-size: 0.9em; }
@@ -54,7 +54,8 @@ def write_report(rows: list[Verdict], folder, *, title: str = "amdm-geom validat
              "<p>" + " &middot; ".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in info.items()) + "</p>",
              f"<h2>Verdicts ({html.escape(counts)})</h2>",
              "<p>Each verdict is computed in this run: <b>holds</b> (with its slack), <b>violated</b> (where, by how "
-             "much), <b>vacuous</b> (why). A violated bound is a finding, not a failure of the run.</p>",
+             "much), <b>inconclusive</b> (the data cannot decide; why), <b>vacuous</b> (why). A violated bound is a "
+             "finding, not a failure of the run.</p>",
              "<table><tr><th>claim</th><th>where</th><th>measured</th><th>bound / paper</th><th>verdict</th></tr>",
              *(_row(v) for v in rows), "</table>", "<h2>Figures</h2>"]
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):

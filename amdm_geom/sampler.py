@@ -22,7 +22,8 @@ Options (``SamplerConfig``): the mixing rule (slerp, lerp, the earlier version's
 orthogonal_mix), which mean the shift uses (``mu_i`` at ``z_t^i`` as in Algorithm 1, or
 ``mu_i`` evaluated at ``z'`` as eq. 7 prints it, one more model call), DDIM's eta (sigma_t),
 independent or shared ``z_T``, and one random generator per (model, sample), so a sample's
-trajectory does not depend on its batch mates.
+random draws are bit for bit independent of its batch mates (its arithmetic differs between
+batch sizes by float rounding only: batched matrix products block by batch size).
 
 Hook points: each quantity above is emitted as ``model{i}.<q>`` or ``agg.z`` (DESIGN.md).
 Attach a recorder with ``sampler.recording(recorder)`` (a context manager; the hook is removed
@@ -46,7 +47,7 @@ from .denoisers.base import Denoiser, same_schedule
 from .schedules import ddim_coefficients, stepper
 from .store import MemoryRecorder, RunPlan, hook_names
 
-__all__ = ["AMDMSampler", "SampleOutput", "SamplerConfig", "sample_generators"]
+__all__ = ["AMDMSampler", "SampleOutput", "SamplerConfig", "planned_hook_names", "sample_generators"]
 
 MIX_RULES = ("slerp", "lerp", "orthogonal_mix")
 #: Opt-in per-model quantities for the delta decomposition (recorded for models 2..N)
@@ -79,6 +80,11 @@ class SamplerConfig:
       model i >= 2 and step, for the terms of eqs. (20)-(22): ``model{i}.eps_cross`` =
       eps_theta1(z_t^1, t, y_i) (model 1 under model i's condition) and ``model{i}.eps_at_z1`` =
       eps_thetai(z_t^1, t, y_i) (model i at model 1's input). They do not change the trajectory.
+
+    Numbers may be Python, numpy or torch scalars (``np.float64(0.5)``, ``np.int64(50)``, a 0-d
+    tensor): they are stored as Python ints and floats, and sequences as tuples. Bools, NaN, inf
+    and non-integral step counts are refused, with one line naming the field and what it accepts
+    (``check``, which ``AMDMSampler`` calls before any work).
     """
 
     num_inference_steps: int = 50
@@ -94,9 +100,117 @@ class SamplerConfig:
     continue_after_window: bool = False
     record_cross_eps: bool = False
 
+    def __post_init__(self):
+        # numpy and torch real scalars (np.float64(0.5), np.int64(50), a 0-d tensor) become Python
+        # numbers, and sequences tuples, so that they behave, compare and serialise as Python
+        # values; anything else is left as given for ``check`` to refuse in one line
+        norm = object.__setattr__
+        norm(self, "num_inference_steps", _as_number(self.num_inference_steps))
+        norm(self, "agg_steps", _as_number(self.agg_steps))
+        if self.agg_window is not None and _is_sequence(self.agg_window):
+            norm(self, "agg_window", tuple(_as_number(v) for v in self.agg_window))
+        if _is_sequence(self.weights):
+            norm(self, "weights", tuple(_as_number(w) for w in self.weights))
+        eta = _as_number(self.eta)
+        norm(self, "eta", tuple(_as_number(e) for e in eta) if _is_sequence(eta) else eta)
+        norm(self, "ddim_eta", _as_number(self.ddim_eta))
+        for flag in ("shared_init", "allow_schedule_mismatch", "continue_after_window", "record_cross_eps"):
+            if isinstance(getattr(self, flag), np.bool_):
+                norm(self, flag, bool(getattr(self, flag)))
+
     @property
     def window(self) -> tuple[int, int]:
         return tuple(self.agg_window) if self.agg_window is not None else (0, self.agg_steps)
+
+    def check(self, n_models: int) -> None:
+        """Every setting, for a run of ``n_models`` models, without the models: a one-line
+        ValueError naming the field, the bad value and what is accepted. (``AMDMSampler`` calls
+        it; the probes call it before they build any model.)"""
+        steps = self.num_inference_steps
+        if not (_is_int(steps) and steps >= 1):
+            raise ValueError(f"num_inference_steps must be an int >= 1; got {steps!r}")
+        if n_models > 1:  # with one model there is nothing to aggregate and the window is not used
+            if self.agg_window is None and not (_is_int(self.agg_steps) and 0 <= self.agg_steps <= steps):
+                raise ValueError(f"agg_steps must be an int in [0, {steps}]; got {self.agg_steps!r}")
+            window = self.window if self.agg_window is None or _is_sequence(self.agg_window) else (self.agg_window,)
+            if not (len(window) == 2 and all(_is_int(v) for v in window) and 0 <= window[0] <= window[1] <= steps):
+                raise ValueError(f"agg_window must be (start, stop) with 0 <= start <= stop <= {steps}; "
+                                 f"got {window!r}")
+        if not _is_sequence(self.weights):
+            raise ValueError(f"weights must be a sequence of N - 1 numbers in [0, 1]; got {self.weights!r}")
+        if len(self.weights) != n_models - 1:
+            raise ValueError(f"need {n_models - 1} weights w_1..w_{{N-1}} for {n_models} models; "
+                             f"got {len(self.weights)}")
+        for w in self.weights:
+            if not (_is_real(w) and 0.0 <= w <= 1.0):
+                raise ValueError(f"weights must be in [0, 1]; got {w!r}")
+        etas = self.eta if _is_sequence(self.eta) else (self.eta,)
+        if _is_sequence(self.eta) and len(etas) != n_models:
+            raise ValueError(f"eta must be one value or one per model ({n_models}); got {len(etas)}")
+        for e in etas:
+            if not (_is_real(e) and e >= 0):
+                raise ValueError(f"eta must be a finite number >= 0; got {e!r}")
+        if self.mix not in MIX_RULES:
+            raise ValueError(f"mix must be one of {MIX_RULES}; got {self.mix!r}")
+        if self.shift_mean not in SHIFT_MEANS:
+            raise ValueError(f"shift_mean must be one of {SHIFT_MEANS}; got {self.shift_mean!r}")
+        if not (_is_real(self.ddim_eta) and self.ddim_eta >= 0):
+            raise ValueError(f"ddim_eta must be a finite float >= 0; got {self.ddim_eta!r}")
+        for flag in ("shared_init", "allow_schedule_mismatch", "continue_after_window", "record_cross_eps"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
+
+
+def _is_sequence(value) -> bool:
+    return isinstance(value, (tuple, list)) or (isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 1)
+
+
+def _as_number(value):
+    """A numpy or torch real scalar (or 0-d array or tensor) as a Python int or float; bools,
+    complex numbers and everything else unchanged."""
+    if isinstance(value, (bool, np.bool_)):
+        return value
+    if isinstance(value, torch.Tensor):
+        if value.ndim == 0 and value.dtype != torch.bool and not value.is_complex():
+            return value.item()
+        return value
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        return value.item()
+    return value
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    """A finite Python int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _as_seed(seed) -> int:
+    """An int seed in [0, 2**63) (numpy and torch integers too, and integral floats); one line otherwise."""
+    value = _as_number(seed)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if not (_is_int(value) and 0 <= value < 2**63):
+        raise ValueError(f"seeds must be ints in [0, 2**63), one sample per seed; got {seed!r}")
+    return value
+
+
+def planned_hook_names(n_models: int, config: SamplerConfig, names_filter=None) -> list[str]:
+    """The hook names a run of ``n_models`` models with ``config`` emits (and records, for a
+    recorder with ``names_filter``): none of the aggregate's or the shift's when no step is
+    aggregated, the cross-eps terms only with ``record_cross_eps`` and more than one model."""
+    start, stop = config.window
+    aggregated = n_models > 1 and any(start <= k < stop for k in range(config.num_inference_steps))
+    extra = CROSS_EPS if config.record_cross_eps and n_models > 1 else ()
+    names = [nm for nm in hook_names(n_models, extra) if _matches(names_filter, nm)]
+    if not aggregated:
+        names = [nm for nm in names if nm != "agg.z" and not nm.endswith((".mu_shift", ".z_shift"))]
+    return names
 
 
 @dataclass
@@ -177,35 +291,18 @@ class AMDMSampler:
         dtypes = [m.dtype for m in self.models]
         if any(d != dtypes[0] for d in dtypes):
             raise ValueError(f"models must share one dtype; got {[str(d) for d in dtypes]}")
-        steps = cfg.num_inference_steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"num_inference_steps must be an int >= 1; got {steps!r}")
-        if n > 1:  # with one model there is nothing to aggregate and the window is not used
-            if cfg.agg_window is None and not (isinstance(cfg.agg_steps, int) and 0 <= cfg.agg_steps <= steps):
-                raise ValueError(f"agg_steps must be an int in [0, {steps}]; got {cfg.agg_steps!r}")
-            start, stop = cfg.window
-            if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start <= stop <= steps):
-                raise ValueError(f"agg_window must be (start, stop) with 0 <= start <= stop <= {steps}; "
-                                 f"got {cfg.window!r}")
-        ws = tuple(cfg.weights)
-        if len(ws) != n - 1:
-            raise ValueError(f"need {n - 1} weights w_1..w_{{N-1}} for {n} models; got {len(ws)}")
-        for w in ws:
-            if not (isinstance(w, (int, float)) and 0.0 <= w <= 1.0):
-                raise ValueError(f"weights must be in [0, 1]; got {w!r}")
-        if cfg.mix not in MIX_RULES:
-            raise ValueError(f"mix must be one of {MIX_RULES}; got {cfg.mix!r}")
-        if cfg.shift_mean not in SHIFT_MEANS:
-            raise ValueError(f"shift_mean must be one of {SHIFT_MEANS}; got {cfg.shift_mean!r}")
-        if not (isinstance(cfg.ddim_eta, (int, float)) and cfg.ddim_eta >= 0 and math.isfinite(cfg.ddim_eta)):
-            raise ValueError(f"ddim_eta must be a finite float >= 0; got {cfg.ddim_eta!r}")
-        self._per_model_eta()
+        cfg.check(n)
+        for i, m in enumerate(self.models):
+            n_train = m.scheduler.config.get("num_train_timesteps")
+            if n_train is not None and cfg.num_inference_steps > int(n_train):
+                raise ValueError(f"num_inference_steps must be <= {n_train}, model {i}'s number of training "
+                                 f"timesteps; got {cfg.num_inference_steps}")
         if not cfg.allow_schedule_mismatch:
             for i, m in enumerate(self.models[1:], start=1):
                 if not same_schedule(self.models[0].scheduler, m.scheduler):
                     raise ValueError(
                         f"model {i}'s noise schedule differs from model 0's (a different SDE, another "
-                        "ecosystem); pass allow_schedule_mismatch=True to aggregate them anyway")
+                        "ecosystem); pass --insist (allow_schedule_mismatch=True) to aggregate them anyway")
             if all(hasattr(m, "ecosystem") for m in self.models):  # pipelines: VAE and latent space too
                 from .ecosystem import compare
 
@@ -214,16 +311,11 @@ class AMDMSampler:
                     bad = [k for k, v in compare(first, m.ecosystem()).items() if v["same"] is False]
                     if bad:
                         raise ValueError(f"model {i} is in a different ecosystem from model 0 ({', '.join(bad)} "
-                                         "differ); pass allow_schedule_mismatch=True to aggregate them anyway")
+                                         "differ); pass --insist (allow_schedule_mismatch=True) to aggregate them anyway")
 
     def _per_model_eta(self) -> list[float]:
-        n, eta = len(self.models), self.config.eta
-        etas = [eta] * n if isinstance(eta, (int, float)) else list(eta)
-        if len(etas) != n:
-            raise ValueError(f"eta must be one value or one per model ({n}); got {len(etas)}")
-        for e in etas:
-            if not (isinstance(e, (int, float)) and e >= 0 and math.isfinite(e)):
-                raise ValueError(f"eta must be >= 0; got {e!r}")
+        n, eta = len(self.models), self.config.eta  # (checked by SamplerConfig.check)
+        etas = list(eta) if _is_sequence(eta) else [eta] * n
         return [float(e) for e in etas]
 
     # -- hooks ------------------------------------------------------------------------------------
@@ -272,10 +364,7 @@ class AMDMSampler:
         """The layout a recorder gets: the hook names this run emits that pass the filter."""
         n, (start, stop) = len(self.models), self.config.window
         aggregated = np.array([start <= k < stop and n > 1 for k in range(self.config.num_inference_steps)])
-        extra = CROSS_EPS if self.config.record_cross_eps and n > 1 else ()
-        names = [nm for nm in hook_names(n, extra) if _matches(names_filter, nm)]
-        if not aggregated.any():  # nothing is aggregated or shifted
-            names = [nm for nm in names if nm != "agg.z" and not nm.endswith((".mu_shift", ".z_shift"))]
+        names = planned_hook_names(n, self.config, names_filter)
         return RunPlan(names=names, n_models=n, seeds=[int(s) for s in seeds],
                        latent_shape=tuple(self.models[0].latent_shape), dtype=self.models[0].dtype,
                        coefficients=self.coefficients, aggregated=aggregated, config=self.describe())
@@ -287,8 +376,8 @@ class AMDMSampler:
                 "conditions": [_describe_condition(c) for c in self.conds]}
 
     def sample(self, seeds: Sequence[int], *, progress: bool = False) -> SampleOutput:
-        """Run Algorithm 1 for one sample per seed; returns a ``SampleOutput``."""
-        seeds = [int(s) for s in seeds]
+        """Run Algorithm 1 for one sample per seed (ints in [0, 2**63)); returns a ``SampleOutput``."""
+        seeds = [_as_seed(s) for s in seeds]
         if not seeds:
             raise ValueError("need at least one seed (one sample per seed)")
         recorders = list(self._recorders)

@@ -1,12 +1,24 @@
 """Verdicts: what an analysis concludes about one claim of the paper, and the table of them.
 
-A verdict is one of three statuses, never hard-coded: it is derived from numbers the analysis
+A verdict is one of four statuses, never hard-coded: it is derived from numbers the analysis
 computed in the same run.
 
 - ``holds``: the bound or claim is met everywhere it was measured; ``slack`` says by how much.
 - ``violated``: it fails somewhere; ``detail`` says where and by how much.
+- ``inconclusive``: the data at hand cannot decide. A verdict that would hold but rests on
+  partial data (an interrupted store, non-finite samples left out) is inconclusive, its detail
+  starting "not decided:" (``qualify``; ``extra["undecided"]`` keeps the status it would have
+  had).
 - ``vacuous``: the bound says nothing there (a probability bound <= 0, an empty domain);
   ``detail`` says why.
+
+Two helpers keep every analysis honest in one place:
+
+- ``qualify`` adds what was left out (non-finite samples, steps an interrupted run never
+  finished) to a verdict, and never lets such a verdict hold;
+- ``at_least`` / ``at_most`` compare a measured value with a bound up to the numbers' rounding
+  (``tolerance``), so a verdict does not flip on the last bit; ``margin_text`` reports
+  value - bound with enough digits to see a knife edge.
 """
 
 from __future__ import annotations
@@ -14,11 +26,15 @@ from __future__ import annotations
 import json
 import math
 import textwrap
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 
-__all__ = ["STATUSES", "Verdict", "format_table", "to_json"]
+import numpy as np
 
-STATUSES = ("holds", "violated", "vacuous")
+__all__ = ["ROUNDING_ULPS", "STATUSES", "Verdict", "at_least", "at_most", "format_table", "margin_text", "qualify",
+           "to_json", "tolerance"]
+
+STATUSES = ("holds", "violated", "inconclusive", "vacuous")
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,90 @@ class Verdict:
     def __post_init__(self):
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}; got {self.status!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# partial data
+
+
+def qualify(verdict: Verdict, *, nonfinite: int = 0, total: int = 0, incomplete: str | Iterable[str] = "") -> Verdict:
+    """``verdict`` with what it left out said first in its detail, and never "holds" on it.
+
+    ``nonfinite`` of ``total`` samples had a non-finite value (NaN or inf) in a slot the run
+    wrote and were excluded from every statistic; ``incomplete`` is a store's
+    ``incomplete_note`` ("incomplete store: k of T steps"; several notes for several stores, ""
+    when complete). The status was decided on what remains: "violated" and "vacuous" stand, but
+    a would-be "holds" becomes "inconclusive" with the detail starting "not decided:" (the claim
+    may fail on what is missing). The counts go into ``extra`` (``nonfinite``, ``samples``,
+    ``incomplete``, and ``undecided`` = the status it would have had).
+    """
+    notes = [incomplete] if isinstance(incomplete, str) else list(incomplete)
+    notes = [n for n in notes if n]
+    nonfinite, total = int(nonfinite), int(total)
+    if nonfinite:
+        notes.append(f"{nonfinite} of {total} samples non-finite (excluded)")
+    if not notes:
+        return verdict
+    said = "; ".join(notes)
+    extra = {**verdict.extra, "nonfinite": nonfinite, "samples": total, "incomplete": "; ".join(
+        n for n in notes if n.startswith("incomplete"))}
+    status = verdict.status
+    if status == "holds":
+        status, said = "inconclusive", f"not decided: {said}"
+        extra["undecided"] = "holds"
+    detail = f"{said}. {verdict.detail}" if verdict.detail else f"{said}."
+    return replace(verdict, status=status, detail=detail, extra=extra)
+
+
+# --------------------------------------------------------------------------------------------
+# comparisons up to rounding
+
+#: Two floats within this many units in the last place (float64, of the larger magnitude) of
+#: each other count as equal: a bound and a measurement that agree to rounding decide nothing.
+ROUNDING_ULPS = 8
+
+
+def tolerance(value, bound, *, ulps: float = ROUNDING_ULPS, rtol: float = 0.0, atol: float = 0.0):
+    """How far apart ``value`` and ``bound`` may be and still count as equal: ``ulps`` float64
+    units in the last place of the larger magnitude, plus ``rtol`` times that magnitude, plus
+    ``atol`` (a measurement's own resolution, e.g. a residual's rounding scale). Elementwise on
+    floats, numpy arrays or xarray objects; NaN where either is NaN or infinite."""
+    scale = np.maximum(abs(value), abs(bound))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return ulps * np.spacing(scale) + rtol * scale + atol
+
+
+def _plain(result):
+    return bool(result) if isinstance(result, (bool, np.bool_)) else result
+
+
+def at_least(value, bound, **tol):
+    """``value >= bound`` up to rounding: true where ``value >= bound - tolerance(...)`` (so a
+    tie to rounding meets a ">= bound" claim); false where either is NaN. ``tol``: the keywords
+    of ``tolerance``."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _plain(value >= bound - tolerance(value, bound, **tol))
+
+
+def at_most(value, bound, **tol):
+    """``value <= bound`` up to rounding (see ``at_least``)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _plain(value <= bound + tolerance(value, bound, **tol))
+
+
+def margin_text(value: float, bound: float, **tol) -> str:
+    """``"margin 1.1e-16 (a tie to rounding)"``: value - bound with two significant digits, and
+    whether it is within ``tolerance``."""
+    value, bound = float(value), float(bound)
+    if not (math.isfinite(value) and math.isfinite(bound)):
+        return "margin undefined"
+    m = value - bound
+    tie = abs(m) <= float(tolerance(value, bound, **tol))
+    return f"margin {m:.2g}" + (" (a tie to rounding)" if tie else "")
+
+
+# --------------------------------------------------------------------------------------------
+# output
 
 
 def format_table(verdicts: list[Verdict], width: int = 110) -> str:

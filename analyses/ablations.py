@@ -400,9 +400,14 @@ def verdicts(ds: xr.Dataset) -> list[Verdict]:
 
 def plot(ds: xr.Dataset):
     """Success per run by group; Figure 5 (success over s, and deviation over t); the eta sweep."""
+    return list(named_figures(ds).values())
+
+
+def named_figures(ds: xr.Dataset) -> dict:
+    """The figures of ``plot``, by file name."""
     import matplotlib.pyplot as plt
 
-    figs = []
+    figs = {}
     fig, ax = plt.subplots(figsize=(9, 4.2))
     order = [r for g in GROUPS for r in ds.run.values if str(ds.group.sel(run=r).item()) == g]
     x = np.arange(len(order))
@@ -412,7 +417,7 @@ def plot(ds: xr.Dataset):
     ax.set_ylabel("posterior mass on the target")
     ax.set_title("Fine-grained success per ablation run (bars: +-2 SE)")
     fig.tight_layout()
-    figs.append(fig)
+    figs["success_by_run"] = fig
 
     fig5 = [r for r in ds.run.values if str(ds.group.sel(run=r).item()) == "figure5"]
     if fig5:
@@ -436,7 +441,7 @@ def plot(ds: xr.Dataset):
         axes[1].set_title("Figure 5b analogue: manifold deviation")
         axes[1].legend(fontsize=8)
         fig.tight_layout()
-        figs.append(fig)
+        figs["figure5"] = fig
 
     etas = [r for r in ds.run.values if str(ds.group.sel(run=r).item()) == "table4"]
     if etas:
@@ -453,7 +458,7 @@ def plot(ds: xr.Dataset):
         ax.set_title("Table 4 analogue: the shift eta")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        figs.append(fig)
+        figs["table4_eta"] = fig
     return figs
 
 
@@ -471,15 +476,7 @@ def write(ds: xr.Dataset, found: list[Verdict], out) -> None:
         save_dataset(ds.drop_vars(["norm_dev", "logp_z"]), tmp / "ablations.zarr")
         ds[["group", "label", "success", "success_se", "hard_rate", "max_norm_dev", "min_logp_z"]].to_dataframe() \
             .to_csv(tmp / "ablations.csv", float_format="%.6g")
-        save_figures(plot(ds), tmp, plot_names(ds))
+        figs = named_figures(ds)
+        save_figures(list(figs.values()), tmp, list(figs))
         save_verdicts(found, tmp)
 
-
-def plot_names(ds: xr.Dataset) -> list[str]:
-    names = ["success_by_run"]
-    groups = set(str(g) for g in ds.group.values)
-    if "figure5" in groups:
-        names.append("figure5")
-    if "table4" in groups:
-        names.append("table4_eta")
-    return names

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -23,10 +24,11 @@ from scipy import stats
 
 from amdm_geom import bounds, geometry, schedules
 from amdm_geom.denoisers.gmm import FineGrainedFamily, GaussianMixture, fine_grained_family, from_description
-from amdm_geom.store import open_run, run_config
-from amdm_geom.verdicts import Verdict
+from amdm_geom.store import completed_steps, incomplete_note, open_run, require, run_config
+from amdm_geom.verdicts import Verdict, at_least, at_most, margin_text, qualify
 
-from .output import result_folder, save_dataset, save_figures, save_verdicts
+from .output import (check_replaceable, finite_samples, result_folder, save_dataset, save_figures, save_verdicts,
+                     slot_written)
 
 __all__ = ["default_family", "forward_gaussianity", "forward_verdicts", "plot", "report", "schedule_moments",
            "schedule_verdicts", "trajectory_gaussianity", "trajectory_verdicts"]
@@ -92,13 +94,13 @@ def schedule_verdicts(ds: xr.Dataset) -> list[Verdict]:
     t_star = float(sd.converged_from)
     return [
         Verdict(key="sd_gaussian_T", claim="SD schedule: p(z_T) ~ N(0, I)", where="App. D.1, eq. (40)-(41)",
-                status="holds" if abs(m_T) <= tol and abs(P_T - 1) <= tol else "violated",
+                status="holds" if at_most(abs(m_T), tol) and at_most(abs(P_T - 1), tol) else "violated",
                 measured=f"m(T) {m_T:.3f}, P(T) {P_T:.4f}", bound=f"|m|, |P-1| <= {tol:g}",
                 value=max(abs(m_T), abs(P_T - 1)), reference=tol,
                 detail=(f"{case}, continuous limit; the discrete schedule at t = 999 gives m = {float(sd.m_T_discrete):.3f}, "
                         f"P = {float(sd.P_T_discrete):.4f}. sqrt(abar_T) is not 0, so p(z_T) keeps a trace of the data.")),
         Verdict(key="sd_converged_from", claim="moments converged for t > 0.6", where="App. D.1, Figure 6",
-                status="holds" if t_star <= PAPER_T else "violated",
+                status="holds" if at_most(t_star, PAPER_T) else "violated",
                 measured=f"converged from t = {t_star:.3f}", bound=f"t <= {PAPER_T}", value=t_star, reference=PAPER_T,
                 detail=(f"{case}, tolerance {tol:g} on |m| and |P - 1|. At t = {PAPER_T}, m = {float(sd.m_at_paper_t):.3f} and "
                         f"P = {float(sd.P_at_paper_t):.3f}. Beside it: {others}.")),
@@ -149,13 +151,17 @@ def forward_gaussianity(family: FineGrainedFamily | None = None, *, timesteps=No
     w = family.condition()  # all components (uniform weights)
     n = family.mixture.dim
     coords = rng.choice(n, size=min(n_coords, n), replace=False)
-    out = {k: [] for k in ("ratio", "ks_reject", "ad_reject", "ks_stat")}
+    out = {k: [] for k in ("ratio", "ks_reject", "ad_reject", "ks_stat", "finite")}
     for t in timesteps:
         abar = float(abars[int(t)])
         z, _ = family.mixture.sample_diffused(w, n_samples, abar, rng)  # (n_samples, n)
-        out["ratio"].append(geometry.norm(z).numpy() / math.sqrt(_expected_sq_norm(family.mixture, w, abar)))
+        ok = finite_samples(z.numpy())  # exact draws are finite; if one were not, it is left out and counted
+        out["finite"].append(ok)
+        ratio = np.full(n_samples, np.nan)
+        ratio[ok] = geometry.norm(z[torch.from_numpy(ok)]).numpy() / math.sqrt(_expected_sq_norm(family.mixture, w, abar))
+        out["ratio"].append(ratio)
         mean, var = _coordinate_moments(family.mixture, w, abar, coords)
-        x = z[:, coords].numpy()
+        x = z[:, coords].numpy()[ok]
         ks = stats.kstest((x - mean) / np.sqrt(var), "norm", axis=0)
         ad = np.array([stats.anderson(x[:, j], "norm", method="interpolate").pvalue for j in range(x.shape[1])])
         out["ks_reject"].append(ks.pvalue <= alpha)
@@ -165,11 +171,13 @@ def forward_gaussianity(family: FineGrainedFamily | None = None, *, timesteps=No
         {"ratio": (("timestep", "sample"), np.stack(out["ratio"])),
          "ks_reject": (("timestep", "coord"), np.stack(out["ks_reject"])),
          "ad_reject": (("timestep", "coord"), np.stack(out["ad_reject"])),
-         "ks_stat": (("timestep", "coord"), np.stack(out["ks_stat"]))},
+         "ks_stat": (("timestep", "coord"), np.stack(out["ks_stat"])),
+         "finite": (("timestep", "sample"), np.stack(out["finite"]))},
         coords={"timestep": timesteps, "t": ("timestep", (timesteps + 1) / n_train), "coord": coords,
                 "alpha_bar": ("timestep", abars[timesteps])},
         attrs={"n": n, "eps": eps, "alpha": alpha, "n_samples": n_samples, "seed": seed})
-    res["within_eps"] = (np.abs(res.ratio - 1) <= eps).mean("sample")
+    with np.errstate(invalid="ignore", divide="ignore"):  # the share over the finite samples
+        res["within_eps"] = ((np.abs(res.ratio - 1) <= eps) & res.finite).sum("sample") / res.finite.sum("sample")
     res["lemma_bound"] = bounds.shell_probability_lower_bound(n, eps)
     res["chi_exact"] = bounds.shell_probability_exact(n, eps)
     res["ks_rate"] = res.ks_reject.mean("coord")
@@ -177,8 +185,10 @@ def forward_gaussianity(family: FineGrainedFamily | None = None, *, timesteps=No
     # a verdict per t: normal per coordinate (both rejection rates consistent with the level), and
     # the norm within eps at least as often as Lemma A.1 guarantees a Gaussian
     band = _rate_band(alpha, res.sizes["coord"])
-    res["verdict_normal"] = ("timestep", np.where((res.ks_rate <= band) & (res.ad_rate <= band), "holds", "violated"))
-    res["verdict_norm"] = ("timestep", np.where(res.within_eps >= res.lemma_bound, "holds", "violated"))
+    res["verdict_normal"] = ("timestep", np.where(at_most(res.ks_rate.values, band) & at_most(res.ad_rate.values, band),
+                                                  "holds", "violated"))
+    res["verdict_norm"] = ("timestep", np.where(at_least(res.within_eps.values, float(res.lemma_bound)),
+                                                "holds", "violated"))
     return res
 
 
@@ -187,10 +197,21 @@ def _rate_band(alpha: float, count: int) -> float:
     return alpha + 3 * math.sqrt(alpha * (1 - alpha) / count)
 
 
+def _partial(res: xr.Dataset, over: str) -> dict:
+    """What a result left out, as ``qualify``'s keywords: samples non-finite at any ``over``
+    (timestep or step), of all samples, and the store's incomplete note."""
+    if "finite" not in res:
+        return {}
+    return {"nonfinite": int((~res.finite).any(over).sum()), "total": int(res.sizes["sample"]),
+            "incomplete": str(res.attrs.get("incomplete", ""))}
+
+
 def forward_verdicts(res: xr.Dataset) -> list[Verdict]:
-    """Per-coordinate normality after the paper's t = 0.6, and norm concentration along the way."""
+    """Per-coordinate normality after the paper's t = 0.6, and norm concentration along the way.
+    Rates and shares are compared with their bounds up to rounding (``at_most``, ``at_least``),
+    and the concentration row reports its margin."""
     band = _rate_band(res.attrs["alpha"], res.sizes["coord"])
-    gaussian = (res.ks_rate <= band) & (res.ad_rate <= band)
+    gaussian = at_most(res.ks_rate, band) & at_most(res.ad_rate, band)
     late = res.t > PAPER_T
     rows_text = ", ".join(f"t={float(t):.2f}: KS {float(k):.2f}/AD {float(a):.2f}" for t, k, a in
                           zip(res.t.values, res.ks_rate.values, res.ad_rate.values))
@@ -206,71 +227,106 @@ def forward_verdicts(res: xr.Dataset) -> list[Verdict]:
                 f"(consistent with Gaussian up to {band:.3f}): {rows_text}."
                 + (f" Rejected after t = 0.6 at t = {', '.join(f'{t:.2f}' for t in bad_late)}." if len(bad_late) else "")
                 + (f" First passing t: {first_ok:.2f}." if np.isfinite(first_ok) else "")))]
-    short = res.within_eps < res.lemma_bound
+    bound = float(res.lemma_bound)
+    short = ~at_least(res.within_eps, bound)
+    low = float(res.within_eps.min())
     out.append(Verdict(
         key="forward_norm_concentration", claim="|z_t| concentrates as Lemma A.1 says", where="Lemma A.1, App. D.1",
         status="violated" if bool(short.any()) else "holds",
-        measured=f"min share within eps {float(res.within_eps.min()):.3f}",
-        bound=f">= {float(res.lemma_bound):.3f} (eq. 9)", value=float(res.within_eps.min()), reference=float(res.lemma_bound),
-        detail=(f"|z_t| within {res.attrs['eps']:g} of sqrt(E|z_t|^2) at every timestep for the share shown; for "
+        measured=f"min share within eps {low:.3f}",
+        bound=f">= {bound:.3f} (eq. 9)", value=low, reference=bound,
+        detail=(f"|z_t| within {res.attrs['eps']:g} of sqrt(E|z_t|^2) at every timestep for the share shown; the "
+                f"smallest share {low:.17g} against the bound {bound:.17g}: {margin_text(low, bound)}. For "
                 f"Gaussian data the chi law gives {float(res.chi_exact):.4f}. "
                 + (f"Short of the bound at t = {', '.join(f'{float(t):.2f}' for t in res.t.values[short.values])}."
                    if bool(short.any()) else "The norm concentrates even where the coordinates are far from Gaussian."))))
-    return out
+    partial = _partial(res, "timestep")
+    return [qualify(v, **partial) for v in out]
 
 
 # --------------------------------------------------------------------------------------------
 # recorded reverse trajectories
 
 
+_HINTS = {"z": "record the hook model*.z"}
+
+
 def trajectory_gaussianity(store, *, model: int = 0, eps: float = 0.05, alpha: float = 0.01,
                            max_coords: int = 2048, seed: int = 0) -> xr.Dataset:
-    """Per step of a store (model ``model``'s input z_t): |z_t| against sqrt(E|z_t|^2) (exact for
-    GMM-family runs, n otherwise) and whether each sample's coordinates pass a normality test
-    (AD with estimated mean and variance, on up to ``max_coords`` coordinates)."""
+    """Per completed step of a store (model ``model``'s input z_t): |z_t| against
+    sqrt(E|z_t|^2) (exact for GMM-family runs, n otherwise) and whether each sample's
+    coordinates pass a normality test (AD with estimated mean and variance, on up to
+    ``max_coords`` coordinates). Samples with a non-finite entry are NaN (``finite`` false) and
+    left out; ``attrs["incomplete"]`` says when the store is incomplete."""
     ds = open_run(store) if not isinstance(store, xr.Dataset) else store
+    require(ds, variables=("z", "model_alpha_bar", "t"), attrs=("config",), hints=_HINTS)
     cfg = run_config(ds)
+    T, note = int(ds.sizes["step"]), incomplete_note(ds)
+    ds = completed_steps(ds)
     desc = cfg["models"][model]
     gmm = from_description(desc, dtype=torch.float64) if desc.get("family") == "gmm" and "family_params" in desc else None
     cond = torch.tensor(cfg["conditions"][model], dtype=torch.float64) if gmm is not None else None
     n = int(np.prod([ds.sizes[d] for d in ds["z"].dims[3:]]))
     rng = np.random.default_rng(seed)
     coords = rng.choice(n, size=min(max_coords, n), replace=False)
-    steps = [k for k in range(int(ds.attrs["steps_completed"]))
-             if np.isfinite(ds.z.isel(step=k, model=model, sample=0).values.ravel()[:1]).all()]
-    ratio, reject = [], []
-    for k in steps:
+    ratio, reject, finite, steps = [], [], [], []
+    for k in range(ds.sizes["step"]):
         z = ds.z.isel(step=k, model=model).values.astype(np.float64).reshape(ds.sizes["sample"], -1)
+        if not slot_written(z):
+            continue
+        ok = finite_samples(z)
         abar = float(ds.model_alpha_bar[model, k])
         expected = _expected_sq_norm(gmm.mixture, cond / cond.sum(), abar) if gmm is not None else float(n)
-        ratio.append(geometry.norm(z) / math.sqrt(expected))
-        reject.append([stats.anderson(row[coords], "norm", method="interpolate").pvalue <= alpha for row in z])
-    res = xr.Dataset({"ratio": (("step", "sample"), np.stack(ratio)), "ad_reject": (("step", "sample"), np.array(reject))},
+        r = np.full(len(z), np.nan)
+        r[ok] = geometry.norm(z[ok]) / math.sqrt(expected)
+        ratio.append(r)
+        reject.append([bool(good) and stats.anderson(row[coords], "norm", method="interpolate").pvalue <= alpha
+                       for row, good in zip(z, ok)])
+        finite.append(ok)
+        steps.append(k)
+    if not steps:
+        raise ValueError(f"model {model} has no recorded z_t in this store" + (f" ({note})" if note else ""))
+    res = xr.Dataset({"ratio": (("step", "sample"), np.stack(ratio)), "ad_reject": (("step", "sample"), np.array(reject)),
+                      "finite": (("step", "sample"), np.stack(finite))},
                      coords={"step": steps, "t": ("step", ds.t.values[steps]),
-                             "t_index": ("step", [ds.sizes["step"] - 1 - k for k in steps])},
-                     attrs={"n": n, "eps": eps, "alpha": alpha, "expected_norm": "exact (GMM)" if gmm is not None else "sqrt(n)"})
-    res["within_eps"] = (np.abs(res.ratio - 1) <= eps).mean("sample")
+                             "t_index": ("step", [T - 1 - k for k in steps])},
+                     attrs={"n": n, "eps": eps, "alpha": alpha, "T": T, "incomplete": note,
+                            "expected_norm": "exact (GMM)" if gmm is not None else "sqrt(n)"})
+    with np.errstate(invalid="ignore", divide="ignore"):
+        res["within_eps"] = ((np.abs(res.ratio - 1) <= eps) & res.finite).sum("sample") / res.finite.sum("sample")
+        rate = res.ad_reject.sum("sample") / res.finite.sum("sample")
     res["lemma_bound"] = bounds.shell_probability_lower_bound(n, eps)
     band = _rate_band(alpha, res.sizes["sample"])
-    res["verdict_normal"] = ("step", np.where(res.ad_reject.mean("sample") <= band, "holds", "violated"))
-    res["verdict_norm"] = ("step", np.where((np.abs(res.ratio - 1) <= eps).all("sample"), "holds", "violated"))
+    res["verdict_normal"] = ("step", np.where(at_most(rate.values, band), "holds", "violated"))
+    on_shell = at_most(np.abs(res.ratio.values - 1), eps) | ~res.finite.values
+    res["verdict_norm"] = ("step", np.where(on_shell.all(axis=1) & res.finite.values.any(axis=1), "holds", "violated"))
     return res
 
 
 def trajectory_verdicts(res: xr.Dataset, name: str = "run") -> list[Verdict]:
-    rate = float(res.ad_reject.mean())
-    band = _rate_band(res.attrs["alpha"], res.ad_reject.size)
-    worst = float(np.abs(res.ratio - 1).max())
-    k = int(np.argmax(np.abs(res.ratio - 1).max("sample").values))
-    return [Verdict(
-        key=f"trajectory_gaussian_{name}", claim=f"{name}: recorded z_t Gaussian, on its shell", where="App. D.1, Lemma A.1",
-        status="holds" if rate <= band and worst <= res.attrs["eps"] else "violated",
+    """One row for a recorded trajectory, on its finite (step, sample) cells; what was left out
+    is said first and the row then never holds (``qualify``)."""
+    fin = res.finite if "finite" in res else xr.ones_like(res.ratio, dtype=bool)
+    cells = int(fin.sum())
+    head = dict(key=f"trajectory_gaussian_{name}", claim=f"{name}: recorded z_t Gaussian, on its shell",
+                where="App. D.1, Lemma A.1", reference=float(res.attrs["eps"]))
+    if cells == 0:
+        row = Verdict(**head, status="vacuous", measured="no finite sample", bound=f"<= {res.attrs['eps']:g}",
+                      detail="No recorded z_t sample is finite.")
+        return [qualify(row, **_partial(res, "step"))]
+    rate = float(res.ad_reject.where(fin).sum() / cells)
+    band = _rate_band(res.attrs["alpha"], cells)
+    dev = np.abs(res.ratio - 1).where(fin)
+    worst = float(dev.max())
+    k = int(np.nanargmax(dev.max("sample").values))
+    return [qualify(Verdict(
+        **head, status="holds" if at_most(rate, band) and at_most(worst, res.attrs["eps"]) else "violated",
         measured=f"AD rejections {rate:.3f}, max |ratio-1| {worst:.3f}",
-        bound=f"<= {band:.3f}, <= {res.attrs['eps']:g}", value=worst, reference=float(res.attrs["eps"]),
+        bound=f"<= {band:.3f}, <= {res.attrs['eps']:g}", value=worst,
         detail=(f"Model 1's z_t on every recorded step: each sample's coordinates tested for normality (AD, level "
                 f"{res.attrs['alpha']:g}) and |z_t| against sqrt(E|z_t|^2) ({res.attrs['expected_norm']}); the largest "
-                f"relative deviation is at step {int(res.step[k])} (t = {int(res.t[k])}).")),
-    ]
+                f"relative deviation is at step {int(res.step[k])} (t = {int(res.t[k])}), "
+                f"{margin_text(res.attrs['eps'], worst)} to the eps bound.")), **_partial(res, "step"))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,8 +378,12 @@ def plot(moments: xr.Dataset | None = None, forward: xr.Dataset | None = None, t
         figs.append(fig)
     if trajectory is not None:
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
-        ax.plot(trajectory.t_index, trajectory.ratio.mean("sample"), label="|z_t| / sqrt(E|z_t|^2)")
-        ax.fill_between(trajectory.t_index, trajectory.ratio.min("sample"), trajectory.ratio.max("sample"), alpha=0.2)
+        with warnings.catch_warnings():  # a step without a finite sample is a gap, not an error
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, lo, hi = (trajectory.ratio.mean("sample"), trajectory.ratio.min("sample"),
+                            trajectory.ratio.max("sample"))
+        ax.plot(trajectory.t_index, mean, label="|z_t| / sqrt(E|z_t|^2)")
+        ax.fill_between(trajectory.t_index, lo, hi, alpha=0.2)
         ax.axhspan(1 - trajectory.attrs["eps"], 1 + trajectory.attrs["eps"], color="C2", alpha=0.1)
         ax.set_xlabel("t (sampling step)")
         ax.invert_xaxis()
@@ -336,11 +396,13 @@ def plot(moments: xr.Dataset | None = None, forward: xr.Dataset | None = None, t
 
 def report(out, stores: dict | None = None, *, quick: bool = False, m0: float = 1.0, P0: float = 0.0,
            tol: float = 0.1) -> list[Verdict]:
-    """Moments, the forward process on non-Gaussian data, and each store's trajectory, in ``out``."""
+    """Moments, the forward process on non-Gaussian data, and each store's trajectory, in ``out``
+    (the stores and ``out`` checked first)."""
+    check_replaceable(out)
+    trajectories = {name: trajectory_gaussianity(path) for name, path in (stores or {}).items()}
     moments = schedule_moments(m0=m0, P0=P0, tol=tol)
     shape = (4, 32, 32) if quick else (4, 64, 64)
     forward = forward_gaussianity(default_family(shape), n_samples=128 if quick else 256, n_coords=32 if quick else 64)
-    trajectories = {name: trajectory_gaussianity(path) for name, path in (stores or {}).items()}
     found = schedule_verdicts(moments) + forward_verdicts(forward)
     for name, res in trajectories.items():
         found += trajectory_verdicts(res, name)

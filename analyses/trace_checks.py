@@ -16,10 +16,10 @@ from diffusers import DDIMScheduler
 from amdm_geom import geometry
 from amdm_geom.denoisers.gmm import fine_grained_family
 from amdm_geom.sampler import AMDMSampler, SamplerConfig
-from amdm_geom.store import open_run, run_config
-from amdm_geom.verdicts import Verdict
+from amdm_geom.store import completed_steps, incomplete_note, is_complete, open_run, require, run_config
+from amdm_geom.verdicts import Verdict, at_most, qualify
 
-from .output import result_folder, save_dataset, save_verdicts
+from .output import check_replaceable, finite_samples, result_folder, save_dataset, save_verdicts, slot_written
 
 __all__ = ["compute", "one_model_matches_diffusers", "report", "verdicts"]
 
@@ -46,45 +46,88 @@ def _flat(da: xr.DataArray, step: int, model: int | None = None) -> np.ndarray:
     return sel.values.astype(np.float64).reshape(sel.sizes["sample"], -1)
 
 
+#: What the checks read: eq. (4)'s inputs and outputs, eq. (7)'s shift, and the schedule.
+_NEEDS = ("z", "eps", "mu", "noise", "z_next", "mu_shift", "z_shift", "agg_z", "model_A", "model_B", "aggregated")
+_HINTS = {v: f"record the hook {'agg.z' if v == 'agg_z' else 'model*.' + v}"
+          for v in ("z", "eps", "mu", "noise", "z_next", "mu_shift", "z_shift", "agg_z")}
+
+
+def _open_checked(path) -> xr.Dataset:
+    ds = open_run(path) if not isinstance(path, xr.Dataset) else path
+    require(ds, variables=_NEEDS, attrs=("config", "complete", "steps_completed"), hints=_HINTS)
+    return ds
+
+
 def _store_residuals(path) -> dict:
-    ds = open_run(path)
+    """The largest residuals of eqs. (4) and (7) on a store's completed steps, over the samples
+    whose every value a check reads is finite; the others are counted (``nonfinite`` of
+    ``samples``), as is an incomplete store (``incomplete``)."""
+    ds = _open_checked(path)
     cfg = run_config(ds)
     etas = cfg["etas"]
+    note = incomplete_note(ds)
+    complete = is_complete(ds)
+    ds = completed_steps(ds)
     mean_res = noise_res = shift_res = 0.0
     scale, overshoots, shifts = 0.0, 0, 0
-    for k in range(int(ds.attrs["steps_completed"])):
+    bad = np.zeros(ds.sizes["sample"], dtype=bool)
+    for k in range(ds.sizes["step"]):
         for i in range(ds.sizes["model"]):
             z = _flat(ds.z, k, i)
-            if np.isnan(z).all():
+            if not slot_written(z):  # a model that stopped after the window
                 continue
             eps, mu, noise, z_next = (_flat(ds[v], k, i) for v in ("eps", "mu", "noise", "z_next"))
+            ok = finite_samples(z, eps, mu, noise, z_next)
+            bad |= ~ok
             A, B = float(ds.model_A[i, k]), float(ds.model_B[i, k])
-            scale = max(scale, float(np.abs(z).max()))
-            mean_res = max(mean_res, float(np.abs(mu - (A * z + B * eps)).max()))
-            noise_res = max(noise_res, float(np.abs(z_next - (mu + noise)).max()))
+            if ok.any():
+                z, eps, mu, noise, z_next = (x[ok] for x in (z, eps, mu, noise, z_next))
+                scale = max(scale, float(np.abs(z).max()))
+                mean_res = max(mean_res, float(np.abs(mu - (A * z + B * eps)).max()))
+                noise_res = max(noise_res, float(np.abs(z_next - (mu + noise)).max()))
             if bool(ds.aggregated[k]):
                 agg, mu_s, z_s = _flat(ds.agg_z, k), _flat(ds.mu_shift, k, i), _flat(ds.z_shift, k, i)
+                ok = finite_samples(agg, mu_s, z_s)
+                bad |= ~ok
+                if not ok.any():
+                    continue
+                agg, mu_s, z_s = agg[ok], mu_s[ok], z_s[ok]
                 # eq. (7) moves z' by exactly eta along (z' - mu); when eta > |z' - mu| that carries
                 # it past mu (an overshoot), so the distance to mu does not drop by eta there
                 shift_res = max(shift_res, float(np.abs(geometry.norm(z_s - agg) - etas[i]).max()))
                 overshoots += int((geometry.norm(agg - mu_s) < etas[i]).sum())
                 shifts += agg.shape[0]
     return {"mean_residual": mean_res, "noise_residual": noise_res, "shift_residual": shift_res,
-            "latent_scale": scale, "complete": bool(ds.attrs["complete"]),
-            "overshoots": overshoots, "shifts": shifts}
+            "latent_scale": scale, "complete": complete, "overshoots": overshoots, "shifts": shifts,
+            "nonfinite": int(bad.sum()), "samples": int(ds.sizes["sample"]), "incomplete": note}
 
 
 def compute(stores: dict) -> xr.Dataset:
-    """Residuals of eq. (4) and eq. (7) per store, and the one-model check."""
+    """Residuals of eq. (4) and eq. (7) per store, and the one-model check. Every store is
+    checked (``require``) before any is read."""
     names = list(stores)
+    for n in names:
+        _open_checked(stores[n])
     rows = [_store_residuals(stores[n]) for n in names]
     data = {key: ("store", [r[key] for r in rows]) for key in rows[0]} if rows else {}
+    if rows:
+        data["incomplete"] = ("store", np.array([r["incomplete"] for r in rows], dtype=object))
     ds = xr.Dataset(data, coords={"store": names})
     ds.attrs["one_model_max_diff"] = one_model_matches_diffusers()
     return ds
 
 
+def _partial(ds: xr.Dataset) -> dict:
+    """What the stores left out, as ``qualify``'s keywords."""
+    if "nonfinite" not in ds:
+        return {}
+    notes = [f"{note} ({name})" for name, note in zip(ds.store.values, ds.incomplete.values) if note]
+    return {"nonfinite": int(ds.nonfinite.sum()), "total": int(ds.samples.sum()), "incomplete": notes}
+
+
 def verdicts(ds: xr.Dataset, *, rel_tol: float = 1e-5) -> list[Verdict]:
+    """The one-model check (no store), and eqs. (4) and (7) over every store's finite samples
+    on its completed steps; those two say first what was left out and then never hold."""
     diff = float(ds.attrs["one_model_max_diff"])
     out = [Verdict(
         key="sampler_one_model", claim="AMDM with N = 1 = diffusers DDIM loop", where="Alg. 1, eq. (4)",
@@ -93,32 +136,35 @@ def verdicts(ds: xr.Dataset, *, rel_tol: float = 1e-5) -> list[Verdict]:
         detail="Same exact GMM model and per-sample noise, DDIM eta = 1, 20 steps: the sampler's state update is "
                "diffusers' own step."),
     ]
+    partial = _partial(ds)
     # one row each for eq. (4) and eq. (7) over every store, the worst store named
     tol = rel_tol * np.maximum(1.0, ds.latent_scale.values)
     worst4 = np.maximum(ds.mean_residual.values, ds.noise_residual.values)
     i4 = int(np.argmax(worst4 / tol))
-    incomplete = [str(n) for n, c in zip(ds.store.values, ds.complete.values) if not c]
-    out.append(Verdict(
+    out.append(qualify(Verdict(
         key="trace_eq4", claim=f"{ds.sizes['store']} probe stores obey eq. (4)", where="eq. (4)",
-        status="holds" if bool(np.all(worst4 <= tol)) else "violated", measured=f"max residual {worst4.max():.1e}",
+        status="holds" if bool(np.all(at_most(worst4, tol))) else "violated", measured=f"max residual {worst4.max():.1e}",
         bound=f"<= {rel_tol:.0e} x |z| (float32)", value=float(worst4.max()), reference=float(tol[i4]),
         detail=(f"mu = A z + B eps and z_next = mu + noise on every recorded step of {', '.join(map(str, ds.store.values))}; "
                 f"largest relative to its tolerance in {ds.store.values[i4]}. "
-                + (f"INCOMPLETE stores: {', '.join(incomplete)}." if incomplete else "All stores complete."))))
+                + ("All stores complete." if bool(ds.complete.all()) else "")).rstrip()),
+        **partial))
     shift = ds.shift_residual.values
     over, total = int(ds.overshoots.sum()), int(ds.shifts.sum())
     per = ", ".join(f"{n} {int(o)}/{int(t)}" for n, o, t in zip(ds.store.values, ds.overshoots.values, ds.shifts.values) if t)
-    out.append(Verdict(
+    out.append(qualify(Verdict(
         key="trace_eq7", claim="every recorded shift has length eta", where="eq. (7)",
-        status="holds" if bool(np.all(shift <= 10 * tol)) else "violated", measured=f"max |moved - eta| {shift.max():.1e}",
+        status="holds" if bool(np.all(at_most(shift, 10 * tol))) else "violated",
+        measured=f"max |moved - eta| {shift.max():.1e}",
         bound=f"<= {10 * rel_tol:.0e} x |z|", value=float(shift.max()), reference=float(10 * tol[int(np.argmax(shift))]),
         detail=(f"|z~ - z'| against eta on every aggregation step. On {over} of {total} shifts eta exceeded |z' - mu|, "
-                f"so the shift carried z' past the mean instead of towards its shell ({per}).")))
+                f"so the shift carried z' past the mean instead of towards its shell ({per}).")), **partial))
     return out
 
 
 def report(stores: dict, out) -> list[Verdict]:
-    """The checks over ``stores`` (``{name: path}``), written to ``out``."""
+    """The checks over ``stores`` (``{name: path}``), written to ``out`` (checked first)."""
+    check_replaceable(out)
     ds = compute(stores)
     found = verdicts(ds)
     with result_folder(out) as tmp:

@@ -15,7 +15,7 @@ import argparse
 from amdm_geom.schedules import SCHEDULE_KINDS
 
 from . import gmm_pair
-from .common import add_sampler_arguments, run_probe
+from .common import TRAIN_TIMESTEPS, add_sampler_arguments, run_probe
 
 NAME = "gmm_cross_ecosystem"
 
@@ -28,4 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, quiet: bool = False):
-    return run_probe(gmm_pair.build(args, schedule_b=args.schedule_b, allow_mismatch=True), args, quiet=quiet)
+    gmm_pair.check_family_args(args)
+    return run_probe(lambda: gmm_pair.build(args, schedule_b=args.schedule_b, allow_mismatch=True), args, quiet=quiet,
+                     max_steps=TRAIN_TIMESTEPS)

@@ -290,12 +290,14 @@ def test_chord_identity_of_eq33_for_equal_norms(seed, n, w):
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda a, b: geo.slerp(a, b, 1.5), r"w must be \[0, 1\]; got 1.5"),
-        (lambda a, b: geo.slerp(a, b, -0.1), r"w must be \[0, 1\]; got -0.1"),
-        (lambda a, b: geo.lerp(a, b, float("nan")), r"w must be \[0, 1\]; got nan"),
+        (lambda a, b: geo.slerp(a, b, 1.5), r"w must be in \[0, 1\]; got 1.5$"),
+        (lambda a, b: geo.slerp(a, b, -0.1), r"w must be in \[0, 1\]; got -0.1$"),
+        (lambda a, b: geo.slerp(a, b, torch.tensor([0.5, 1.5])), r"w must be in \[0, 1\]; got 1.5 \(sample 1\)"),
+        (lambda a, b: geo.lerp(a, b, float("nan")), r"w must be in \[0, 1\]; got non-finite nan"),
         (lambda a, b: geo.slerp(a, b, torch.tensor([0.5, 0.5, 0.5])), r"w must be a float or have shape \(2,\)"),
         (lambda a, b: geo.slerp(a, b[:, :3], 0.5), r"same shape; got a=\(2, 4\), b=\(2, 3\)"),
-        (lambda a, b: geo.radial_shift(a, b, -0.3), r"eta must be >= 0; got -0.3"),
+        (lambda a, b: geo.radial_shift(a, b, -0.3), r"eta must be finite and >= 0; got -0.3$"),
+        (lambda a, b: geo.radial_shift(a, b, math.inf), r"eta must be finite and >= 0; got non-finite inf"),
         (lambda a, b: geo.slerp_chain([a, b, a], [0.5]), r"needs len\(ws\) == len\(zs\) - 1 = 2 weights for 3 latents; got 1"),
         (lambda a, b: geo.orthogonal_mix([a, b], [0.5, 0.5]), r"got 2"),
         (lambda a, b: geo.slerp(a[0], b[0], 0.5), r"batch-first"),

@@ -252,3 +252,46 @@ def _fake_checkpoint(root: Path) -> Path:
     path = root / "model.safetensors"
     safetensors.torch.save_file({"x": torch.zeros(1)}, path)
     return path
+
+
+def test_pipeline_denoiser_refuses_bad_sizes_and_scales(folders):
+    pipe = load_pipeline(folders["sd"])
+    factor = pipe.vae_scale_factor
+    for kwargs, match in [
+        ({"height": -64}, f"height must be a positive multiple of the VAE's scale factor {factor}; got -64"),
+        ({"width": 0}, f"width must be a positive multiple of the VAE's scale factor {factor}; got 0"),
+        ({"height": factor + 1}, f"height must be a positive multiple of the VAE's scale factor {factor}; got {factor + 1}"),
+        ({"height": 8.0}, "height must be a positive multiple"),
+        ({"guidance_scale": float("nan")}, "guidance_scale must be a finite number; got nan"),
+        ({"guidance_scale": True}, "guidance_scale must be a finite number; got True"),
+        ({"gligen_scheduled_sampling_beta": 1.5}, r"gligen_scheduled_sampling_beta must be in \[0, 1\]; got 1.5"),
+    ]:
+        with pytest.raises(ValueError, match=match.replace("(", r"\(").replace(")", r"\)")) as info:
+            PipelineDenoiser(pipe, **kwargs)
+        assert "\n" not in str(info.value)
+    model = PipelineDenoiser(pipe, height=np.int64(4 * factor), width=2 * factor)
+    assert model.latent_shape[1:] == (4, 2) and model.image_size == (4 * factor, 2 * factor)
+
+
+@pytest.mark.parametrize("device,match", [
+    ("tpu", "device must be cpu, cuda, cuda:N or mps; got 'tpu'"),
+    ("cuda:99", "device 'cuda:99': "),
+    pytest.param("cuda", "device 'cuda': CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_load_pipeline_refuses_a_device_this_machine_lacks(folders, device, match):
+    with pytest.raises(ValueError, match=match.replace("(", r"\(")) as info:
+        load_pipeline(folders["sd"], device=device)
+    assert "\n" not in str(info.value)
+
+
+def test_sd_probe_checks_options_before_loading(folders, tmp_path, capsys):
+    """Steps beyond the pipeline's schedule are the sampler's one line, after loading but before
+    any store; --names and the window are refused before loading."""
+    args = ["probe", "sd", "--model-a", str(folders["sd"]), "--prompt", "x", "--batch", "1", "--no-progress",
+            "--out", str(tmp_path / "x.zarr")]
+    assert cli.main([*args, "--steps", "1001"]) == 2
+    assert "num_inference_steps must be <= 1000" in capsys.readouterr().err.rstrip("\n").split("\n")[-1]
+    assert cli.main([*args, "--steps", "2", "--names", "model1.*"]) == 2  # one model: no model1
+    assert capsys.readouterr().err.startswith("amdm-geom probe: error: argument --names: 'model1.*' matches no hook")
+    assert not list(tmp_path.iterdir())

@@ -161,7 +161,7 @@ def test_mixing_rules(fam, mix):
 def test_cross_ecosystem_models_step_with_their_own_schedule(fam):
     m1, m2 = fam.model(), fam.model("cosine")
     conds = [fam.condition(position=0), fam.condition(colour=1)]
-    with pytest.raises(ValueError, match="noise schedule differs .* allow_schedule_mismatch=True"):
+    with pytest.raises(ValueError, match=r"noise schedule differs .*; pass --insist \(allow_schedule_mismatch=True\) to aggregate them anyway"):
         AMDMSampler([m1, m2], conds, SamplerConfig(num_inference_steps=8, agg_steps=3))
     sampler = AMDMSampler([m1, m2], conds, SamplerConfig(num_inference_steps=8, agg_steps=3, allow_schedule_mismatch=True))
     _, c = sampler.run_with_cache([0], names_filter=["model*.z", "model*.eps", "model*.mu"])
@@ -182,7 +182,7 @@ def test_cross_ecosystem_models_step_with_their_own_schedule(fam):
         (lambda f: pair(f, weights=(0.5, 0.5)), r"need 1 weights w_1..w_\{N-1\} for 2 models; got 2"),
         (lambda f: pair(f, weights=(1.5,)), r"weights must be in \[0, 1\]; got 1.5"),
         (lambda f: pair(f, eta=(0.3, 0.3, 0.3)), r"eta must be one value or one per model \(2\); got 3"),
-        (lambda f: pair(f, eta=-0.1), r"eta must be >= 0; got -0.1"),
+        (lambda f: pair(f, eta=-0.1), r"eta must be a finite number >= 0; got -0.1"),
         (lambda f: pair(f, agg_window=(3, 20)), r"agg_window must be \(start, stop\) with 0 <= start <= stop <= 12; got \(3, 20\)"),
         (lambda f: pair(f, agg_steps=13), r"agg_steps must be an int in \[0, 12\]; got 13"),
         (lambda f: pair(f, mix="nlerp"), "mix must be one of"),
@@ -194,6 +194,113 @@ def test_clear_errors_before_any_work(fam, make, match):
     with pytest.raises(ValueError, match=match) as info:
         make(fam)
     assert "\n" not in str(info.value)
+
+
+# -- numeric settings: numpy and torch scalars are Python numbers; bools, NaN and inf are refused ---
+
+
+@pytest.mark.parametrize(
+    "given,plain",
+    [
+        ({"num_inference_steps": np.int64(12), "agg_steps": np.int32(5)}, {}),
+        ({"num_inference_steps": torch.tensor(12), "agg_steps": torch.tensor(5)}, {}),
+        ({"weights": (np.float64(0.6),), "eta": np.float32(0.25), "ddim_eta": np.int64(1)},
+         {"weights": (0.6,), "eta": 0.25, "ddim_eta": 1}),
+        ({"weights": np.array([0.6]), "eta": (torch.tensor(0.5), np.float64(0.25))},
+         {"weights": (0.6,), "eta": (0.5, 0.25)}),
+        ({"weights": [torch.tensor(0.3)], "eta": torch.tensor(0.3), "ddim_eta": torch.tensor(1.0)},
+         {"weights": (float(torch.tensor(0.3)),), "eta": float(torch.tensor(0.3)), "ddim_eta": 1.0}),
+        ({"agg_window": (np.int64(2), torch.tensor(6))}, {"agg_window": (2, 6)}),
+        ({"shared_init": np.bool_(True)}, {"shared_init": True}),
+    ],
+)
+def test_numpy_and_torch_scalars_are_accepted_with_identical_results(fam, given, plain):
+    config = SamplerConfig(**{"num_inference_steps": 12, "agg_steps": 5, **given})
+    expected = SamplerConfig(**{"num_inference_steps": 12, "agg_steps": 5, **plain})
+    assert config == expected
+    for name in ("num_inference_steps", "agg_steps", "ddim_eta"):
+        assert type(getattr(config, name)) is type(getattr(expected, name))
+    assert all(type(w) is float for w in config.weights)
+    a = pair(fam, **{k: v for k, v in given.items() if k not in ("num_inference_steps", "agg_steps")})
+    b = pair(fam, **plain)
+    assert a.describe() == b.describe()  # (JSON-able: what a store keeps)
+    assert torch.equal(a.sample([3]).z0, b.sample([3]).z0)
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("num_inference_steps", True, r"num_inference_steps must be an int >= 1; got True"),
+        ("num_inference_steps", 12.0, r"num_inference_steps must be an int >= 1; got 12.0"),
+        ("num_inference_steps", torch.tensor(12.0), r"num_inference_steps must be an int >= 1; got 12.0"),
+        ("num_inference_steps", np.bool_(True), r"num_inference_steps must be an int >= 1; got (np\.)?(True|bool)"),
+        ("agg_steps", False, r"agg_steps must be an int in \[0, 12\]; got False"),
+        ("agg_steps", np.float64(3.5), r"agg_steps must be an int in \[0, 12\]; got 3.5"),
+        ("weights", (True,), r"weights must be in \[0, 1\]; got True"),
+        ("weights", (float("nan"),), r"weights must be in \[0, 1\]; got nan"),
+        ("weights", (np.float64("inf"),), r"weights must be in \[0, 1\]; got inf"),
+        ("weights", (torch.tensor(float("nan")),), r"weights must be in \[0, 1\]; got nan"),
+        ("weights", 0.5, r"weights must be a sequence of N - 1 numbers in \[0, 1\]; got 0.5"),
+        ("eta", float("nan"), r"eta must be a finite number >= 0; got nan"),
+        ("eta", np.float64("inf"), r"eta must be a finite number >= 0; got inf"),
+        ("eta", True, r"eta must be a finite number >= 0; got True"),
+        ("eta", (0.3, float("inf")), r"eta must be a finite number >= 0; got inf"),
+        ("ddim_eta", True, r"ddim_eta must be a finite float >= 0; got True"),
+        ("ddim_eta", float("nan"), r"ddim_eta must be a finite float >= 0; got nan"),
+        ("ddim_eta", torch.tensor(float("inf")), r"ddim_eta must be a finite float >= 0; got inf"),
+        ("agg_window", (0, float("nan")), r"agg_window must be \(start, stop\) with 0 <= start <= stop <= 12"),
+        ("agg_window", 3, r"agg_window must be \(start, stop\) with 0 <= start <= stop <= 12; got \(3,\)"),
+        ("shared_init", 1, r"shared_init must be True or False; got 1"),
+    ],
+)
+def test_bad_numbers_are_refused_in_one_line_naming_the_field(fam, field, value, match):
+    with pytest.raises(ValueError, match=match) as info:
+        pair(fam, **{field: value})
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=match):  # the same check without models, as the probes use it
+        SamplerConfig(**{"num_inference_steps": 12, "agg_steps": 5, field: value}).check(2)
+
+
+def test_steps_beyond_the_training_timesteps_are_refused(fam):
+    with pytest.raises(ValueError, match=r"num_inference_steps must be <= 1000, model 0's number of training "
+                                         r"timesteps; got 1001"):
+        pair(fam, num_inference_steps=1001)
+
+
+@pytest.mark.parametrize("seeds,shown", [([1.7], "1.7"), ([0, 2.5], "2.5"), ([-1], "-1"), ([2**63], str(2**63)),
+                                         ([True], "True"), (["3"], "'3'"), ([torch.tensor(0.5)], "tensor")])
+def test_bad_seeds_are_refused_before_any_work(fam, seeds, shown):
+    sampler = pair(fam)
+    started = []
+    with sampler.hooks(lambda *a: started.append(a)):
+        with pytest.raises(ValueError, match=r"seeds must be ints in \[0, 2\*\*63\), one sample per seed; got ") as info:
+            sampler.sample(seeds)
+    assert shown in str(info.value) and "\n" not in str(info.value) and not started
+
+
+def test_integer_like_seeds_are_the_same_seed(fam):
+    sampler = pair(fam)
+    reference = sampler.sample([3, 4]).z0
+    for seeds in ([np.int64(3), np.int64(4)], [torch.tensor(3), torch.tensor(4)], [3.0, 4.0], np.array([3, 4])):
+        out = sampler.sample(seeds)
+        assert out.seeds == [3, 4] and all(type(s) is int for s in out.seeds)
+        assert torch.equal(out.z0, reference)
+
+
+def test_planned_hook_names_are_what_a_run_emits(fam):
+    from amdm_geom.sampler import planned_hook_names
+
+    for cfg in ({}, {"agg_steps": 0}, {"record_cross_eps": True}):
+        sampler = pair(fam, **cfg)
+        seen = set()
+        with sampler.hooks(lambda name, step, value: seen.add(name)):
+            sampler.sample([0])
+        planned = set(planned_hook_names(2, sampler.config))
+        assert planned == set(sampler.plan([0]).names)
+        assert seen <= planned  # (the store keeps a few slots a run may leave NaN, e.g. model0.eps_cross)
+        assert ("agg.z" in planned) is ("agg.z" in seen) is (cfg.get("agg_steps") != 0)
+        assert any(n.endswith("eps_cross") for n in planned) is cfg.get("record_cross_eps", False)
+    assert planned_hook_names(2, SamplerConfig(), "agg.*") == ["agg.z"]
 
 
 def test_late_window_runs_models_independently_until_it_closes(fam):

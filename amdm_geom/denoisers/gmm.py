@@ -16,6 +16,7 @@ means keep it fast at n = 16384 (SD's 4x64x64 latent).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -152,6 +153,8 @@ class GMMDenoiser:
         self.mixture = mixture
         self.scheduler = scheduler if scheduler is not None else make_scheduler()
         self.latent_shape = tuple(mixture.latent_shape)
+        if not _finite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number; got {guidance_scale!r}")
         self.guidance_scale = float(guidance_scale)
         k = mixture.n_components
         self.uncond_weights = mixture.check_weights(
@@ -228,7 +231,7 @@ class FineGrainedFamily:
         """Weights ``(K,)``: mass ``strength`` spread evenly over the components that match the
         given attribute value(s), the rest evenly over the others (uniform if none given)."""
         s = self.strength if strength is None else strength
-        if not 0 < s <= 1:
+        if not (_finite(s) and 0 < s <= 1):
             raise ValueError(f"strength must be in (0, 1]; got {s!r}")
         match = torch.ones(self.mixture.n_components, dtype=torch.bool)
         labels = self.mixture.labels
@@ -261,6 +264,8 @@ class FineGrainedFamily:
         ecosystem. Everything needed to rebuild the model (``from_description``) goes into its
         description.
         """
+        if not (_finite(perturb) and perturb >= 0):
+            raise ValueError(f"perturb must be a finite number >= 0; got {perturb!r}")
         seed = self.seed + 1 if perturb_seed is None else perturb_seed
         mixture = self.perturbed(perturb, seed) if perturb else self.mixture
         provenance = {"family_params": dict(self.params), "schedule_kind": schedule,
@@ -294,8 +299,13 @@ def fine_grained_family(latent_shape: tuple[int, ...] = (4, 64, 64), *, n_positi
     """
     if n_positions < 1 or n_colours < 1 or n_styles < 1:
         raise ValueError(f"n_positions, n_colours and n_styles must be >= 1; got {n_positions}, {n_colours}, {n_styles}")
-    if separation < 0 or component_std <= 0:
-        raise ValueError(f"separation must be >= 0 and component_std > 0; got {separation}, {component_std}")
+    if not (_finite(separation) and separation >= 0 and _finite(component_std) and component_std > 0):
+        raise ValueError(f"separation must be finite and >= 0 and component_std finite and > 0; "
+                         f"got {separation}, {component_std}")
+    if not (_finite(strength) and 0 < strength <= 1):
+        raise ValueError(f"strength must be in (0, 1]; got {strength!r}")
+    if not (len(latent_shape) >= 1 and all(_is_index(d) and d >= 1 for d in latent_shape)):
+        raise ValueError(f"latent_shape must be one or more ints >= 1; got {tuple(latent_shape)!r}")
     n = math.prod(latent_shape)
     g = torch.Generator().manual_seed(seed)
     n_feats = n_positions + n_colours + (n_styles if n_styles > 1 else 0)
@@ -318,6 +328,15 @@ def fine_grained_family(latent_shape: tuple[int, ...] = (4, 64, 64), *, n_positi
     if n_styles > 1:
         params["n_styles"] = n_styles
     return FineGrainedFamily(mixture, n_positions, n_colours, strength, seed, params, n_styles)
+
+
+def _finite(value) -> bool:
+    """A finite real number (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+
+
+def _is_index(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def from_description(desc: dict, dtype: torch.dtype | None = None) -> GMMDenoiser:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from diffusers import DDIMScheduler
 
 from .base import check_latents
 
-__all__ = ["CHECKPOINT_SUFFIXES", "PipelineDenoiser", "SDCondition", "load_pipeline", "weights_hash"]
+__all__ = ["CHECKPOINT_SUFFIXES", "PipelineDenoiser", "SDCondition", "check_device", "load_pipeline", "weights_hash"]
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 MAX_GLIGEN_OBJECTS = 30  # as StableDiffusionGLIGENPipeline
@@ -41,6 +43,26 @@ def _dtype(dtype) -> torch.dtype:
     return names[dtype]
 
 
+def check_device(device) -> torch.device:
+    """``device`` as a ``torch.device`` this machine has (cpu, cuda, cuda:N, mps): a one-line
+    ValueError otherwise, before any weights are read."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or mps; got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available (torch {torch.__version__}); use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: there are {torch.cuda.device_count()} CUDA devices")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {device!r}: MPS is not available here; use cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be cpu, cuda, cuda:N or mps; got {device!r}")
+    return dev
+
+
 def load_pipeline(path, *, device: str | torch.device = "cpu", dtype="float32", config=None, lora=None,
                   lora_scale: float = 1.0, ip_adapter=None, ip_adapter_weight_name: str | None = None,
                   ip_adapter_subfolder: str = "", ip_adapter_image_encoder=None, ip_adapter_scale: float = 1.0):
@@ -52,12 +74,13 @@ def load_pipeline(path, *, device: str | torch.device = "cpu", dtype="float32", 
     a folder or weights file (or a state dict), with ``ip_adapter_weight_name``, the image encoder
     folder ``ip_adapter_image_encoder`` (or None to keep the pipeline's) and ``ip_adapter_scale``.
     Errors are one line: a missing path, a folder that is not a diffusers pipeline, a single file
-    without a config.
+    without a config, a device this machine does not have.
     """
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
     path = Path(path)
     torch_dtype = _dtype(dtype)
+    check_device(device)
     if not path.exists():
         raise FileNotFoundError(f"no pipeline folder or checkpoint file at {path}")
     if path.is_dir():
@@ -142,13 +165,22 @@ class PipelineDenoiser:
         self.scheduler = pipe.scheduler
         if not isinstance(self.scheduler, DDIMScheduler):
             self.scheduler = pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real) \
+                or not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number; got {guidance_scale!r}")
         self.guidance_scale = float(guidance_scale)
+        beta = gligen_scheduled_sampling_beta
+        if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 <= beta <= 1:
+            raise ValueError(f"gligen_scheduled_sampling_beta must be in [0, 1]; got {beta!r}")
         factor = getattr(pipe, "vae_scale_factor", 8)
         size = self.unet.config.sample_size
-        height = int(height or size * factor)
-        width = int(width or size * factor)
-        if height % factor or width % factor:
-            raise ValueError(f"height and width must be multiples of the VAE's scale factor {factor}; got {height}x{width}")
+        height = size * factor if height is None else height
+        width = size * factor if width is None else width
+        for what, value in (("height", height), ("width", width)):
+            if isinstance(value, bool) or not hasattr(value, "__index__") or value < factor or value % factor:
+                raise ValueError(f"{what} must be a positive multiple of the VAE's scale factor {factor}; "
+                                 f"got {value!r}")
+        height, width = int(height), int(width)
         self.image_size = (height, width)
         self.latent_shape = (int(self.unet.config.in_channels), height // factor, width // factor)
         self.dtype = self.unet.dtype
