@@ -101,7 +101,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _probe_args(name: str, argv: list[str]) -> argparse.Namespace:
     """Parse a probe's own options (``amdm-geom probe NAME --help`` lists them)."""
-    import probes
+    from amdm_geom import probes
 
     module = probes.load(name)
     parser = _Parser(prog=f"amdm-geom probe {name}", description=module.__doc__,
@@ -112,7 +112,7 @@ def _probe_args(name: str, argv: list[str]) -> argparse.Namespace:
 
 def run_analysis(name: str, stores: dict, out: Path, *, quick: bool = False, runs_dir="data/runs") -> list:
     """Run analysis ``name`` on ``stores`` (``{store name: path}``), writing under ``out/name``."""
-    from analyses import gaussianity, norm_angle, shell, trace_checks
+    from amdm_geom.analyses import gaussianity, norm_angle, shell, trace_checks
 
     if name not in ANALYSES:
         raise ValueError(f"unknown analysis {name!r}; analyses are {', '.join(ANALYSES)}")
@@ -124,11 +124,11 @@ def run_analysis(name: str, stores: dict, out: Path, *, quick: bool = False, run
     if name == "gaussianity":
         return gaussianity.report(target, stores, quick=quick)
     if name == "toy_mixture":
-        from analyses import toy_mixture
+        from amdm_geom.analyses import toy_mixture
 
         return toy_mixture.report(target, quick=quick)
     if name == "ablations":
-        from analyses import ablations
+        from amdm_geom.analyses import ablations
 
         if stores:
             ds = ablations.compute(stores)
@@ -165,7 +165,7 @@ def _max_batch(mode: str) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from probes.common import MAX_SEED, OptionError
+    from amdm_geom.probes.common import MAX_SEED, OptionError
 
     from .store import check_output_path
 
@@ -176,8 +176,8 @@ def _validate(args: argparse.Namespace) -> int:
     for name in VALIDATE_PROBES[mode]:  # (replaced, but only if they are trace stores)
         check_output_path(Path(args.runs) / f"{name}.zarr", overwrite=True)
     start = time.perf_counter()
-    import probes
-    from analyses import closed_forms
+    from amdm_geom import probes
+    from amdm_geom.analyses import closed_forms
 
     from .report import write_report
     from .verdicts import format_table, to_json
@@ -213,7 +213,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    import probes
+    from amdm_geom import probes
 
     probes.load(args.probe).run(_probe_args(args.probe, args.probe_args))
     return 0
@@ -242,8 +242,8 @@ def _ecosystem(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import probes
-    from probes.common import creatable_dir, device_name, existing, seed_int, writable_file
+    from amdm_geom import probes
+    from amdm_geom.probes.common import creatable_dir, device_name, existing, seed_int, writable_file
 
     model_path = existing("pipeline folder or checkpoint file", name="model_path")
     parser = _Parser(

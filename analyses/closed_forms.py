@@ -1,6 +1,6 @@
 """Checks that need no sampler: the DDIM step of eq. (4) against diffusers, the closed forms of
 Prop. 3.1 and 3.2 against the exact quantities they bound, on constructed pairs. (Lemma A.1 lives in
-``analyses.shell``, App. D.1 in ``analyses.gaussianity``.)
+``amdm_geom.analyses.shell``, App. D.1 in ``amdm_geom.analyses.gaussianity``.)
 
 ``compute()`` returns an ``xarray.Dataset`` of the measurements, ``verdicts(ds)`` the verdict
 rows derived from it, ``plot(ds)`` the figures. Geometry and bounds come from ``amdm_geom``.

@@ -6,10 +6,10 @@ from importlib import import_module
 
 #: probe name -> (module path, one line on what it runs); listing them imports nothing heavy
 PROBES = {
-    "gmm_pair": ("probes.gmm_pair", "two exact GMM models of one ecosystem (fine-grained family, SD latent size)"),
-    "gmm_cross_ecosystem": ("probes.gmm_cross_ecosystem", "two exact GMM models whose SDEs differ, aggregated anyway"),
-    "unet_pair": ("probes.unet_pair", "two tiny diffusers UNets (perturbed, adapter or independent pair)"),
-    "sd": ("probes.sd_pair", "AMDM over real Stable Diffusion pipelines from local weights (GLIGEN, IP-Adapter, LoRA)"),
+    "gmm_pair": ("amdm_geom.probes.gmm_pair", "two exact GMM models of one ecosystem (fine-grained family, SD latent size)"),
+    "gmm_cross_ecosystem": ("amdm_geom.probes.gmm_cross_ecosystem", "two exact GMM models whose SDEs differ, aggregated anyway"),
+    "unet_pair": ("amdm_geom.probes.unet_pair", "two tiny diffusers UNets (perturbed, adapter or independent pair)"),
+    "sd": ("amdm_geom.probes.sd_pair", "AMDM over real Stable Diffusion pipelines from local weights (GLIGEN, IP-Adapter, LoRA)"),
 }
 
 

@@ -10,7 +10,7 @@ import xarray as xr
 
 from amdm_geom import geometry
 from amdm_geom.store import open_run
-from analyses import ablations
+from amdm_geom.analyses import ablations
 
 
 def test_settings_cover_every_group_with_unique_names():

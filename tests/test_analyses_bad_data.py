@@ -18,8 +18,8 @@ from amdm_geom.denoisers.gmm import fine_grained_family
 from amdm_geom.sampler import AMDMSampler, SamplerConfig
 from amdm_geom.store import StoreError, ZarrRecorder, open_run
 from amdm_geom.verdicts import Verdict, at_least, at_most, margin_text, qualify, tolerance
-from analyses import gaussianity, norm_angle, shell, trace_checks
-from analyses.output import MARKER, result_folder
+from amdm_geom.analyses import gaussianity, norm_angle, shell, trace_checks
+from amdm_geom.analyses.output import MARKER, result_folder
 
 SHAPE, STEPS, S, SAMPLES = (4, 4, 4), 6, 3, 3
 PER_MODEL = ("z", "eps", "x0", "mu", "noise", "z_next", "mu_shift", "z_shift", "eps_cross", "eps_at_z1")

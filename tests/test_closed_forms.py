@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from amdm_geom.verdicts import STATUSES, Verdict, format_table
-from analyses import closed_forms
+from amdm_geom.analyses import closed_forms
 
 
 @pytest.fixture(scope="module")

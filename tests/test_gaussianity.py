@@ -9,7 +9,7 @@ import pytest
 from amdm_geom.denoisers.gmm import fine_grained_family
 from amdm_geom.sampler import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run
-from analyses import gaussianity
+from amdm_geom.analyses import gaussianity
 
 
 @pytest.fixture(scope="module")

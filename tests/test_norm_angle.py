@@ -11,7 +11,7 @@ from amdm_geom import cli
 from amdm_geom.denoisers.gmm import fine_grained_family
 from amdm_geom.sampler import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run
-from analyses import norm_angle
+from amdm_geom.analyses import norm_angle
 from tests.reference import ref_angle
 
 SHAPE, STEPS, S = (4, 8, 8), 10, 4

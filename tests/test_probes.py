@@ -58,7 +58,7 @@ def test_probe_refuses_an_existing_store_and_bad_options(tmp_path, capsys):
 def test_option_types_accept_and_refuse():
     import argparse
 
-    from probes import common
+    from amdm_geom.probes import common
 
     assert common.finite_float("-2.5") == -2.5 and common.nonneg_float("0") == 0.0
     assert common.unit_float("1") == 1.0 and common.positive_int("3") == 3 and common.nonneg_int("0") == 0
@@ -98,7 +98,7 @@ def test_option_checks_import_nothing_heavy():
 def test_probe_constants_match_the_library():
     from amdm_geom.denoisers.unet import FAMILY_VARIANTS
     from amdm_geom.schedules import make_scheduler
-    from probes import common, unet_pair
+    from amdm_geom.probes import common, unet_pair
 
     assert tuple(unet_pair.VARIANTS) == tuple(FAMILY_VARIANTS)
     assert common.TRAIN_TIMESTEPS == make_scheduler().config.num_train_timesteps
@@ -106,7 +106,7 @@ def test_probe_constants_match_the_library():
 
 
 def test_run_probe_checks_the_output_path_before_building(tmp_path):
-    from probes import common, gmm_pair
+    from amdm_geom.probes import common, gmm_pair
 
     import argparse
 

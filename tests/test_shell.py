@@ -13,7 +13,7 @@ from amdm_geom import cli
 from amdm_geom.denoisers.gmm import fine_grained_family, from_description
 from amdm_geom.sampler import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run, run_config
-from analyses import shell
+from amdm_geom.analyses import shell
 from tests.reference import ref_angle
 
 SHAPE, STEPS, S = (4, 16, 16), 10, 5

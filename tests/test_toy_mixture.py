@@ -14,7 +14,7 @@ from scipy.stats import multivariate_normal
 
 from amdm_geom import geometry
 from amdm_geom.schedules import make_scheduler
-from analyses import toy_mixture as tm
+from amdm_geom.analyses import toy_mixture as tm
 
 # --------------------------------------------------------------------------------------------
 # helpers (independent of the module)
