@@ -38,7 +38,7 @@ import xarray as xr
 from amdm_geom import geometry
 from amdm_geom.denoisers.gmm import FineGrainedFamily, fine_grained_family
 from amdm_geom.denoisers.ve import VEDenoiser
-from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run, run_config
 from amdm_geom.verdicts import Verdict
 

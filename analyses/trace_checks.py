@@ -15,7 +15,7 @@ from diffusers import DDIMScheduler
 
 from amdm_geom import geometry
 from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import completed_steps, incomplete_note, is_complete, open_run, require, run_config
 from amdm_geom.verdicts import Verdict, at_most, qualify
 

@@ -304,7 +304,7 @@ def _agg_steps(args: argparse.Namespace) -> int:
 def sampler_config(args: argparse.Namespace, n_models: int, **overrides):
     """A ``SamplerConfig`` from the parsed options, checked for ``n_models`` models (errors are
     the sampler's one-liners; ``check_sampler_args`` names the options first)."""
-    from amdm_geom.sampler import SamplerConfig
+    from amdm_geom.sampling import SamplerConfig
 
     eta = args.eta[0] if len(args.eta) == 1 else tuple(args.eta)
     config = SamplerConfig(
@@ -342,7 +342,7 @@ def check_sampler_args(args: argparse.Namespace, n_models: int, max_steps: int |
                                     f"{args.seed + args.batch - 1}; seeds must be in [0, 2**63)")
     config = sampler_config(args, n_models)
     if args.names is not None:
-        from amdm_geom.sampler import planned_hook_names
+        from amdm_geom.sampling import planned_hook_names
 
         names = planned_hook_names(n_models, config)
         for glob in args.names:
@@ -369,7 +369,7 @@ def run_probe(build, args: argparse.Namespace, *, quiet: bool = False, after=Non
     ``max_steps`` steps), then the output
     path, and only then is ``build()`` called and the store created. ``after(output)`` is called
     with the ``SampleOutput`` (e.g. to decode images)."""
-    from amdm_geom.sampler import AMDMSampler
+    from amdm_geom.sampling import AMDMSampler
     from amdm_geom.store import ZarrRecorder
 
     check_sampler_args(args, n_models, max_steps)

@@ -63,7 +63,7 @@ def family(args: argparse.Namespace):
 def build(args: argparse.Namespace, schedule_b: str = "scaled_linear", allow_mismatch: bool = False):
     import torch
 
-    from amdm_geom.sampler import AMDMSampler
+    from amdm_geom.sampling import AMDMSampler
 
     config = sampler_config(args, 2, allow_schedule_mismatch=allow_mismatch)
     fam = family(args)

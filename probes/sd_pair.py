@@ -101,7 +101,7 @@ def check_args(args: argparse.Namespace) -> None:
 def build(args: argparse.Namespace):
     """The sampler and the pipeline denoisers: ``(AMDMSampler, [PipelineDenoiser, ...])``."""
     from amdm_geom.denoisers.pipelines import PipelineDenoiser, load_pipeline
-    from amdm_geom.sampler import AMDMSampler
+    from amdm_geom.sampling import AMDMSampler
 
     check_args(args)
     sampler_cfg = sampler_config(args, n_models(args), allow_schedule_mismatch=args.insist)

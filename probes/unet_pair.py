@@ -54,7 +54,7 @@ def check_family_args(args: argparse.Namespace) -> None:
 
 def build(args: argparse.Namespace):
     from amdm_geom.denoisers.unet import condition_pair, tiny_unet_family
-    from amdm_geom.sampler import AMDMSampler
+    from amdm_geom.sampling import AMDMSampler
 
     if args.dtype != "float32":
         raise ValueError(f"unet_pair builds float32 UNets; got --dtype {args.dtype}")

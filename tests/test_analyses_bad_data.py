@@ -15,7 +15,7 @@ import xarray as xr
 import zarr
 
 from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import StoreError, ZarrRecorder, open_run
 from amdm_geom.verdicts import Verdict, at_least, at_most, margin_text, qualify, tolerance
 from amdm_geom.analyses import gaussianity, norm_angle, shell, trace_checks

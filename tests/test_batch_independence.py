@@ -17,7 +17,7 @@ import torch
 
 from amdm_geom.denoisers.gmm import fine_grained_family
 from amdm_geom.denoisers.unet import condition_pair, tiny_unet_family
-from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.sampling import AMDMSampler, SamplerConfig
 
 NAMES = ["model*.z", "model*.z_next", "agg.z"]
 #: the stated bound on |batch of 8 - batch of 2| / max |z| (README, "Seeds and batches")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run
 from amdm_geom.analyses import gaussianity
 

@@ -10,7 +10,7 @@ from torch import distributions as D
 
 from amdm_geom.denoisers.base import Denoiser, same_schedule
 from amdm_geom.denoisers.gmm import GaussianMixture, GMMDenoiser, fine_grained_family, from_description
-from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.schedules import make_scheduler
 
 

@@ -9,7 +9,7 @@ import torch
 
 from amdm_geom import cli
 from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run
 from amdm_geom.analyses import norm_angle
 from tests.reference import ref_angle

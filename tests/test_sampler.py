@@ -9,8 +9,8 @@ import torch
 from diffusers import DDIMScheduler
 
 from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.sampler import AMDMSampler, SamplerConfig, sample_generators
-from amdm_geom.store import hook_names
+from amdm_geom.sampling import AMDMSampler, SamplerConfig, sample_generators
+from amdm_geom.sampling import hook_names
 
 SHAPE = (4, 8, 8)
 
@@ -288,7 +288,7 @@ def test_integer_like_seeds_are_the_same_seed(fam):
 
 
 def test_planned_hook_names_are_what_a_run_emits(fam):
-    from amdm_geom.sampler import planned_hook_names
+    from amdm_geom.sampling import planned_hook_names
 
     for cfg in ({}, {"agg_steps": 0}, {"record_cross_eps": True}):
         sampler = pair(fam, **cfg)

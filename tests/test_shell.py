@@ -11,7 +11,7 @@ from torch import distributions as D
 
 from amdm_geom import cli
 from amdm_geom.denoisers.gmm import fine_grained_family, from_description
-from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run, run_config
 from amdm_geom.analyses import shell
 from tests.reference import ref_angle

@@ -9,9 +9,10 @@ import torch
 import xarray as xr
 
 from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.schedules import ddim_coefficients
-from amdm_geom.store import MODEL_QUANTITIES, MemoryRecorder, ZarrRecorder, open_run, run_config
+from amdm_geom.sampling import MODEL_QUANTITIES, MemoryRecorder
+from amdm_geom.store import ZarrRecorder, open_run, run_config
 
 SHAPE = (4, 8, 8)
 STEPS, S = 10, 4

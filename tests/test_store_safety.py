@@ -20,9 +20,9 @@ import pytest
 import zarr
 
 from amdm_geom import cli
-from amdm_geom import store as store_module
+from amdm_geom.store import paths as store_module
 from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import (
     StoreError,
     ZarrRecorder,
@@ -43,7 +43,7 @@ STEPS = 10
 CHILD = r"""
 import sys, time
 from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder
 path, mode, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 fam = fine_grained_family((4, 8, 8), separation=6.0, seed=4)

@@ -25,7 +25,7 @@ from torch import distributions as D
 
 from amdm_geom import cli
 from amdm_geom.denoisers.gmm import fine_grained_family, from_description
-from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.schedules import make_scheduler
 from amdm_geom.store import open_run, run_config
 from amdm_geom.verdicts import STATUSES

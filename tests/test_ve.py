@@ -11,7 +11,7 @@ import torch
 from amdm_geom.denoisers.base import same_schedule
 from amdm_geom.denoisers.gmm import fine_grained_family, from_description
 from amdm_geom.denoisers.ve import VEDenoiser
-from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.schedules import ddim_coefficients
 
 

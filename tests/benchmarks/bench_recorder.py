@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from amdm_geom.denoisers.unet import condition_pair, tiny_unet_family
-from amdm_geom.sampler import AMDMSampler, SamplerConfig
+from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder
 
 

@@ -25,15 +25,15 @@ independent or shared ``z_T``, and one random generator per (model, sample), so 
 random draws are bit for bit independent of its batch mates (its arithmetic differs between
 batch sizes by float rounding only: batched matrix products block by batch size).
 
-Hook points: each quantity above is emitted as ``model{i}.<q>`` or ``agg.z`` (DESIGN.md).
+Hook points: each quantity above is emitted as ``model{i}.<q>`` or ``agg.z`` (``hooks``). The
+aggregation itself is ``step.aggregate_step``, shared with the 2D benchmark.
 Attach a recorder with ``sampler.recording(recorder)`` (a context manager; the hook is removed
 on exit) or call ``run_with_cache``; with nothing attached an emit is one ``if``.
 """
 
+
 from __future__ import annotations
 
-import fnmatch
-import math
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -42,175 +42,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import geometry
-from .denoisers.base import Denoiser, same_schedule
-from .schedules import ddim_coefficients, stepper
-from .store import MemoryRecorder, RunPlan, hook_names
+from ..denoisers.base import Denoiser, same_schedule
+from ..schedules import ddim_coefficients, stepper
+from .config import SamplerConfig, is_sequence
+from .hooks import matches, planned_hook_names
+from .plan import RunPlan
+from .recording import MemoryRecorder
+from .rng import as_seed, draw, sample_generators
+from .step import aggregate_step
 
-__all__ = ["AMDMSampler", "SampleOutput", "SamplerConfig", "planned_hook_names", "sample_generators"]
-
-MIX_RULES = ("slerp", "lerp", "orthogonal_mix")
-#: Opt-in per-model quantities for the delta decomposition (recorded for models 2..N)
-CROSS_EPS = ("eps_cross", "eps_at_z1")
-SHIFT_MEANS = ("step", "aggregate")
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    """Algorithm 1's settings. Defaults are the paper's (App. F.2): T = 50, s = 20, w = 0.5,
-    eta = 0.3.
-
-    - ``num_inference_steps``: T, the number of DDIM steps.
-    - ``agg_steps``: s, the aggregation window is the first s steps, unless ``agg_window`` =
-      (start, stop) gives any window of steps [start, stop) (the stage ablation, Table 3).
-    - ``weights``: w_1 .. w_{N-1} in [0, 1] (w = 0 keeps model 1).
-    - ``eta``: the radial shift of eq. (7), one value or one per model, >= 0, in absolute
-      units of latent norm.
-    - ``mix``: ``"slerp"`` (eq. 6), ``"lerp"`` (Figure 5's baseline) or ``"orthogonal_mix"``
-      (the earlier version's eq. 9, where w weighs model 1).
-    - ``shift_mean``: ``"step"``: mu_i(z_t^i, t, y_i) from the step (Algorithm 1);
-      ``"aggregate"``: mu_i(z', t, y_i) evaluated at z' as eq. (7) prints it (one more call).
-    - ``ddim_eta``: DDIM's eta (0: deterministic; 1: DDPM posterior variance).
-    - ``shared_init``: every model starts from model 1's z_T (the earlier version).
-    - ``allow_schedule_mismatch``: aggregate models of different ecosystems anyway: schedules
-      that differ, or (for pipeline models) a different VAE or latent space.
-    - ``continue_after_window``: models 2..N keep sampling on their own after the window (for
-      logging, as the paper's Table 5 does after t = 30); model 1's trajectory is unchanged.
-    - ``record_cross_eps``: while a recorder or hook is attached, two more calls per partner
-      model i >= 2 and step, for the terms of eqs. (20)-(22): ``model{i}.eps_cross`` =
-      eps_theta1(z_t^1, t, y_i) (model 1 under model i's condition) and ``model{i}.eps_at_z1`` =
-      eps_thetai(z_t^1, t, y_i) (model i at model 1's input). They do not change the trajectory.
-
-    Numbers may be Python, numpy or torch scalars (``np.float64(0.5)``, ``np.int64(50)``, a 0-d
-    tensor): they are stored as Python ints and floats, and sequences as tuples. Bools, NaN, inf
-    and non-integral step counts are refused, with one line naming the field and what it accepts
-    (``check``, which ``AMDMSampler`` calls before any work).
-    """
-
-    num_inference_steps: int = 50
-    agg_steps: int = 20
-    agg_window: tuple[int, int] | None = None
-    weights: tuple[float, ...] = (0.5,)
-    eta: float | tuple[float, ...] = 0.3
-    mix: str = "slerp"
-    shift_mean: str = "step"
-    ddim_eta: float = 0.0
-    shared_init: bool = False
-    allow_schedule_mismatch: bool = False
-    continue_after_window: bool = False
-    record_cross_eps: bool = False
-
-    def __post_init__(self):
-        # numpy and torch real scalars (np.float64(0.5), np.int64(50), a 0-d tensor) become Python
-        # numbers, and sequences tuples, so that they behave, compare and serialise as Python
-        # values; anything else is left as given for ``check`` to refuse in one line
-        norm = object.__setattr__
-        norm(self, "num_inference_steps", _as_number(self.num_inference_steps))
-        norm(self, "agg_steps", _as_number(self.agg_steps))
-        if self.agg_window is not None and _is_sequence(self.agg_window):
-            norm(self, "agg_window", tuple(_as_number(v) for v in self.agg_window))
-        if _is_sequence(self.weights):
-            norm(self, "weights", tuple(_as_number(w) for w in self.weights))
-        eta = _as_number(self.eta)
-        norm(self, "eta", tuple(_as_number(e) for e in eta) if _is_sequence(eta) else eta)
-        norm(self, "ddim_eta", _as_number(self.ddim_eta))
-        for flag in ("shared_init", "allow_schedule_mismatch", "continue_after_window", "record_cross_eps"):
-            if isinstance(getattr(self, flag), np.bool_):
-                norm(self, flag, bool(getattr(self, flag)))
-
-    @property
-    def window(self) -> tuple[int, int]:
-        return tuple(self.agg_window) if self.agg_window is not None else (0, self.agg_steps)
-
-    def check(self, n_models: int) -> None:
-        """Every setting, for a run of ``n_models`` models, without the models: a one-line
-        ValueError naming the field, the bad value and what is accepted. (``AMDMSampler`` calls
-        it; the probes call it before they build any model.)"""
-        steps = self.num_inference_steps
-        if not (_is_int(steps) and steps >= 1):
-            raise ValueError(f"num_inference_steps must be an int >= 1; got {steps!r}")
-        if n_models > 1:  # with one model there is nothing to aggregate and the window is not used
-            if self.agg_window is None and not (_is_int(self.agg_steps) and 0 <= self.agg_steps <= steps):
-                raise ValueError(f"agg_steps must be an int in [0, {steps}]; got {self.agg_steps!r}")
-            window = self.window if self.agg_window is None or _is_sequence(self.agg_window) else (self.agg_window,)
-            if not (len(window) == 2 and all(_is_int(v) for v in window) and 0 <= window[0] <= window[1] <= steps):
-                raise ValueError(f"agg_window must be (start, stop) with 0 <= start <= stop <= {steps}; "
-                                 f"got {window!r}")
-        if not _is_sequence(self.weights):
-            raise ValueError(f"weights must be a sequence of N - 1 numbers in [0, 1]; got {self.weights!r}")
-        if len(self.weights) != n_models - 1:
-            raise ValueError(f"need {n_models - 1} weights w_1..w_{{N-1}} for {n_models} models; "
-                             f"got {len(self.weights)}")
-        for w in self.weights:
-            if not (_is_real(w) and 0.0 <= w <= 1.0):
-                raise ValueError(f"weights must be in [0, 1]; got {w!r}")
-        etas = self.eta if _is_sequence(self.eta) else (self.eta,)
-        if _is_sequence(self.eta) and len(etas) != n_models:
-            raise ValueError(f"eta must be one value or one per model ({n_models}); got {len(etas)}")
-        for e in etas:
-            if not (_is_real(e) and e >= 0):
-                raise ValueError(f"eta must be a finite number >= 0; got {e!r}")
-        if self.mix not in MIX_RULES:
-            raise ValueError(f"mix must be one of {MIX_RULES}; got {self.mix!r}")
-        if self.shift_mean not in SHIFT_MEANS:
-            raise ValueError(f"shift_mean must be one of {SHIFT_MEANS}; got {self.shift_mean!r}")
-        if not (_is_real(self.ddim_eta) and self.ddim_eta >= 0):
-            raise ValueError(f"ddim_eta must be a finite float >= 0; got {self.ddim_eta!r}")
-        for flag in ("shared_init", "allow_schedule_mismatch", "continue_after_window", "record_cross_eps"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValueError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
-
-
-def _is_sequence(value) -> bool:
-    return isinstance(value, (tuple, list)) or (isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 1)
-
-
-def _as_number(value):
-    """A numpy or torch real scalar (or 0-d array or tensor) as a Python int or float; bools,
-    complex numbers and everything else unchanged."""
-    if isinstance(value, (bool, np.bool_)):
-        return value
-    if isinstance(value, torch.Tensor):
-        if value.ndim == 0 and value.dtype != torch.bool and not value.is_complex():
-            return value.item()
-        return value
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
-        return value.item()
-    return value
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    """A finite Python int or float (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _as_seed(seed) -> int:
-    """An int seed in [0, 2**63) (numpy and torch integers too, and integral floats); one line otherwise."""
-    value = _as_number(seed)
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    if not (_is_int(value) and 0 <= value < 2**63):
-        raise ValueError(f"seeds must be ints in [0, 2**63), one sample per seed; got {seed!r}")
-    return value
-
-
-def planned_hook_names(n_models: int, config: SamplerConfig, names_filter=None) -> list[str]:
-    """The hook names a run of ``n_models`` models with ``config`` emits (and records, for a
-    recorder with ``names_filter``): none of the aggregate's or the shift's when no step is
-    aggregated, the cross-eps terms only with ``record_cross_eps`` and more than one model."""
-    start, stop = config.window
-    aggregated = n_models > 1 and any(start <= k < stop for k in range(config.num_inference_steps))
-    extra = CROSS_EPS if config.record_cross_eps and n_models > 1 else ()
-    names = [nm for nm in hook_names(n_models, extra) if _matches(names_filter, nm)]
-    if not aggregated:
-        names = [nm for nm in names if nm != "agg.z" and not nm.endswith((".mu_shift", ".z_shift"))]
-    return names
+__all__ = ["AMDMSampler", "SampleOutput", "describe_condition"]
 
 
 @dataclass
@@ -224,32 +65,6 @@ class SampleOutput:
     seeds: list[int]
     config: SamplerConfig
     stopped_at: list[int] = field(default_factory=list)  # the step after each model's last
-
-
-def sample_generators(seeds: Sequence[int], model_index: int) -> list[torch.Generator]:
-    """One CPU generator per sample for model ``model_index``. Model 0 uses the seed itself
-    (so a one-model run matches a plain loop seeded per sample); model i > 0 a stream derived
-    from (seed, i), independent of model 0's."""
-    gens = []
-    for s in seeds:
-        seed = int(s) if model_index == 0 else int(np.random.SeedSequence([int(s), model_index]).generate_state(1)[0])
-        gens.append(torch.Generator().manual_seed(seed))
-    return gens
-
-
-def _draw(gens: list[torch.Generator], shape: tuple[int, ...], dtype, device) -> torch.Tensor:
-    """``(B, *shape)`` standard normals, sample b from generator b (float32 draws, cast)."""
-    return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device=device, dtype=dtype)
-
-
-def _matches(names_filter, name: str) -> bool:
-    if names_filter is None:
-        return True
-    if callable(names_filter):
-        return bool(names_filter(name))
-    if isinstance(names_filter, str):
-        return fnmatch.fnmatchcase(name, names_filter)
-    return any(fnmatch.fnmatchcase(name, p) for p in names_filter)
 
 
 class AMDMSampler:
@@ -304,7 +119,7 @@ class AMDMSampler:
                         f"model {i}'s noise schedule differs from model 0's (a different SDE, another "
                         "ecosystem); pass --insist (allow_schedule_mismatch=True) to aggregate them anyway")
             if all(hasattr(m, "ecosystem") for m in self.models):  # pipelines: VAE and latent space too
-                from .ecosystem import compare
+                from ..ecosystem import compare
 
                 first = self.models[0].ecosystem()
                 for i, m in enumerate(self.models[1:], start=1):
@@ -315,7 +130,7 @@ class AMDMSampler:
 
     def _per_model_eta(self) -> list[float]:
         n, eta = len(self.models), self.config.eta  # (checked by SamplerConfig.check)
-        etas = list(eta) if _is_sequence(eta) else [eta] * n
+        etas = list(eta) if is_sequence(eta) else [eta] * n
         return [float(e) for e in etas]
 
     # -- hooks ------------------------------------------------------------------------------------
@@ -347,7 +162,7 @@ class AMDMSampler:
 
     def _emit(self, name: str, step: int, value: torch.Tensor) -> None:
         for names_filter, fn in self._hooks:
-            if _matches(names_filter, name):
+            if matches(names_filter, name):
                 fn(name, step, value)
 
     # -- running ----------------------------------------------------------------------------------
@@ -373,11 +188,11 @@ class AMDMSampler:
         """The full config, the models and conditions, as JSON-able data (stored in the run)."""
         return {"sampler": asdict(self.config), "etas": self.etas,
                 "models": [m.describe() for m in self.models],
-                "conditions": [_describe_condition(c) for c in self.conds]}
+                "conditions": [describe_condition(c) for c in self.conds]}
 
     def sample(self, seeds: Sequence[int], *, progress: bool = False) -> SampleOutput:
         """Run Algorithm 1 for one sample per seed (ints in [0, 2**63)); returns a ``SampleOutput``."""
-        seeds = [_as_seed(s) for s in seeds]
+        seeds = [as_seed(s) for s in seeds]
         if not seeds:
             raise ValueError("need at least one seed (one sample per seed)")
         recorders = list(self._recorders)
@@ -402,7 +217,7 @@ class AMDMSampler:
                 m.prepare(self.timesteps)
         gens = [sample_generators(seeds, i) for i in range(n)]
         # z_T per model, (B, *latent_shape), at its schedule's prior scale (1 for VP)
-        z = [_draw(g, shape, dtype, device) * sched.init_noise_sigma for g, sched in zip(gens, self.schedulers)]
+        z = [draw(g, shape, dtype, device) * sched.init_noise_sigma for g, sched in zip(gens, self.schedulers)]
         if cfg.shared_init:
             z = [z[0].clone() for _ in range(n)]
         names = [{q: f"model{i}.{q}" for q in ("z", "eps", "x0", "mu", "noise", "z_next", "mu_shift", "z_shift")}
@@ -421,7 +236,7 @@ class AMDMSampler:
                 mean = sched.step(eps[i], t, z[i], eta=cfg.ddim_eta, variance_noise=torch.zeros_like(z[i]))
                 mu[i] = mean.prev_sample
                 if cfg.ddim_eta > 0:  # as diffusers: noise is drawn and added whenever eta > 0
-                    xi = _draw(gens[i], shape, dtype, device)
+                    xi = draw(gens[i], shape, dtype, device)
                     z_next[i] = sched.step(eps[i], t, z[i], eta=cfg.ddim_eta, variance_noise=xi).prev_sample
                 else:
                     z_next[i] = mu[i]
@@ -440,20 +255,21 @@ class AMDMSampler:
                     self._emit(f"model{i}.eps_at_z1", k, models[i](z[0], t, self.conds[i]))
                     calls += 2
             if start <= k < stop and n > 1:
-                z_agg = self._mix([z_next[i] for i in range(n)])
+                def mean_at(i, z_agg, k=k, t=t):
+                    nonlocal calls
+                    if cfg.shift_mean == "step":  # Algorithm 1: mu_i(z_t^i, t, y_i), already computed
+                        return mu[i]
+                    calls += 1  # eq. (7) as printed: mu_i(z', t, y_i), one more call
+                    eps_agg = models[i](z_agg, t, self.conds[i])
+                    return self.schedulers[i].step(eps_agg, t, z_agg, eta=cfg.ddim_eta,
+                                                   variance_noise=torch.zeros_like(z_agg)).prev_sample
+
+                agg = aggregate_step([z_next[i] for i in range(n)], cfg.weights, self.etas, mean_at, cfg.mix)
+                z = list(agg.z_shift)
                 if hooked:
-                    self._emit("agg.z", k, z_agg)
-                for i in range(n):
-                    if cfg.shift_mean == "aggregate":  # eq. (7) as printed: mu_i(z', t, y_i)
-                        eps_agg = models[i](z_agg, t, self.conds[i])
-                        calls += 1
-                        mu_shift = self.schedulers[i].step(eps_agg, t, z_agg, eta=cfg.ddim_eta,
-                                                           variance_noise=torch.zeros_like(z_agg)).prev_sample
-                    else:  # Algorithm 1: mu_i(z_t^i, t, y_i), already computed
-                        mu_shift = mu[i]
-                    z[i] = geometry.radial_shift(z_agg, mu_shift, self.etas[i])
-                    if hooked:
-                        self._emit(names[i]["mu_shift"], k, mu_shift)
+                    self._emit("agg.z", k, agg.z_agg)
+                    for i in range(n):
+                        self._emit(names[i]["mu_shift"], k, agg.mu_shift[i])
                         self._emit(names[i]["z_shift"], k, z[i])
             else:
                 for i in running:
@@ -462,16 +278,8 @@ class AMDMSampler:
                 rec.end_step(k)
         return SampleOutput(z0=z[0], finals=z, model_calls=calls, seeds=seeds, config=cfg, stopped_at=stopped_at)
 
-    def _mix(self, zs: list[torch.Tensor]) -> torch.Tensor:
-        ws = list(self.config.weights)
-        if self.config.mix == "slerp":
-            return geometry.slerp_chain(zs, ws)
-        if self.config.mix == "lerp":
-            return geometry.lerp_chain(zs, ws)
-        return geometry.orthogonal_mix(zs, ws)
 
-
-def _describe_condition(cond) -> dict | list | str:
+def describe_condition(cond) -> dict | list | str:
     if hasattr(cond, "describe"):  # e.g. a pipeline's SDCondition: prompt, extras
         return cond.describe()
     if isinstance(cond, torch.Tensor):

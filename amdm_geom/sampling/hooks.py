@@ -1,0 +1,79 @@
+"""The hook points the sampler emits (DESIGN.md's table), owned by the sampling layer.
+
+One canonical name per quantity, ``<site>.<quantity>``: sites ``model0`` .. ``model{N-1}`` and
+``agg``. Per step k (timestep t -> t_prev): ``model{i}.z`` (z_t entering the step), ``.eps``
+(the guided epsilon), ``.x0`` (the predicted clean latent), ``.mu`` (the reverse-step mean of
+eq. 4), ``.noise`` (sigma_t xi), ``.z_next`` (mu + noise), ``.mu_shift`` (the mean the radial
+shift of eq. 7 used), ``.z_shift`` (z' after model i's shift) and the aggregate ``agg.z``
+(z' of eq. 6). A names filter (a glob, a list of globs, or a callable) selects hooks, as
+TransformerLens' ``names_filter`` does.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+from .config import SamplerConfig
+
+__all__ = ["AGG_QUANTITIES", "CROSS_EPS", "MODEL_QUANTITIES", "hook_names", "latent_dims", "matches",
+           "parse_hook_name", "planned_hook_names"]
+
+#: Per-model quantities the sampler emits as ``model{i}.<quantity>`` (DESIGN.md hook table).
+MODEL_QUANTITIES = ("z", "eps", "x0", "mu", "noise", "z_next", "mu_shift", "z_shift")
+#: Quantities of the aggregate, emitted as ``agg.<quantity>`` and stored as ``agg_<quantity>``.
+AGG_QUANTITIES = ("z",)
+
+
+
+def latent_dims(latent_shape: tuple[int, ...]) -> tuple[str, ...]:
+    """Dim names of a per-sample latent shape."""
+    if len(latent_shape) == 3:
+        return ("channel", "height", "width")
+    if len(latent_shape) == 1:
+        return ("dim",)
+    return tuple(f"d{i}" for i in range(len(latent_shape)))
+
+
+def hook_names(n_models: int, extra: tuple[str, ...] = ()) -> list[str]:
+    """Every hook name a run of ``n_models`` can emit, per-model quantities then the aggregate."""
+    names = [f"model{i}.{q}" for i in range(n_models) for q in (*MODEL_QUANTITIES, *extra)]
+    return names + [f"agg.{q}" for q in AGG_QUANTITIES]
+
+
+def parse_hook_name(name: str) -> tuple[str, int | None]:
+    """``"model1.mu" -> ("mu", 1)``; ``"agg.z" -> ("agg_z", None)``."""
+    site, _, quantity = name.partition(".")
+    if not quantity:
+        raise ValueError(f"hook names look like 'model0.z' or 'agg.z'; got {name!r}")
+    if site == "agg":
+        return f"agg_{quantity}", None
+    if site.startswith("model") and site[5:].isdigit():
+        return quantity, int(site[5:])
+    raise ValueError(f"hook names look like 'model0.z' or 'agg.z'; got {name!r}")
+
+
+#: Opt-in per-model quantities for the delta decomposition (recorded for models 2..N)
+CROSS_EPS = ("eps_cross", "eps_at_z1")
+
+
+def matches(names_filter, name: str) -> bool:
+    if names_filter is None:
+        return True
+    if callable(names_filter):
+        return bool(names_filter(name))
+    if isinstance(names_filter, str):
+        return fnmatch.fnmatchcase(name, names_filter)
+    return any(fnmatch.fnmatchcase(name, p) for p in names_filter)
+
+
+def planned_hook_names(n_models: int, config: SamplerConfig, names_filter=None) -> list[str]:
+    """The hook names a run of ``n_models`` models with ``config`` emits (and records, for a
+    recorder with ``names_filter``): none of the aggregate's or the shift's when no step is
+    aggregated, the cross-eps terms only with ``record_cross_eps`` and more than one model."""
+    start, stop = config.window
+    aggregated = n_models > 1 and any(start <= k < stop for k in range(config.num_inference_steps))
+    extra = CROSS_EPS if config.record_cross_eps and n_models > 1 else ()
+    names = [nm for nm in hook_names(n_models, extra) if matches(names_filter, nm)]
+    if not aggregated:
+        names = [nm for nm in names if nm != "agg.z" and not nm.endswith((".mu_shift", ".z_shift"))]
+    return names

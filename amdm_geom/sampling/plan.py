@@ -1,0 +1,111 @@
+"""The layout of one run, handed to every recorder before the first step: which hook names are
+recorded, the step coordinates of every model's schedule, the seeds and the provenance
+attributes. It is the trace schema (README, "Store schema") written down before any storage:
+the in-memory cache here and the zarr store of ``amdm_geom.store`` lay out the same arrays."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .. import __version__
+from .hooks import latent_dims, parse_hook_name
+
+__all__ = ["STEP_COORDS", "RunPlan", "dtype_name", "numpy_dtype"]
+
+STEP_COORDS = ("t", "t_prev", "alpha_bar", "alpha_bar_prev", "A", "B", "sigma")
+
+
+@dataclass
+class RunPlan:
+    """What a recorder needs to lay out a run before its first step."""
+
+    names: list[str]  # the hook names that will be recorded (after the filter)
+    n_models: int
+    seeds: list[int]
+    latent_shape: tuple[int, ...]
+    dtype: torch.dtype
+    coefficients: list[xr.Dataset]  # ddim_coefficients per model, over step
+    aggregated: np.ndarray  # (step,) bool
+    config: dict = field(default_factory=dict)
+
+    @property
+    def n_steps(self) -> int:
+        return self.coefficients[0].sizes["step"]
+
+    @property
+    def batch(self) -> int:
+        return len(self.seeds)
+
+    def variables(self) -> dict[str, tuple[tuple[str, ...], tuple[int, ...]]]:
+        """Store variable name -> (dims, shape), in a stable order."""
+        ldims = latent_dims(self.latent_shape)
+        out = {}
+        for name in self.names:
+            var, model = parse_hook_name(name)
+            if model is None:
+                out[var] = (("step", "sample", *ldims), (self.n_steps, self.batch, *self.latent_shape))
+            else:
+                out[var] = (("step", "model", "sample", *ldims),
+                            (self.n_steps, self.n_models, self.batch, *self.latent_shape))
+        return out
+
+    def coords(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+        """Coordinate name -> (dims, values)."""
+        c0 = self.coefficients[0]
+        out = {
+            "step": (("step",), np.arange(self.n_steps)),
+            "model": (("model",), np.arange(self.n_models)),
+            "sample": (("sample",), np.arange(self.batch)),
+            "seed": (("sample",), np.asarray(self.seeds, dtype=np.int64)),
+            "aggregated": (("step",), np.asarray(self.aggregated, dtype=bool)),
+        }
+        for dim, size in zip(latent_dims(self.latent_shape), self.latent_shape):
+            out[dim] = ((dim,), np.arange(size))
+        for name in STEP_COORDS:
+            out[name] = (("step",), c0[name].values)
+        for name in ("alpha_bar", "alpha_bar_prev", "A", "B", "sigma"):
+            out[f"model_{name}"] = (("model", "step"), np.stack([c[name].values for c in self.coefficients]))
+        return out
+
+    def attrs(self) -> dict:
+        return {
+            "config": json.dumps(self.config, sort_keys=True, default=str),
+            "seeds": [int(s) for s in self.seeds],
+            "versions": json.dumps(_versions(), sort_keys=True),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "creation_library": f"amdm-geom {__version__}",
+            "dtype": dtype_name(self.dtype),
+            "hook_names": list(self.names),
+            "steps_completed": 0,
+            "complete": False,
+            "recorded_steps": "all",
+        }
+
+
+def _versions() -> dict:
+    """The versions of the libraries a run's numbers depend on (read from the installed
+    distributions, so nothing is imported for it)."""
+    out = {"amdm_geom": __version__, "torch": torch.__version__, "numpy": np.__version__}
+    for dist in ("diffusers", "scipy", "xarray", "zarr"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:  # pragma: no cover - all are dependencies
+            out[dist] = "missing"
+    return out
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    if dtype == torch.bfloat16:
+        raise ValueError("bfloat16 runs cannot be stored without a dtype change; record with store_dtype=torch.float32")
+    return torch.empty((), dtype=dtype).numpy().dtype

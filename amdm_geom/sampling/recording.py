@@ -1,0 +1,92 @@
+"""Recorders attach to the sampler's hook points: ``begin(plan)``, ``record(name, step, value)``
+for each wanted hook, ``end_step(step)`` after each step, ``end(complete)`` once. ``Recorder``
+is their common logic; ``MemoryRecorder`` keeps a run in preallocated numpy arrays and gives it
+back as an ``xarray.Dataset`` with the trace schema (behind ``AMDMSampler.run_with_cache``).
+The zarr recorder lives in the trace layer (``amdm_geom.store``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .hooks import parse_hook_name
+from .plan import RunPlan, numpy_dtype
+
+__all__ = ["MemoryRecorder", "Recorder"]
+
+
+class Recorder:
+    """Common recorder logic: the sampler calls ``begin(plan)``, ``record(name, step, value)``
+    for each wanted hook, ``end_step(step)`` after each step and ``end(complete)`` once."""
+
+    def __init__(self, names_filter=None, store_dtype: torch.dtype | None = None, steps=None, attrs=None):
+        self.names_filter = names_filter
+        self.store_dtype = store_dtype
+        self.steps = None if steps is None else frozenset(int(k) for k in steps)
+        self.extra_attrs = dict(attrs or {})
+        self.plan: RunPlan | None = None
+
+    def wants(self, step: int) -> bool:
+        """Whether this step is recorded (all steps unless ``steps`` was given)."""
+        return self.steps is None or step in self.steps
+
+    def begin(self, plan: RunPlan) -> None:
+        if self.plan is not None:
+            raise RuntimeError("a recorder records one run; make a new one for the next run")
+        if self.store_dtype is not None:
+            plan.dtype = self.store_dtype
+        self.plan = plan
+        self._np_dtype = numpy_dtype(plan.dtype)
+        self._layout = plan.variables()
+        self._open(plan)
+        if self.steps is not None:
+            self._set_attr("recorded_steps", sorted(self.steps))
+        for key, value in self.extra_attrs.items():
+            self._set_attr(key, value)
+
+    def _as_numpy(self, value: torch.Tensor) -> np.ndarray:
+        """A numpy view of the value (a copy only when the device or dtype changes): the sampler
+        emits fresh tensors and never modifies one in place after emitting it."""
+        return value.detach().to("cpu").numpy().astype(self._np_dtype, copy=False)
+
+    def _index(self, name: str, step: int):
+        var, model = parse_hook_name(name)
+        return var, ((step,) if model is None else (step, model))
+
+    def _open(self, plan: RunPlan) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def end_step(self, step: int) -> None:  # pragma: no cover - overridden
+        pass
+
+
+class MemoryRecorder(Recorder):
+    """Records into preallocated numpy arrays; ``dataset()`` gives the same schema as a store.
+    Behind ``AMDMSampler.run_with_cache``."""
+
+    def _open(self, plan: RunPlan) -> None:
+        self._arrays = {var: np.full(shape, np.nan, dtype=self._np_dtype)
+                        for var, (_, shape) in self._layout.items()}
+        self._attrs = plan.attrs()
+
+    def record(self, name: str, step: int, value: torch.Tensor) -> None:
+        if not self.wants(step):
+            return
+        var, index = self._index(name, step)
+        self._arrays[var][index] = self._as_numpy(value)
+
+    def end_step(self, step: int) -> None:
+        self._attrs["steps_completed"] = step + 1
+
+    def end(self, complete: bool) -> None:
+        self._attrs["complete"] = bool(complete)
+
+    def _set_attr(self, key, value) -> None:
+        self._attrs[key] = value
+
+    def dataset(self) -> xr.Dataset:
+        if self.plan is None:
+            raise RuntimeError("nothing recorded yet")
+        data = {var: (dims, self._arrays[var]) for var, (dims, _) in self._layout.items()}
+        return xr.Dataset(data, coords=self.plan.coords(), attrs=dict(self._attrs))

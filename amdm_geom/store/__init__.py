@@ -1,0 +1,67 @@
+"""The trace layer: one sampler run as one zarr group, opened as an ``xarray.Dataset``.
+
+Modules: ``paths`` (what a store is; safe replacement), ``lock`` (one writer per store),
+``recorder`` (``ZarrRecorder``), ``reading`` (``open_run`` and the checks analyses need). The
+layout itself (hook names, step coordinates, attributes) is the sampling layer's ``RunPlan``.
+
+Schema (DESIGN.md, written down before the code, in the manner of ArviZ's InferenceData):
+
+- dims: ``step``, ``model``, ``sample``, then the latent's own dims (``channel``, ``height``,
+  ``width`` for image latents, ``dim`` for vectors, ``d0``, ``d1``, ... otherwise). Every dim
+  has an integer coordinate.
+- variables: one per hook quantity. ``z``, ``eps``, ``x0``, ``mu``, ``noise``, ``z_next``,
+  ``mu_shift``, ``z_shift`` and any extra per-model quantity are ``(step, model, sample,
+  *latent)``; ``agg_z`` (the aggregated z') is ``(step, sample, *latent)``. Stored in the run's
+  dtype (the recorder never changes it silently; ``attrs["dtype"]`` says which). Slots a run
+  never wrote (models that stopped after the aggregation window, steps outside it for
+  ``agg_z``, steps after an interruption) read as NaN.
+- step coordinates (model 0's schedule): ``t``, ``t_prev``, ``alpha_bar``, ``alpha_bar_prev``,
+  ``A``, ``B``, ``sigma`` and boolean ``aggregated``; every model's own ``model_alpha_bar``,
+  ``model_alpha_bar_prev``, ``model_A``, ``model_B``, ``model_sigma`` over ``(model, step)``
+  (they differ only in cross-ecosystem runs); ``seed`` over ``sample``.
+- attrs: ``config`` (the full sampler config and model descriptions, JSON), ``seeds``,
+  ``versions`` (JSON), ``created_at``, ``creation_library``, ``dtype``, ``hook_names``,
+  ``steps_completed`` (refreshed every few seconds while a run is in flight, exact at its end,
+  also when it fails) and ``complete`` (false until the last step is on disk).
+
+Writes go into preallocated arrays, one chunk per (step, model), never a per-step append.
+On a local store the recorder writes each chunk's bytes itself (the uncompressed zarr v3
+chunk format, atomically: a temporary file, then a rename) from a background thread, so
+recording overlaps with model evaluation; other stores go through zarr's own assignment.
+
+Safety (nothing lost, nothing faked):
+
+- A trace store is recognisable: ``is_trace_store`` checks that a folder's ``zarr.json`` is a
+  zarr v3 group whose attributes carry this toolkit's metadata (``creation_library`` starting
+  with ``amdm-geom``, ``config``, ``dtype``, ``hook_names``, ``complete``,
+  ``steps_completed``). The recorder writes them when it creates the group, so even a store
+  whose run was killed at once is recognisable.
+- ``overwrite`` replaces only a trace store; a plain folder, a file, a link or a foreign zarr
+  group is refused (``StoreError``, one line) before any work, and again when the run starts.
+- Replacing is atomic: the new run is written into a hidden sibling
+  ``.<name>.<hex>.partial`` and swapped into place only when it ends complete. A run that
+  fails, is interrupted or is killed leaves the old store byte for byte as it was. A run into a
+  new path writes in place, so an interrupted one leaves a readable store with
+  ``complete = false`` and every finished step intact.
+- One writer per store: see ``ZarrRecorder`` (an OS lock beside the store). Readers are never
+  blocked.
+- ``open_run`` refuses anything that is not a trace store in one line, and ``require``,
+  ``steps_completed``, ``is_complete``, ``completed_steps`` and ``incomplete_note`` let
+  analyses say what a store lacks instead of crashing on a ``KeyError``.
+"""
+
+from .lock import _StoreLock  # noqa: F401  (for tests that inspect the lock)
+from .paths import StoreError, check_output_path, is_trace_store
+from .reading import (
+    completed_steps,
+    incomplete_note,
+    is_complete,
+    open_run,
+    require,
+    run_config,
+    steps_completed,
+)
+from .recorder import ZarrRecorder
+
+__all__ = ["StoreError", "ZarrRecorder", "check_output_path", "completed_steps", "incomplete_note", "is_complete",
+           "is_trace_store", "open_run", "require", "run_config", "steps_completed"]

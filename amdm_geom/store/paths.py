@@ -1,0 +1,199 @@
+"""What a trace store is, the checks before writing one, and replacing one atomically (hidden
+siblings, the swap, and what killed runs leave behind)."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import json
+import os
+import re
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+# --------------------------------------------------------------------------------------------
+# what a trace store is, and the checks before writing one
+
+
+class StoreError(ValueError):
+    """A path that cannot be written or read as a trace store as asked. The message is one line
+    that names the path and says why."""
+
+
+#: Attributes every trace store carries from the moment its group is created.
+_REQUIRED_ATTRS = ("config", "dtype", "hook_names", "complete", "steps_completed", "creation_library")
+_LIBRARY = "amdm-geom"
+
+
+def _store_problem(path: Path) -> str | None:
+    """Why ``path`` is not a trace store (a short phrase), or None if it is one."""
+    try:
+        if not os.path.lexists(path):
+            return "nothing there"
+        if not path.is_dir():
+            return "a file, not a folder"
+        meta = path / "zarr.json"
+        if not meta.is_file():
+            return "no zarr.json"
+        try:
+            doc = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            return "zarr.json is not readable JSON"
+        if not isinstance(doc, dict) or doc.get("zarr_format") != 3:
+            return "not a zarr v3 store"
+        if doc.get("node_type") != "group":
+            return "zarr.json is not a zarr group"
+        attrs = doc.get("attributes")
+        if not isinstance(attrs, dict):
+            attrs = {}
+        for key in _REQUIRED_ATTRS:
+            if key not in attrs:
+                return f"attribute {key!r} missing"
+        library = attrs["creation_library"]
+        if not isinstance(library, str) or not library.startswith(_LIBRARY):
+            return f"written by {library!r}, not {_LIBRARY}"
+        return None
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+
+
+def is_trace_store(path) -> bool:
+    """Whether ``path`` is a folder whose ``zarr.json`` is a zarr v3 group carrying this toolkit's
+    metadata (``creation_library`` starting with "amdm-geom", ``config``, ``dtype``,
+    ``hook_names``, ``complete``, ``steps_completed``). Never raises."""
+    return _store_problem(Path(path)) is None
+
+
+def _absolute(path) -> Path:
+    return Path(os.path.abspath(os.fspath(path)))
+
+
+def check_output_path(path, overwrite: bool = False) -> None:
+    """Check that a trace store may be written at ``path``, without touching anything: the same
+    checks ``ZarrRecorder`` makes before it takes its lock, for callers that validate every
+    output path before any work.
+
+    - Nothing at ``path``: fine, provided its parent folder exists or can be created, and is
+      writable (otherwise ``StoreError``).
+    - A trace store: ``FileExistsError`` unless ``overwrite``.
+    - Anything else (a plain folder, a file, a link, a foreign zarr group): ``FileExistsError``
+      without ``overwrite``, ``StoreError`` with it (only trace stores are ever replaced).
+
+    Every message is one line naming the path and saying why."""
+    target = _absolute(path)
+    if target.name in ("", ".", ".."):
+        raise StoreError(f"cannot write a trace store at {path}: name a folder for it, such as {path}/run.zarr")
+    if os.path.islink(target):
+        if overwrite:
+            raise StoreError(f"refusing to overwrite {path}: it is a symbolic link (name the store's real path)")
+        raise FileExistsError(f"{path} exists (a symbolic link); choose another --out")
+    if os.path.lexists(target):
+        why = _store_problem(target)
+        if why is None and not overwrite:
+            raise FileExistsError(f"trace store {path} exists; pass overwrite=True (--overwrite) to replace it")
+        if why is not None:
+            if overwrite:
+                raise StoreError(f"refusing to overwrite {path}: not an amdm-geom trace store ({why})")
+            raise FileExistsError(f"{path} exists and is not an amdm-geom trace store ({why}); choose another --out")
+    probe = target.parent
+    while not os.path.lexists(probe):
+        probe = probe.parent
+    if not probe.is_dir():
+        raise StoreError(f"cannot write trace store {path}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise StoreError(f"cannot write trace store {path}: {probe} is not writable")
+
+
+# --------------------------------------------------------------------------------------------
+# replacing a store atomically: hidden siblings, the swap, and what killed runs leave behind
+
+
+def _sibling(target: Path, kind: str) -> Path:
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex}.{kind}")
+
+
+def _leftovers(target: Path) -> list[Path]:
+    """The ``.partial`` and ``.trash`` siblings of ``target`` (exactly its own, never those of
+    another store whose name starts the same)."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{32}}\.(partial|trash)")
+    try:
+        return sorted(p for p in target.parent.iterdir() if pattern.fullmatch(p.name))
+    except OSError:
+        return []
+
+
+def _remove(path: Path) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _clean_leftovers(target: Path) -> None:
+    """Remove what killed writers left beside ``target``; call with its lock held. A writer
+    killed between the two renames of a fallback swap leaves no store and the old one as
+    ``.trash``: that old store is put back first."""
+    leftovers = _leftovers(target)
+    if not os.path.lexists(target):
+        for trash in sorted((p for p in leftovers if p.name.endswith(".trash")),
+                            key=lambda p: p.stat().st_mtime, reverse=True):
+            if is_trace_store(trash):
+                os.rename(trash, target)
+                leftovers.remove(trash)
+                break
+    for path in leftovers:
+        _remove(path)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+@functools.lru_cache(maxsize=1)
+def _renameat2():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``). False where
+    the system or the file system cannot; then nothing happened."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap_into_place(new: Path, target: Path) -> None:
+    """Put the finished store ``new`` at ``target`` (an existing store) and remove the old one.
+    Atomic where ``renameat2`` can exchange the two; elsewhere two renames (old aside to a
+    ``.trash`` sibling, new into place) that a later writer repairs if killed between them."""
+    if _exchange(new, target):
+        _remove(new)  # now the old store
+        return
+    trash = _sibling(target, "trash")
+    os.rename(target, trash)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(trash, target)
+        raise
+    _remove(trash)

@@ -1,0 +1,265 @@
+"""``ZarrRecorder``: a run into a zarr group (the schema of ``amdm_geom.store``), written from a
+background thread into preallocated arrays, one atomic chunk per (step, model)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+
+from ..sampling.plan import RunPlan
+from ..sampling.recording import Recorder
+from .lock import _StoreLock
+from .paths import StoreError, _absolute, _clean_leftovers, _remove, _sibling, _swap_into_place, check_output_path
+
+_MISSING = object()
+
+
+class ZarrRecorder(Recorder):
+    """Records a run into a zarr group at ``path`` (see the module docstring for the schema).
+
+    ``overwrite=False`` (default) refuses an existing path before any work; ``overwrite=True``
+    replaces only an amdm-geom trace store (anything else is refused with ``StoreError``), and
+    atomically: the new run goes into a hidden sibling ``.<name>.<hex>.partial`` that is swapped
+    into place when the run ends complete; until then, and for ever if the run fails, is
+    interrupted or is killed, the old store stays as it was. ``names_filter`` selects hook names
+    (a glob, a list of names or globs, or a callable), as in TransformerLens' ``names_filter``;
+    ``steps`` selects steps (the others stay unwritten, NaN). ``store_dtype`` stores in another
+    dtype than the run's, and says so in the attrs; ``attrs`` adds JSON-able attributes of the
+    caller's (e.g. which experiment the run belongs to).
+
+    One writer per store. The constructor takes an exclusive, non-blocking ``fcntl.flock`` on
+    the hidden lock file ``<parent>/.<name>.lock`` and writes its PID into it, so a second
+    writer of the same path (in this process or another) is refused at once with a
+    ``StoreError`` naming the holder's PID. The lock is released by ``end()`` (the sampler calls
+    it when the run ends, also when it fails), by ``close()`` (or leaving a ``with`` block), when
+    the recorder is garbage-collected, at interpreter exit, and by the OS when the process dies.
+    The lock file is deleted on release (open, lock, then check that the locked file is still
+    the one at the path, else retry); one left by a killed process is harmless: the next writer
+    locks it and rewrites the PID. That writer, holding the lock, also removes the ``.partial``
+    and ``.trash`` siblings killed runs left. Readers (``open_run``) never take the lock.
+    """
+
+    MARK_INTERVAL = 2.0  # seconds between refreshes of steps_completed while running
+
+    def __init__(self, path, *, names_filter=None, overwrite: bool = False,
+                 store_dtype: torch.dtype | None = None, background: bool = True, steps=None, attrs=None):
+        super().__init__(names_filter, store_dtype, steps, attrs)
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.background = background
+        self.bytes_written = 0
+        self._target = _absolute(self.path)
+        self._lock: _StoreLock | None = None
+        self._partial: Path | None = None
+        self._group = None
+        self._queue: queue.Queue | None = None
+        self._begun = self._ended = False
+        self.check_path()
+        try:
+            self._target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot write trace store {self.path}: {exc.strerror or exc}") from None
+        lock = _StoreLock(self._target, self.path)
+        lock.acquire()
+        self._lock = lock
+        try:
+            _clean_leftovers(self._target)
+            self.check_path()  # again, now that no other writer can change the path
+        except BaseException:
+            self._release()
+            raise
+
+    def check_path(self) -> None:
+        """``check_output_path(path, overwrite)``: one-line ``FileExistsError`` if something is
+        at the path and ``overwrite`` is off, ``StoreError`` if ``overwrite`` is on and it is
+        not a trace store (or the parent folder cannot be written)."""
+        check_output_path(self.path, self.overwrite)
+
+    # -- the lock's lifetime ---------------------------------------------------------------------
+
+    def __enter__(self) -> ZarrRecorder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the lock. A run that began and did not end is ended as incomplete first (a
+        replacement's partial copy is removed; the old store stays)."""
+        if self._begun and not self._ended:
+            self.end(False)
+        else:
+            self._release()
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def __del__(self) -> None:
+        try:
+            if not self.__dict__.get("_ended", True) and self.__dict__.get("_partial") is not None:
+                _remove(self._partial)
+            lock = self.__dict__.get("_lock")
+            if lock is not None:
+                lock.release()
+        except Exception:  # never raise from a finalizer  # pragma: no cover
+            pass
+
+    # -- laying out the run ----------------------------------------------------------------------
+
+    def begin(self, plan: RunPlan) -> None:
+        if self._lock is None and self.plan is None:
+            raise StoreError(f"the recorder for {self.path} was closed; make a new one")
+        try:
+            super().begin(plan)
+        except BaseException:
+            if self.plan is plan:  # this run's layout failed: nothing of it is kept
+                self._abort()
+            raise
+
+    def _abort(self) -> None:
+        """End a run whose layout failed: stop the writer thread, remove a partial copy, unlock."""
+        self._ended = True
+        try:
+            if self._queue is not None and self._thread.is_alive():
+                self._queue.put(None)
+                self._thread.join()
+        finally:
+            if self._partial is not None:
+                _remove(self._partial)
+                self._partial = None
+            self._release()
+
+    def _open(self, plan: RunPlan) -> None:
+        self._begun = True
+        self.check_path()
+        if os.path.lexists(self._target):  # a trace store, and overwrite is on: replace it at the end
+            self._partial = _sibling(self._target, "partial")
+            root = self._partial
+        else:
+            root = self._target
+        attrs = plan.attrs()  # identifying attrs from the group's creation on
+        if self.steps is not None:
+            attrs["recorded_steps"] = sorted(self.steps)
+        attrs.update(self.extra_attrs)
+        group = zarr.open_group(str(root), mode="w-", zarr_format=3, attributes=attrs)
+        self._group = group
+        coords = plan.coords()
+        for name, (dims, values) in coords.items():
+            arr = group.create_array(name, shape=values.shape, chunks=values.shape, dtype=values.dtype,
+                                     compressors=None, fill_value=0, dimension_names=dims)
+            arr[...] = values
+        coord_names = " ".join(n for n, (dims, _) in coords.items() if n not in dims)
+        self._arrays = {}
+        for var, (dims, shape) in self._layout.items():
+            chunks = (1, 1, *shape[2:]) if "model" in dims else (1, *shape[1:])
+            # "." chunk keys keep each variable's chunks as flat files in one folder (the default
+            # "/" nests a folder per dimension, and creating those dominated the write time)
+            self._arrays[var] = group.create_array(
+                var, shape=shape, chunks=chunks, dtype=self._np_dtype, compressors=None,
+                fill_value=np.nan, dimension_names=dims, attributes={"coordinates": coord_names},
+                chunk_key_encoding={"name": "default", "separator": "."})
+        self._made_dirs: set[Path] = set()
+        self._steps_done, self._steps_marked_at = 0, time.monotonic()
+        local = isinstance(group.store, zarr.storage.LocalStore)
+        self._direct_root = Path(group.store.root) if local else None
+        self._error: BaseException | None = None
+        if self.background:
+            self._queue = queue.Queue(maxsize=64)
+            self._thread = threading.Thread(target=self._drain, name="amdm-geom-recorder", daemon=True)
+            self._thread.start()
+
+    def _set_attr(self, key, value) -> None:
+        if self._group.attrs.get(key, _MISSING) != value:  # already written at creation
+            self._group.attrs[key] = value
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def record(self, name: str, step: int, value: torch.Tensor) -> None:
+        if not self.wants(step):
+            return
+        var, index = self._index(name, step)
+        self._submit(("chunk", var, index, self._as_numpy(value)))
+
+    def end_step(self, step: int) -> None:
+        self._submit(("step", step))
+
+    def end(self, complete: bool) -> None:
+        """Flush every submitted write, then record ``steps_completed`` and ``complete``. A
+        replacement is swapped into place if it is complete, else removed (the old store stays).
+        The lock is released in any case."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            if self._queue is not None:
+                self._queue.put(None)
+                self._thread.join()
+            ok = bool(complete and self._error is None)
+            self._group.attrs.update({"steps_completed": self._steps_done, "complete": ok})
+            if self._partial is not None and ok:
+                _swap_into_place(self._partial, self._target)
+                self._partial = None
+        finally:
+            if self._partial is not None:  # an incomplete replacement: the old store stays
+                _remove(self._partial)
+                self._partial = None
+            self._release()
+        if self._error is not None:
+            raise RuntimeError(f"writing the trace store {self.path} failed: {self._error}") from self._error
+
+    def _submit(self, item) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"writing the trace store {self.path} failed: {self._error}") from self._error
+        if self._queue is None:
+            self._do(item)
+        else:
+            self._queue.put(item)
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._do(item)
+                except BaseException as exc:  # reported to the sampler's thread on its next call
+                    self._error = exc
+
+    def _do(self, item) -> None:
+        if item[0] == "step":
+            # every chunk of this step is on disk; the count in the attrs is refreshed at most
+            # every MARK_INTERVAL seconds while running (a killed run's count errs low) and
+            # exactly at the end, also when the run fails
+            self._steps_done = item[1] + 1
+            if time.monotonic() - self._steps_marked_at >= self.MARK_INTERVAL:
+                self._group.attrs["steps_completed"] = self._steps_done
+                self._steps_marked_at = time.monotonic()
+            return
+        _, var, index, block = item
+        arr = self._arrays[var]
+        if self._direct_root is None:
+            arr[index] = block
+        else:
+            coords = (*index, *([0] * (arr.ndim - len(index))))
+            path = self._direct_root / var / arr.metadata.encode_chunk_key(coords)
+            if path.parent not in self._made_dirs:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._made_dirs.add(path.parent)
+            _write_atomic(path, np.ascontiguousarray(block).astype(block.dtype.newbyteorder("<"), copy=False))
+        self.bytes_written += block.nbytes
+
+
+def _write_atomic(path: Path, block: np.ndarray) -> None:
+    """The bytes of one uncompressed little-endian C-order chunk, via a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    with open(tmp, "wb") as fh:
+        fh.write(memoryview(block).cast("B"))
+    os.replace(tmp, path)
