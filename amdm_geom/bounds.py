@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from . import _latent64 as f64
 from . import geometry as geo
 
 __all__ = [
@@ -100,16 +101,16 @@ def norm_gap_bound(a, b):
     ``a - b``; the paper's approximation enters only through ``delta_bound``. Where one sample
     is zero, ``alpha = 0`` and the bound is ``delta``; where both are, it is 0.
     """
-    a64, b64 = geo._to64(a, "a"), geo._to64(b, "b")
-    geo._same_shape([a64, b64], ["a", "b"])
-    ra, rb = geo._flat_norm(a64), geo._flat_norm(b64)
-    delta = geo._flat_norm(a64 - b64)
+    a64, b64 = f64.to64(a, "a"), f64.to64(b, "b")
+    f64.same_shape([a64, b64], ["a", "b"])
+    ra, rb = f64.flat_norm(a64), f64.flat_norm(b64)
+    delta = f64.flat_norm(a64 - b64)
     s = ra + rb
     alpha = torch.where(s > 0, ra * rb / torch.where(s > 0, s, 1.0) ** 2, 0.0)
-    phi = geo._angle64(a64, b64)
+    phi = f64.angle64(a64, b64)
     one_minus_cos = 2.0 * torch.sin(phi / 2) ** 2  # 1 - cos(phi), accurate at small phi
     shrink = torch.where(alpha > 0, 2 * alpha * one_minus_cos, 0.0)
-    return geo._measure(torch.sqrt(1 - shrink) * delta, a)
+    return f64.measure(torch.sqrt(1 - shrink) * delta, a)
 
 
 def cos_angle_lower_bound(a, b, *, strict: bool = True):
@@ -125,16 +126,16 @@ def cos_angle_lower_bound(a, b, *, strict: bool = True):
     norms it is an equality everywhere. With ``strict`` (default) such samples give NaN;
     ``strict=False`` returns the printed formula everywhere, for showing where it fails.
     """
-    a64, b64 = geo._to64(a, "a"), geo._to64(b, "b")
-    geo._same_shape([a64, b64], ["a", "b"])
-    ra2, rb2 = geo._flat_norm(a64) ** 2, geo._flat_norm(b64) ** 2
-    delta2 = geo._flat_norm(a64 - b64) ** 2
+    a64, b64 = f64.to64(a, "a"), f64.to64(b, "b")
+    f64.same_shape([a64, b64], ["a", "b"])
+    ra2, rb2 = f64.flat_norm(a64) ** 2, f64.flat_norm(b64) ** 2
+    delta2 = f64.flat_norm(a64 - b64) ** 2
     bound = 1 - delta2 / (ra2 + rb2)
     ok = (ra2 > 0) & (rb2 > 0)
     if strict:
         dot = (a64.flatten(1) * b64.flatten(1)).sum(dim=1)
         ok &= dot >= 0
-    return geo._measure(torch.where(ok, bound, torch.nan), a)
+    return f64.measure(torch.where(ok, bound, torch.nan), a)
 
 
 @_vectorised

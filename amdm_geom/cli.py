@@ -1,307 +1,297 @@
-"""The ``amdm-geom`` command line.
+"""The ``amdm-geom`` command line, generated from the specs by tyro.
 
-- ``amdm-geom validate [--quick]``: the main job. Runs the closed-form checks, the default
-  probes (into ``data/runs/validate/``), every analysis on their stores and the ablations,
-  writes each analysis' results and figures under ``data/report/`` and the report
-  ``data/report/index.html`` (the verdict table, then the figures), and prints the verdict
-  table. A violated bound is a finding, not a failure: it exits non-zero only on an internal
-  error.
-- ``amdm-geom probe <name> [options]``: run one probe into ``data/runs/<name>.zarr``.
-- ``amdm-geom analyze <analysis> <store>... [--out data/report]``: one analysis on given stores.
+- ``amdm-geom validate [--quick]``: the main job (``amdm_geom.validate``): the closed-form checks,
+  the default probes, every analysis on their stores and the ablations; the verdict table, and
+  the report ``data/report/index.html``. A violated bound is a finding, not a failure: it exits
+  non-zero only on an internal error.
+- ``amdm-geom probe NAME [options]``: run one probe into a trace store; its options are its
+  ``Spec``'s fields (``amdm-geom probe NAME --help``).
+- ``amdm-geom analyze ANALYSIS [STORE...]``: one analysis, results and figures under ``--out``.
+- ``amdm-geom rerun STORE [--out NEW]``: run a store's spec again, bit for bit.
 - ``amdm-geom ecosystem PATH_A PATH_B``: whether two pipelines are one diffusion ecosystem.
+
+Each command's options come from a spec (``amdm_geom.spec.Spec``) through tyro, chosen because
+it builds a command line from typed, nested dataclass or pydantic configs with the help taken
+from their docstrings: a nested spec's fields appear without a prefix (``--steps``, not
+``--sampler.steps``), under a field's alias if it has one. tyro passes the options' text to the
+spec unparsed, so that the spec's own validators check it and an error names the option and
+shows the value as typed. Every bad input is one line, ``amdm-geom COMMAND: error: ...``, exit
+code 2, before any work and before any file is written.
 """
 
 from __future__ import annotations
 
-import argparse
-import re
 import sys
-import time
+import typing
 from pathlib import Path
+from types import UnionType
+from typing import Annotated, Literal
 
 from . import __version__
+from .spec import Spec, SpecError
 
-__all__ = ["ANALYSES", "USER_ERRORS", "UsageError", "build_parser", "main"]
+__all__ = ["COMMANDS", "USER_ERRORS", "UsageError", "main", "parse"]
 
-_GMM_QUICK = ["--steps", "20", "--agg-steps", "8", "--latent-shape", "4", "32", "32"]
-
-#: The probes ``validate`` runs: store name -> (probe, options). Small enough for minutes on 2
-#: cores (--quick: under 2 minutes). Roles: "trace" stores get the eq. (4)/(7) checks, "norm_angle"
-#: Prop. 3.1, "shell" Prop. 3.2 (they need sigma_t > 0), "precision:<dtype>" the precision study.
-VALIDATE_PROBES = {
-    "full": {
-        "gmm_pair": ("gmm_pair", ["--batch", "4", "--perturb", "0.05", "--cross-eps", "--continue-after-window"]),
-        "gmm_cross_ecosystem": ("gmm_cross_ecosystem", ["--batch", "4"]),
-        "unet_pair": ("unet_pair", ["--batch", "2", "--sample-size", "32", "--cross-eps"]),
-        "gmm_ddpm": ("gmm_pair", ["--batch", "4", "--ddim-eta", "1", "--cross-eps", "--perturb", "0.05"]),
-        "gmm_ddpm_eta40": ("gmm_pair", ["--batch", "4", "--ddim-eta", "1", "--eta", "40"]),
-        "gmm_ddpm_w0.8": ("gmm_pair", ["--batch", "4", "--ddim-eta", "1", "--w", "0.8"]),
-        "gmm_float16": ("gmm_pair", ["--batch", "2", "--dtype", "float16", "--continue-after-window"]),
-        "gmm_float32": ("gmm_pair", ["--batch", "2", "--dtype", "float32", "--continue-after-window"]),
-        "gmm_float64": ("gmm_pair", ["--batch", "2", "--dtype", "float64", "--continue-after-window"]),
-    },
-    "quick": {
-        "gmm_pair": ("gmm_pair", ["--batch", "2", *_GMM_QUICK, "--perturb", "0.05", "--cross-eps",
-                                  "--continue-after-window"]),
-        "gmm_cross_ecosystem": ("gmm_cross_ecosystem", ["--batch", "2", *_GMM_QUICK]),
-        "unet_pair": ("unet_pair", ["--batch", "1", "--steps", "20", "--agg-steps", "8", "--sample-size", "16",
-                                    "--channels", "8", "16", "--cross-eps"]),
-        "gmm_ddpm": ("gmm_pair", ["--batch", "2", *_GMM_QUICK, "--ddim-eta", "1", "--cross-eps", "--perturb", "0.05"]),
-        "gmm_ddpm_eta40": ("gmm_pair", ["--batch", "2", *_GMM_QUICK, "--ddim-eta", "1", "--eta", "40"]),
-        "gmm_float16": ("gmm_pair", ["--batch", "2", *_GMM_QUICK, "--dtype", "float16", "--continue-after-window"]),
-        "gmm_float64": ("gmm_pair", ["--batch", "2", *_GMM_QUICK, "--dtype", "float64", "--continue-after-window"]),
-    },
+#: command -> one line
+COMMANDS = {
+    "validate": "run every check, the default probes and the analyses; print the verdicts, write the report",
+    "probe": "run one probe into a trace store (data/runs/<name>.zarr)",
+    "analyze": "run one analysis on trace stores; results and figures under data/report",
+    "rerun": "run a trace store's spec again into a new store: the same arrays, bit for bit",
+    "ecosystem": "are two pipelines one diffusion ecosystem? (VAE, SDE, latent shape, proximity)",
 }
-_ROLES = {
-    "trace": ["gmm_pair", "gmm_cross_ecosystem", "unet_pair", "gmm_ddpm"],
-    "norm_angle": ["gmm_pair", "gmm_ddpm"],
-    "shell": ["gmm_ddpm", "gmm_ddpm_eta40", "gmm_ddpm_w0.8"],
-    "precision": ["gmm_float16", "gmm_float32", "gmm_float64"],
-    "gaussianity": ["gmm_pair", "gmm_ddpm"],
-    "toy_mixture": [],
-    "ablations": [],
-}
-
-#: analysis name -> one line; ``amdm-geom analyze NAME STORE...``
-ANALYSES = {
-    "norm_angle": "Prop. 3.1: norm gap, angle, delta and its parts per step; Table 5 beside the paper's",
-    "shell": "Lemma A.1 grid and Prop. 3.2 shell and domain membership (stores with --ddim-eta > 0)",
-    "precision": "Table 5 of one configuration recorded in several dtypes (each store's dtype from its attrs)",
-    "trace_checks": "every recorded step obeys eq. (4) and every shift eq. (7)",
-    "gaussianity": "App. D.1: the schedule's moments (Figure 6), forward normality, and any stores' trajectories",
-    "toy_mixture": "App. E, Table 7: AMDM against product-of-experts samplers on 2D mixtures with exact ground truth",
-    "ablations": "Tables 1-4, Figure 5, Table 10 on the exact GMM family (runs its own stores into --runs)",
-}
-_NEED_STORES = {"norm_angle", "shell", "precision", "trace_checks"}
-_NO_STORES = {"toy_mixture"}
 
 
 class UsageError(ValueError):
-    """A command line ``argparse`` refused: reported by ``main`` as one line, exit code 2."""
-
-    def __init__(self, command: str | None, message: str):
-        super().__init__(message)
-        self.command = command
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (``main`` prints them), not usage and exit.
-    Values such as ``-1e-3``, ``-inf`` and ``-nan`` are read as (negative) numbers, not as
-    options, so that the option's own check reports them."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$",
-                                                   re.IGNORECASE)
-
-    def error(self, message: str):
-        words = self.prog.split()
-        raise UsageError(words[1] if len(words) > 1 else None, message)
-
-
-def _probe_args(name: str, argv: list[str]) -> argparse.Namespace:
-    """Parse a probe's own options (``amdm-geom probe NAME --help`` lists them)."""
-    from amdm_geom import probes
-
-    module = probes.load(name)
-    parser = _Parser(prog=f"amdm-geom probe {name}", description=module.__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    module.add_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def run_analysis(name: str, stores: dict, out: Path, *, quick: bool = False, runs_dir="data/runs") -> list:
-    """Run analysis ``name`` on ``stores`` (``{store name: path}``), writing under ``out/name``."""
-    from amdm_geom.analyses import gaussianity, norm_angle, shell, trace_checks
-
-    if name not in ANALYSES:
-        raise ValueError(f"unknown analysis {name!r}; analyses are {', '.join(ANALYSES)}")
-    if not stores and name in _NEED_STORES:
-        raise ValueError(f"analysis {name} needs at least one store")
-    if stores and name in _NO_STORES:
-        raise ValueError(f"analysis {name} takes no stores; got {len(stores)}: {', '.join(map(str, stores.values()))}")
-    target = Path(out) / name
-    if name == "gaussianity":
-        return gaussianity.report(target, stores, quick=quick)
-    if name == "toy_mixture":
-        from amdm_geom.analyses import toy_mixture
-
-        return toy_mixture.report(target, quick=quick)
-    if name == "ablations":
-        from amdm_geom.analyses import ablations
-
-        if stores:
-            ds = ablations.compute(stores)
-            found = ablations.verdicts(ds)
-            ablations.write(ds, found, target)
-            return found
-        return ablations.report(target, Path(runs_dir) / "ablations", quick=quick)
-    if name == "norm_angle":
-        return norm_angle.report(stores, target)
-    if name == "shell":
-        return shell.report(stores, target)
-    if name == "precision":  # (each store's dtype is read from its attrs; duplicates are refused)
-        return norm_angle.report_precision(stores, target)
-    return trace_checks.report(stores, target)
-
-
-def _stores(paths) -> dict:
-    """``{store name: path}``; one line for a path that is not a store or a name given twice."""
-    out = {}
-    for p in map(Path, paths):
-        if not (p / "zarr.json").exists():
-            raise FileNotFoundError(f"no trace store at {p}")
-        name = p.name.removesuffix(".zarr")
-        if name in out:
-            raise ValueError(f"two stores are named {name}: {out[name]} and {p}; analyses tell stores apart by "
-                             "name, so rename one")
-        out[name] = p
-    return out
-
-
-def _max_batch(mode: str) -> int:
-    batches = [int(opts[opts.index("--batch") + 1]) for _, opts in VALIDATE_PROBES[mode].values() if "--batch" in opts]
-    return max(batches, default=4)
-
-
-def _validate(args: argparse.Namespace) -> int:
-    from amdm_geom.probes.common import MAX_SEED, OptionError
-
-    from .store import check_output_path
-
-    mode = "quick" if args.quick else "full"
-    if args.seed + _max_batch(mode) > MAX_SEED:  # every probe's samples use seed, seed + 1, ...
-        raise OptionError("--seed", f"must leave room for {_max_batch(mode)} samples below 2**63 "
-                                    f"(seeds seed..seed+{_max_batch(mode) - 1}); got {args.seed}")
-    for name in VALIDATE_PROBES[mode]:  # (replaced, but only if they are trace stores)
-        check_output_path(Path(args.runs) / f"{name}.zarr", overwrite=True)
-    start = time.perf_counter()
-    from amdm_geom import probes
-    from amdm_geom.analyses import closed_forms
-
-    from .report import write_report
-    from .verdicts import format_table, to_json
-
-    report = Path(args.report)
-    report.mkdir(parents=True, exist_ok=True)
-    print(f"amdm-geom validate ({mode}): closed forms, {len(VALIDATE_PROBES[mode])} probes, analyses", flush=True)
-    rows = closed_forms.report(report / "closed_forms", seed=args.seed)
-    stores = {}
-    for name, (probe, options) in VALIDATE_PROBES[mode].items():
-        out = Path(args.runs) / f"{name}.zarr"
-        probe_args = _probe_args(probe, [*options, "--seed", str(args.seed), "--out", str(out), "--overwrite",
-                                         "--no-progress"])
-        t0 = time.perf_counter()
-        stores[name] = probes.load(probe).run(probe_args, quiet=True)
-        print(f"  probe {name}: {out} ({time.perf_counter() - t0:.1f} s)", flush=True)
-    for analysis, names in _ROLES.items():
-        chosen = {n: stores[n] for n in names if n in stores}
-        t0 = time.perf_counter()
-        analysis_name = "trace_checks" if analysis == "trace" else analysis
-        rows += run_analysis(analysis_name, chosen, report, quick=args.quick, runs_dir=args.runs)
-        print(f"  analysis {analysis_name}: {report / analysis_name} ({time.perf_counter() - t0:.1f} s)", flush=True)
-    print()
-    print(format_table(rows))
-    elapsed = time.perf_counter() - start
-    (report / "verdicts.json").write_text(to_json(rows))
-    index = write_report(rows, report, context={"mode": mode, "seed": args.seed, "runs": args.runs,
-                                                 "seconds": f"{elapsed:.0f}"})
-    print(f"\nreport: {index} ({elapsed:.1f} s)")
-    if args.json:
-        Path(args.json).write_text(to_json(rows))
-    return 0
-
-
-def _probe(args: argparse.Namespace) -> int:
-    from amdm_geom import probes
-
-    probes.load(args.probe).run(_probe_args(args.probe, args.probe_args))
-    return 0
-
-
-def _analyze(args: argparse.Namespace) -> int:
-    from .verdicts import format_table
-
-    rows = run_analysis(args.analysis, _stores(args.stores), Path(args.out), quick=args.quick)
-    print(format_table(rows))
-    print(f"\nresults and figures in {Path(args.out) / args.analysis}")
-    return 0
-
-
-def _ecosystem(args: argparse.Namespace) -> int:
-    import json
-
-    from .ecosystem import check, format_report
-
-    report = check(args.path_a, args.path_b, prompt=args.prompt, device=args.device, dtype=args.dtype)
-    print(format_report(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"verdict": report.verdict, "checks": report.checks,
-                                               "proximity": report.proximity, "names": list(report.names)}, indent=2))
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from amdm_geom import probes
-    from amdm_geom.probes.common import creatable_dir, device_name, existing, seed_int, writable_file
-
-    model_path = existing("pipeline folder or checkpoint file", name="model_path")
-    parser = _Parser(
-        prog="amdm-geom",
-        description="Theory validation and latent geometry for AMDM (aggregation of multiple diffusion models).",
-    )
-    parser.add_argument("--version", action="version", version=f"amdm-geom {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("validate", help="run every check, the default probes and the analyses; print the verdicts")
-    p.add_argument("--quick", action="store_true", help="smaller probes (under 2 minutes; the tests use it)")
-    p.add_argument("--seed", type=seed_int, default=0,
-                   help="random seed of the checks and probes, in [0, 2**63) (default 0)")
-    p.add_argument("--runs", type=creatable_dir, default="data/runs/validate",
-                   help="where the probe stores go (overwritten)")
-    p.add_argument("--report", type=creatable_dir, default="data/report",
-                   help="where results and figures go (default data/report)")
-    p.add_argument("--json", metavar="PATH", type=writable_file,
-                   help="also write the verdicts as JSON to PATH (its folder must exist)")
-    p.set_defaults(func=_validate)
-
-    listing = "\n".join(f"  {name:22s} {text}" for name, (_, text) in probes.PROBES.items())
-    p = sub.add_parser("probe", help="run one probe into a trace store (data/runs/<name>.zarr)",
-                       description=f"probes:\n{listing}\n\n'amdm-geom probe NAME --help' lists a probe's options.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("probe", choices=list(probes.PROBES), metavar="NAME", help="the probe to run")
-    p.add_argument("probe_args", nargs=argparse.REMAINDER, help="the probe's options")
-    p.set_defaults(func=_probe)
-
-    listing = "\n".join(f"  {name:14s} {text}" for name, text in ANALYSES.items())
-    p = sub.add_parser("analyze", help="run one analysis on trace stores; results and figures under data/report",
-                       description=f"analyses:\n{listing}", formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("analysis", choices=list(ANALYSES), metavar="ANALYSIS", help="the analysis to run")
-    p.add_argument("stores", nargs="*", metavar="STORE", help="trace stores (.zarr folders)")
-    p.add_argument("--out", type=creatable_dir, default="data/report", help="report folder (default data/report)")
-    p.add_argument("--quick", action="store_true", help="smaller settings where the analysis has them")
-    p.set_defaults(func=_analyze)
-
-    p = sub.add_parser("ecosystem", help="are two pipelines one diffusion ecosystem? (VAE, SDE, latent shape, proximity)",
-                       description="Compares what Section 3.1 requires of two models (the same VAE by config and "
-                                   "weights, the same SDE, the same latent shape) and measures functional proximity "
-                                   "|eps_A - eps_B| / |eps_A| over t on random z_t. Local weights only.")
-    p.add_argument("path_a", metavar="PATH_A", type=model_path, help="pipeline folder or checkpoint file")
-    p.add_argument("path_b", metavar="PATH_B", type=model_path, help="pipeline folder or checkpoint file")
-    p.add_argument("--prompt", default="a photograph", help="the prompt both models encode (default 'a photograph')")
-    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N, mps (default cpu)")
-    p.add_argument("--dtype", default="float32", choices=("float16", "float32", "bfloat16"), help="model dtype")
-    p.add_argument("--json", metavar="PATH", type=writable_file,
-                   help="also write the report as JSON (its folder must exist)")
-    p.set_defaults(func=_ecosystem)
-    return parser
+    """A refused command line: reported by ``main`` as one line, exit code 2."""
 
 
 #: What a user's input can cause: reported as one line with exit code 2, never a traceback.
-#: (``ValueError`` includes ``UsageError``, the probes' ``OptionError`` and the store's
-#: ``StoreError``.)
+#: (``ValueError`` includes ``UsageError``, ``SpecError`` and the store's ``StoreError``.)
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
                PermissionError)
+
+
+# --------------------------------------------------------------------------------------------
+# specs -> tyro
+
+
+class _Given(dict):
+    """The options of one spec as given (text), for the spec to check."""
+
+
+def _is_spec(tp) -> bool:
+    return isinstance(tp, type) and issubclass(tp, Spec)
+
+
+def _metavar(tp) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return "{" + ",".join(map(str, args)) + "}"
+    if origin in (typing.Union, UnionType):
+        return "|".join(_metavar(a) for a in args if a is not type(None))
+    if origin is tuple:
+        return f"{_metavar(args[0])} ..." if len(args) == 2 and args[1] is Ellipsis else " ".join(map(_metavar, args))
+    return {int: "INT", float: "FLOAT", str: "TEXT", Path: "PATH"}.get(tp, "VALUE")
+
+
+def _many(tp) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is tuple:
+        return True
+    return origin in (typing.Union, UnionType) and any(_many(a) for a in args if a is not type(None))
+
+
+def _optional(tp) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return _optional(args[0])
+    return tp is type(None) or (origin in (typing.Union, UnionType) and type(None) in args)
+
+
+def _as_text(value) -> list[str]:
+    if value is None:
+        return ["None"]
+    if isinstance(value, (tuple, list)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _registry():
+    """tyro rules: a spec is a struct of its fields (nested specs without a prefix), and every
+    other value is passed on as the text given."""
+    import tyro
+    from tyro.constructors import ConstructorRegistry, PrimitiveConstructorSpec, StructConstructorSpec, StructFieldSpec
+
+    registry = ConstructorRegistry()
+
+    @registry.primitive_rule
+    def text(info):
+        tp = info.type
+        if tp is bool or tp is type(None) or _is_spec(tp):
+            return None
+        many = _many(tp)
+        return PrimitiveConstructorSpec(nargs="*" if many else 1, metavar=_metavar(tp),
+                                        instance_from_str=tuple if many else (lambda args: args[0]),
+                                        is_instance=lambda value: True, str_from_instance=_as_text)
+
+    @registry.struct_rule
+    def spec(info):
+        cls = info.type
+        if not _is_spec(cls):
+            return None
+        fields = []
+        for name, field in cls.model_fields.items():
+            tp, extra = field.annotation, field.json_schema_extra or {}
+            if _is_spec(tp):
+                tp = Annotated[tp, tyro.conf.OmitArgPrefixes]
+            elif extra.get("positional"):
+                tp = Annotated[tp, tyro.conf.Positional, tyro.conf.arg(metavar=_option(cls, name))]
+            if isinstance(info.default, cls) and name in info.default.model_fields_set:
+                default = getattr(info.default, name)  # (set explicitly, e.g. a probe's own --out)
+            else:
+                default = tyro.MISSING if field.is_required() else field.get_default(call_default_factory=True)
+            if default is None and not _optional(tp):  # (a default filled in by the spec, e.g. agg_steps)
+                tp = tp | None
+            fields.append(StructFieldSpec(name=field.alias or name, type=tp, default=default,
+                                          helptext=field.description))
+
+        def given(**values):
+            return _Given(values)
+
+        given.__doc__ = (cls.__doc__ or "").split("\n\n")[0]  # (its first paragraph)
+        return StructConstructorSpec(instantiate=given, fields=tuple(fields))
+
+    return registry
+
+
+def _option(cls: type[Spec], name: str) -> str:
+    field = cls.model_fields[name]
+    if (field.json_schema_extra or {}).get("positional"):
+        return (field.alias or name).upper()
+    return "--" + (field.alias or name).replace("_", "-")
+
+
+def options(cls: type[Spec]) -> dict[str, str]:
+    """Field name -> its option (``--steps``) or positional's metavar (``STORE``), over the
+    spec and its nested specs (their fields appear without a prefix)."""
+    out = {}
+    for name, field in cls.model_fields.items():
+        if _is_spec(field.annotation):
+            out.update(options(field.annotation))
+        else:
+            out[name] = _option(cls, name)
+    return out
+
+
+def _option_at(cls: type[Spec], loc: tuple[str, ...]) -> str | None:
+    """The option of the field at ``loc`` (a path through nested specs), or None."""
+    for i, name in enumerate(loc):
+        field = cls.model_fields.get(name)
+        if field is None:
+            return None
+        if i == len(loc) - 1:
+            return _option(cls, name)
+        if not _is_spec(field.annotation):
+            return None
+        cls = field.annotation
+    return None
+
+
+def usage_error(exc: SpecError, cls: type[Spec]) -> UsageError:
+    """``exc`` as the command line shows it: ``argument --steps: must be an int >= 1; got 0``.
+    Another field named in the reason is looked up beside the refused one first."""
+    flat = options(cls)
+
+    def name(loc: tuple[str, ...]) -> str:
+        if not loc:
+            return ""
+        found = _option_at(cls, loc) or (_option_at(cls, (*exc.loc[:-1], *loc)) if len(loc) == 1 else None)
+        return found or flat.get(loc[-1], "--" + loc[-1].replace("_", "-"))
+
+    body = SpecError(exc.reason, exc.value, count=exc.count).text(name, cli=True)
+    return UsageError(f"argument {name(exc.loc)}: {body}" if exc.loc else body)
+
+
+def _parse_error_hook():
+    """tyro's hook for the errors it finds itself (an option without its value, a required
+    option missing): raise them as one line instead of its box. (A private tyro API; without it,
+    such errors are reported by ``parse`` in one generic line.)"""
+    try:
+        from tyro import _errors
+    except ImportError:  # pragma: no cover - an older or newer tyro
+        return None
+
+    def shown(argument) -> str:
+        try:
+            return argument.display_name()
+        except Exception:  # noqa: BLE001 - (a private structure that may change)
+            return str(argument)
+
+    def hook(event):
+        missing = getattr(event, "missing_arguments", None)
+        if missing:
+            raise UsageError("the following arguments are required: " + ", ".join(shown(a.arg) for a in missing))
+        argument = getattr(event, "argument", None)
+        if argument is not None:
+            raise UsageError(f"argument {shown(argument)}: {getattr(event, 'message', None) or 'expected a value'}")
+        tokens = getattr(event, "tokens", None)
+        if tokens:
+            raise UsageError(f"unrecognized arguments: {' '.join(tokens)}")
+        raise UsageError(f"the options could not be read ({type(event).__name__})")
+
+    return _errors.on_parse_error(hook)
+
+
+def parse(cls: type[Spec], args: list[str], *, prog: str, description: str | None = None) -> Spec:
+    """The spec ``cls`` from command-line ``args`` (tyro), checked by the spec itself. ``--help``
+    prints the help and exits 0; a bad option raises ``UsageError`` (one line)."""
+    import contextlib
+
+    import tyro
+
+    wants_help = any(a in ("-h", "--help") for a in args)
+    hook = _parse_error_hook() or contextlib.nullcontext()
+    try:
+        with hook:
+            given, unknown = tyro.cli(cls, args=args, prog=prog, description=description, registry=_registry(),
+                                      return_unknown_args=True, console_outputs=wants_help)
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            raise
+        raise UsageError(f"the options could not be read; see '{prog} --help'") from None
+    if unknown:
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        return cls.model_validate(given, context={"cli": True})
+    except SpecError as exc:
+        raise usage_error(exc, cls) from None
+
+
+# --------------------------------------------------------------------------------------------
+# the commands
+
+
+def _listing(rows: dict[str, str], width: int = 22) -> str:
+    return "\n".join(f"  {name:{width}s} {text}" for name, text in rows.items())
+
+
+def _top_help() -> str:
+    return (f"usage: amdm-geom [-h] [--version] COMMAND ...\n\nTheory validation and latent geometry for AMDM "
+            f"(aggregation of multiple diffusion models).\n\ncommands:\n{_listing(COMMANDS, 10)}\n\n"
+            "'amdm-geom COMMAND --help' lists a command's options.")
+
+
+def _probe(args: list[str]) -> int:
+    from .runner.registry import load_probe, probe_names, summary
+
+    if not args or args[0] in ("-h", "--help"):
+        rows = {name: summary(load_probe(name)) for name in probe_names()}
+        print(f"usage: amdm-geom probe NAME [options]\n\nprobes:\n{_listing(rows)}\n\n"
+              "'amdm-geom probe NAME --help' lists a probe's options.")
+        raise SystemExit(0)
+    try:
+        module = load_probe(args[0])
+    except ValueError as exc:
+        raise UsageError(f"argument NAME: {exc}") from None
+    spec = parse(module.Spec, args[1:], prog=f"amdm-geom probe {args[0]}", description=module.__doc__)
+    module.run(spec)
+    return 0
+
+
+def _command(name: str, args: list[str]) -> int:
+    if name == "probe":
+        return _probe(args)
+    from . import commands, validate
+
+    cls, run, description = {
+        "validate": (validate.ValidateCommand, validate.run, None),
+        "analyze": (commands.AnalyzeCommand, commands.analyze, commands.analyze_description),
+        "rerun": (commands.RerunCommand, commands.rerun, None),
+        "ecosystem": (commands.EcosystemCommand, commands.ecosystem, None),
+    }[name]
+    text = description(args) if callable(description) else description
+    return run(parse(cls, args, prog=f"amdm-geom {name}", description=text))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -313,15 +303,21 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; a bad option or input is one line on stderr,
     ``amdm-geom COMMAND: error: ...``, exit code 2, before any work or any file is written."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = next((a for a in argv if a in ("validate", "probe", "analyze", "ecosystem")), None)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_top_help(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"amdm-geom {__version__}")
+        return 0
+    command = argv[0]
     try:
-        args = build_parser().parse_args(argv)
-        command = args.command
-        return args.func(args)
+        if command not in COMMANDS:
+            raise UsageError(f"argument COMMAND: invalid choice: {command!r} (choose from {', '.join(COMMANDS)})")
+        return _command(command, argv[1:])
     except USER_ERRORS as exc:
-        if isinstance(exc, UsageError) and exc.command:
-            command = exc.command
-        prefix = f"amdm-geom {command}" if command else "amdm-geom"
+        prefix = f"amdm-geom {command}" if command in COMMANDS else "amdm-geom"
+        if isinstance(exc, SpecError):  # (a spec made by the command itself, e.g. from a store)
+            exc = UsageError(str(exc))
         print(f"{prefix}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 

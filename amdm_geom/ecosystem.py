@@ -7,50 +7,24 @@ functional proximity, ``|eps_A(z, t, y) - eps_B(z, t, y)| / |eps_A(z, t, y)|`` o
 z_t (each model encoding the same prompt with its own text encoder), and gives a verdict:
 ``same`` (every structural check agrees), ``different`` (one disagrees) or ``unknown`` (a check
 cannot be made, e.g. a pipeline without a VAE).
+
+The fingerprint of a pipeline (``fingerprint``, ``SCHEDULER_KEYS``) is computed in
+``amdm_geom.denoisers.fingerprint`` and re-exported here; this module imports the denoisers,
+never the reverse.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from .denoisers.fingerprint import SCHEDULER_KEYS, fingerprint
+from .denoisers.guidance import uses_guidance
+from .denoisers.pipelines import PipelineDenoiser, load_pipeline
+
 __all__ = ["SCHEDULER_KEYS", "EcosystemReport", "check", "compare", "fingerprint", "format_report"]
-
-#: The scheduler config entries that define the SDE and its time grid.
-SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
-                  "prediction_type", "timestep_spacing", "steps_offset", "rescale_betas_zero_snr")
-
-
-def _jsonable(value):
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
-def fingerprint(pipe, latent_shape) -> dict:
-    """The ecosystem-defining facts of a pipeline: VAE config and weight hash, SDE, latent shape."""
-    from .denoisers.pipelines import weights_hash
-
-    vae = getattr(pipe, "vae", None)
-    cache = getattr(pipe, "_amdm_vae_hash", None)
-    if vae is not None and cache is None:
-        cache = weights_hash(vae)
-        pipe._amdm_vae_hash = cache
-    sched = pipe.scheduler
-    alphas = sched.alphas_cumprod.to(torch.float64).numpy()
-    return {
-        "latent_shape": list(latent_shape),
-        "vae_config": None if vae is None else {k: _jsonable(v) for k, v in dict(vae.config).items()
-                                                if not k.startswith("_")},
-        "vae_hash": cache,
-        "scheduler": {k: _jsonable(sched.config.get(k)) for k in SCHEDULER_KEYS},
-        "alphas_cumprod_sha": hashlib.sha256(alphas.tobytes()).hexdigest(),
-    }
 
 
 def compare(fa: dict, fb: dict) -> dict:
@@ -91,8 +65,6 @@ class EcosystemReport:
 
 
 def _as_denoiser(x, device, dtype):
-    from .denoisers.pipelines import PipelineDenoiser, load_pipeline
-
     if isinstance(x, PipelineDenoiser):
         return x
     return PipelineDenoiser(load_pipeline(x, device=device, dtype=dtype), guidance_scale=1.0, name=str(x))
@@ -125,10 +97,8 @@ def check(a, b, *, prompt: str = "a photograph", timesteps=(999, 800, 600, 400, 
 
 def _conditional(d):
     """The same pipeline, unguided (functional proximity compares conditional epsilons)."""
-    if d.guidance_scale <= 1.0:
+    if not uses_guidance(d.guidance_scale):
         return d
-    from .denoisers.pipelines import PipelineDenoiser
-
     key = "_amdm_unguided"
     if getattr(d, key, None) is None:
         setattr(d, key, PipelineDenoiser(d.pipe, guidance_scale=1.0, height=d.image_size[0], width=d.image_size[1],

@@ -36,7 +36,7 @@ __all__ = [
     "vp_moments",
 ]
 
-#: Stable Diffusion 1.x scheduler config (NOTES.md section 3). DDIMScheduler's own defaults
+#: Stable Diffusion 1.x scheduler config (its scheduler_config.json). DDIMScheduler's own defaults
 #: differ (clip_sample=True, set_alpha_to_one=True, steps_offset=0), so pass all of these.
 SD15_SCHEDULER_CONFIG: dict = {
     "num_train_timesteps": 1000,

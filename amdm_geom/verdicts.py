@@ -23,16 +23,20 @@ Two helpers keep every analysis honest in one place:
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import textwrap
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
+from rich.console import Console, Group
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
 
-__all__ = ["ROUNDING_ULPS", "STATUSES", "Verdict", "at_least", "at_most", "format_table", "margin_text", "qualify",
-           "to_json", "tolerance"]
+__all__ = ["ROUNDING_ULPS", "STATUSES", "STATUS_STYLES", "Verdict", "at_least", "at_most", "format_table",
+           "margin_text", "qualify", "to_json", "tolerance", "verdict_table"]
 
 STATUSES = ("holds", "violated", "inconclusive", "vacuous")
 
@@ -146,27 +150,45 @@ def margin_text(value: float, bound: float, **tol) -> str:
 # output
 
 
-def format_table(verdicts: list[Verdict], width: int = 110) -> str:
-    """A plain-text table: claim, where, measured, bound or paper value, verdict; each row's
-    detail wrapped beneath it."""
+#: How each status is shown on a terminal that has colours.
+STATUS_STYLES = {"holds": "green", "violated": "bold red", "inconclusive": "dim", "vacuous": "yellow"}
+_CAPS = (34, 24, 30, 26, 12)  # the widest each column gets; longer cells end in "~"
+
+
+def verdict_table(verdicts: list[Verdict]) -> Group:
+    """The verdict table as a rich renderable: a header (claim, where, measured, bound or paper
+    value, verdict), then each row with its detail wrapped beneath it, then the counts line
+    ("N holds, N violated, N inconclusive, N vacuous")."""
     cols = ("claim", "where", "measured", "bound / paper", "verdict")
     rows = [(v.claim, v.where, v.measured, v.bound, v.status.upper()) for v in verdicts]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
-    widths = [min(w, cap) for w, cap in zip(widths, (34, 24, 30, 26, 8))]
+    widths = [min(max(len(c), *(len(r[i]) for r in rows)) if rows else len(c), cap)
+              for i, (c, cap) in enumerate(zip(cols, _CAPS))]
 
-    def line(cells):
-        return "  ".join(_clip(c, w).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    def line(cells, style=None, status=None) -> Table:
+        grid = Table.grid(padding=(0, 2))
+        for w in widths:
+            grid.add_column(width=w, no_wrap=True, overflow="crop")
+        cells = [_clip(c, w) for c, w in zip(cells, widths)]  # (ASCII, unlike rich's ellipsis)
+        grid.add_row(*cells[:-1], Text(cells[-1], style=STATUS_STYLES.get(status, "")), style=style)
+        return grid
 
-    out = [line(cols), line(["-" * w for w in widths])]
+    parts = [line(cols, style="bold"), line(["-" * w for w in widths])]
     for v, r in zip(verdicts, rows):
-        out.append(line(r))
+        parts.append(line(r, status=v.status))
         if v.detail:
-            out.extend(textwrap.wrap(v.detail, width=width, initial_indent="    ",
-                                     subsequent_indent="    "))
+            parts.append(Padding(Text(v.detail, style="dim"), (0, 0, 0, 4)))
     counts = {s: sum(v.status == s for v in verdicts) for s in STATUSES}
-    out.append("")
-    out.append(", ".join(f"{n} {s}" for s, n in counts.items()))
-    return "\n".join(out)
+    parts += [Text(""), Text(", ".join(f"{n} {s}" for s, n in counts.items()))]
+    return Group(*parts)
+
+
+def format_table(verdicts: list[Verdict], width: int = 110, *, color: bool = False) -> str:
+    """The verdict table (``verdict_table``) as text ``width`` characters wide; with ``color``,
+    terminal colour codes mark each status."""
+    console = Console(file=io.StringIO(), width=width, color_system="standard" if color else None,
+                      force_terminal=color, highlight=False, emoji=False, markup=False)
+    console.print(verdict_table(verdicts))
+    return "\n".join(line.rstrip() for line in console.file.getvalue().rstrip("\n").split("\n"))
 
 
 def _clip(text: str, width: int) -> str:

@@ -2,8 +2,9 @@
 Prop. 3.1 and 3.2 against the exact quantities they bound, on constructed pairs. (Lemma A.1 lives in
 ``amdm_geom.analyses.shell``, App. D.1 in ``amdm_geom.analyses.gaussianity``.)
 
-``compute()`` returns an ``xarray.Dataset`` of the measurements, ``verdicts(ds)`` the verdict
-rows derived from it, ``plot(ds)`` the figures. Geometry and bounds come from ``amdm_geom``.
+Follows the analysis contract (``amdm_geom.analyses``): ``compute()`` returns an
+``xarray.Dataset`` of the measurements, ``verdicts(ds)`` the verdict rows derived from it,
+``plot(ds)`` the figures. It reads no store. Geometry and bounds come from ``amdm_geom``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from diffusers import DDIMScheduler
 from amdm_geom import bounds, geometry, schedules
 from amdm_geom.verdicts import Verdict
 
-from .output import result_folder, save_dataset, save_figures, save_verdicts
+from .common import refuse_stores
 
-__all__ = ["compute", "plot", "report", "verdicts"]
+__all__ = ["NAME", "STORES", "SUMMARY", "compute", "plot", "verdicts"]
+
+NAME = "closed_forms"
+SUMMARY = "eq. (4) against diffusers, and the closed forms of Prop. 3.1 and 3.2 on constructed pairs (no store)"
+STORES = "none"
 
 N_GRID = 2 ** np.arange(1, 15)  # 2 .. 16384 (SD's 4x64x64 latent), for the delta noise term
 PHI_GRID = np.linspace(0.05, math.pi - 0.05, 60)
@@ -28,9 +33,11 @@ RATIO_GRID = np.array([0.5, 0.9, 0.99, 0.999, 1.0, 1.001, 1.01, 1.1, 2.0])
 W_GRID = np.linspace(0.1, 0.9, 9)
 
 
-def compute(*, seed: int = 0, sd_latent_dim: int = 4 * 64 * 64, ddim_steps=(10, 20, 50),
-            ddim_etas=(0.0, 1.0)) -> xr.Dataset:
-    """Measure every closed form on its grid; a few seconds on a laptop CPU."""
+def compute(stores=None, *, quick: bool = False, seed: int = 0, runs=None, sd_latent_dim: int = 4 * 64 * 64,
+            ddim_steps=(10, 20, 50), ddim_etas=(0.0, 1.0)) -> xr.Dataset:
+    """Measure every closed form on its grid; a few seconds on a laptop CPU. ``stores`` must be
+    empty, and ``quick`` and ``runs`` change nothing (the grids are small already)."""
+    refuse_stores(NAME, stores)
     g = torch.Generator().manual_seed(seed)
     ds = xr.Dataset(attrs={"seed": seed, "sd_latent_dim": sd_latent_dim})
 
@@ -174,11 +181,10 @@ def verdicts(ds: xr.Dataset, *, ddim_tol: float = 1e-6) -> list[Verdict]:
     return out
 
 
-def plot(ds: xr.Dataset):
-    """Figure: where eq. (25) fails."""
+def plot(ds: xr.Dataset) -> dict:
+    """``{"cos_bound_excess": figure}``: where eq. (25) fails."""
     import matplotlib.pyplot as plt
 
-    figs = []
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     data = ds["cos_excess"].clip(min=0)
     mesh = ax.pcolormesh(np.arange(ds.sizes["ratio"]), ds.phi, data, shading="nearest", cmap="magma")
@@ -189,16 +195,4 @@ def plot(ds: xr.Dataset):
     ax.set_title("Eq. (25): printed bound minus cos phi (> 0: fails)")
     fig.colorbar(mesh, ax=ax)
     fig.tight_layout()
-    figs.append(fig)
-    return figs
-
-
-def report(out, *, seed: int = 0) -> list[Verdict]:
-    """Compute, and write the grids, verdicts and figure in ``out``."""
-    ds = compute(seed=seed)
-    found = verdicts(ds)
-    with result_folder(out) as tmp:
-        save_dataset(ds, tmp / "results.zarr")
-        save_figures(plot(ds), tmp, ["cos_bound_excess"])
-        save_verdicts(found, tmp)
-    return found
+    return {"cos_bound_excess": fig}

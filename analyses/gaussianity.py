@@ -10,12 +10,19 @@
   (Kolmogorov-Smirnov against the exact per-coordinate moments, Anderson-Darling), with a
   verdict per t.
 - ``trajectory_gaussianity``: the same checks on the recorded reverse trajectory of a store.
+
+The analysis contract (``amdm_geom.analyses``): ``compute(stores)`` gives an ``xarray.DataTree``
+with nodes ``moments`` (dims ``kind``, ``t``, ``i``), ``forward`` (dims ``timestep``,
+``sample``, ``coord``) and ``trajectories/<store>`` (dims ``step``, ``sample``), written as
+``<node>.zarr``; the figures ``figure6_moments``, ``forward_gaussianity`` and
+``trajectory_<store>`` (``amdm_geom.analyses.gaussianity_figures``); the table
+``schedule_summary.csv``.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -24,17 +31,21 @@ from scipy import stats
 
 from amdm_geom import bounds, geometry, schedules
 from amdm_geom.denoisers.gmm import FineGrainedFamily, GaussianMixture, fine_grained_family, from_description
-from amdm_geom.store import completed_steps, incomplete_note, open_run, require, run_config
+from amdm_geom.store import completed_steps, incomplete_note, require, run_config
 from amdm_geom.verdicts import Verdict, at_least, at_most, margin_text, qualify
 
-from .output import (check_replaceable, finite_samples, result_folder, save_dataset, save_figures, save_verdicts,
-                     slot_written)
+from .common import finite_samples, open_store, rejection_band, slot_written
+from .gaussianity_figures import PAPER_T, figures
 
-__all__ = ["default_family", "forward_gaussianity", "forward_verdicts", "plot", "report", "schedule_moments",
-           "schedule_verdicts", "trajectory_gaussianity", "trajectory_verdicts"]
+__all__ = ["NAME", "PAPER_T", "STORES", "SUMMARY", "compute", "coordinate_moments", "default_family",
+           "expected_sq_norm", "figures", "forward_gaussianity", "forward_verdicts", "plot", "schedule_moments",
+           "schedule_verdicts", "tables", "trajectory_gaussianity", "trajectory_verdicts", "verdicts"]
+
+NAME = "gaussianity"
+SUMMARY = "App. D.1: the schedule's moments (Figure 6), forward normality, and any stores' trajectories"
+STORES = "optional"
 
 KINDS = ("scaled_linear", "linear", "cosine")
-PAPER_T = 0.6  # "when t > 0.6, the mean rapidly converges to 0 while the variance rapidly converges to 1"
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,14 +80,17 @@ def schedule_moments(kinds=KINDS, *, m0: float = 1.0, P0: float = 0.0, tol: floa
         md.append(disc["m"].values)
         Pd.append(disc["P"].values)
         rows.append({"converged_from": _converged_from(t, m, P, tol),
-                     "converged_from_discrete": _converged_from(disc["t"].values, disc["m"].values, disc["P"].values, tol),
-                     "m_T": m[-1], "P_T": P[-1], "m_T_discrete": float(disc["m"][-1]), "P_T_discrete": float(disc["P"][-1]),
+                     "converged_from_discrete": _converged_from(disc["t"].values, disc["m"].values, disc["P"].values,
+                                                                tol),
+                     "m_T": m[-1], "P_T": P[-1], "m_T_discrete": float(disc["m"][-1]),
+                     "P_T_discrete": float(disc["P"][-1]),
                      "m_at_paper_t": float(np.interp(PAPER_T, t, m)), "P_at_paper_t": float(np.interp(PAPER_T, t, P))})
     n_train = len(md[0])
     ds = xr.Dataset(
         {"m": (("kind", "t"), np.stack(ms)), "P": (("kind", "t"), np.stack(Ps)),
          "m_discrete": (("kind", "i"), np.stack(md)), "P_discrete": (("kind", "i"), np.stack(Pd))},
-        coords={"kind": list(kinds), "t": t, "i": np.arange(n_train), "t_discrete": ("i", (np.arange(n_train) + 1) / n_train)},
+        coords={"kind": list(kinds), "t": t, "i": np.arange(n_train),
+                "t_discrete": ("i", (np.arange(n_train) + 1) / n_train)},
         attrs={"m0": m0, "P0": P0, "tol": tol})
     for key in rows[0]:
         ds[key] = ("kind", [r[key] for r in rows])
@@ -97,13 +111,14 @@ def schedule_verdicts(ds: xr.Dataset) -> list[Verdict]:
                 status="holds" if at_most(abs(m_T), tol) and at_most(abs(P_T - 1), tol) else "violated",
                 measured=f"m(T) {m_T:.3f}, P(T) {P_T:.4f}", bound=f"|m|, |P-1| <= {tol:g}",
                 value=max(abs(m_T), abs(P_T - 1)), reference=tol,
-                detail=(f"{case}, continuous limit; the discrete schedule at t = 999 gives m = {float(sd.m_T_discrete):.3f}, "
-                        f"P = {float(sd.P_T_discrete):.4f}. sqrt(abar_T) is not 0, so p(z_T) keeps a trace of the data.")),
+                detail=(f"{case}, continuous limit; the discrete schedule at t = 999 gives m = "
+                        f"{float(sd.m_T_discrete):.3f}, P = {float(sd.P_T_discrete):.4f}. sqrt(abar_T) is not 0, so "
+                        "p(z_T) keeps a trace of the data.")),
         Verdict(key="sd_converged_from", claim="moments converged for t > 0.6", where="App. D.1, Figure 6",
                 status="holds" if at_most(t_star, PAPER_T) else "violated",
                 measured=f"converged from t = {t_star:.3f}", bound=f"t <= {PAPER_T}", value=t_star, reference=PAPER_T,
-                detail=(f"{case}, tolerance {tol:g} on |m| and |P - 1|. At t = {PAPER_T}, m = {float(sd.m_at_paper_t):.3f} and "
-                        f"P = {float(sd.P_at_paper_t):.3f}. Beside it: {others}.")),
+                detail=(f"{case}, tolerance {tol:g} on |m| and |P - 1|. At t = {PAPER_T}, m = "
+                        f"{float(sd.m_at_paper_t):.3f} and P = {float(sd.P_at_paper_t):.3f}. Beside it: {others}.")),
     ]
 
 
@@ -119,7 +134,7 @@ def default_family(latent_shape=(4, 64, 64), seed: int = 0) -> FineGrainedFamily
                                component_std=0.2, seed=seed)
 
 
-def _coordinate_moments(mixture: GaussianMixture, weights: torch.Tensor, abar: float, coords: np.ndarray):
+def coordinate_moments(mixture: GaussianMixture, weights: torch.Tensor, abar: float, coords: np.ndarray):
     """Exact per-coordinate mean and variance of z_t for the chosen coordinates."""
     mu = mixture.means[:, coords].numpy()  # (K, c)
     var = mixture.variances[:, coords].numpy()
@@ -129,7 +144,7 @@ def _coordinate_moments(mixture: GaussianMixture, weights: torch.Tensor, abar: f
     return math.sqrt(abar) * mean0, abar * (second0 - mean0**2) + 1 - abar
 
 
-def _expected_sq_norm(mix: GaussianMixture, weights: torch.Tensor, abar: float) -> float:
+def expected_sq_norm(mix: GaussianMixture, weights: torch.Tensor, abar: float) -> float:
     """E|z_t|^2 = abar E|x_0|^2 + n (1 - abar), exactly."""
     e_x0 = float((weights * ((mix.means**2).sum(1) + mix.variances.sum(1))).sum())
     return abar * e_x0 + mix.dim * (1 - abar)
@@ -146,7 +161,9 @@ def forward_gaussianity(family: FineGrainedFamily | None = None, *, timesteps=No
     scheduler = scheduler or schedules.make_scheduler()
     abars = scheduler.alphas_cumprod.to(torch.float64).numpy()
     n_train = len(abars)
-    timesteps = np.asarray(timesteps if timesteps is not None else [0, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999])
+    if timesteps is None:
+        timesteps = [0, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999]
+    timesteps = np.asarray(timesteps)
     rng = np.random.default_rng(seed)
     w = family.condition()  # all components (uniform weights)
     n = family.mixture.dim
@@ -158,9 +175,10 @@ def forward_gaussianity(family: FineGrainedFamily | None = None, *, timesteps=No
         ok = finite_samples(z.numpy())  # exact draws are finite; if one were not, it is left out and counted
         out["finite"].append(ok)
         ratio = np.full(n_samples, np.nan)
-        ratio[ok] = geometry.norm(z[torch.from_numpy(ok)]).numpy() / math.sqrt(_expected_sq_norm(family.mixture, w, abar))
+        expected = expected_sq_norm(family.mixture, w, abar)
+        ratio[ok] = geometry.norm(z[torch.from_numpy(ok)]).numpy() / math.sqrt(expected)
         out["ratio"].append(ratio)
-        mean, var = _coordinate_moments(family.mixture, w, abar, coords)
+        mean, var = coordinate_moments(family.mixture, w, abar, coords)
         x = z[:, coords].numpy()[ok]
         ks = stats.kstest((x - mean) / np.sqrt(var), "norm", axis=0)
         ad = np.array([stats.anderson(x[:, j], "norm", method="interpolate").pvalue for j in range(x.shape[1])])
@@ -184,17 +202,12 @@ def forward_gaussianity(family: FineGrainedFamily | None = None, *, timesteps=No
     res["ad_rate"] = res.ad_reject.mean("coord")
     # a verdict per t: normal per coordinate (both rejection rates consistent with the level), and
     # the norm within eps at least as often as Lemma A.1 guarantees a Gaussian
-    band = _rate_band(alpha, res.sizes["coord"])
+    band = rejection_band(alpha, res.sizes["coord"])
     res["verdict_normal"] = ("timestep", np.where(at_most(res.ks_rate.values, band) & at_most(res.ad_rate.values, band),
                                                   "holds", "violated"))
     res["verdict_norm"] = ("timestep", np.where(at_least(res.within_eps.values, float(res.lemma_bound)),
                                                 "holds", "violated"))
     return res
-
-
-def _rate_band(alpha: float, count: int) -> float:
-    """The largest rejection rate consistent with the null at this many tests (alpha + 3 SE)."""
-    return alpha + 3 * math.sqrt(alpha * (1 - alpha) / count)
 
 
 def _partial(res: xr.Dataset, over: str) -> dict:
@@ -210,7 +223,7 @@ def forward_verdicts(res: xr.Dataset) -> list[Verdict]:
     """Per-coordinate normality after the paper's t = 0.6, and norm concentration along the way.
     Rates and shares are compared with their bounds up to rounding (``at_most``, ``at_least``),
     and the concentration row reports its margin."""
-    band = _rate_band(res.attrs["alpha"], res.sizes["coord"])
+    band = rejection_band(res.attrs["alpha"], res.sizes["coord"])
     gaussian = at_most(res.ks_rate, band) & at_most(res.ad_rate, band)
     late = res.t > PAPER_T
     rows_text = ", ".join(f"t={float(t):.2f}: KS {float(k):.2f}/AD {float(a):.2f}" for t, k, a in
@@ -225,7 +238,8 @@ def forward_verdicts(res: xr.Dataset) -> list[Verdict]:
         detail=(f"Non-Gaussian GMM data at n = {res.attrs['n']}, {res.attrs['n_samples']} exact draws a timestep, "
                 f"{res.sizes['coord']} coordinates tested; rejection rates at level {res.attrs['alpha']:g} "
                 f"(consistent with Gaussian up to {band:.3f}): {rows_text}."
-                + (f" Rejected after t = 0.6 at t = {', '.join(f'{t:.2f}' for t in bad_late)}." if len(bad_late) else "")
+                + (f" Rejected after t = 0.6 at t = {', '.join(f'{t:.2f}' for t in bad_late)}."
+                   if len(bad_late) else "")
                 + (f" First passing t: {first_ok:.2f}." if np.isfinite(first_ok) else "")))]
     bound = float(res.lemma_bound)
     short = ~at_least(res.within_eps, bound)
@@ -239,7 +253,8 @@ def forward_verdicts(res: xr.Dataset) -> list[Verdict]:
                 f"smallest share {low:.17g} against the bound {bound:.17g}: {margin_text(low, bound)}. For "
                 f"Gaussian data the chi law gives {float(res.chi_exact):.4f}. "
                 + (f"Short of the bound at t = {', '.join(f'{float(t):.2f}' for t in res.t.values[short.values])}."
-                   if bool(short.any()) else "The norm concentrates even where the coordinates are far from Gaussian."))))
+                   if bool(short.any())
+                   else "The norm concentrates even where the coordinates are far from Gaussian."))))
     partial = _partial(res, "timestep")
     return [qualify(v, **partial) for v in out]
 
@@ -258,13 +273,14 @@ def trajectory_gaussianity(store, *, model: int = 0, eps: float = 0.05, alpha: f
     coordinates pass a normality test (AD with estimated mean and variance, on up to
     ``max_coords`` coordinates). Samples with a non-finite entry are NaN (``finite`` false) and
     left out; ``attrs["incomplete"]`` says when the store is incomplete."""
-    ds = open_run(store) if not isinstance(store, xr.Dataset) else store
+    ds = open_store(store)
     require(ds, variables=("z", "model_alpha_bar", "t"), attrs=("config",), hints=_HINTS)
     cfg = run_config(ds)
     T, note = int(ds.sizes["step"]), incomplete_note(ds)
     ds = completed_steps(ds)
     desc = cfg["models"][model]
-    gmm = from_description(desc, dtype=torch.float64) if desc.get("family") == "gmm" and "family_params" in desc else None
+    is_gmm = desc.get("family") == "gmm" and "family_params" in desc
+    gmm = from_description(desc, dtype=torch.float64) if is_gmm else None
     cond = torch.tensor(cfg["conditions"][model], dtype=torch.float64) if gmm is not None else None
     n = int(np.prod([ds.sizes[d] for d in ds["z"].dims[3:]]))
     rng = np.random.default_rng(seed)
@@ -276,7 +292,7 @@ def trajectory_gaussianity(store, *, model: int = 0, eps: float = 0.05, alpha: f
             continue
         ok = finite_samples(z)
         abar = float(ds.model_alpha_bar[model, k])
-        expected = _expected_sq_norm(gmm.mixture, cond / cond.sum(), abar) if gmm is not None else float(n)
+        expected = expected_sq_norm(gmm.mixture, cond / cond.sum(), abar) if gmm is not None else float(n)
         r = np.full(len(z), np.nan)
         r[ok] = geometry.norm(z[ok]) / math.sqrt(expected)
         ratio.append(r)
@@ -286,7 +302,8 @@ def trajectory_gaussianity(store, *, model: int = 0, eps: float = 0.05, alpha: f
         steps.append(k)
     if not steps:
         raise ValueError(f"model {model} has no recorded z_t in this store" + (f" ({note})" if note else ""))
-    res = xr.Dataset({"ratio": (("step", "sample"), np.stack(ratio)), "ad_reject": (("step", "sample"), np.array(reject)),
+    res = xr.Dataset({"ratio": (("step", "sample"), np.stack(ratio)),
+                      "ad_reject": (("step", "sample"), np.array(reject)),
                       "finite": (("step", "sample"), np.stack(finite))},
                      coords={"step": steps, "t": ("step", ds.t.values[steps]),
                              "t_index": ("step", [T - 1 - k for k in steps])},
@@ -296,7 +313,7 @@ def trajectory_gaussianity(store, *, model: int = 0, eps: float = 0.05, alpha: f
         res["within_eps"] = ((np.abs(res.ratio - 1) <= eps) & res.finite).sum("sample") / res.finite.sum("sample")
         rate = res.ad_reject.sum("sample") / res.finite.sum("sample")
     res["lemma_bound"] = bounds.shell_probability_lower_bound(n, eps)
-    band = _rate_band(alpha, res.sizes["sample"])
+    band = rejection_band(alpha, res.sizes["sample"])
     res["verdict_normal"] = ("step", np.where(at_most(rate.values, band), "holds", "violated"))
     on_shell = at_most(np.abs(res.ratio.values - 1), eps) | ~res.finite.values
     res["verdict_norm"] = ("step", np.where(on_shell.all(axis=1) & res.finite.values.any(axis=1), "holds", "violated"))
@@ -315,7 +332,7 @@ def trajectory_verdicts(res: xr.Dataset, name: str = "run") -> list[Verdict]:
                       detail="No recorded z_t sample is finite.")
         return [qualify(row, **_partial(res, "step"))]
     rate = float(res.ad_reject.where(fin).sum() / cells)
-    band = _rate_band(res.attrs["alpha"], cells)
+    band = rejection_band(res.attrs["alpha"], cells)
     dev = np.abs(res.ratio - 1).where(fin)
     worst = float(dev.max())
     k = int(np.nanargmax(dev.max("sample").values))
@@ -330,92 +347,48 @@ def trajectory_verdicts(res: xr.Dataset, name: str = "run") -> list[Verdict]:
 
 
 # --------------------------------------------------------------------------------------------
-# figures and report
+# the analysis contract
 
 
-def plot(moments: xr.Dataset | None = None, forward: xr.Dataset | None = None, trajectory: xr.Dataset | None = None):
-    """Figure 6 (m and P over t, SD beside linear and cosine), the forward rejection rates and
-    norm concentration, and the recorded trajectory's norm ratio."""
-    import matplotlib.pyplot as plt
-
-    figs = []
-    if moments is not None:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-        for kind in moments.kind.values:
-            sel = moments.sel(kind=kind)
-            style = "-" if kind == "scaled_linear" else "--"
-            axes[0].plot(moments.t, sel.m, style, label=f"{kind} (continuous)")
-            axes[1].plot(moments.t, sel.P, style, label=kind)
-            if kind == "scaled_linear":
-                axes[0].plot(moments.t_discrete, sel.m_discrete, ":", color="k", label="scaled_linear (discrete)")
-                axes[1].plot(moments.t_discrete, sel.P_discrete, ":", color="k")
-        for ax, name in zip(axes, ("mean m(t)", "variance P(t)")):
-            ax.axvline(PAPER_T, color="grey", lw=0.6)
-            ax.set_xlabel("t")
-            ax.set_title(name)
-        axes[0].legend(fontsize=7)
-        fig.suptitle(f"Figure 6: moments of p(z_t), m(0) = {moments.attrs['m0']:g}, P(0) = {moments.attrs['P0']:g}")
-        fig.tight_layout()
-        figs.append(fig)
-    if forward is not None:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-        axes[0].plot(forward.t, forward.ks_rate, "o-", label="Kolmogorov-Smirnov")
-        axes[0].plot(forward.t, forward.ad_rate, "s-", label="Anderson-Darling")
-        axes[0].axhline(_rate_band(forward.attrs["alpha"], forward.sizes["coord"]), color="grey", ls=":",
-                        label="consistent with Gaussian below")
-        axes[0].axvline(PAPER_T, color="grey", lw=0.6)
-        axes[0].set_xlabel("t")
-        axes[0].set_ylabel("share of coordinates rejected")
-        axes[0].set_title("Per-coordinate normality along the forward process")
-        axes[0].legend(fontsize=7)
-        axes[1].plot(forward.t, forward.ratio.mean("sample"), "o-")
-        axes[1].fill_between(forward.t, forward.ratio.min("sample"), forward.ratio.max("sample"), alpha=0.2)
-        axes[1].axhspan(1 - forward.attrs["eps"], 1 + forward.attrs["eps"], color="C2", alpha=0.1)
-        axes[1].set_xlabel("t")
-        axes[1].set_ylabel("|z_t| / sqrt(E|z_t|^2)")
-        axes[1].set_title("Norm concentration (band: eps)")
-        fig.tight_layout()
-        figs.append(fig)
-    if trajectory is not None:
-        fig, ax = plt.subplots(figsize=(6.4, 3.8))
-        with warnings.catch_warnings():  # a step without a finite sample is a gap, not an error
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean, lo, hi = (trajectory.ratio.mean("sample"), trajectory.ratio.min("sample"),
-                            trajectory.ratio.max("sample"))
-        ax.plot(trajectory.t_index, mean, label="|z_t| / sqrt(E|z_t|^2)")
-        ax.fill_between(trajectory.t_index, lo, hi, alpha=0.2)
-        ax.axhspan(1 - trajectory.attrs["eps"], 1 + trajectory.attrs["eps"], color="C2", alpha=0.1)
-        ax.set_xlabel("t (sampling step)")
-        ax.invert_xaxis()
-        ax.set_title("Recorded reverse trajectory: norm against its expected size")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        figs.append(fig)
-    return figs
-
-
-def report(out, stores: dict | None = None, *, quick: bool = False, m0: float = 1.0, P0: float = 0.0,
-           tol: float = 0.1) -> list[Verdict]:
-    """Moments, the forward process on non-Gaussian data, and each store's trajectory, in ``out``
-    (the stores and ``out`` checked first)."""
-    check_replaceable(out)
-    trajectories = {name: trajectory_gaussianity(path) for name, path in (stores or {}).items()}
+def compute(stores: Mapping | None = None, *, quick: bool = False, seed: int = 0, runs=None, m0: float = 1.0,
+            P0: float = 0.0, tol: float = 0.1) -> xr.DataTree:
+    """The schedule's moments (``m0``, ``P0``, ``tol``: ``schedule_moments``), the forward
+    process on the default family (``quick``: latent 4 x 32 x 32, 128 draws and 32 coordinates a
+    timestep; else 4 x 64 x 64, 256 and 64) and each store's trajectory (``{name: path or opened
+    store}``, checked before any work). ``seed`` seeds the family and every draw."""
+    trajectories = {name: trajectory_gaussianity(store, seed=seed) for name, store in (stores or {}).items()}
     moments = schedule_moments(m0=m0, P0=P0, tol=tol)
     shape = (4, 32, 32) if quick else (4, 64, 64)
-    forward = forward_gaussianity(default_family(shape), n_samples=128 if quick else 256, n_coords=32 if quick else 64)
-    found = schedule_verdicts(moments) + forward_verdicts(forward)
-    for name, res in trajectories.items():
+    forward = forward_gaussianity(default_family(shape, seed=seed), n_samples=128 if quick else 256,
+                                  n_coords=32 if quick else 64, seed=seed)
+    return xr.DataTree.from_dict({"moments": moments, "forward": forward,
+                                  **{f"trajectories/{name}": res for name, res in trajectories.items()}})
+
+
+def _trajectories(tree: xr.DataTree) -> dict[str, xr.Dataset]:
+    if "trajectories" not in tree.children:
+        return {}
+    return {name: node.to_dataset() for name, node in tree["trajectories"].children.items()}
+
+
+def verdicts(tree: xr.DataTree) -> list[Verdict]:
+    """The schedule's rows, the forward process' rows, then one row per store's trajectory."""
+    found = schedule_verdicts(tree["moments"].to_dataset()) + forward_verdicts(tree["forward"].to_dataset())
+    for name, res in _trajectories(tree).items():
         found += trajectory_verdicts(res, name)
-    with result_folder(out) as tmp:
-        save_dataset(moments, tmp / "moments.zarr")
-        save_dataset(forward, tmp / "forward.zarr")
-        moments[["converged_from", "converged_from_discrete", "m_T", "P_T", "m_T_discrete", "P_T_discrete"]].to_dataframe() \
-            .to_csv(tmp / "schedule_summary.csv", float_format="%.6g")
-        figs = plot(moments, forward)
-        names = ["figure6_moments", "forward_gaussianity"]
-        for name, res in trajectories.items():
-            figs += plot(trajectory=res)
-            names.append(f"trajectory_{name}")
-        save_figures(figs, tmp, names)
-        save_verdicts(found, tmp)
     return found
+
+
+def plot(tree: xr.DataTree) -> dict:
+    """``figure6_moments``, ``forward_gaussianity`` and ``trajectory_<store>`` per store."""
+    out = dict(zip(("figure6_moments", "forward_gaussianity"),
+                   figures(tree["moments"].to_dataset(), tree["forward"].to_dataset())))
+    for name, res in _trajectories(tree).items():
+        out[f"trajectory_{name}"], = figures(trajectory=res)
+    return out
+
+
+def tables(tree: xr.DataTree) -> dict:
+    """``schedule_summary``: per schedule kind, where the moments converged and their values at T."""
+    columns = ["converged_from", "converged_from_discrete", "m_T", "P_T", "m_T_discrete", "P_T_discrete"]
+    return {"schedule_summary": tree["moments"].to_dataset()[columns].to_dataframe()}

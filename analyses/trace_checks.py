@@ -2,8 +2,10 @@
 bit, and every recorded step obeys eq. (4) (mu = A z + B eps, z_next = mu + noise) and eq. (7)
 (the shift moves z' exactly eta towards the mean).
 
-``compute(stores)`` takes ``{name: path}`` of trace stores and returns an ``xarray.Dataset`` of
-the largest residuals per store; ``verdicts(ds)`` turns them into verdict rows.
+Follows the analysis contract (``amdm_geom.analyses``): ``compute(stores)`` takes
+``{name: path}`` of trace stores and returns an ``xarray.Dataset`` of the largest residuals per
+store (written as ``residuals.zarr`` and ``residuals.csv``); ``verdicts(ds)`` turns them into
+verdict rows.
 """
 
 from __future__ import annotations
@@ -19,9 +21,15 @@ from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import completed_steps, incomplete_note, is_complete, open_run, require, run_config
 from amdm_geom.verdicts import Verdict, at_most, qualify
 
-from .output import check_replaceable, finite_samples, result_folder, save_dataset, save_verdicts, slot_written
+from .common import finite_samples, slot_written
 
-__all__ = ["compute", "one_model_matches_diffusers", "report", "verdicts"]
+__all__ = ["NAME", "RESULT", "STORES", "SUMMARY", "compute", "one_model_matches_diffusers", "plot", "tables",
+           "verdicts"]
+
+NAME = "trace_checks"
+SUMMARY = "every recorded step obeys eq. (4) and every shift eq. (7); a one-model run is diffusers' DDIM loop"
+STORES = "required"
+RESULT = "residuals"
 
 
 def one_model_matches_diffusers(steps: int = 20, ddim_eta: float = 1.0, seeds=(0, 1)) -> float:
@@ -29,7 +37,8 @@ def one_model_matches_diffusers(steps: int = 20, ddim_eta: float = 1.0, seeds=(0
     ``DDIMScheduler.step`` with the same exact GMM model and per-sample noise (0 = bit for bit)."""
     fam = fine_grained_family((4, 16, 16), seed=0)
     model, cond = fam.model(), fam.condition(position=0)
-    out = AMDMSampler([model], [cond], SamplerConfig(num_inference_steps=steps, weights=(), ddim_eta=ddim_eta)).sample(seeds)
+    config = SamplerConfig(num_inference_steps=steps, weights=(), ddim_eta=ddim_eta)
+    out = AMDMSampler([model], [cond], config).sample(seeds)
     sched = DDIMScheduler.from_config(model.scheduler.config)
     sched.set_timesteps(steps)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
@@ -102,9 +111,11 @@ def _store_residuals(path) -> dict:
             "nonfinite": int(bad.sum()), "samples": int(ds.sizes["sample"]), "incomplete": note}
 
 
-def compute(stores: dict) -> xr.Dataset:
-    """Residuals of eq. (4) and eq. (7) per store, and the one-model check. Every store is
-    checked (``require``) before any is read."""
+def compute(stores: dict, *, quick: bool = False, seed: int = 0, runs=None) -> xr.Dataset:
+    """Residuals of eq. (4) and eq. (7) per store (``{name: path or opened store}``), and the
+    one-model check. Every store is checked (``require``) before any is read. ``quick``,
+    ``seed`` and ``runs`` change nothing: every step is checked, the one-model check has fixed
+    seeds."""
     names = list(stores)
     for n in names:
         _open_checked(stores[n])
@@ -143,32 +154,33 @@ def verdicts(ds: xr.Dataset, *, rel_tol: float = 1e-5) -> list[Verdict]:
     i4 = int(np.argmax(worst4 / tol))
     out.append(qualify(Verdict(
         key="trace_eq4", claim=f"{ds.sizes['store']} probe stores obey eq. (4)", where="eq. (4)",
-        status="holds" if bool(np.all(at_most(worst4, tol))) else "violated", measured=f"max residual {worst4.max():.1e}",
+        status="holds" if bool(np.all(at_most(worst4, tol))) else "violated",
+        measured=f"max residual {worst4.max():.1e}",
         bound=f"<= {rel_tol:.0e} x |z| (float32)", value=float(worst4.max()), reference=float(tol[i4]),
-        detail=(f"mu = A z + B eps and z_next = mu + noise on every recorded step of {', '.join(map(str, ds.store.values))}; "
-                f"largest relative to its tolerance in {ds.store.values[i4]}. "
+        detail=(f"mu = A z + B eps and z_next = mu + noise on every recorded step of "
+                f"{', '.join(map(str, ds.store.values))}; largest relative to its tolerance in {ds.store.values[i4]}. "
                 + ("All stores complete." if bool(ds.complete.all()) else "")).rstrip()),
         **partial))
     shift = ds.shift_residual.values
     over, total = int(ds.overshoots.sum()), int(ds.shifts.sum())
-    per = ", ".join(f"{n} {int(o)}/{int(t)}" for n, o, t in zip(ds.store.values, ds.overshoots.values, ds.shifts.values) if t)
+    per = ", ".join(f"{n} {int(o)}/{int(t)}"
+                    for n, o, t in zip(ds.store.values, ds.overshoots.values, ds.shifts.values) if t)
     out.append(qualify(Verdict(
         key="trace_eq7", claim="every recorded shift has length eta", where="eq. (7)",
         status="holds" if bool(np.all(at_most(shift, 10 * tol))) else "violated",
         measured=f"max |moved - eta| {shift.max():.1e}",
-        bound=f"<= {10 * rel_tol:.0e} x |z|", value=float(shift.max()), reference=float(10 * tol[int(np.argmax(shift))]),
+        bound=f"<= {10 * rel_tol:.0e} x |z|", value=float(shift.max()),
+        reference=float(10 * tol[int(np.argmax(shift))]),
         detail=(f"|z~ - z'| against eta on every aggregation step. On {over} of {total} shifts eta exceeded |z' - mu|, "
                 f"so the shift carried z' past the mean instead of towards its shell ({per}).")), **partial))
     return out
 
 
-def report(stores: dict, out) -> list[Verdict]:
-    """The checks over ``stores`` (``{name: path}``), written to ``out`` (checked first)."""
-    check_replaceable(out)
-    ds = compute(stores)
-    found = verdicts(ds)
-    with result_folder(out) as tmp:
-        save_dataset(ds, tmp / "residuals.zarr")
-        ds.to_dataframe().to_csv(tmp / "residuals.csv", float_format="%.6g")
-        save_verdicts(found, tmp)
-    return found
+def plot(ds: xr.Dataset) -> dict:
+    """No figures: the residuals are a table."""
+    return {}
+
+
+def tables(ds: xr.Dataset) -> dict:
+    """``{"residuals": one row per store}``."""
+    return {"residuals": ds.to_dataframe()}

@@ -1,20 +1,24 @@
-"""Probes: thin scripts, one per experiment family, that build models, run the AMDM sampler
-with a recorder and write ``data/runs/<name>.zarr``. Each module has ``add_arguments(parser)``
-and ``run(args) -> Path``; ``amdm-geom probe <name> [options]`` fronts them."""
+"""Probes: one module per experiment family. Each builds models from a typed spec, runs the
+AMDM sampler with a recorder, and writes a trace store that keeps its spec, so that
+``amdm-geom rerun STORE`` repeats it bit for bit.
 
-from importlib import import_module
+The probe contract. A probe module, registered under the entry-point group
+``amdm_geom.probes`` (a user's package adds its own the same way), has:
 
-#: probe name -> (module path, one line on what it runs); listing them imports nothing heavy
-PROBES = {
-    "gmm_pair": ("amdm_geom.probes.gmm_pair", "two exact GMM models of one ecosystem (fine-grained family, SD latent size)"),
-    "gmm_cross_ecosystem": ("amdm_geom.probes.gmm_cross_ecosystem", "two exact GMM models whose SDEs differ, aggregated anyway"),
-    "unet_pair": ("amdm_geom.probes.unet_pair", "two tiny diffusers UNets (perturbed, adapter or independent pair)"),
-    "sd": ("amdm_geom.probes.sd_pair", "AMDM over real Stable Diffusion pipelines from local weights (GLIGEN, IP-Adapter, LoRA)"),
-}
+- ``NAME: str``: its registered name;
+- ``SUMMARY: str``: one line for ``amdm-geom probe --help``;
+- ``Spec``: its spec, a ``ProbeSpec`` (``amdm_geom.probes.specs``): the models' settings, then
+  ``sampler: SamplerConfig`` and ``run: RunSettings``. The command line
+  ``amdm-geom probe NAME [options]`` is generated from it (its docstring and fields' docstrings
+  are the help), and it is checked when made, before any work;
+- ``build(spec) -> AMDMSampler``: the models and the sampler;
+- ``run(spec, *, quiet=False) -> Path``: the run into ``spec.run.out`` (``run_probe``), the
+  store keeping ``attrs["spec"]`` and ``attrs["probe"] = NAME``.
 
+``spec_of(store)`` gives back the spec a store was made from, and ``rerun(store, out=...)`` runs
+it again.
+"""
 
-def load(name: str):
-    """The probe module called ``name`` (one-line error listing the probes otherwise)."""
-    if name not in PROBES:
-        raise ValueError(f"unknown probe {name!r}; probes are {', '.join(PROBES)}")
-    return import_module(PROBES[name][0])
+from .specs import DTYPE_NAMES, ProbeSpec, RunSettings, maker, rerun, run_probe, spec_of, store_attrs
+
+__all__ = ["DTYPE_NAMES", "ProbeSpec", "RunSettings", "maker", "rerun", "run_probe", "spec_of", "store_attrs"]

@@ -10,24 +10,42 @@ unless told otherwise; this probe opts in.
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
+from typing import Annotated, Literal
 
-from amdm_geom.schedules import SCHEDULE_KINDS
+from amdm_geom.sampling.config import SamplerConfig
+from amdm_geom.spec import choice
 
 from . import gmm_pair
-from .common import TRAIN_TIMESTEPS, add_sampler_arguments, run_probe
+from .specs import RunSettings, run_probe
+
+__all__ = ["NAME", "SUMMARY", "Spec", "build", "run"]
 
 NAME = "gmm_cross_ecosystem"
+SUMMARY = "two exact GMM models whose SDEs differ, aggregated anyway"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    gmm_pair.add_family_arguments(parser)
-    parser.add_argument("--schedule-b", choices=sorted(k for k in SCHEDULE_KINDS if k != "scaled_linear"),
-                        default="cosine", help="model 2's VP schedule (model 1 keeps SD's scaled-linear)")
-    add_sampler_arguments(parser, NAME)
+class Spec(gmm_pair.PairSpec):
+    """Two exact GMM models whose SDEs differ (App. F.3, Table 10): model 2 follows another VP
+    schedule, and the pair is aggregated anyway (the sampler's ecosystem check is overridden)."""
+
+    schedule_b: Annotated[Literal["linear", "cosine"], choice("linear", "cosine")] = "cosine"
+    """model 2's VP schedule (model 1 keeps SD's scaled-linear)."""
+    sampler: SamplerConfig = SamplerConfig()
+    run: RunSettings = RunSettings(out=Path("data/runs/gmm_cross_ecosystem.zarr"))
+
+    def model_b_schedule(self) -> str:
+        return self.schedule_b
+
+    def config(self) -> SamplerConfig:
+        return self.sampler.replace(allow_schedule_mismatch=True)
 
 
-def run(args: argparse.Namespace, quiet: bool = False):
-    gmm_pair.check_family_args(args)
-    return run_probe(lambda: gmm_pair.build(args, schedule_b=args.schedule_b, allow_mismatch=True), args, quiet=quiet,
-                     max_steps=TRAIN_TIMESTEPS)
+def build(spec: Spec):
+    """The ``AMDMSampler`` of the two models."""
+    return gmm_pair.build(spec)
+
+
+def run(spec: Spec, *, quiet: bool = False) -> Path:
+    """Run the probe into ``spec.run.out``."""
+    return run_probe(spec, lambda: build(spec), probe=NAME, quiet=quiet)

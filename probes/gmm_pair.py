@@ -9,72 +9,72 @@ ecosystem by construction; ``--perturb`` moves model 2's means (a "fine-tune").
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
+from typing import Annotated
 
-from .common import (TRAIN_TIMESTEPS, OptionError, add_sampler_arguments, float_in, nonneg_float, nonneg_int,
-                     positive_float, positive_int, run_probe, sampler_config, seed_int)
+from amdm_geom.denoisers.specs import GMMFamilySpec, GMMModelSpec
+from amdm_geom.sampling.config import SamplerConfig
+from amdm_geom.spec import SpecError, integer, real
+
+from .specs import ProbeSpec, RunSettings, run_probe
+
+__all__ = ["NAME", "SUMMARY", "PairSpec", "Spec", "build", "run"]
 
 NAME = "gmm_pair"
-
-#: A condition's mass on its components: (0, 1]
-strength_float = float_in(0.0, 1.0, low_open=True, name="strength_float")
+SUMMARY = "two exact GMM models of one ecosystem (fine-grained family, SD latent size)"
 
 
-def add_family_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("GMM family")
-    g.add_argument("--latent-shape", type=positive_int, nargs="+", default=[4, 64, 64],
-                   help="per-sample latent shape, positive ints (default 4 64 64)")
-    g.add_argument("--positions", type=positive_int, default=4, help="values of attribute 1 (default 4)")
-    g.add_argument("--colours", type=positive_int, default=4, help="values of attribute 2 (default 4)")
-    g.add_argument("--separation", type=nonneg_float, default=8.0, help="distance between components, >= 0 (default 8)")
-    g.add_argument("--component-std", type=positive_float, default=0.6,
-                   help="per-coordinate component std, > 0 (default 0.6)")
-    g.add_argument("--strength", type=strength_float, default=0.9,
-                   help="mass a condition puts on its components, in (0, 1] (default 0.9)")
-    g.add_argument("--position", type=nonneg_int, default=0, help="model 1's condition y1, < --positions (default 0)")
-    g.add_argument("--colour", type=nonneg_int, default=0, help="model 2's condition y2, < --colours (default 0)")
-    g.add_argument("--guidance", type=nonneg_float, default=1.0, help="guidance scale of both models, >= 0 (default 1)")
-    g.add_argument("--perturb", type=nonneg_float, default=0.0,
-                   help="perturb model 2's means by this share of the separation, >= 0 (default 0)")
-    g.add_argument("--family-seed", type=seed_int, default=0, help="seed of the components")
+class PairSpec(ProbeSpec):
+    """Two exact GMM models of the fine-grained family: model 1 conditioned on a position, model 2
+    on a colour (the models' fields of ``gmm_pair`` and ``gmm_cross_ecosystem``)."""
+
+    family: GMMFamilySpec = GMMFamilySpec()
+    position: Annotated[int, integer(0)] = 0
+    """model 1's condition y1, in [0, positions)."""
+    colour: Annotated[int, integer(0)] = 0
+    """model 2's condition y2, in [0, colours)."""
+    guidance: Annotated[float, real(0.0)] = 1.0
+    """guidance scale of both models, >= 0."""
+    perturb: Annotated[float, real(0.0)] = 0.0
+    """perturb model 2's means by this share of the separation, >= 0."""
+
+    def model_b_schedule(self) -> str:
+        """Model 2's VP schedule (model 1 keeps SD's scaled-linear)."""
+        return "scaled_linear"
+
+    def models(self) -> tuple[GMMModelSpec, GMMModelSpec]:
+        """The two models: y1 = position, y2 = colour."""
+        return (GMMModelSpec(attribute="position", value=self.position, guidance=self.guidance,
+                             name=f"position={self.position}"),
+                GMMModelSpec(attribute="colour", value=self.colour, sde=self.model_b_schedule(), guidance=self.guidance,
+                             perturb=self.perturb, name=f"colour={self.colour}"))
+
+    def check_models(self) -> None:
+        for field, model in zip(("position", "colour"), self.models()):
+            try:
+                model.check(self.family)
+            except SpecError as exc:
+                raise SpecError(exc.reason, exc.value, loc=(field,)) from None
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_family_arguments(parser)
-    add_sampler_arguments(parser, NAME)
+class Spec(PairSpec):
+    """Two exact GMM models of one ecosystem (the fine-grained family at SD latent size): model 1
+    conditioned on a position, model 2 on a colour; --perturb moves model 2's means (a
+    "fine-tune")."""
+
+    sampler: SamplerConfig = SamplerConfig()
+    run: RunSettings = RunSettings(out=Path("data/runs/gmm_pair.zarr"))
 
 
-def check_family_args(args: argparse.Namespace) -> None:
-    """The family options that depend on each other, before anything is built."""
-    if args.position >= args.positions:
-        raise OptionError("--position", f"must be in [0, --positions) = [0, {args.positions}); got {args.position}")
-    if args.colour >= args.colours:
-        raise OptionError("--colour", f"must be in [0, --colours) = [0, {args.colours}); got {args.colour}")
-
-
-def family(args: argparse.Namespace):
-    from amdm_geom.denoisers.gmm import fine_grained_family
-
-    return fine_grained_family(tuple(args.latent_shape), n_positions=args.positions, n_colours=args.colours,
-                               separation=args.separation, component_std=args.component_std,
-                               strength=args.strength, seed=args.family_seed)
-
-
-def build(args: argparse.Namespace, schedule_b: str = "scaled_linear", allow_mismatch: bool = False):
-    import torch
-
+def build(spec: PairSpec):
+    """The ``AMDMSampler`` of the two models."""
     from amdm_geom.sampling import AMDMSampler
 
-    config = sampler_config(args, 2, allow_schedule_mismatch=allow_mismatch)
-    fam = family(args)
-    dtype = getattr(torch, args.dtype)
-    m1 = fam.model("scaled_linear", guidance_scale=args.guidance, dtype=dtype, name=f"position={args.position}")
-    m2 = fam.model(schedule_b, guidance_scale=args.guidance, dtype=dtype, name=f"colour={args.colour}",
-                   perturb=args.perturb)
-    conds = [fam.condition(position=args.position), fam.condition(colour=args.colour)]
-    return AMDMSampler([m1, m2], conds, config)
+    fam = spec.family.build()
+    built = [m.build(fam, spec.run.torch_dtype()) for m in spec.models()]
+    return AMDMSampler([m for m, _ in built], [c for _, c in built], spec.config())
 
 
-def run(args: argparse.Namespace, quiet: bool = False):
-    check_family_args(args)
-    return run_probe(lambda: build(args), args, quiet=quiet, max_steps=TRAIN_TIMESTEPS)
+def run(spec: Spec, *, quiet: bool = False) -> Path:
+    """Run the probe into ``spec.run.out``."""
+    return run_probe(spec, lambda: build(spec), probe=NAME, quiet=quiet)

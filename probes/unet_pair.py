@@ -11,60 +11,48 @@ embeddings (fine-grained conditions), ``--cond-distance`` apart.
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 
-from .common import (TRAIN_TIMESTEPS, OptionError, add_sampler_arguments, nonneg_float, positive_int, run_probe,
-                     sampler_config, seed_int)
+from amdm_geom.denoisers.specs import UNET_VARIANTS, TinyUNetPairSpec
+from amdm_geom.sampling.config import SamplerConfig
+from amdm_geom.spec import SpecError
+
+from .specs import ProbeSpec, RunSettings, run_probe
+
+__all__ = ["NAME", "SUMMARY", "Spec", "VARIANTS", "build", "run"]
 
 NAME = "unet_pair"
-#: The variants of ``amdm_geom.denoisers.unet.FAMILY_VARIANTS`` (listed here so that parsing
-#: the options does not import diffusers)
-VARIANTS = ("perturbed", "adapter", "independent")
+SUMMARY = "two tiny diffusers UNets (perturbed, adapter or independent pair)"
+VARIANTS = UNET_VARIANTS
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("tiny UNet family")
-    g.add_argument("--variant", choices=VARIANTS, default="perturbed", help="how model 2 relates to model 1")
-    g.add_argument("--scale", type=nonneg_float, default=0.05, help="perturbation or adapter scale, >= 0 (default 0.05)")
-    g.add_argument("--sample-size", type=positive_int, default=64,
-                   help="latent height and width, >= 1 (default 64: SD's 4x64x64)")
-    g.add_argument("--channels", type=positive_int, nargs="+", default=[32, 64],
-                   help="block_out_channels: two or more even widths (default 32 64)")
-    g.add_argument("--guidance", type=nonneg_float, default=3.0, help="classifier-free guidance scale, >= 0 (default 3)")
-    g.add_argument("--cond-distance", type=nonneg_float, default=0.1, help="distance between y1 and y2, >= 0 (default 0.1)")
-    g.add_argument("--model-seed", type=seed_int, default=0, help="seed of the UNets and conditions")
-    add_sampler_arguments(parser, NAME)
+class Spec(ProbeSpec):
+    """Two tiny diffusers UNets (random init, offline): a base and a weight-perturbed copy, the
+    base plus a scaled-in adapter, or an independent UNet on another schedule (aggregated anyway),
+    under two nearby random prompt embeddings."""
+
+    family: TinyUNetPairSpec = TinyUNetPairSpec()
+    sampler: SamplerConfig = SamplerConfig()
+    run: RunSettings = RunSettings(out=Path("data/runs/unet_pair.zarr"))
+
+    def config(self) -> SamplerConfig:
+        if self.family.insists and not self.sampler.allow_schedule_mismatch:
+            return self.sampler.replace(allow_schedule_mismatch=True)
+        return self.sampler
+
+    def check_models(self) -> None:
+        if self.run.dtype != "float32":
+            raise SpecError("must be float32: unet_pair builds float32 UNets", self.run.dtype, loc=("run", "dtype"))
 
 
-def check_family_args(args: argparse.Namespace) -> None:
-    """The UNet options, before anything is built."""
-    from amdm_geom.denoisers.unet import tiny_unet_config
-
-    if args.dtype != "float32":
-        raise OptionError("--dtype", f"unet_pair builds float32 UNets; got {args.dtype}")
-    if len(args.channels) < 2:
-        raise OptionError("--channels", f"takes two or more block widths; got {' '.join(map(str, args.channels))}")
-    if args.model_seed + 1000 >= 2**63:  # the independent variant's second UNet uses model_seed + 1000
-        raise OptionError("--model-seed", f"must be < 2**63 - 1000; got {args.model_seed}")
-    try:  # (a pure function: widths against heads and norm groups)
-        tiny_unet_config(sample_size=args.sample_size, block_out_channels=tuple(args.channels))
-    except ValueError as exc:
-        raise OptionError("--channels", f"{' '.join(map(str, args.channels))} refused: {exc}") from None
-
-
-def build(args: argparse.Namespace):
-    from amdm_geom.denoisers.unet import condition_pair, tiny_unet_family
+def build(spec: Spec):
+    """The ``AMDMSampler`` of the two UNets."""
     from amdm_geom.sampling import AMDMSampler
 
-    if args.dtype != "float32":
-        raise ValueError(f"unet_pair builds float32 UNets; got --dtype {args.dtype}")
-    config = sampler_config(args, 2, allow_schedule_mismatch=args.variant == "independent")
-    m1, m2 = tiny_unet_family(args.variant, seed=args.model_seed, scale=args.scale, guidance_scale=args.guidance,
-                              sample_size=args.sample_size, block_out_channels=tuple(args.channels))
-    y1, y2 = condition_pair(args.model_seed, distance=args.cond_distance, dim=m1.cross_attention_dim)
-    return AMDMSampler([m1, m2], [y1, y2], config)
+    models, conds = spec.family.build()
+    return AMDMSampler(models, conds, spec.config())
 
 
-def run(args: argparse.Namespace, quiet: bool = False):
-    check_family_args(args)
-    return run_probe(lambda: build(args), args, quiet=quiet, max_steps=TRAIN_TIMESTEPS)
+def run(spec: Spec, *, quiet: bool = False) -> Path:
+    """Run the probe into ``spec.run.out``."""
+    return run_probe(spec, lambda: build(spec), probe=NAME, quiet=quiet)

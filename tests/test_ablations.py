@@ -9,8 +9,8 @@ import torch
 import xarray as xr
 
 from amdm_geom import geometry
+from amdm_geom.analyses import ablation_runs, ablations
 from amdm_geom.store import open_run
-from amdm_geom.analyses import ablations
 
 
 def test_settings_cover_every_group_with_unique_names():
@@ -20,18 +20,34 @@ def test_settings_cover_every_group_with_unique_names():
         assert len(names) == len(set(names))
         assert {s.group for s in sets} == set(ablations.GROUPS)
     full = {s.name: s for s in ablations.settings(False)}
-    assert full["amdm"].config.num_inference_steps == 50 and full["amdm"].config.agg_steps == 20
-    assert full["n3_amdm"].config.weights == (0.5, 0.65)
-    assert full["stage_late"].config.agg_window == (10, 20)
+    assert full["amdm"].sampler.num_inference_steps == 50 and full["amdm"].sampler.agg_steps == 20
+    assert full["n3_amdm"].sampler.weights == (0.5, 0.65)
+    assert full["stage_late"].sampler.agg_window == (10, 20)
     assert {float(s.params["eta"]) for s in full.values() if s.group == "table4"} >= {0.0, 0.3, 0.5, 40.0}
+    # each run is a typed spec: its models, not role strings
+    cross = full["cross_ve"]
+    assert [(m.attribute, m.sde) for m in cross.models] == [("position", "scaled_linear"), ("colour", "ve")]
+    assert cross.sampler.allow_schedule_mismatch and full["n3_style"].family.n_styles == 3
+
+
+def test_a_run_spec_round_trips_and_refuses_bad_models():
+    spec = ablations.settings(True)[0]
+    assert ablation_runs.Spec.model_validate_json(spec.model_dump_json()) == spec
+    with pytest.raises(ValueError, match=r"^models\.0\.attribute style needs a family with styles > 1; got 'style'$"):
+        spec.replace(models=(spec.models[0].replace(attribute="style"),))
+    with pytest.raises(ValueError, match=r"^models\.0\.sde must be one of scaled_linear, linear, cosine, ve; "
+                                         r"got 'colour:ve'$"):
+        ablation_runs.Spec.model_validate({**spec.model_dump(), "models": [{"attribute": "colour",
+                                                                             "sde": "colour:ve"}]})
 
 
 def test_runs_keep_model_one_at_the_recorded_steps(tmp_path):
     stores = ablations.run_settings(tmp_path, quick=True, only={"model1", "cross_ve"})
     assert set(stores) == {"model1", "cross_ve"}
     ds = open_run(stores["cross_ve"])
-    steps = ablations.recorded_steps(ablations.settings(True)[0].config)
-    assert ds.attrs["recorded_steps"] == steps and ds.attrs["ablation"]["group"] == "table10"
+    steps = ablations.recorded_steps(ablations.settings(True)[0].sampler)
+    spec = ablation_runs.Spec.model_validate_json(ds.attrs["spec"])
+    assert ds.attrs["recorded_steps"] == steps and spec.group == "table10" and ds.attrs["analysis"] == "ablations"
     assert set(ds.data_vars) == {"z_next"} and ds.z_next.dtype == np.float32
     kept = [k for k in range(ds.sizes["step"]) if np.isfinite(ds.z_next.isel(step=k, model=0).values).all()]
     assert kept == steps and np.isnan(ds.z_next.isel(model=1).values).all()

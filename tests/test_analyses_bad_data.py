@@ -14,12 +14,14 @@ import torch
 import xarray as xr
 import zarr
 
+from amdm_geom.analyses import gaussianity, norm_angle, precision, shell, table5, trace_checks
+from amdm_geom.analyses.common import paired_difference
 from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.runner import run_analysis
+from amdm_geom.runner.output import MARKER, result_folder
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import StoreError, ZarrRecorder, open_run
 from amdm_geom.verdicts import Verdict, at_least, at_most, margin_text, qualify, tolerance
-from amdm_geom.analyses import gaussianity, norm_angle, shell, trace_checks
-from amdm_geom.analyses.output import MARKER, result_folder
 
 SHAPE, STEPS, S, SAMPLES = (4, 4, 4), 6, 3, 3
 PER_MODEL = ("z", "eps", "x0", "mu", "noise", "z_next", "mu_shift", "z_shift", "eps_cross", "eps_at_z1")
@@ -93,7 +95,7 @@ def test_norm_angle_excludes_and_counts_non_finite_samples(clean, tmp_path, cell
         poke(path, var, index, value)
     bad_cells = {(index[0], index[2]) for _, index, _ in cells}
     k_bad = len({s for _, s in bad_cells})
-    res, ref = norm_angle.compute(path), norm_angle.compute(clean)
+    res, ref = norm_angle.prop31(path), norm_angle.prop31(clean)
     assert list(res.step.values) == list(range(STEPS))  # the step filter still finds every step
     for step in range(STEPS):
         for s in range(SAMPLES):
@@ -105,14 +107,15 @@ def test_norm_angle_excludes_and_counts_non_finite_samples(clean, tmp_path, cell
             else:
                 assert bool(got.finite)
                 assert float(got.phi) == float(want.phi) and float(got.norm_gap) == float(want.norm_gap)
-    rows = norm_angle.verdicts(res, "dirty")
-    clean_rows = {v.key.replace("_clean", ""): v for v in norm_angle.verdicts(ref, "clean")}
+    rows = norm_angle.prop31_verdicts(res, "dirty")
+    clean_rows = {v.key.replace("_clean", ""): v for v in norm_angle.prop31_verdicts(ref, "clean")}
     assert_not_holding(rows, f"{k_bad} of {SAMPLES} samples non-finite (excluded)")
     for v in rows:
         assert v.extra["nonfinite"] == k_bad and v.extra["samples"] == SAMPLES
         before = clean_rows[v.key.replace("_dirty", "")]
         if before.status == "holds":
-            assert v.status == "inconclusive" and v.detail.startswith("not decided: ") and v.extra["undecided"] == "holds"
+            assert v.status == "inconclusive" and v.detail.startswith("not decided: ")
+            assert v.extra["undecided"] == "holds"
     # the gap ratio, by numpy on the store, over the finite cells only
     ds = open_run(path)
     ratios = []
@@ -132,7 +135,7 @@ def test_norm_angle_excludes_and_counts_non_finite_samples(clean, tmp_path, cell
 def test_table5_means_over_finite_samples(clean, tmp_path):
     path = copy(clean, tmp_path / "dirty.zarr")
     poke(path, "z_next", (2, 1, 0, 3, 1, 2))
-    table = norm_angle.table5(path)
+    table = table5.table5(path)
     ds = open_run(path)
     a, b = flat(ds.z_next.isel(step=2, model=0).values)[1:], flat(ds.z_next.isel(step=2, model=1).values)[1:]
     row = table.loc[STEPS - 1 - 2]
@@ -177,7 +180,7 @@ def test_the_other_analyses_count_what_they_read(clean, tmp_path):
 
 
 def test_clean_stores_are_not_qualified(clean):
-    rows = norm_angle.verdicts(norm_angle.compute(clean), "c")
+    rows = norm_angle.prop31_verdicts(norm_angle.prop31(clean), "c")
     rows += shell.prop32_verdicts(shell.summarize({"c": shell.prop32(clean)}))
     rows += gaussianity.trajectory_verdicts(gaussianity.trajectory_gaussianity(clean), "c")
     for v in rows:
@@ -216,11 +219,11 @@ def test_every_store_verdict_of_an_incomplete_store_says_so(stopped):
     ds = open_run(path)
     assert int(ds.attrs["steps_completed"]) == k and not ds.attrs["complete"]
 
-    res = norm_angle.compute(path)
+    res = norm_angle.prop31(path)
     assert list(res.step.values) == list(range(k))  # only finished steps are read
     assert list(res.t_index.values) == [STEPS - 1 - s for s in range(k)]  # still the run's own T
     assert bool(res.finite.all())  # unwritten later steps are not "non-finite samples"
-    rows = norm_angle.verdicts(res, "s")
+    rows = norm_angle.prop31_verdicts(res, "s")
     rows += shell.prop32_verdicts(shell.summarize({"s": shell.prop32(path)}))
     rows += gaussianity.trajectory_verdicts(gaussianity.trajectory_gaussianity(path), "s")
     checks = trace_checks.verdicts(trace_checks.compute({"s": path}))
@@ -233,13 +236,13 @@ def test_every_store_verdict_of_an_incomplete_store_says_so(stopped):
     (own,) = [v for v in checks if v.key == "sampler_one_model"]
     assert note not in own.detail
     # a verdict that would hold is "not decided", one that is violated stays violated
-    clean_rows = norm_angle.verdicts(norm_angle.compute(path), "s")
+    clean_rows = norm_angle.prop31_verdicts(norm_angle.prop31(path), "s")
     assert any(v.detail.startswith(f"not decided: {note}") for v in clean_rows)
 
 
 def test_gaussianity_report_on_an_interrupted_store(stopped, tmp_path):
     path, k = stopped
-    rows = gaussianity.report(tmp_path / "g", {"s": path}, quick=True)
+    rows = run_analysis("gaussianity", {"s": path}, tmp_path / "g", quick=True)
     (traj,) = [v for v in rows if v.key == "trajectory_gaussian_s"]
     assert traj.status != "holds" and f"incomplete store: {k} of {STEPS} steps" in traj.detail
     # the verdicts that read no store are not qualified
@@ -259,8 +262,8 @@ def foreign(tmp_path):
 
 
 ENTRIES = {
-    "norm_angle": lambda p: norm_angle.compute(p),
-    "table5": lambda p: norm_angle.table5(p),
+    "norm_angle": lambda p: norm_angle.prop31(p),
+    "table5": lambda p: table5.table5(p),
     "shell": lambda p: shell.prop32(p),
     "gaussianity": lambda p: gaussianity.trajectory_gaussianity(p),
     "trace_checks": lambda p: trace_checks.compute({"x": p}),
@@ -317,21 +320,21 @@ def by_dtype(tmp_path_factory):
 
 def test_precision_refuses_duplicate_dtypes(by_dtype, tmp_path):
     with pytest.raises(ValueError) as info:
-        norm_angle.report_precision({"x": by_dtype["f32a"], "y": by_dtype["f32b"]}, tmp_path / "p")
+        run_analysis("precision", {"x": by_dtype["f32a"], "y": by_dtype["f32b"]}, tmp_path / "p")
     assert_one_line(info.value)
     assert "float32" in str(info.value) and "x (float32)" in str(info.value) and "y (float32)" in str(info.value)
     assert not (tmp_path / "p").exists()
     with pytest.raises(ValueError, match=r"at least 2 distinct dtypes; got f64 \(float64\)"):
-        norm_angle.precision_study({"f64": by_dtype["f64"]})
+        precision.precision_study({"f64": by_dtype["f64"]})
     with pytest.raises(ValueError, match="float32 is recorded more than once"):
-        norm_angle.precision_study([by_dtype["f32a"], by_dtype["f64"], by_dtype["f32b"]])
+        precision.precision_study([by_dtype["f32a"], by_dtype["f64"], by_dtype["f32b"]])
 
 
 def test_precision_reads_each_dtype_from_its_store(by_dtype):
-    prec = norm_angle.precision_study({"first": by_dtype["f64"], "second": by_dtype["f32a"]})
+    prec = precision.precision_study({"first": by_dtype["f64"], "second": by_dtype["f32a"]})
     assert list(prec.dtype.values) == ["float64", "float32"]  # from the attrs, not the names
     assert prec.attrs["stores"] == ["first", "second"]
-    same = norm_angle.precision_study([by_dtype["f64"], by_dtype["f32a"]])
+    same = precision.precision_study([by_dtype["f64"], by_dtype["f32a"]])
     np.testing.assert_array_equal(same.phi.values, prec.phi.values)
 
 
@@ -420,7 +423,8 @@ def test_result_folder_refuses_a_folder_that_is_not_a_result(tmp_path):
     assert_one_line(info.value)
     assert str(mine) in str(info.value) and MARKER in str(info.value)
     assert not ran  # refused before any work
-    assert (mine / "chapter.tex").read_text() == "three years" and sorted(p.name for p in mine.iterdir()) == ["chapter.tex"]
+    assert (mine / "chapter.tex").read_text() == "three years"
+    assert sorted(p.name for p in mine.iterdir()) == ["chapter.tex"]
     assert sorted(p.name for p in mine.parent.iterdir()) == ["norm_angle"]  # nothing left beside it
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match="it is a file"):
@@ -439,16 +443,45 @@ def test_result_folder_replaces_its_own_results(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_analysis_reports_leave_a_foreign_folder_alone(clean, tmp_path):
+def test_a_folder_of_result_folders_is_replaceable(tmp_path):
+    # the per-store result folders an older norm_angle wrote side by side, and nothing else
+    old = tmp_path / "norm_angle"
+    for name in ("a", "b"):
+        with result_folder(old / name) as tmp:
+            (tmp / "r.txt").write_text(name)
+    with result_folder(old) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in old.iterdir()) == sorted([MARKER, "new.txt"])
+    mixed = tmp_path / "mixed"
+    with result_folder(mixed / "a") as tmp:
+        pass
+    (mixed / "notes.txt").write_text("keep")
+    with pytest.raises(ValueError, match="refusing to replace"):
+        with result_folder(mixed):
+            pass
+    assert (mixed / "notes.txt").read_text() == "keep"
+
+
+def test_analysis_runs_leave_a_foreign_folder_alone(clean, tmp_path):
     out = tmp_path / "report"
-    (out / "c").mkdir(parents=True)
-    (out / "c" / "notes.txt").write_text("keep")
+    (out / "norm_angle" / "c").mkdir(parents=True)
+    (out / "norm_angle" / "c" / "notes.txt").write_text("keep")
     with pytest.raises(ValueError, match="refusing to replace"):
-        norm_angle.report({"c": clean}, out)
-    assert sorted(p.name for p in (out / "c").iterdir()) == ["notes.txt"]
-    shell_out = tmp_path / "shell"
-    shell_out.mkdir()
-    (shell_out / "notes.txt").write_text("keep")
+        run_analysis("norm_angle", {"c": clean}, out)
+    assert sorted(p.name for p in (out / "norm_angle" / "c").iterdir()) == ["notes.txt"]
+    (out / "shell").mkdir()
+    (out / "shell" / "notes.txt").write_text("keep")
     with pytest.raises(ValueError, match="refusing to replace"):
-        shell.report({"c": clean}, shell_out, lemma_draws=10)
-    assert (shell_out / "notes.txt").read_text() == "keep"
+        run_analysis("shell", {"c": clean}, out)
+    assert (out / "shell" / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in out.iterdir()) == ["norm_angle", "shell"]  # nothing half-written beside them
+
+
+def test_paired_difference_by_hand():
+    a, b = np.array([0.9, 0.7, 0.8, 1.0]), np.array([0.5, 0.6, 0.9, 0.4])
+    d = [0.4, 0.1, -0.1, 0.6]
+    mean = sum(d) / 4
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / 3) / 2
+    got = paired_difference(a, b)
+    assert got[0] == pytest.approx(mean, rel=1e-12) and got[1] == pytest.approx(se, rel=1e-12)
+    assert math.isnan(paired_difference([1.0], [0.5])[1])

@@ -146,7 +146,8 @@ CASES = [
                                                        "--report", str(d / "report")],
      ["refusing to overwrite", "taken/gmm_pair.zarr", "not an amdm-geom trace store"]),
     ("probe-out-exists", gmm(), ["run.zarr", "exists", "--out"]),
-    ("probe-out-under-file", lambda d: gmm("--out", str(d / "file" / "run.zarr"))(d), ["file/run.zarr", "not a folder"]),
+    ("probe-out-under-file", lambda d: gmm("--out", str(d / "file" / "run.zarr"))(d),
+     ["file/run.zarr", "not a folder"]),
     ("sd-model-missing", lambda d: ["probe", "sd", "--model-a", str(d / "missing"), "--prompt", "x", *SMALL,
                                     "--out", str(d / "run.zarr")], ["--model-a", "missing"]),
     ("sd-ip-adapter-image-alone", lambda d: sd("--ip-adapter-image", str(d / "model"))(d),
@@ -163,6 +164,12 @@ CASES = [
     ("analyze-not-a-store", lambda d: ["analyze", "trace_checks", str(d / "model"), "--out", str(d / "report")],
      ["no trace store", "model"]),
     ("analyze-unknown", lambda d: ["analyze", "nope"], ["ANALYSIS", "nope"]),
+    ("probe-unknown", lambda d: ["probe", "nope", "--out", str(d / "new.zarr")], ["NAME", "nope", "gmm_pair"]),
+    # rerun: the store must be a trace store that keeps its spec
+    ("rerun-missing-store", lambda d: ["rerun", str(d / "missing.zarr")], ["STORE", "missing.zarr"]),
+    ("rerun-foreign-store", lambda d: ["rerun", str(d / "a" / "x.zarr"), "--out", str(d / "y.zarr")],
+     ["a/x.zarr", "not an amdm-geom trace store"]),
+    ("rerun-option-without-value", lambda d: ["rerun", str(d / "a" / "x.zarr"), "--out"], ["--out"]),
 ]
 
 

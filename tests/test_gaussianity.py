@@ -4,12 +4,15 @@ forward-process normality checks calibrated on Gaussian data."""
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
+import xarray as xr
 
+from amdm_geom.analyses import gaussianity
 from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.runner import run_analysis
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run
-from amdm_geom.analyses import gaussianity
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +39,9 @@ def test_continuous_moments_by_quadrature(moments):
     integral = np.concatenate([[0], np.cumsum((beta[1:] + beta[:-1]) / 2 * np.diff(s))])
     sd = moments.sel(kind="scaled_linear")
     for t in (0.25, 0.6, 1.0):
-        I = np.interp(t, s, integral)
-        assert float(sd.m.sel(t=t, method="nearest")) == pytest.approx(math.exp(-I / 2), rel=1e-6)
-        assert float(sd.P.sel(t=t, method="nearest")) == pytest.approx(1 - math.exp(-I), rel=1e-6)
+        beta_integral = np.interp(t, s, integral)
+        assert float(sd.m.sel(t=t, method="nearest")) == pytest.approx(math.exp(-beta_integral / 2), rel=1e-6)
+        assert float(sd.P.sel(t=t, method="nearest")) == pytest.approx(1 - math.exp(-beta_integral), rel=1e-6)
 
 
 def test_converged_from_and_the_verdicts(moments):
@@ -79,10 +82,10 @@ def test_exact_coordinate_moments_match_samples():
     w = fam.condition()
     z, _ = fam.mixture.sample_diffused(w, 50000, 0.5, np.random.default_rng(0))
     coords = np.arange(5)
-    mean, var = gaussianity._coordinate_moments(fam.mixture, w, 0.5, coords)
+    mean, var = gaussianity.coordinate_moments(fam.mixture, w, 0.5, coords)
     np.testing.assert_allclose(z[:, :5].mean(0), mean, atol=0.03)
     np.testing.assert_allclose(z[:, :5].var(0), var, rtol=0.03)
-    expected = gaussianity._expected_sq_norm(fam.mixture, w, 0.5)
+    expected = gaussianity.expected_sq_norm(fam.mixture, w, 0.5)
     assert float((z**2).sum(1).mean()) == pytest.approx(expected, rel=0.01)
 
 
@@ -101,14 +104,34 @@ def test_trajectory_checks_on_a_store(tmp_path):
     abar = float(ds.alpha_bar[0])
     w = fam.condition(position=0)
     e_x0 = float((w * ((fam.mixture.means**2).sum(1) + fam.mixture.variances.sum(1))).sum())
-    np.testing.assert_allclose(res.ratio.sel(step=0), np.linalg.norm(z0, axis=1) / math.sqrt(abar * e_x0 + n * (1 - abar)))
+    expected = math.sqrt(abar * e_x0 + n * (1 - abar))
+    np.testing.assert_allclose(res.ratio.sel(step=0), np.linalg.norm(z0, axis=1) / expected)
     assert list(res.step.values) == list(range(8))
     (row,) = gaussianity.trajectory_verdicts(res, "s")
     assert row.status in ("holds", "violated") and row.value == pytest.approx(float(np.abs(res.ratio - 1).max()))
 
 
-def test_report_writes_figures(tmp_path):
-    rows = gaussianity.report(tmp_path / "g", quick=True)
-    assert {"sd_gaussian_T", "sd_converged_from", "forward_gaussian_coords", "forward_norm_concentration"} <= {r.key for r in rows}
-    for f in ("figure6_moments.png", "forward_gaussianity.png", "verdicts.json", "schedule_summary.csv"):
-        assert (tmp_path / "g" / f).exists()
+def test_runner_writes_figures_tables_and_each_part(tmp_path):
+    fam = fine_grained_family((4, 8, 8), seed=5)
+    sampler = AMDMSampler([fam.model(), fam.model()], [fam.condition(position=0), fam.condition(colour=1)],
+                          SamplerConfig(num_inference_steps=6, agg_steps=2))
+    with sampler.recording(ZarrRecorder(tmp_path / "s.zarr")):
+        sampler.sample([0, 1])
+    rows = run_analysis("gaussianity", {"s": tmp_path / "s.zarr"}, tmp_path / "report", quick=True)
+    assert [r.key for r in rows][:4] == ["sd_gaussian_T", "sd_converged_from", "forward_gaussian_coords",
+                                         "forward_norm_concentration"] and rows[-1].key == "trajectory_gaussian_s"
+    folder = tmp_path / "report" / "gaussianity"
+    for f in ("figure6_moments.png", "forward_gaussianity.png", "trajectory_s.png", "verdicts.json",
+              "schedule_summary.csv", "moments.zarr", "forward.zarr", "trajectories/s.zarr"):
+        assert (folder / f).exists(), f
+    # the written parts are what the public functions compute (quick: 4 x 32 x 32, 128 draws, 32 coordinates)
+    forward = xr.open_zarr(folder / "forward.zarr", consolidated=False).load()
+    again = gaussianity.forward_gaussianity(gaussianity.default_family((4, 32, 32)), n_samples=128, n_coords=32)
+    np.testing.assert_array_equal(forward.ratio.values, again.ratio.values)
+    summary = pd.read_csv(folder / "schedule_summary.csv").set_index("kind")
+    moments = gaussianity.schedule_moments()
+    np.testing.assert_allclose(summary.loc["scaled_linear", "m_T"], float(moments.m_T.sel(kind="scaled_linear")),
+                               rtol=1e-5)
+    trajectory = xr.open_zarr(folder / "trajectories" / "s.zarr", consolidated=False).load()
+    np.testing.assert_array_equal(trajectory.ratio.values,
+                                  gaussianity.trajectory_gaussianity(tmp_path / "s.zarr").ratio.values)

@@ -302,7 +302,8 @@ def _one_line_value_error(call, *fragments):
     return message
 
 
-@given(eta=st.sampled_from([math.inf, -math.inf, math.nan]), per_sample=st.booleans(), kind=st.sampled_from(["torch", "numpy"]))
+@given(eta=st.sampled_from([math.inf, -math.inf, math.nan]), per_sample=st.booleans(),
+       kind=st.sampled_from(["torch", "numpy"]))
 def test_nonfinite_eta_raises(eta, per_sample, kind):
     z = torch.randn(3, 4, dtype=torch.float64)
     mu = torch.randn(3, 4, dtype=torch.float64)
@@ -339,7 +340,8 @@ def test_nonfinite_weight_raises(name, w, per_sample):
     _one_line_value_error(lambda: WEIGHTED[name](a, b, value), "must be in [0, 1]", "non-finite", repr(w))
 
 
-@given(w=st.one_of(st.floats(max_value=-1e-300, allow_infinity=False), st.floats(min_value=1.0 + 1e-15, allow_infinity=False)))
+@given(w=st.one_of(st.floats(max_value=-1e-300, allow_infinity=False),
+                   st.floats(min_value=1.0 + 1e-15, allow_infinity=False)))
 def test_out_of_range_finite_weight_raises(w):
     a = torch.randn(2, 4, dtype=torch.float64)
     message = _one_line_value_error(lambda: geo.slerp(a, a, w), "w must be in [0, 1]", repr(w))
@@ -468,8 +470,10 @@ def test_finite_float64_extremes_give_finite_correct_results(seed, log_scale, w)
     np.testing.assert_allclose(geo.norm(a).numpy() / c, np_norm(a.numpy() / c), rtol=1e-13)
     np.testing.assert_allclose(geo.angle(a, b).numpy(), np_angle(a1, b1), rtol=1e-12)
     np.testing.assert_allclose(geo.norm_gap(a, b).numpy() / c, np_norm_gap(a.numpy() / c, b.numpy() / c), rtol=1e-9)
-    np.testing.assert_allclose(geo.slerp(a, b, w).numpy() / c, np_slerp(a.numpy() / c, b.numpy() / c, np.full(3, w)), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(geo.slerp(a, b, w).numpy() / c, np_slerp(a.numpy() / c, b.numpy() / c, np.full(3, w)),
+                               rtol=1e-9, atol=1e-9)
     eta = 0.5 * c
     np.testing.assert_allclose(
-        geo.radial_shift(a, b, eta).numpy() / c, np_radial_shift(a.numpy() / c, b.numpy() / c, np.full(3, 0.5)), rtol=1e-9, atol=1e-12
+        geo.radial_shift(a, b, eta).numpy() / c, np_radial_shift(a.numpy() / c, b.numpy() / c, np.full(3, 0.5)),
+        rtol=1e-9, atol=1e-12,
     )

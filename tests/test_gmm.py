@@ -106,7 +106,8 @@ def test_components_differing_in_one_attribute_are_separation_apart():
     fam = fine_grained_family((4, 32, 32), separation=8.0, seed=1)
     m = fam.mixture.means
     labels = fam.mixture.labels
-    same_pos = (labels["position"][:, None] == labels["position"][None]) & (labels["colour"][:, None] != labels["colour"][None])
+    same_pos = ((labels["position"][:, None] == labels["position"][None])
+                & (labels["colour"][:, None] != labels["colour"][None]))
     d = torch.cdist(m, m)[same_pos]
     assert d.mean().item() == pytest.approx(8.0, rel=0.05)
 
@@ -164,3 +165,121 @@ def test_from_description_rebuilds_the_same_model():
     assert same_schedule(again.scheduler, m.scheduler)
     with pytest.raises(ValueError, match="not a fine-grained GMM family description"):
         from_description({"family": "unet"})
+
+
+# --------------------------------------------------------------------------------------------
+# the guidance rule
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5, 1.0])
+def test_no_guidance_at_or_below_scale_one(scale):
+    # diffusers' rule (do_classifier_free_guidance = guidance_scale > 1): eps_c alone at s <= 1
+    mix = small_mixture(seed=4)
+    w = torch.tensor([0.8, 0.1, 0.1], dtype=torch.float64)
+    z = torch.randn(3, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    plain = GMMDenoiser(mix, dtype=torch.float64)
+    assert torch.equal(GMMDenoiser(mix, dtype=torch.float64, guidance_scale=scale)(z, 301, w), plain(z, 301, w))
+
+
+# --------------------------------------------------------------------------------------------
+# the engine with full covariances (the 2D benchmark's mixtures, products)
+
+
+def full_mixture(n=3, k=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    means = 1.5 * torch.randn(k, n, generator=g, dtype=torch.float64)
+    a = torch.randn(k, n, n, generator=g, dtype=torch.float64)
+    covs = 0.3 * a @ a.transpose(1, 2) / n + 0.1 * torch.eye(n, dtype=torch.float64)
+    weights = torch.rand(k, generator=g, dtype=torch.float64) + 0.2
+    return GaussianMixture.full(means, covs, weights)
+
+
+def reference_full(mix: GaussianMixture, weights, abar):
+    """p_t(z | y) with full covariances, built with torch.distributions from the forward process."""
+    cov = abar * mix.covariances + (1 - abar) * torch.eye(mix.dim, dtype=torch.float64)
+    comp = D.MultivariateNormal(math.sqrt(abar) * mix.means, covariance_matrix=cov)
+    return D.MixtureSameFamily(D.Categorical(probs=torch.as_tensor(weights, dtype=torch.float64)), comp)
+
+
+@pytest.mark.parametrize("abar", [1.0, 0.6, 0.02])
+def test_full_covariance_density_and_score_against_torch_distributions(abar):
+    mix = full_mixture()
+    assert mix.is_full and float(mix.weights.sum()) == pytest.approx(1.0, abs=1e-15)
+    z = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    for w in (None, torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)):
+        ref = reference_full(mix, mix.weights if w is None else w, abar)
+        lp_ref = ref.log_prob(z)
+        score_ref, = torch.autograd.grad(lp_ref.sum(), z)
+        lp, score = mix.log_prob_and_score(z.detach(), w, abar)
+        np.testing.assert_allclose(lp, lp_ref.detach(), rtol=1e-12)
+        np.testing.assert_allclose(score, score_ref, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(mix.log_prob(z.detach(), w, abar), lp, rtol=1e-14)
+        np.testing.assert_allclose(mix.score(z.detach(), w, abar), score, rtol=1e-14)
+        post = torch.softmax(torch.log(ref.mixture_distribution.probs) + ref.component_distribution.log_prob(
+            z.detach()[:, None, :]), 1)
+        np.testing.assert_allclose(mix.responsibilities(z.detach(), w, abar), post, rtol=1e-10)
+    per_sample = torch.softmax(torch.randn(7, 4, dtype=torch.float64), 1)
+    lp = mix.log_prob(z.detach(), per_sample, abar)
+    for b in range(7):
+        assert lp[b].item() == pytest.approx(mix.log_prob(z.detach()[b:b + 1], per_sample[b], abar).item(), rel=1e-12)
+
+
+def test_diagonal_and_full_forms_of_one_mixture_agree():
+    diag = small_mixture(n=4, k=3, seed=6)
+    full = GaussianMixture.full(diag.means, torch.diag_embed(diag.variances))
+    z = torch.randn(9, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    w = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    for abar in (1.0, 0.3):
+        np.testing.assert_allclose(full.log_prob(z, w, abar), diag.log_prob(z, w, abar), rtol=1e-12)
+        np.testing.assert_allclose(full.score(z, w, abar), diag.score(z, w, abar), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(full.component_log_density(z, abar), diag.component_log_density(z, abar),
+                                   rtol=1e-12)
+    # the diffused mixture is a mixture of its own: p_t at abar is p_0 of mix.diffused(abar)
+    for mix in (diag, full):
+        np.testing.assert_allclose(mix.diffused(0.3).log_prob(z, w), mix.log_prob(z, w, 0.3), rtol=1e-12)
+
+
+def test_product_of_mixtures_is_p_q_over_z():
+    p, q = full_mixture(seed=1), full_mixture(k=2, seed=2)
+    prod, log_z = p.product(q)
+    assert prod.n_components == 8 and float(prod.weights.sum()) == pytest.approx(1.0, abs=1e-14)
+    x = torch.randn(50, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    want = reference_full(p, p.weights, 1.0).log_prob(x) + reference_full(q, q.weights, 1.0).log_prob(x) - log_z
+    np.testing.assert_allclose(prod.log_prob(x), want, rtol=1e-10)
+    # Z = E_{x ~ p} q(x), by Monte Carlo from p's own exact samples
+    xs, _ = p.sample_diffused(None, 400_000, 1.0, np.random.default_rng(0))
+    qx = reference_full(q, q.weights, 1.0).log_prob(xs).exp()
+    se = float(qx.std()) / math.sqrt(len(qx))
+    assert abs(float(qx.mean()) - math.exp(log_z)) < 4 * se
+
+
+def test_full_sampling_and_moments():
+    mix = full_mixture(seed=5)
+    z, ks = mix.sample_diffused(None, 200_000, 0.4, np.random.default_rng(1))
+    d = mix.diffused(0.4)
+    np.testing.assert_allclose(z.mean(0), d.mean(), atol=0.02)
+    np.testing.assert_allclose(torch.cov(z.T), d.covariance(), atol=0.03)
+    np.testing.assert_allclose(np.bincount(ks.numpy(), minlength=4) / 200_000, mix.weights, atol=0.005)
+    # the moments against their definition
+    w, m, c = mix.weights, mix.means, mix.covariances
+    mean = (w[:, None] * m).sum(0)
+    cov = sum(w[k] * (c[k] + torch.outer(m[k] - mean, m[k] - mean)) for k in range(4))
+    np.testing.assert_allclose(mix.covariance(), cov, rtol=1e-12)
+    x0, comp = mix.sample(None, [torch.Generator().manual_seed(i) for i in range(3)])
+    assert x0.shape == (3, 3) and comp.shape == (3,)
+
+
+def test_full_covariance_errors_are_one_line():
+    good = torch.eye(2, dtype=torch.float64).expand(2, 2, 2)
+    with pytest.raises(ValueError, match=r"covariances must have shape \(2, 2, 2\); got \(2, 2\)"):
+        GaussianMixture.full(torch.zeros(2, 2), torch.eye(2))
+    with pytest.raises(ValueError, match="covariances must be symmetric"):
+        GaussianMixture.full(torch.zeros(2, 2), torch.tensor([[[1.0, 0.5], [0.0, 1.0]]] * 2))
+    with pytest.raises(ValueError, match="covariances must be positive definite; component 1 is not"):
+        GaussianMixture.full(torch.zeros(2, 2), torch.stack([torch.eye(2), -torch.eye(2)]))
+    with pytest.raises(ValueError, match=r"weights must be finite and >= 0 with a positive sum; got \[-1.0, 2.0\]"):
+        GaussianMixture.full(torch.zeros(2, 2), good, [-1.0, 2.0])
+    with pytest.raises(ValueError, match="not both"):
+        GaussianMixture(torch.zeros(2, 2), torch.ones(2, 2), (2,), covariances=good)
+    with pytest.raises(ValueError, match=r"alpha_bar must be in \(0, 1\]; got 0.0"):
+        GaussianMixture.full(torch.zeros(2, 2), good).diffused(0.0)

@@ -1,17 +1,23 @@
 """The Prop. 3.1 analysis on small stores made here, against independent computations: numpy
 geometry, the models called directly at the recorded inputs, and hand-written bounds."""
 
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import xarray as xr
 
 from amdm_geom import cli
+from amdm_geom.analyses import norm_angle, precision, table5
 from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.runner import run_analysis
+from amdm_geom.runner.output import MARKER
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run
-from amdm_geom.analyses import norm_angle
+from amdm_geom.verdicts import to_json
 from tests.reference import ref_angle
 
 SHAPE, STEPS, S = (4, 8, 8), 10, 4
@@ -46,7 +52,7 @@ def flat(da):
 
 def test_geometry_per_step_against_numpy(ddim):
     path, _, _ = ddim
-    res, ds = norm_angle.compute(path), open_run(path)
+    res, ds = norm_angle.prop31(path), open_run(path)
     assert list(res.step.values) == list(range(STEPS))  # models 2.. continue after the window
     for k in (0, 2, 7):
         a, b = flat(ds.z_next.isel(step=k, model=0)), flat(ds.z_next.isel(step=k, model=1))
@@ -63,7 +69,7 @@ def test_geometry_per_step_against_numpy(ddim):
 
 def test_cross_terms_equal_the_models_called_at_the_recorded_inputs(ddpm):
     path, models, conds = ddpm
-    res, ds = norm_angle.compute(path), open_run(path)
+    res, ds = norm_angle.prop31(path), open_run(path)
     n = int(np.prod(SHAPE))
     for k in (1, 3):
         t = int(ds.t[k])
@@ -75,9 +81,11 @@ def test_cross_terms_equal_the_models_called_at_the_recorded_inputs(ddpm):
         e2 = models[1](z2, t, conds[1]).double().reshape(3, -1)
         np.testing.assert_allclose(res.cond_term.sel(step=k), np.linalg.norm(e1 - e1y2, axis=1), rtol=1e-5)
         np.testing.assert_allclose(res.func_term.sel(step=k), np.linalg.norm(e1y2 - e2z1, axis=1), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(res.start_eps_term.sel(step=k), np.linalg.norm(e2z1 - e2, axis=1), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(res.start_eps_term.sel(step=k), np.linalg.norm(e2z1 - e2, axis=1), rtol=1e-5,
+                                   atol=1e-6)
         B, sigma = float(ds.B[k]), float(ds.sigma[k])
-        by_hand = abs(B) * (np.linalg.norm(e1 - e1y2, axis=1) + np.linalg.norm(e1y2 - e2z1, axis=1)) + sigma * math.sqrt(2 * n)
+        cond, func = np.linalg.norm(e1 - e1y2, axis=1), np.linalg.norm(e1y2 - e2z1, axis=1)
+        by_hand = abs(B) * (cond + func) + sigma * math.sqrt(2 * n)
         np.testing.assert_allclose(res.delta_bound.sel(step=k), by_hand, rtol=1e-5)
 
 
@@ -96,8 +104,8 @@ def test_delta_parts_add_up_to_the_difference(ddpm):
 
 def test_verdicts_follow_the_numbers(ddim, ddpm):
     for path in (ddim[0], ddpm[0]):
-        res = norm_angle.compute(path)
-        rows = {v.key.split("_run_")[0]: v for v in norm_angle.verdicts(res, "x")}
+        res = norm_angle.prop31(path)
+        rows = {v.key.split("_run_")[0]: v for v in norm_angle.prop31_verdicts(res, "x")}
         assert rows["prop31_gap"].status == "holds"  # Cauchy-Schwarz: it cannot fail
         premise = res.isel(step=res.from_aggregate.values)
         over = int((premise.delta > premise.delta_bound * (1 + 1e-9)).sum())
@@ -109,7 +117,7 @@ def test_verdicts_follow_the_numbers(ddim, ddpm):
 def test_ddim_delta_is_dominated_by_the_shifted_starts(ddim):
     # with sigma = 0 the bound has no noise term, and the two shifted starts (up to 2 eta apart)
     # dominate delta; a finding the analysis reports, checked here against the store directly
-    res, ds = norm_angle.compute(ddim[0]), open_run(ddim[0])
+    res, ds = norm_angle.prop31(ddim[0]), open_run(ddim[0])
     premise = res.isel(step=res.from_aggregate.values)
     assert bool((premise.start_part > premise.eps_part).all())
     # the two shifted points lie within 2 eta of each other (each is eta from z'), so
@@ -120,7 +128,7 @@ def test_ddim_delta_is_dominated_by_the_shifted_starts(ddim):
 
 def test_table5_layout_and_values(ddim):
     path, _, _ = ddim
-    table = norm_angle.table5(path)
+    table = table5.table5(path)
     assert list(table.index) == [STEPS] + [STEPS - 1 - k for k in range(STEPS)]
     ds = open_run(path)
     a, b = flat(ds.z.isel(step=0, model=0)), flat(ds.z.isel(step=0, model=1))
@@ -130,11 +138,11 @@ def test_table5_layout_and_values(ddim):
 
 
 def test_paper_table5_and_the_float16_grid():
-    paper = norm_angle.paper_table5()
+    paper = table5.paper_table5()
     assert list(paper.index) == list(range(50, 0, -1))
     assert paper.loc[50, "delta"] == pytest.approx(181.375) and paper.loc[48, "phi"] == 0.0
-    assert norm_angle.float16_grid_share(paper.loc[48:30, "phi"].values) == 1.0
-    assert norm_angle.float16_grid_share(np.array([0.005, 0.0123, 0.07])) == 0.0
+    assert table5.float16_grid_share(paper.loc[48:30, "phi"].values) == 1.0
+    assert table5.float16_grid_share(np.array([0.005, 0.0123, 0.07])) == 0.0
 
 
 @pytest.mark.parametrize("true_phi", [1e-4, 3e-3, 1e-2, 2e-2, 5e-2])
@@ -149,8 +157,8 @@ def test_float16_arithmetic_lands_on_the_acos_grid(true_phi):
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     a = 128 * u
     b = 127.9 * (math.cos(true_phi) * u + math.sin(true_phi) * v)
-    phi, _, gap = norm_angle.float16_arithmetic(a, b)
-    assert norm_angle.float16_grid_share(phi) == 1.0
+    phi, _, gap = table5.float16_arithmetic(a, b)
+    assert table5.float16_grid_share(phi) == 1.0
     np.testing.assert_allclose(ref_angle(a, b), true_phi, rtol=1e-9)
     if true_phi < 0.02:
         assert np.all(np.abs(phi - true_phi) > true_phi / 2)
@@ -162,24 +170,42 @@ def test_precision_study_over_dtypes(tmp_path):
     for d in (torch.float16, torch.float32, torch.float64):
         name = str(d).split(".")[1]
         stores[name] = make_store(tmp_path / f"{name}.zarr", dtype=d, cross=False)[0]
-    prec = norm_angle.precision_study(stores)
+    prec = precision.precision_study(stores)
     assert list(prec.dtype.values) == ["float16", "float32", "float64", "float16_arith"]
     # float32 and float64 runs agree closely; float16 arithmetic quantises phi
     np.testing.assert_allclose(prec.phi.sel(dtype="float32"), prec.phi.sel(dtype="float64"), rtol=1e-3, atol=1e-5)
     arith = prec.phi.sel(dtype="float16_arith").values
     assert not np.allclose(arith, prec.phi.sel(dtype="float64").values, rtol=1e-2)
-    v = norm_angle.precision_verdict(prec)
+    v = precision.precision_verdict(prec)
     assert v.status == "violated" and v.value == 1.0
 
 
-def test_report_and_cli_analyze(ddim, tmp_path, capsys):
+def test_runner_writes_each_store_beside_the_others(ddim, ddpm, tmp_path):
+    out = tmp_path / "report"
+    rows = run_analysis("norm_angle", {"ddim": ddim[0], "ddpm": ddpm[0]}, out)
+    folder = out / "norm_angle"
+    assert json.loads((folder / "verdicts.json").read_text()) == json.loads(to_json(rows))
+    for name, path in (("ddim", ddim[0]), ("ddpm", ddpm[0])):
+        for f in ("results.zarr", "table5.csv", "norm_gap.png", "angle_delta.png", "delta_parts.png"):
+            assert (folder / name / f).exists(), f
+        assert not (folder / name / "table5.zarr").exists()  # the table is written as CSV only
+        # the written results are prop31's, and the CSV is the store's Table 5 beside the paper's
+        written = xr.open_zarr(folder / name / "results.zarr", consolidated=False).load()
+        np.testing.assert_array_equal(written.delta.values, norm_angle.prop31(path).delta.values)
+        csv = pd.read_csv(folder / name / "table5.csv").set_index("t")
+        ours = table5.table5(path)
+        np.testing.assert_allclose(csv.loc[ours.index, "phi"], ours.phi, rtol=1e-5)
+        assert csv.loc[50, "paper_delta"] == pytest.approx(181.375)
+    assert [r.key for r in rows] == [f"prop31_{k}_run_{n}" for n in ("ddim", "ddpm") for k in ("gap", "angle", "delta")]
+    assert [p.name for p in folder.glob(".*")] == [MARKER]  # a result folder, and no temporary folder left
+    assert not list(out.glob(".*"))
+
+
+def test_cli_analyze(ddim, tmp_path, capsys):
     out = tmp_path / "report"
     assert cli.main(["analyze", "norm_angle", str(ddim[0]), "--out", str(out)]) == 0
-    folder = out / "norm_angle" / "ddim"
-    for f in ("results.zarr", "table5.csv", "verdicts.json", "norm_gap.png", "angle_delta.png", "delta_parts.png"):
-        assert (folder / f).exists(), f
+    assert (out / "norm_angle" / "ddim" / "results.zarr").exists()
     assert "Prop. 3.1" in capsys.readouterr().out
-    assert not list(out.glob("norm_angle/.*"))  # no temporary folders left behind
     assert cli.main(["analyze", "norm_angle", str(tmp_path / "missing.zarr")]) == 2
     assert "no trace store at" in capsys.readouterr().err
 
@@ -190,4 +216,4 @@ def test_needs_two_models_and_z_next(tmp_path):
     with sampler.recording(ZarrRecorder(tmp_path / "one.zarr")):
         sampler.sample([0])
     with pytest.raises(ValueError, match=r"pair must be two model indices in \[0, 0\]; got \(0, 1\)"):
-        norm_angle.compute(tmp_path / "one.zarr")
+        norm_angle.prop31(tmp_path / "one.zarr")

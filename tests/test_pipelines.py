@@ -60,11 +60,11 @@ def final_latents(store):
     return torch.from_numpy(ds.z_next.isel(step=ds.sizes["step"] - 1, model=0).values)
 
 
-def reference(cls, folder, **kwargs):
+def reference(cls, folder, guidance_scale=3.0, **kwargs):
     pipe = cls.from_pretrained(folder, local_files_only=True)
     pipe.scheduler = type(load_pipeline(folder).scheduler).from_config(pipe.scheduler.config)
     gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
-    return pipe(num_images_per_prompt=2, num_inference_steps=6, guidance_scale=3.0, generator=gens,
+    return pipe(num_images_per_prompt=2, num_inference_steps=6, guidance_scale=guidance_scale, generator=gens,
                 output_type="latent", **kwargs).images
 
 
@@ -90,6 +90,42 @@ def test_gligen_through_the_probe_is_the_gligen_pipeline(folders, tmp_path):
     assert torch.equal(final_latents(store), want)
 
 
+@pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
+def test_guidance_rule_is_the_pipelines_bit_for_bit(folders, scale):
+    """diffusers guides only above 1 (do_classifier_free_guidance); so does PipelineDenoiser, and
+    one model run by the sampler gives StableDiffusionPipeline's latents at every scale."""
+    model = PipelineDenoiser(load_pipeline(folders["sd"]), guidance_scale=scale)
+    cond = model.condition("a red cube", negative_prompt="blurry")
+    out = AMDMSampler([model], [cond], SamplerConfig(num_inference_steps=6, weights=())).sample([0, 1])
+    want = reference(StableDiffusionPipeline, folders["sd"], guidance_scale=scale, prompt="a red cube",
+                     negative_prompt="blurry")
+    assert torch.equal(out.z0, want)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
+def test_pipeline_eps_is_the_conditional_eps_unless_guided(folders, scale):
+    model = PipelineDenoiser(load_pipeline(folders["sd"]), guidance_scale=scale)
+    cond = model.condition("a red cube", negative_prompt="blurry")
+    z_t = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(4))  # (B, C, H, W)
+    batches = []
+    handle = model.unet.register_forward_hook(lambda mod, args, out: batches.append(args[0].shape[0]))
+    try:
+        eps = model(z_t, 501, cond)
+    finally:
+        handle.remove()
+    with torch.no_grad():  # the UNet called directly, one condition at a time
+        eps_c = model.unet(z_t, 501, encoder_hidden_states=cond.prompt_embeds.expand(2, -1, -1)).sample
+    if scale <= 1:
+        assert batches == [2] and cond.negative_prompt_embeds is None
+        assert torch.equal(eps, eps_c)
+    else:
+        assert batches == [4]  # one pass on the doubled batch
+        with torch.no_grad():
+            eps_u = model.unet(z_t, 501, encoder_hidden_states=cond.negative_prompt_embeds.expand(2, -1, -1)).sample
+        torch.testing.assert_close(eps, eps_u + 3.0 * (eps_c - eps_u), rtol=1e-5, atol=1e-5)
+        assert float((eps - eps_c).norm()) > 1e-3 * float(eps_c.norm())  # guidance changed eps
+
+
 @pytest.fixture(scope="module")
 def ip_adapter(folders):
     """A tiny CLIP image encoder and IP-Adapter weights in the original layout, saved here."""
@@ -100,7 +136,8 @@ def ip_adapter(folders):
         hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=32,
         patch_size=4, projection_dim=32))
     encoder.save_pretrained(root / "image_encoder")
-    CLIPImageProcessor(crop_size={"height": 32, "width": 32}, size={"shortest_edge": 32}).save_pretrained(root / "image_encoder")
+    processor = CLIPImageProcessor(crop_size={"height": 32, "width": 32}, size={"shortest_edge": 32})
+    processor.save_pretrained(root / "image_encoder")
     unet = load_pipeline(folders["sd"]).unet
     cross, tokens = unet.config.cross_attention_dim, 4
     g = torch.Generator().manual_seed(3)
@@ -121,7 +158,8 @@ def ip_adapter(folders):
     safetensors.torch.save_file(flat, root / "ipa" / "ip-adapter.safetensors")
     image = root / "reference.png"
     Image.fromarray(np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype(np.uint8)).save(image)
-    return {"folder": root / "ipa", "weight": "ip-adapter.safetensors", "encoder": root / "image_encoder", "image": image}
+    return {"folder": root / "ipa", "weight": "ip-adapter.safetensors", "encoder": root / "image_encoder",
+            "image": image}
 
 
 def rgb(path):
@@ -132,8 +170,8 @@ def rgb(path):
 def test_ip_adapter_through_the_probe_is_the_pipeline(folders, ip_adapter, tmp_path):
     store = probe(["--model-a", str(folders["sd"]), "--prompt", "a cube", "--ip-adapter", str(ip_adapter["folder"]),
                    "--ip-adapter-weight-name", ip_adapter["weight"], "--ip-adapter-image-encoder",
-                   str(ip_adapter["encoder"]), "--ip-adapter-image", str(ip_adapter["image"]), "--ip-adapter-model", "a",
-                   "--ip-adapter-scale", "0.8"], tmp_path)
+                   str(ip_adapter["encoder"]), "--ip-adapter-image", str(ip_adapter["image"]),
+                   "--ip-adapter-model", "a", "--ip-adapter-scale", "0.8"], tmp_path)
     pipe = load_pipeline(folders["sd"], ip_adapter=ip_adapter["folder"], ip_adapter_weight_name=ip_adapter["weight"],
                          ip_adapter_image_encoder=ip_adapter["encoder"], ip_adapter_scale=0.8)
     gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
@@ -150,9 +188,9 @@ def test_ip_adapter_through_the_probe_is_the_pipeline(folders, ip_adapter, tmp_p
 
 @pytest.fixture(scope="module")
 def lora(folders):
+    from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
-    from diffusers.utils import convert_state_dict_to_diffusers
 
     unet = load_pipeline(folders["sd"]).unet
     unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
@@ -195,7 +233,8 @@ def test_ecosystem_check(folders):
     assert all(v > 0 for v in same.proximity.values())  # different UNets: eps differ
     assert check(folders["sd"], folders["sd"]).proximity == {t: 0.0 for t in same.proximity}
     vae = check(folders["sd"], folders["other_vae"])
-    assert vae.verdict == "different" and vae.checks["vae"]["same"] is False and vae.checks["vae"]["weights_same"] is False
+    assert vae.verdict == "different"
+    assert vae.checks["vae"]["same"] is False and vae.checks["vae"]["weights_same"] is False
     sde = check(folders["sd"], folders["linear"])
     assert sde.verdict == "different" and set(sde.checks["sde"]["differences"]) >= {"beta_schedule", "beta_end"}
     shape = check(folders["sd"], folders["large"])
@@ -260,7 +299,8 @@ def test_pipeline_denoiser_refuses_bad_sizes_and_scales(folders):
     for kwargs, match in [
         ({"height": -64}, f"height must be a positive multiple of the VAE's scale factor {factor}; got -64"),
         ({"width": 0}, f"width must be a positive multiple of the VAE's scale factor {factor}; got 0"),
-        ({"height": factor + 1}, f"height must be a positive multiple of the VAE's scale factor {factor}; got {factor + 1}"),
+        ({"height": factor + 1},
+         f"height must be a positive multiple of the VAE's scale factor {factor}; got {factor + 1}"),
         ({"height": 8.0}, "height must be a positive multiple"),
         ({"guidance_scale": float("nan")}, "guidance_scale must be a finite number; got nan"),
         ({"guidance_scale": True}, "guidance_scale must be a finite number; got True"),

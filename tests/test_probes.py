@@ -1,5 +1,5 @@
-"""Probes through the command line: they write complete stores, refuse to overwrite, and
-report bad options in one line."""
+"""Probes through the command line and through their specs: they write complete stores, refuse
+to overwrite, report bad options in one line, and follow the probe contract."""
 
 import numpy as np
 import pytest
@@ -48,79 +48,66 @@ def test_probe_refuses_an_existing_store_and_bad_options(tmp_path, capsys):
     assert "exists; pass overwrite=True (--overwrite)" in err and err.count("\n") == 1
     assert cli.main([*args, "--overwrite"]) == 0
     assert cli.main(["probe", "gmm_pair", *SMALL, "--w", "1.5", "--out", str(tmp_path / "h.zarr")]) == 2
-    assert "argument --w: must be a finite number in [0, 1]; got 1.5" in capsys.readouterr().err
+    assert "argument --w: must be in [0, 1]; got 1.5" in capsys.readouterr().err
     assert not (tmp_path / "h.zarr").exists()  # refused before any work
 
 
-# -- the shared option checks (probes/common.py) ------------------------------------------------
-
-
-def test_option_types_accept_and_refuse():
-    import argparse
-
-    from amdm_geom.probes import common
-
-    assert common.finite_float("-2.5") == -2.5 and common.nonneg_float("0") == 0.0
-    assert common.unit_float("1") == 1.0 and common.positive_int("3") == 3 and common.nonneg_int("0") == 0
-    assert common.seed_int(str(2**63 - 1)) == 2**63 - 1 and common.image_size("512") == 512
-    assert common.device_name("cpu") == "cpu"
-    for parse, text, message in [
-        (common.finite_float, "nan", "must be a finite number; got nan"),
-        (common.finite_float, "-inf", "must be a finite number; got -inf"),
-        (common.nonneg_float, "-0.5", "must be a finite number >= 0; got -0.5"),
-        (common.positive_float, "0", "must be a finite number > 0; got 0"),
-        (common.unit_float, "1.01", "must be a finite number in [0, 1]; got 1.01"),
-        (common.positive_int, "0", "must be an int >= 1; got 0"),
-        (common.positive_int, "2.0", "must be an int >= 1; got 2.0"),
-        (common.nonneg_int, "-1", "must be an int >= 0; got -1"),
-        (common.seed_int, str(2**63), f"must be an int in [0, 2**63); got {2**63}"),
-        (common.image_size, "-64", "must be a positive multiple of 8 (pixels); got -64"),
-        (common.image_size, "100", "must be a positive multiple of 8 (pixels); got 100"),
-        (common.device_name, "gpu", "must be cpu, cuda, cuda:N or mps; got gpu"),
-        (common.device_name, "cpu:0", "must be cpu, cuda, cuda:N or mps; got cpu:0"),
-        (common.finite_float, "", "must be a finite number; got ''"),
-    ]:
-        with pytest.raises(argparse.ArgumentTypeError) as info:
-            parse(text)
-        assert str(info.value).startswith(message), (text, str(info.value))
-
-
-def test_option_checks_import_nothing_heavy():
-    import subprocess
-    import sys
-
-    code = "import sys, probes.common, probes.gmm_pair, probes.unet_pair, probes.sd_pair; " \
-           "print(sorted({'torch', 'diffusers', 'zarr'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+# -- the probes' specs ------------------------------------------------------------------------
 
 
 def test_probe_constants_match_the_library():
+    from amdm_geom.denoisers.specs import TRAIN_TIMESTEPS, VP_SCHEDULES
     from amdm_geom.denoisers.unet import FAMILY_VARIANTS
-    from amdm_geom.schedules import make_scheduler
-    from amdm_geom.probes import common, unet_pair
+    from amdm_geom.probes import DTYPE_NAMES, unet_pair
+    from amdm_geom.schedules import SCHEDULE_KINDS, make_scheduler
 
     assert tuple(unet_pair.VARIANTS) == tuple(FAMILY_VARIANTS)
-    assert common.TRAIN_TIMESTEPS == make_scheduler().config.num_train_timesteps
-    assert common.DTYPES == {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
+    assert TRAIN_TIMESTEPS == make_scheduler().config.num_train_timesteps
+    assert set(VP_SCHEDULES) == set(SCHEDULE_KINDS)
+    assert all(isinstance(getattr(torch, name), torch.dtype) for name in DTYPE_NAMES)
+
+
+def test_every_probe_follows_the_probe_contract():
+    from amdm_geom.probes import ProbeSpec
+    from amdm_geom.runner.registry import load_probe, probe_names
+
+    assert set(probe_names()) >= {"gmm_pair", "gmm_cross_ecosystem", "unet_pair", "sd"}
+    for name in probe_names():
+        module = load_probe(name)
+        assert module.NAME == name and module.SUMMARY and "\n" not in module.SUMMARY
+        assert issubclass(module.Spec, ProbeSpec) and callable(module.build) and callable(module.run)
+        assert list(module.Spec.model_fields)[-2:] == ["sampler", "run"]
 
 
 def test_run_probe_checks_the_output_path_before_building(tmp_path):
-    from amdm_geom.probes import common, gmm_pair
+    from amdm_geom.probes import gmm_pair, run_probe
+    from amdm_geom.spec import SpecError
 
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    gmm_pair.add_arguments(parser)
     (tmp_path / "taken").mkdir()
-    args = parser.parse_args(["--steps", "2", "--batch", "1", "--latent-shape", "8", "--out", str(tmp_path / "taken")])
+    spec = gmm_pair.Spec(family={"latent_shape": (8,)}, sampler={"num_inference_steps": 2},
+                         run={"batch": 1, "out": tmp_path / "taken"})
     built = []
     with pytest.raises(FileExistsError, match="exists and is not an amdm-geom trace store"):
-        common.run_probe(lambda: built.append(1), args, quiet=True)
-    args = parser.parse_args(["--steps", "2", "--agg-steps", "3", "--out", str(tmp_path / "new.zarr")])
-    with pytest.raises(common.OptionError, match=r"^argument --agg-steps: must be in \[0, --steps\] = \[0, 2\]; got 3$"):
-        common.run_probe(lambda: built.append(1), args, quiet=True)
+        run_probe(spec, lambda: built.append(1), probe=gmm_pair.NAME, quiet=True)
+    with pytest.raises(SpecError, match=r"^sampler\.agg_steps must be an int in \[0, 2\]; got 3$"):
+        gmm_pair.Spec(sampler={"num_inference_steps": 2, "agg_steps": 3}, run={"out": tmp_path / "new.zarr"})
     assert not built and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_a_probe_runs_from_its_spec_alone(tmp_path):
+    """The same run through the command line and through the spec in code: the same arrays."""
+    from amdm_geom.probes import gmm_pair
+
+    by_cli = tmp_path / "cli.zarr"
+    assert cli.main(["probe", "gmm_pair", *SMALL, "--latent-shape", "8", "--ddim-eta", "1", "--seed", "3",
+                     "--out", str(by_cli)]) == 0
+    spec = gmm_pair.Spec(family={"latent_shape": (8,)}, sampler={"num_inference_steps": 6, "agg_steps": 3,
+                                                                 "ddim_eta": 1.0},
+                         run={"batch": 2, "seed": 3, "out": tmp_path / "code.zarr", "progress": False})
+    by_code = gmm_pair.run(spec, quiet=True)
+    a, b = open_run(by_cli), open_run(by_code)
+    assert np.array_equal(a.z_next.values, b.z_next.values, equal_nan=True)
+    assert a.attrs["probe"] == b.attrs["probe"] == "gmm_pair"
 
 
 @pytest.mark.parametrize("make,match", [
@@ -129,7 +116,8 @@ def test_run_probe_checks_the_output_path_before_building(tmp_path):
     (lambda: fine_grained_family((8,), strength=float("nan")), r"strength must be in \(0, 1\]; got nan"),
     (lambda: fine_grained_family((0, 8)), r"latent_shape must be one or more ints >= 1; got \(0, 8\)"),
     (lambda: fine_grained_family((-4, 8, 8)), r"latent_shape must be one or more ints >= 1"),
-    (lambda: fine_grained_family((8,)).model(guidance_scale=float("nan")), "guidance_scale must be a finite number; got nan"),
+    (lambda: fine_grained_family((8,)).model(guidance_scale=float("nan")),
+     "guidance_scale must be a finite number; got nan"),
     (lambda: fine_grained_family((8,)).model(perturb=float("nan")), "perturb must be a finite number >= 0; got nan"),
     (lambda: fine_grained_family((8,)).condition(position=0, strength=float("nan")), r"strength must be in \(0, 1\]"),
 ])

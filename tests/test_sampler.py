@@ -9,8 +9,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.sampling import AMDMSampler, SamplerConfig, sample_generators
-from amdm_geom.sampling import hook_names
+from amdm_geom.sampling import AMDMSampler, SamplerConfig, hook_names, sample_generators
 
 SHAPE = (4, 8, 8)
 
@@ -34,7 +33,8 @@ def plain_diffusers_loop(model, cond, seeds, steps, eta):
     z = torch.stack([torch.randn(model.latent_shape, generator=g) for g in gens]).to(model.dtype)
     for t in sched.timesteps:
         eps = model(z, int(t), cond)
-        xi = torch.stack([torch.randn(model.latent_shape, generator=g) for g in gens]).to(model.dtype) if eta > 0 else None
+        xi = torch.stack([torch.randn(model.latent_shape, generator=g) for g in gens]).to(model.dtype) \
+            if eta > 0 else None
         z = sched.step(eps, int(t), z, eta=eta, variance_noise=xi).prev_sample
     return z
 
@@ -161,9 +161,11 @@ def test_mixing_rules(fam, mix):
 def test_cross_ecosystem_models_step_with_their_own_schedule(fam):
     m1, m2 = fam.model(), fam.model("cosine")
     conds = [fam.condition(position=0), fam.condition(colour=1)]
-    with pytest.raises(ValueError, match=r"noise schedule differs .*; pass --insist \(allow_schedule_mismatch=True\) to aggregate them anyway"):
+    with pytest.raises(ValueError, match=r"noise schedule differs .*; pass --insist \(allow_schedule_mismatch=True\) "
+                                         r"to aggregate them anyway"):
         AMDMSampler([m1, m2], conds, SamplerConfig(num_inference_steps=8, agg_steps=3))
-    sampler = AMDMSampler([m1, m2], conds, SamplerConfig(num_inference_steps=8, agg_steps=3, allow_schedule_mismatch=True))
+    sampler = AMDMSampler([m1, m2], conds,
+                          SamplerConfig(num_inference_steps=8, agg_steps=3, allow_schedule_mismatch=True))
     _, c = sampler.run_with_cache([0], names_filter=["model*.z", "model*.eps", "model*.mu"])
     k = 1
     for i in range(2):
@@ -176,14 +178,16 @@ def test_cross_ecosystem_models_step_with_their_own_schedule(fam):
 @pytest.mark.parametrize(
     "make,match",
     [
-        (lambda f: AMDMSampler([f.model(), f.model()], [None], SamplerConfig()), "one condition per model: 2 models, got 1"),
+        (lambda f: AMDMSampler([f.model(), f.model()], [None], SamplerConfig()),
+         "one condition per model: 2 models, got 1"),
         (lambda f: AMDMSampler([f.model(), fine_grained_family((4, 8, 9)).model()], [None, None], SamplerConfig()),
          r"one latent shape; got \[\(4, 8, 8\), \(4, 8, 9\)\]"),
-        (lambda f: pair(f, weights=(0.5, 0.5)), r"need 1 weights w_1..w_\{N-1\} for 2 models; got 2"),
+        (lambda f: pair(f, weights=(0.5, 0.5)), r"weights takes 1 weight\(s\) w_1..w_\{N-1\} for 2 models; got 2"),
         (lambda f: pair(f, weights=(1.5,)), r"weights must be in \[0, 1\]; got 1.5"),
         (lambda f: pair(f, eta=(0.3, 0.3, 0.3)), r"eta must be one value or one per model \(2\); got 3"),
         (lambda f: pair(f, eta=-0.1), r"eta must be a finite number >= 0; got -0.1"),
-        (lambda f: pair(f, agg_window=(3, 20)), r"agg_window must be \(start, stop\) with 0 <= start <= stop <= 12; got \(3, 20\)"),
+        (lambda f: pair(f, agg_window=(3, 20)),
+         r"agg_window must be \(start, stop\) with 0 <= start <= stop <= 12; got \(3, 20\)"),
         (lambda f: pair(f, agg_steps=13), r"agg_steps must be an int in \[0, 12\]; got 13"),
         (lambda f: pair(f, mix="nlerp"), "mix must be one of"),
         (lambda f: pair(f, ddim_eta=-1.0), "ddim_eta must be a finite float >= 0"),
@@ -273,7 +277,8 @@ def test_bad_seeds_are_refused_before_any_work(fam, seeds, shown):
     sampler = pair(fam)
     started = []
     with sampler.hooks(lambda *a: started.append(a)):
-        with pytest.raises(ValueError, match=r"seeds must be ints in \[0, 2\*\*63\), one sample per seed; got ") as info:
+        with pytest.raises(ValueError,
+                           match=r"seeds must be ints in \[0, 2\*\*63\), one sample per seed; got ") as info:
             sampler.sample(seeds)
     assert shown in str(info.value) and "\n" not in str(info.value) and not started
 

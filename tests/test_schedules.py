@@ -162,7 +162,8 @@ def test_vp_moments_extreme_case_and_scheduler_argument():
     m, P = schedules.vp_moments(0.0)
     assert (m, P) == (1.0, 0.0)
     m1, P1 = schedules.vp_moments(1.0, scheduler=schedules.make_scheduler())
-    integral = 1000 * ((math.sqrt(0.012)) ** 3 - math.sqrt(0.00085) ** 3) / (3 * (math.sqrt(0.012) - math.sqrt(0.00085)))
+    root_lo, root_hi = math.sqrt(0.00085), math.sqrt(0.012)
+    integral = 1000 * (root_hi**3 - root_lo**3) / (3 * (root_hi - root_lo))
     assert m1 == pytest.approx(math.exp(-integral / 2), rel=1e-12)
     assert P1 == pytest.approx(1 - math.exp(-integral), rel=1e-12)
     with pytest.raises(ValueError, match=r"t must be in \[0, 1\]; got 1.5"):

@@ -4,16 +4,19 @@ numpy geometry, eq. (8) written out, and torch.distributions' mixture density.""
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import xarray as xr
 from scipy import stats
 from torch import distributions as D
 
 from amdm_geom import cli
+from amdm_geom.analyses import shell
 from amdm_geom.denoisers.gmm import fine_grained_family, from_description
+from amdm_geom.runner import run_analysis
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run, run_config
-from amdm_geom.analyses import shell
 from tests.reference import ref_angle
 
 SHAPE, STEPS, S = (4, 16, 16), 10, 5
@@ -123,7 +126,8 @@ def test_sweep_summary_and_verdicts(runs):
     expected = "violated" if bool(bad.any()) else ("holds" if bool(defined.any()) else "vacuous")
     assert rows["prop32_bound_runs"].status == expected
     claim = rows["prop32_shell_claim"]
-    assert claim.value == pytest.approx(float(summary.membership.sel(eps=float(claim.measured.split("(")[2].split(")")[0])).min()))
+    eps_star = float(claim.measured.split("(")[2].split(")")[0])
+    assert claim.value == pytest.approx(float(summary.membership.sel(eps=eps_star).min()))
     assert rows["prop32_domain_runs"].value == pytest.approx(float(np.nanmin(summary.in_domain)))
 
 
@@ -133,11 +137,28 @@ def test_prop32_needs_a_stochastic_run(tmp_path):
         shell.prop32(path)
 
 
-def test_report_and_cli(runs, tmp_path, capsys):
+def test_runner_writes_every_part(runs, tmp_path):
+    out = tmp_path / "rep"
+    rows = run_analysis("shell", runs, out, seed=0)
+    folder = out / "shell"
+    for f in ("lemma_grid.zarr", "prop32_a.zarr", "prop32_b.zarr", "prop32_summary.zarr", "prop32_summary.csv",
+              "verdicts.json", "lemma_a1.png", "membership.png", "radius_a.png", "radius_b.png"):
+        assert (folder / f).exists(), f
+    assert [r.key for r in rows] == ["lemma_a1_grid", "prop32_bound_runs", "prop32_shell_claim", "prop32_domain_runs"]
+    written = xr.open_zarr(folder / "prop32_b.zarr", consolidated=False).load()
+    np.testing.assert_array_equal(written.radius.values, shell.prop32(runs["b"]).radius.values)
+    summary = pd.read_csv(folder / "prop32_summary.csv").set_index(["run", "eps"])
+    direct = shell.sweep(runs)
+    np.testing.assert_allclose(summary.loc[("b", 0.05), "membership"], float(direct.membership.sel(run="b", eps=0.05)))
+
+
+def test_a_store_named_summary_is_refused(runs):
+    with pytest.raises(ValueError, match="may not be named 'summary'"):
+        shell.compute({"summary": runs["a"]})
+
+
+def test_cli_analyze(runs, tmp_path, capsys):
     out = tmp_path / "rep"
     assert cli.main(["analyze", "shell", str(runs["a"]), str(runs["b"]), "--out", str(out)]) == 0
-    folder = out / "shell"
-    for f in ("lemma_grid.zarr", "prop32_summary.csv", "verdicts.json", "lemma_a1.png", "membership.png",
-              "radius_a.png", "radius_b.png"):
-        assert (folder / f).exists(), f
+    assert (out / "shell" / "radius_b.png").exists()
     assert "Lemma A.1" in capsys.readouterr().out

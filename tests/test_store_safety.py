@@ -20,7 +20,6 @@ import pytest
 import zarr
 
 from amdm_geom import cli
-from amdm_geom.store import paths as store_module
 from amdm_geom.denoisers.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import (
@@ -35,6 +34,7 @@ from amdm_geom.store import (
     require,
     steps_completed,
 )
+from amdm_geom.store import paths as store_module
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPE = (4, 8, 8)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
 from amdm_geom.denoisers.base import Denoiser, same_schedule
+from amdm_geom.denoisers.guidance import guided, uses_guidance
 from amdm_geom.denoisers.unet import (
     ConvAdapter,
     UNetDenoiser,
@@ -62,7 +64,7 @@ def _one_line_error(excinfo: pytest.ExceptionInfo) -> str:
 # -- classifier-free guidance -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scale", [0.0, 3.0, 7.5])
+@pytest.mark.parametrize("scale", [1.5, 3.0, 7.5])
 def test_cfg_matches_two_direct_passes(unet, z_t, scale):
     cond = make_condition(5)
     uncond = torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(6))
@@ -85,16 +87,48 @@ def test_default_uncond_is_zeros(unet, z_t):
     torch.testing.assert_close(eps, eps_u + 4.0 * (eps_c - eps_u), rtol=1e-5, atol=1e-5)
 
 
-def test_guidance_one_is_one_conditional_pass(unet, z_t):
-    cond = make_condition(7)
+@pytest.mark.parametrize(("scale", "expected"), [(0.0, False), (0.5, False), (1.0, False), (1.0 + 1e-9, True),
+                                               (3.0, True)])
+def test_uses_guidance_is_diffusers_rule(scale, expected):
+    assert uses_guidance(scale) is expected
+
+
+def test_guided_is_the_cfg_formula():
+    rng = np.random.default_rng(0)
+    eps_u, eps_c = rng.standard_normal((2, 4, 3))  # (B, n) each
+    want = eps_u + 3.0 * (eps_c - eps_u)  # written out in numpy, float64
+    got = guided(torch.from_numpy(eps_u), torch.from_numpy(eps_c), 3.0)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-15, atol=1e-15)
+    assert not np.allclose(want, eps_c)  # the guidance term is not zero here
+
+
+def _forward_batches(unet, call) -> tuple[list[int], torch.Tensor]:
+    """The batch size of every UNet forward pass made by ``call()``, and its result."""
     calls = []
     handle = unet.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
     try:
-        eps = UNetDenoiser(unet, guidance_scale=1.0)(z_t, 999, cond)
+        out = call()
     finally:
         handle.remove()
+    return calls, out
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5, 0.0])
+def test_no_guidance_at_or_below_one_is_one_conditional_pass(unet, z_t, scale):
+    # diffusers' do_classifier_free_guidance is guidance_scale > 1: at s <= 1 the pipeline makes
+    # one conditional call and uses eps_c as it is (s = 0.5 does not mean 0.5 eps_c + 0.5 eps_u)
+    cond = make_condition(7)
+    uncond = torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(6))
+    model = UNetDenoiser(unet, guidance_scale=scale, uncond=uncond)
+    calls, eps = _forward_batches(unet, lambda: model(z_t, 999, cond))
     assert calls == [3]  # one forward, on the undoubled batch
     assert torch.equal(eps, _direct(unet, z_t, 999, cond.expand(3, -1, -1)))
+
+
+def test_guidance_above_one_is_one_doubled_pass(unet, z_t):
+    cond = make_condition(7)
+    calls, _ = _forward_batches(unet, lambda: UNetDenoiser(unet, guidance_scale=1.01)(z_t, 999, cond))
+    assert calls == [6]  # the doubled batch cat([z_t, z_t]), as StableDiffusionPipeline
 
 
 def test_per_sample_conditions(unet, z_t):

@@ -25,6 +25,7 @@ from torch import distributions as D
 
 from amdm_geom import cli
 from amdm_geom.denoisers.gmm import fine_grained_family, from_description
+from amdm_geom.probes import spec_of
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.schedules import make_scheduler
 from amdm_geom.store import open_run, run_config
@@ -219,7 +220,8 @@ def shell_summary(run):
             d = np.sin((1 - w) * phi / 2) / np.sin(phi / 2) * norms(z1 - z2) + eta
             e_eff = eps[None, :] - (d / (sigma * math.sqrt(n)))[:, None]
             with np.errstate(over="ignore"):
-                b = np.where(e_eff >= 0, 1 - 2 * np.exp(-n * np.clip(e_eff, 0, None) ** 2 / (1 + 2 * np.clip(e_eff, 0, None))), np.nan)
+                e_pos = np.clip(e_eff, 0, None)
+                b = np.where(e_eff >= 0, 1 - 2 * np.exp(-n * e_pos ** 2 / (1 + 2 * e_pos)), np.nan)
             bound.append(b)
         radius, own, bound = np.concatenate(radius), np.concatenate(own), np.concatenate(bound)
         out[name] = {"membership": (np.abs(radius[:, None] - 1) <= eps).mean(0),
@@ -322,7 +324,7 @@ def ablation_success(run):
     out = {}
     for path in sorted((run.runs / "ablations").glob("*.zarr")):
         ds = open_run(path)
-        info = ds.attrs["ablation"]
+        spec = spec_of(ds)  # (each ablation run keeps its spec)
         cfg = run_config(ds)
         model = from_description(cfg["models"][0], dtype=torch.float64)
         base = model.base if hasattr(model, "base") else model
@@ -335,8 +337,8 @@ def ablation_success(run):
         comps = mixture_of(base, torch.full((k,), 1.0 / k), abar).component_distribution
         log_joint = comps.log_prob(z[:, None, :])
         post = torch.softmax(log_joint, 1).numpy()
-        target = fam.target(0, 0, 0 if info["family"] == "three" else None).numpy()
-        out[info["name"]] = {"mass": post[:, target].sum(1), "info": info, "z": ds, "model": base}
+        target = fam.target(0, 0, 0 if spec.family.n_styles > 1 else None).numpy()
+        out[spec.name] = {"mass": post[:, target].sum(1), "spec": spec, "z": ds, "model": base}
     return out
 
 

@@ -5,8 +5,13 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionGLIGENPipeline, StableDiffusionPipeline,
-                       UNet2DConditionModel)
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    StableDiffusionGLIGENPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from amdm_geom.schedules import SCHEDULE_KINDS, SD15_SCHEDULER_CONFIG

@@ -7,10 +7,12 @@ Data ``x_0 | y ~ sum_k pi_k(y) N(mu_k, diag(s_k^2))`` over K shared components; 
     p_t(z | y) = sum_k pi_k(y) N(z; sqrt(abar_t) mu_k, diag(v_k)),  v_k = abar_t s_k^2 + 1 - abar_t,
 
 so the score, and the epsilon of eq. (4), ``eps = -sqrt(1 - abar_t) grad log p_t(z | y)``, are
-exact. Models conditioned on different weight vectors over the same components form one
-ecosystem by construction (same data manifold, same SDE). Everything is computed in float64
-and returned in the denoiser's dtype; ``(B, n)`` matrix products against the ``(K, n)``
-means keep it fast at n = 16384 (SD's 4x64x64 latent).
+exact. The mixture itself (densities, scores, sampling; diagonal or full covariances) is the
+one engine of ``amdm_geom.denoisers.mixture``, re-exported here as ``GaussianMixture``; this
+module makes denoisers of it (``GMMDenoiser``) and the fine-grained family. Models conditioned
+on different weight vectors over the same components form one ecosystem by construction (same
+data manifold, same SDE). Everything is computed in float64 and returned in the denoiser's
+dtype.
 """
 
 from __future__ import annotations
@@ -25,125 +27,19 @@ from diffusers import DDIMScheduler
 
 from ..schedules import make_scheduler
 from .base import check_latents
+from .guidance import guided, uses_guidance
+from .mixture import GaussianMixture
 
 __all__ = ["FineGrainedFamily", "GMMDenoiser", "GaussianMixture", "fine_grained_family", "from_description"]
-
-
-@dataclass
-class GaussianMixture:
-    """K Gaussian components in ``R^n`` shaped as ``latent_shape``.
-
-    ``means (K, n)`` and ``variances (K, n)`` (per-coordinate ``s_k^2``) are float64;
-    ``labels`` maps an attribute name to a ``(K,)`` integer label per component.
-    """
-
-    means: torch.Tensor
-    variances: torch.Tensor
-    latent_shape: tuple[int, ...]
-    labels: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.means = torch.as_tensor(self.means, dtype=torch.float64)
-        self.variances = torch.as_tensor(self.variances, dtype=torch.float64).expand_as(self.means).clone()
-        n = math.prod(self.latent_shape)
-        if self.means.ndim != 2 or self.means.shape[1] != n:
-            raise ValueError(f"means must have shape (K, {n}) for latent_shape {self.latent_shape}; "
-                             f"got {tuple(self.means.shape)}")
-        if (self.variances <= 0).any():
-            raise ValueError("component variances must be > 0")
-
-    @property
-    def n_components(self) -> int:
-        return self.means.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self.means.shape[1]
-
-    def check_weights(self, weights: torch.Tensor) -> torch.Tensor:
-        """A ``(K,)`` or ``(B, K)`` float64 weight tensor, checked to be a distribution."""
-        w = torch.as_tensor(weights, dtype=torch.float64)
-        if w.shape[-1] != self.n_components or w.ndim not in (1, 2):
-            raise ValueError(f"condition weights must have shape ({self.n_components},) or "
-                             f"(B, {self.n_components}); got {tuple(w.shape)}")
-        if (w < 0).any() or not torch.allclose(w.sum(-1), torch.ones((), dtype=torch.float64), atol=1e-9):
-            raise ValueError("condition weights must be >= 0 and sum to 1")
-        return w
-
-    # -- the diffused mixture ------------------------------------------------------------------
-
-    def component_log_density(self, z: torch.Tensor, alpha_bar: float) -> torch.Tensor:
-        """``log N(z; sqrt(abar) mu_k, diag(v_k))`` for ``z (B, n)`` float64 -> ``(B, K)``."""
-        mean_t, inv_v, log_det = self._diffused(alpha_bar)
-        # |z - m|^2_V = z^2 . v^-1 - 2 z . (m v^-1) + m^2 . v^-1, as three (B, n) x (n, K) products
-        quad = (z * z) @ inv_v.T - 2.0 * z @ (mean_t * inv_v).T + (mean_t * mean_t * inv_v).sum(1)
-        return -0.5 * (quad + log_det + self.dim * math.log(2 * math.pi))
-
-    def _diffused(self, alpha_bar: float):
-        """Means, inverse variances ``(K, n)`` and log-determinants ``(K,)`` at ``abar``; the last
-        few are cached, since every model of a step asks for the same ``abar``."""
-        cache = self.__dict__.setdefault("_diffused_cache", {})
-        if alpha_bar not in cache:
-            v = alpha_bar * self.variances + (1.0 - alpha_bar)  # (K, n)
-            if len(cache) >= 4:
-                cache.pop(next(iter(cache)))
-            cache[alpha_bar] = (math.sqrt(alpha_bar) * self.means, 1.0 / v, torch.log(v).sum(1))
-        return cache[alpha_bar]
-
-    def log_prob(self, z: torch.Tensor, weights: torch.Tensor, alpha_bar: float) -> torch.Tensor:
-        """Exact ``log p_t(z | y)`` for ``z (B, n)``, weights ``(K,)`` or ``(B, K)`` -> ``(B,)``."""
-        return torch.logsumexp(self._log_joint(z, weights, alpha_bar), dim=1)
-
-    def responsibilities(self, z: torch.Tensor, weights: torch.Tensor, alpha_bar: float) -> torch.Tensor:
-        """Posterior component probabilities ``p_t(k | z, y)``, ``(B, K)``."""
-        return torch.softmax(self._log_joint(z, weights, alpha_bar), dim=1)
-
-    def _log_joint(self, z, weights, alpha_bar):
-        return torch.log(self.check_weights(weights)) + self.component_log_density(z, alpha_bar)
-
-    def score(self, z: torch.Tensor, weights: torch.Tensor, alpha_bar: float) -> torch.Tensor:
-        """Exact ``grad_z log p_t(z | y)`` for ``z (B, n)`` float64 -> ``(B, n)``.
-
-        ``sum_k r_k(z) (sqrt(abar) mu_k - z) / v_k`` with responsibilities ``r_k``.
-        """
-        r = self.responsibilities(z, weights, alpha_bar)  # (B, K)
-        mean_t, inv_v, _ = self._diffused(alpha_bar)
-        return r @ (mean_t * inv_v) - z * (r @ inv_v)
-
-    # -- sampling ground truth --------------------------------------------------------------------
-
-    def sample(self, weights: torch.Tensor, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact draws ``x_0 ~ p_0(x | y)``, one per generator: ``(x0 (B, n), component (B,))``."""
-        w = self.check_weights(weights)
-        w = w.expand(len(generators), -1)
-        ks, xs = [], []
-        for b, g in enumerate(generators):
-            k = int(torch.multinomial(w[b], 1, generator=g))
-            noise = torch.randn(self.dim, generator=g, dtype=torch.float64)
-            ks.append(k)
-            xs.append(self.means[k] + noise * self.variances[k].sqrt())
-        return torch.stack(xs), torch.tensor(ks)
-
-    def sample_diffused(self, weights: torch.Tensor, count: int, alpha_bar: float,
-                        rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``count`` exact draws of ``z_t ~ p_t(z | y)`` at once, for reference sets (not the
-        per-sample streams of a run): component k, then ``N(sqrt(abar) mu_k, diag(v_k))``, which is
-        the law of ``sqrt(abar) x_0 + sqrt(1 - abar) xi``. Returns ``(z (count, n), component (count,))``."""
-        w = self.check_weights(weights)
-        if w.ndim != 1:
-            raise ValueError(f"sample_diffused takes one weight vector ({self.n_components},); got {tuple(w.shape)}")
-        ks = torch.from_numpy(rng.choice(self.n_components, size=count, p=(w / w.sum()).numpy()))
-        mean_t, inv_v, _ = self._diffused(alpha_bar)
-        noise = torch.from_numpy(rng.standard_normal((count, self.dim)))
-        return mean_t[ks] + noise / inv_v[ks].sqrt(), ks
 
 
 class GMMDenoiser:
     """The exact epsilon of a Gaussian mixture, ``eps = model(z_t, t, cond)`` (eq. 4).
 
     ``cond`` is a weight vector over the mixture's components, ``(K,)`` or ``(B, K)``. With
-    ``guidance_scale`` s != 1 the output is classifier-free-style,
-    ``eps_u + s (eps_c - eps_u)``, where ``eps_u`` uses ``uncond_weights`` (default: uniform).
+    ``guidance_scale`` s > 1 the output is classifier-free-style, ``eps_u + s (eps_c - eps_u)``
+    (``amdm_geom.denoisers.guidance``, diffusers' rule: no guidance at s <= 1), where ``eps_u``
+    uses ``uncond_weights`` (default: uniform).
     """
 
     def __init__(self, mixture: GaussianMixture, scheduler: DDIMScheduler | None = None, *,
@@ -175,9 +71,8 @@ class GMMDenoiser:
         z = z_t.detach().reshape(z_t.shape[0], -1).to(device="cpu", dtype=torch.float64)
         abar = self.alpha_bar(t)
         eps = self._eps(z, cond, abar)
-        if self.guidance_scale != 1.0:
-            eps_u = self._eps(z, self.uncond_weights, abar)
-            eps = eps_u + self.guidance_scale * (eps - eps_u)
+        if uses_guidance(self.guidance_scale):
+            eps = guided(self._eps(z, self.uncond_weights, abar), eps, self.guidance_scale)
         return eps.reshape(z_t.shape).to(device=self.device, dtype=self.dtype)
 
     def _eps(self, z: torch.Tensor, weights, abar: float) -> torch.Tensor:
@@ -298,7 +193,8 @@ def fine_grained_family(latent_shape: tuple[int, ...] = (4, 64, 64), *, n_positi
     middle of the reverse process (``abar_t separation^2`` of order 1-10), not at z_T.
     """
     if n_positions < 1 or n_colours < 1 or n_styles < 1:
-        raise ValueError(f"n_positions, n_colours and n_styles must be >= 1; got {n_positions}, {n_colours}, {n_styles}")
+        raise ValueError(f"n_positions, n_colours and n_styles must be >= 1; "
+                         f"got {n_positions}, {n_colours}, {n_styles}")
     if not (_finite(separation) and separation >= 0 and _finite(component_std) and component_std > 0):
         raise ValueError(f"separation must be finite and >= 0 and component_std finite and > 0; "
                          f"got {separation}, {component_std}")

@@ -16,7 +16,6 @@ Models in float16 run in float16; the sampler's geometry is computed in float64 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import numbers
@@ -27,8 +26,11 @@ import torch
 from diffusers import DDIMScheduler
 
 from .base import check_latents
+from .fingerprint import fingerprint, weights_hash
+from .guidance import guided, uses_guidance
 
-__all__ = ["CHECKPOINT_SUFFIXES", "PipelineDenoiser", "SDCondition", "check_device", "load_pipeline", "weights_hash"]
+__all__ = ["CHECKPOINT_SUFFIXES", "PipelineDenoiser", "SDCondition", "check_device", "load_pipeline",
+           "weights_hash"]
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 MAX_GLIGEN_OBJECTS = 30  # as StableDiffusionGLIGENPipeline
@@ -99,7 +101,8 @@ def load_pipeline(path, *, device: str | torch.device = "cpu", dtype="float32", 
         pipe = StableDiffusionPipeline.from_single_file(path, config=str(config), local_files_only=True,
                                                         dtype=torch_dtype)
     else:
-        raise ValueError(f"{path} is neither a pipeline folder nor a checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)})")
+        raise ValueError(f"{path} is neither a pipeline folder nor a checkpoint file "
+                         f"({', '.join(CHECKPOINT_SUFFIXES)})")
     if not hasattr(pipe, "unet") or not hasattr(pipe, "scheduler"):
         raise ValueError(f"{path} holds a {type(pipe).__name__}, not a UNet diffusion pipeline")
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -114,20 +117,11 @@ def load_pipeline(path, *, device: str | torch.device = "cpu", dtype="float32", 
         source = ip_adapter if isinstance(ip_adapter, dict) else str(ip_adapter)
         if not isinstance(ip_adapter, dict) and not Path(ip_adapter).exists():
             raise FileNotFoundError(f"no IP-Adapter weights at {ip_adapter}")
+        encoder = None if ip_adapter_image_encoder is None else str(ip_adapter_image_encoder)
         pipe.load_ip_adapter(source, subfolder=ip_adapter_subfolder, weight_name=ip_adapter_weight_name,
-                             image_encoder_folder=None if ip_adapter_image_encoder is None else str(ip_adapter_image_encoder))
+                             image_encoder_folder=encoder)
         pipe.set_ip_adapter_scale(float(ip_adapter_scale))
     return pipe.to(device)
-
-
-def weights_hash(module: torch.nn.Module) -> str:
-    """SHA-256 of a module's parameters and buffers, by name, in float32 little-endian (so a
-    float16 copy of the same weights hashes alike only if it is exactly representable)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 @dataclass
@@ -193,7 +187,8 @@ class PipelineDenoiser:
 
     @property
     def do_cfg(self) -> bool:
-        return self.guidance_scale > 1.0
+        """Whether eps is guided: diffusers' ``do_classifier_free_guidance``, ``s > 1``."""
+        return uses_guidance(self.guidance_scale)
 
     @property
     def is_gligen(self) -> bool:
@@ -213,12 +208,14 @@ class PipelineDenoiser:
         gligen = None
         if gligen_boxes is not None or gligen_phrases is not None:
             gligen = self._gligen_tokens(gligen_boxes, gligen_phrases)
-            desc.update({"gligen_boxes": [list(map(float, b)) for b in gligen_boxes], "gligen_phrases": list(gligen_phrases)})
+            desc.update({"gligen_boxes": [list(map(float, b)) for b in gligen_boxes],
+                         "gligen_phrases": list(gligen_phrases)})
         image_embeds = None
         if ip_adapter_image is not None:
             if not hasattr(self.unet, "encoder_hid_proj") or self.unet.encoder_hid_proj is None:
                 raise ValueError("an IP-Adapter image needs a pipeline loaded with ip_adapter=")
-            image_embeds = self.pipe.prepare_ip_adapter_image_embeds(ip_adapter_image, None, self.device, 1, self.do_cfg)
+            image_embeds = self.pipe.prepare_ip_adapter_image_embeds(ip_adapter_image, None, self.device, 1,
+                                                                     self.do_cfg)
             desc["ip_adapter_image"] = True
         return SDCondition(pos, neg if self.do_cfg else None, gligen, image_embeds, desc)
 
@@ -232,7 +229,8 @@ class PipelineDenoiser:
             raise ValueError(f"GLIGEN takes at most {MAX_GLIGEN_OBJECTS} objects; got {len(boxes)}")
         for box in boxes:
             if len(box) != 4 or not all(0.0 <= float(v) <= 1.0 for v in box) or box[0] > box[2] or box[1] > box[3]:
-                raise ValueError(f"GLIGEN boxes are (x0, y0, x1, y1) in [0, 1] with x0 <= x1, y0 <= y1; got {list(box)}")
+                raise ValueError("GLIGEN boxes are (x0, y0, x1, y1) in [0, 1] with x0 <= x1, y0 <= y1; "
+                                 f"got {list(box)}")
         enc = self.pipe.text_encoder
         inputs = self.pipe.tokenizer(list(phrases), padding=True, return_tensors="pt").to(self.device)
         with torch.no_grad():
@@ -301,7 +299,7 @@ class PipelineDenoiser:
                             added_cond_kwargs=added, return_dict=False)[0]
         if self.do_cfg:
             eps_u, eps_c = eps.chunk(2)
-            eps = eps_u + self.guidance_scale * (eps_c - eps_u)
+            eps = guided(eps_u, eps_c, self.guidance_scale)
         return eps
 
     # -- output and description ---------------------------------------------------------------------
@@ -330,7 +328,6 @@ class PipelineDenoiser:
         }
 
     def ecosystem(self) -> dict:
-        """What Section 3.1 requires two models of one ecosystem to share (see ``amdm_geom.ecosystem``)."""
-        from ..ecosystem import fingerprint
-
+        """What Section 3.1 requires two models of one ecosystem to share (``fingerprint``; compared by
+        ``amdm_geom.ecosystem``)."""
         return fingerprint(self.pipe, self.latent_shape)

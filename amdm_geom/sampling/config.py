@@ -1,149 +1,259 @@
-"""Algorithm 1's settings: ``SamplerConfig``, a frozen, self-validating record (the sampling
-layer's spec; stored with every run and given back by ``amdm_geom.store.run_config``)."""
+"""The specs of a sampler run (``amdm_geom.spec``: frozen, self-validating, JSON round-trip).
+
+- ``SamplerConfig``: Algorithm 1's settings, stored with every run (``describe()["sampler"]``)
+  and given back from a store by ``SamplerConfig.model_validate``;
+- ``RunSettings``: the samples, their seeds, the dtype and the trace store of a run;
+- ``RunSpec``: the base of every run's spec (each probe's, each ablation run's): its models'
+  fields, then ``sampler`` and ``run``, all checked together when the spec is made.
+"""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import fnmatch
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
 
-import numpy as np
-import torch
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
-__all__ = ["MIX_RULES", "SHIFT_MEANS", "SamplerConfig", "as_number", "is_int", "is_real", "is_sequence"]
+from ..denoisers.specs import TRAIN_TIMESTEPS
+from ..spec import (
+    MAX_SEED,
+    Spec,
+    SpecError,
+    as_number,
+    choice,
+    flag,
+    integer,
+    is_cli,
+    is_int,
+    is_real,
+    is_sequence,
+    optional,
+    real,
+    seed,
+    sequence,
+)
+
+__all__ = ["DEFAULT_AGG_STEPS", "DTYPE_NAMES", "MIX_RULES", "SHIFT_MEANS", "RunSettings", "RunSpec", "SamplerConfig",
+           "as_number", "is_int", "is_real", "is_sequence"]
 
 MIX_RULES = ("slerp", "lerp", "orthogonal_mix")
 SHIFT_MEANS = ("step", "aggregate")
+DTYPE_NAMES = ("float16", "float32", "float64")
+#: s, the default aggregation window's length (App. F.2), or T if that is smaller.
+DEFAULT_AGG_STEPS = 20
 
-@dataclass(frozen=True)
-class SamplerConfig:
-    """Algorithm 1's settings. Defaults are the paper's (App. F.2): T = 50, s = 20, w = 0.5,
-    eta = 0.3.
+Flag = Annotated[bool, flag]
 
-    - ``num_inference_steps``: T, the number of DDIM steps.
-    - ``agg_steps``: s, the aggregation window is the first s steps, unless ``agg_window`` =
-      (start, stop) gives any window of steps [start, stop) (the stage ablation, Table 3).
-    - ``weights``: w_1 .. w_{N-1} in [0, 1] (w = 0 keeps model 1).
-    - ``eta``: the radial shift of eq. (7), one value or one per model, >= 0, in absolute
-      units of latent norm.
-    - ``mix``: ``"slerp"`` (eq. 6), ``"lerp"`` (Figure 5's baseline) or ``"orthogonal_mix"``
-      (the earlier version's eq. 9, where w weighs model 1).
-    - ``shift_mean``: ``"step"``: mu_i(z_t^i, t, y_i) from the step (Algorithm 1);
-      ``"aggregate"``: mu_i(z', t, y_i) evaluated at z' as eq. (7) prints it (one more call).
-    - ``ddim_eta``: DDIM's eta (0: deterministic; 1: DDPM posterior variance).
-    - ``shared_init``: every model starts from model 1's z_T (the earlier version).
-    - ``allow_schedule_mismatch``: aggregate models of different ecosystems anyway: schedules
-      that differ, or (for pipeline models) a different VAE or latent space.
-    - ``continue_after_window``: models 2..N keep sampling on their own after the window (for
-      logging, as the paper's Table 5 does after t = 30); model 1's trajectory is unchanged.
-    - ``record_cross_eps``: while a recorder or hook is attached, two more calls per partner
-      model i >= 2 and step, for the terms of eqs. (20)-(22): ``model{i}.eps_cross`` =
-      eps_theta1(z_t^1, t, y_i) (model 1 under model i's condition) and ``model{i}.eps_at_z1`` =
-      eps_thetai(z_t^1, t, y_i) (model i at model 1's input). They do not change the trajectory.
+
+class SamplerConfig(Spec):
+    """Algorithm 1 (AMDM). Defaults are the paper's (App. F.2): T = 50, s = 20, w = 0.5, eta = 0.3.
 
     Numbers may be Python, numpy or torch scalars (``np.float64(0.5)``, ``np.int64(50)``, a 0-d
-    tensor): they are stored as Python ints and floats, and sequences as tuples. Bools, NaN, inf
-    and non-integral step counts are refused, with one line naming the field and what it accepts
-    (``check``, which ``AMDMSampler`` calls before any work).
-    """
+    tensor): they are kept as Python numbers, and sequences as tuples. Bools, NaN, inf and
+    non-integral step counts are refused when the config is made, with one line naming the field
+    and what it accepts (``SpecError``); ``check(n_models)`` adds what depends on the number of
+    models (``AMDMSampler`` calls it)."""
 
-    num_inference_steps: int = 50
-    agg_steps: int = 20
+    num_inference_steps: Annotated[int, integer(1)] = Field(50, alias="steps")
+    """T, the number of DDIM steps (eq. 4)."""
+    agg_steps: int = Field(None, validate_default=True)
+    """s: aggregate the first s steps, 0 <= s <= T (default 20, or T if smaller)."""
     agg_window: tuple[int, int] | None = None
-    weights: tuple[float, ...] = (0.5,)
+    """aggregate steps [START, STOP) instead of the first s (the stage ablation, Table 3)."""
+    weights: Annotated[tuple[float, ...], sequence(real(0.0, 1.0, accepted="in [0, 1]"),
+                                                   accepted="a sequence of N - 1 numbers in [0, 1]")] = \
+        Field((0.5,), alias="w")
+    """w_1 .. w_{N-1} in [0, 1] (eq. 6; w = 0 keeps model 1)."""
     eta: float | tuple[float, ...] = 0.3
-    mix: str = "slerp"
-    shift_mean: str = "step"
-    ddim_eta: float = 0.0
-    shared_init: bool = False
-    allow_schedule_mismatch: bool = False
-    continue_after_window: bool = False
-    record_cross_eps: bool = False
+    """the radial shift of eq. (7), >= 0, one value or one per model, in units of latent norm."""
+    mix: Annotated[Literal["slerp", "lerp", "orthogonal_mix"], choice(*MIX_RULES)] = "slerp"
+    """slerp (eq. 6), lerp (Figure 5's baseline) or the earlier version's orthogonal mix (w weighs model 1)."""
+    shift_mean: Annotated[Literal["step", "aggregate"], choice(*SHIFT_MEANS)] = "step"
+    """the shift's mean: mu_i(z_t^i, t, y_i) from the step (Algorithm 1), or mu_i(z', t, y_i) at the aggregate
+    as eq. (7) prints it (one more model call)."""
+    ddim_eta: Annotated[float, real(0.0, accepted="a finite float >= 0")] = 0.0
+    """DDIM's eta >= 0 (0: deterministic; 1: DDPM posterior variance)."""
+    shared_init: Flag = False
+    """every model starts from model 1's z_T (the earlier version)."""
+    allow_schedule_mismatch: Flag = Field(False, alias="insist")
+    """aggregate models of different ecosystems anyway (schedules that differ, or for pipeline models a
+    different VAE or latent space)."""
+    continue_after_window: Flag = False
+    """models 2..N keep sampling on their own after the window, as the paper's Table 5 logs them (model 1's
+    trajectory is unchanged)."""
+    record_cross_eps: Flag = Field(False, alias="cross_eps")
+    """record eps_theta1(z_t^1, t, y_i) and eps_thetai(z_t^1, t, y_i) for the terms of eqs. (20)-(22): two more
+    model calls per partner and step while a recorder or hook is attached; the trajectory is unchanged."""
 
-    def __post_init__(self):
-        # numpy and torch real scalars (np.float64(0.5), np.int64(50), a 0-d tensor) become Python
-        # numbers, and sequences tuples, so that they behave, compare and serialise as Python
-        # values; anything else is left as given for ``check`` to refuse in one line
-        norm = object.__setattr__
-        norm(self, "num_inference_steps", as_number(self.num_inference_steps))
-        norm(self, "agg_steps", as_number(self.agg_steps))
-        if self.agg_window is not None and is_sequence(self.agg_window):
-            norm(self, "agg_window", tuple(as_number(v) for v in self.agg_window))
-        if is_sequence(self.weights):
-            norm(self, "weights", tuple(as_number(w) for w in self.weights))
-        eta = as_number(self.eta)
-        norm(self, "eta", tuple(as_number(e) for e in eta) if is_sequence(eta) else eta)
-        norm(self, "ddim_eta", as_number(self.ddim_eta))
-        for flag in ("shared_init", "allow_schedule_mismatch", "continue_after_window", "record_cross_eps"):
-            if isinstance(getattr(self, flag), np.bool_):
-                norm(self, flag, bool(getattr(self, flag)))
+    @model_validator(mode="before")
+    @classmethod
+    def _one_window(cls, data, info: ValidationInfo):
+        # on the command line, --agg-steps and --agg-window exclude each other (in code, a given
+        # agg_window wins, as it always has)
+        if is_cli(info) and isinstance(data, dict) and data.get("agg_window") is not None \
+                and data.get("agg_steps") is not None:
+            raise SpecError("not allowed with `agg_steps`", loc=("agg_window",))
+        return data
+
+    @field_validator("agg_steps", mode="before")
+    @classmethod
+    def _agg_steps(cls, value, info: ValidationInfo):
+        steps = info.data.get("num_inference_steps")
+        if value is None:
+            return min(DEFAULT_AGG_STEPS, steps) if is_int(steps) else DEFAULT_AGG_STEPS
+        value = as_number(_int_text(value) if is_cli(info) else value)
+        if not (is_int(value) and value >= 0):
+            raise SpecError(f"must be an int in [0, {steps if is_int(steps) else 'T'}]", value)
+        return value
+
+    @field_validator("agg_window", mode="before")
+    @classmethod
+    def _agg_window(cls, value, info: ValidationInfo):
+        if value is None:
+            return None
+        window = tuple(as_number(v) for v in value) if is_sequence(value) else (as_number(value),)
+        if is_cli(info):
+            window = tuple(_int_text(v) for v in window)
+        steps = info.data.get("num_inference_steps")
+        bound = steps if is_int(steps) else None
+        ok = len(window) == 2 and all(is_int(v) for v in window) and 0 <= window[0] <= window[1]
+        if not ok or (bound is not None and window[1] > bound):
+            raise SpecError(f"must be (start, stop) with 0 <= start <= stop <= {bound if bound is not None else 'T'}",
+                            window)
+        return window
+
+    @field_validator("eta", mode="before")
+    @classmethod
+    def _eta(cls, value, info: ValidationInfo):
+        check = real(0.0).func
+        if is_sequence(value):
+            etas = tuple(check(v, info) for v in value)
+            return etas[0] if is_cli(info) and len(etas) == 1 else etas  # (one value given on the command line)
+        return check(value, info)
+
+    @model_validator(mode="after")
+    def _agg_steps_within_steps(self):
+        if self.agg_window is None and self.agg_steps > self.num_inference_steps:
+            raise SpecError(f"must be an int in [0, {self.num_inference_steps}]", self.agg_steps, loc=("agg_steps",))
+        return self
 
     @property
     def window(self) -> tuple[int, int]:
+        """The aggregation window [start, stop) of steps."""
         return tuple(self.agg_window) if self.agg_window is not None else (0, self.agg_steps)
 
     def check(self, n_models: int) -> None:
-        """Every setting, for a run of ``n_models`` models, without the models: a one-line
-        ValueError naming the field, the bad value and what is accepted. (``AMDMSampler`` calls
-        it; the probes call it before they build any model.)"""
-        steps = self.num_inference_steps
-        if not (is_int(steps) and steps >= 1):
-            raise ValueError(f"num_inference_steps must be an int >= 1; got {steps!r}")
-        if n_models > 1:  # with one model there is nothing to aggregate and the window is not used
-            if self.agg_window is None and not (is_int(self.agg_steps) and 0 <= self.agg_steps <= steps):
-                raise ValueError(f"agg_steps must be an int in [0, {steps}]; got {self.agg_steps!r}")
-            window = self.window if self.agg_window is None or is_sequence(self.agg_window) else (self.agg_window,)
-            if not (len(window) == 2 and all(is_int(v) for v in window) and 0 <= window[0] <= window[1] <= steps):
-                raise ValueError(f"agg_window must be (start, stop) with 0 <= start <= stop <= {steps}; "
-                                 f"got {window!r}")
-        if not is_sequence(self.weights):
-            raise ValueError(f"weights must be a sequence of N - 1 numbers in [0, 1]; got {self.weights!r}")
+        """What depends on the number of models: one weight per partner model, one eta or one per
+        model. A one-line ``SpecError`` naming the field, the bad value and what is accepted
+        (``AMDMSampler`` calls it; the probes, before they build any model)."""
         if len(self.weights) != n_models - 1:
-            raise ValueError(f"need {n_models - 1} weights w_1..w_{{N-1}} for {n_models} models; "
-                             f"got {len(self.weights)}")
-        for w in self.weights:
-            if not (is_real(w) and 0.0 <= w <= 1.0):
-                raise ValueError(f"weights must be in [0, 1]; got {w!r}")
-        etas = self.eta if is_sequence(self.eta) else (self.eta,)
-        if is_sequence(self.eta) and len(etas) != n_models:
-            raise ValueError(f"eta must be one value or one per model ({n_models}); got {len(etas)}")
-        for e in etas:
-            if not (is_real(e) and e >= 0):
-                raise ValueError(f"eta must be a finite number >= 0; got {e!r}")
-        if self.mix not in MIX_RULES:
-            raise ValueError(f"mix must be one of {MIX_RULES}; got {self.mix!r}")
-        if self.shift_mean not in SHIFT_MEANS:
-            raise ValueError(f"shift_mean must be one of {SHIFT_MEANS}; got {self.shift_mean!r}")
-        if not (is_real(self.ddim_eta) and self.ddim_eta >= 0):
-            raise ValueError(f"ddim_eta must be a finite float >= 0; got {self.ddim_eta!r}")
-        for flag in ("shared_init", "allow_schedule_mismatch", "continue_after_window", "record_cross_eps"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValueError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
+            raise SpecError(f"takes {n_models - 1} weight(s) w_1..w_{{N-1}} for {n_models} models", self.weights,
+                            loc=("weights",), count=True)
+        if is_sequence(self.eta) and len(self.eta) != n_models:
+            raise SpecError(f"must be one value or one per model ({n_models})", self.eta, loc=("eta",), count=True)
 
 
-def is_sequence(value) -> bool:
-    return isinstance(value, (tuple, list)) or (isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 1)
-
-
-def as_number(value):
-    """A numpy or torch real scalar (or 0-d array or tensor) as a Python int or float; bools,
-    complex numbers and everything else unchanged."""
-    if isinstance(value, (bool, np.bool_)):
+def _int_text(value):
+    try:
+        return int(value) if isinstance(value, str) else value
+    except ValueError:
         return value
-    if isinstance(value, torch.Tensor):
-        if value.ndim == 0 and value.dtype != torch.bool and not value.is_complex():
-            return value.item()
-        return value
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
-        return value.item()
+
+
+# --------------------------------------------------------------------------------------------
+# a run: models + Algorithm 1 + samples and store
+
+
+Seed = Annotated[int, seed()]
+
+
+def _text(value, info: ValidationInfo):
+    if not isinstance(value, str):
+        raise SpecError("must be text", value)
     return value
 
 
-def is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+class RunSettings(Spec):
+    """The run: samples and their seeds, the dtype, and the trace store."""
+
+    batch: Annotated[int, integer(1)] = 4
+    """samples, one generator each."""
+    seed: Seed = 0
+    """first seed; sample b uses seed + b, all in [0, 2**63)."""
+    dtype: Annotated[Literal["float16", "float32", "float64"], choice(*DTYPE_NAMES)] = "float32"
+    """model and store dtype."""
+    out: Path = Path("data/runs/run.zarr")
+    """trace store path."""
+    overwrite: Annotated[bool, flag] = False
+    """replace an existing trace store (nothing else is ever replaced)."""
+    names: Annotated[tuple[str, ...] | None,
+                     optional(sequence(BeforeValidator(_text), accepted="one or more hook-name globs", min_len=1))] = \
+        None
+    """record only hook names matching these globs (default: all); each must match a hook of the run."""
+    progress: Annotated[bool, flag] = True
+    """show a progress bar."""
+
+    @model_validator(mode="after")
+    def _seeds(self):
+        if self.seed + self.batch > MAX_SEED:
+            raise SpecError(f"`seed` {self.seed} with `batch` {self.batch} uses seeds up to "
+                            f"{self.seed + self.batch - 1}; seeds must be in [0, 2**63)", loc=("seed",))
+        return self
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.batch))
+
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype)
 
 
-def is_real(value) -> bool:
-    """A finite Python int or float (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+class RunSpec(Spec):
+    """A sampler run's spec (each probe's, each ablation run's): its models, Algorithm 1's
+    settings (``sampler``) and the run (``run``), declared by each subclass in that order.
+    Everything is checked when the spec is made, before any model is built or any file is
+    written: each field, then what depends on several
+    (``check_models``, the sampler against the number of models, the steps against the
+    schedule's training timesteps, ``--names`` against the hooks the run records)."""
+
+    #: The most steps the models' schedules allow (``None``: the models check it themselves).
+    MAX_STEPS: ClassVar[int | None] = TRAIN_TIMESTEPS
+    # (each subclass declares ``sampler: SamplerConfig`` and ``run: RunSettings`` after its
+    # models' fields, so that they come last in the spec, its JSON and its --help)
+
+    @property
+    def n_models(self) -> int:
+        return 2
+
+    def config(self) -> SamplerConfig:
+        """The sampler's settings as the run uses them (a spec may fix some, e.g. to aggregate
+        models of two ecosystems)."""
+        return self.sampler
+
+    def check_models(self) -> None:
+        """What the spec's own fields require of each other (``SpecError`` with the field's loc)."""
+
+    @model_validator(mode="after")
+    def _check_together(self):
+        self.check_models()
+        steps = self.sampler.num_inference_steps
+        if self.MAX_STEPS is not None and steps > self.MAX_STEPS:
+            raise SpecError(f"must be in [1, {self.MAX_STEPS}] (the schedule's training timesteps)", steps,
+                            loc=("sampler", "num_inference_steps"))
+        try:
+            self.config().check(self.n_models)
+        except SpecError as exc:
+            raise exc.within("sampler") from None
+        if self.run.names is not None:
+            from .hooks import planned_hook_names
+
+            names = planned_hook_names(self.n_models, self.config())
+            for glob in self.run.names:
+                if not any(fnmatch.fnmatchcase(n, glob) for n in names):
+                    listed = ", ".join(names[:6]) + (f", ..., {names[-1]}" if len(names) > 6 else "")
+                    raise SpecError(f"{glob!r} matches no hook this run records; its {len(names)} hook names are "
+                                    f"{listed} (globs such as 'model*.z_next' work)", loc=("run", "names"))
+        return self

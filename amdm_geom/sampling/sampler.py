@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -126,7 +126,8 @@ class AMDMSampler:
                     bad = [k for k, v in compare(first, m.ecosystem()).items() if v["same"] is False]
                     if bad:
                         raise ValueError(f"model {i} is in a different ecosystem from model 0 ({', '.join(bad)} "
-                                         "differ); pass --insist (allow_schedule_mismatch=True) to aggregate them anyway")
+                                         "differ); pass --insist (allow_schedule_mismatch=True) to aggregate them "
+                                         "anyway")
 
     def _per_model_eta(self) -> list[float]:
         n, eta = len(self.models), self.config.eta  # (checked by SamplerConfig.check)
@@ -186,7 +187,7 @@ class AMDMSampler:
 
     def describe(self) -> dict:
         """The full config, the models and conditions, as JSON-able data (stored in the run)."""
-        return {"sampler": asdict(self.config), "etas": self.etas,
+        return {"sampler": self.config.model_dump(), "etas": self.etas,
                 "models": [m.describe() for m in self.models],
                 "conditions": [describe_condition(c) for c in self.conds]}
 

@@ -52,7 +52,8 @@ def aggregate_step(z_next: Sequence[torch.Tensor], weights: Sequence[float], eta
                    rule: str | Callable = "slerp") -> AggregateStep:
     """Mix the models' ``z_next`` (eq. 6), then shift the aggregate towards each model's mean by
     its ``eta`` (eq. 7). ``mean`` is the list of means, or ``mean(i, z_agg)`` (called for
-    i = 0..N-1 in order, after the mix)."""
+    i = 0..N-1 in order, after the mix). Each weight and eta is a float or a ``(B,)`` array of
+    per-sample values (as ``amdm_geom.geometry`` accepts)."""
     z_agg = mix(z_next, weights, rule)
     mus, shifted = [], []
     for i, eta in enumerate(etas):

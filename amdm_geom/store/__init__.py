@@ -59,9 +59,10 @@ from .reading import (
     open_run,
     require,
     run_config,
+    sampler_config,
     steps_completed,
 )
 from .recorder import ZarrRecorder
 
 __all__ = ["StoreError", "ZarrRecorder", "check_output_path", "completed_steps", "incomplete_note", "is_complete",
-           "is_trace_store", "open_run", "require", "run_config", "steps_completed"]
+           "is_trace_store", "open_run", "require", "run_config", "sampler_config", "steps_completed"]

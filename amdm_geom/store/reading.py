@@ -7,6 +7,7 @@ from pathlib import Path
 
 import xarray as xr
 
+from ..sampling.config import SamplerConfig
 from .paths import StoreError, _store_problem
 
 # --------------------------------------------------------------------------------------------
@@ -31,9 +32,16 @@ def open_run(path) -> xr.Dataset:
 
 
 def run_config(ds: xr.Dataset) -> dict:
-    """The sampler config a store was written with."""
+    """The run's description as stored: ``{"sampler": ..., "etas": ..., "models": ...,
+    "conditions": ...}`` (JSON-able data; ``sampler_config`` gives the typed settings, and
+    ``amdm_geom.probes.spec_of`` the typed probe spec the store was made from)."""
     require(ds, attrs=("config",))
     return json.loads(ds.attrs["config"])
+
+
+def sampler_config(ds: xr.Dataset) -> SamplerConfig:
+    """The typed ``SamplerConfig`` a store was written with (equal to the one the run used)."""
+    return SamplerConfig.model_validate(run_config(ds)["sampler"])
 
 
 def _source(ds: xr.Dataset) -> str:

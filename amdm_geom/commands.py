@@ -1,0 +1,138 @@
+"""The commands ``analyze``, ``rerun`` and ``ecosystem``: each a spec (its options, checked before
+any work) and the function that runs it. (``probe`` takes each probe's own spec; ``validate`` is
+``amdm_geom.validate``.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from .denoisers.specs import Device
+from .spec import Spec, choice, creatable_dir, existing, flag, optional, seed, writable_file
+
+__all__ = ["AnalyzeCommand", "EcosystemCommand", "RerunCommand", "analyze", "analyze_description", "ecosystem",
+           "rerun", "stores_by_name"]
+
+Flag = Annotated[bool, flag]
+Folder = Annotated[Path, creatable_dir]
+Seed = Annotated[int, seed()]
+_POSITIONAL = {"positional": True}
+
+
+class AnalyzeCommand(Spec):
+    """Run one analysis on trace stores: its results, CSV tables, figures and verdicts go to
+    OUT/ANALYSIS/ (replaced atomically)."""
+
+    analysis: str = Field(json_schema_extra=_POSITIONAL)
+    """the analysis to run."""
+    stores: tuple[Path, ...] = Field((), alias="store", json_schema_extra=_POSITIONAL)
+    """trace stores (.zarr folders)."""
+    out: Folder = Path("data/report")
+    """report folder."""
+    quick: Flag = False
+    """smaller settings where the analysis has them."""
+    seed: Seed = 0
+    """seed of the analysis' own random draws."""
+    runs: Folder = Path("data/runs")
+    """where an analysis that runs its own trace stores writes them (RUNS/ANALYSIS)."""
+
+    @field_validator("analysis", mode="before")
+    @classmethod
+    def _registered(cls, value, info: ValidationInfo):
+        from .runner.registry import analysis_names
+
+        return choice(*analysis_names()).func(value, info)
+
+
+def analyze_description(args: list[str]) -> str | None:
+    """The analyses and their one lines, for ``amdm-geom analyze --help`` (this imports them)."""
+    if not any(a in ("-h", "--help") for a in args):
+        return None
+    from .runner.registry import analysis_summaries
+
+    rows = "\n".join(f"  {name:14s} {text}" for name, text in analysis_summaries().items())
+    return f"{AnalyzeCommand.__doc__}\n\nanalyses:\n{rows}"
+
+
+def stores_by_name(paths) -> dict[str, Path]:
+    """``{store name: path}``; one line for a path that is not a store or a name given twice."""
+    out: dict[str, Path] = {}
+    for p in map(Path, paths):
+        if not (p / "zarr.json").exists():
+            raise FileNotFoundError(f"no trace store at {p}")
+        name = p.name.removesuffix(".zarr")
+        if name in out:
+            raise ValueError(f"two stores are named {name}: {out[name]} and {p}; analyses tell stores apart by "
+                             "name, so rename one")
+        out[name] = p
+    return out
+
+
+def analyze(cmd: AnalyzeCommand) -> int:
+    from .runner import run_analysis
+    from .verdicts import format_table
+
+    rows = run_analysis(cmd.analysis, stores_by_name(cmd.stores), cmd.out, quick=cmd.quick, seed=cmd.seed,
+                        runs=cmd.runs)
+    print(format_table(rows))
+    print(f"\nresults and figures in {cmd.out / cmd.analysis}")
+    return 0
+
+
+class RerunCommand(Spec):
+    """Run a trace store's spec again (the probe or ablation run that made it, with the same models
+    and seeds): the new store's arrays equal the old one's, bit for bit."""
+
+    store: Annotated[Path, existing("trace store")] = Field(json_schema_extra=_POSITIONAL)
+    """the trace store to run again."""
+    out: Path | None = None
+    """the new store (default: STORE itself, which then needs --overwrite)."""
+    overwrite: Flag = False
+    """replace an existing trace store at OUT."""
+    progress: Flag = True
+    """show a progress bar."""
+
+
+def rerun(cmd: RerunCommand) -> int:
+    from .probes import rerun as run_again
+
+    run_again(cmd.store, out=cmd.out, overwrite=cmd.overwrite, progress=cmd.progress)
+    return 0
+
+
+Model = Annotated[Path, existing("pipeline folder or checkpoint file")]
+
+
+class EcosystemCommand(Spec):
+    """Compares what Section 3.1 requires of two models (the same VAE by config and weights, the
+    same SDE, the same latent shape) and measures functional proximity |eps_A - eps_B| / |eps_A|
+    over t on random z_t. Local weights only."""
+
+    path_a: Model = Field(json_schema_extra=_POSITIONAL)
+    """pipeline folder or checkpoint file."""
+    path_b: Model = Field(json_schema_extra=_POSITIONAL)
+    """pipeline folder or checkpoint file."""
+    prompt: str = "a photograph"
+    """the prompt both models encode."""
+    device: Device = "cpu"
+    """cpu, cuda, cuda:N or mps."""
+    dtype: Annotated[Literal["float16", "float32", "bfloat16"], choice("float16", "float32", "bfloat16")] = "float32"
+    """model dtype."""
+    json_path: Annotated[Path | None, optional(writable_file)] = Field(None, alias="json")
+    """also write the report as JSON to this file (its folder must exist)."""
+
+
+def ecosystem(cmd: EcosystemCommand) -> int:
+    import json
+
+    from .ecosystem import check, format_report
+
+    report = check(cmd.path_a, cmd.path_b, prompt=cmd.prompt, device=cmd.device, dtype=cmd.dtype)
+    print(format_report(report))
+    if cmd.json_path is not None:
+        cmd.json_path.write_text(json.dumps({"verdict": report.verdict, "checks": report.checks,
+                                             "proximity": report.proximity, "names": list(report.names)}, indent=2))
+    return 0
+

@@ -1,0 +1,86 @@
+"""Running an analysis: the one runner behind ``amdm-geom analyze``, ``amdm-geom validate`` and
+the notebooks. It checks the stores against the analysis' ``STORES``, calls ``compute``,
+``verdicts``, ``plot`` and ``tables`` (the contract in ``amdm_geom.analyses``), and writes
+``<out>/<NAME>/`` atomically as a result folder (``amdm_geom.runner.output``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import xarray as xr
+
+from amdm_geom.verdicts import Verdict
+
+from .output import check_replaceable, write_result
+from .registry import check_analysis, load_analysis
+
+__all__ = ["Outcome", "analyze", "resolve", "run_analysis", "write_outcome"]
+
+
+@dataclass
+class Outcome:
+    """What one analysis produced: its module, ``compute``'s result, the verdict rows, the
+    figures (``{file name: Figure}``) and the tables (``{file name: DataFrame}``)."""
+
+    module: ModuleType
+    result: xr.Dataset | xr.DataTree
+    verdicts: list[Verdict]
+    figures: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)
+
+
+def resolve(name_or_module: str | ModuleType) -> ModuleType:
+    """The analysis module: loaded from the registry by name, or a module checked against the
+    contract."""
+    if isinstance(name_or_module, str):
+        return load_analysis(name_or_module)
+    if isinstance(name_or_module, ModuleType):
+        return check_analysis(name_or_module)
+    raise TypeError(f"an analysis is a registered name or a module; got {type(name_or_module).__name__}")
+
+
+def _check_stores(module: ModuleType, stores: Mapping) -> None:
+    if module.STORES == "required" and not stores:
+        raise ValueError(f"analysis {module.NAME} needs at least one trace store; got none")
+    if module.STORES == "none" and stores:
+        given = ", ".join(str(p) if not isinstance(p, xr.Dataset) else n for n, p in stores.items())
+        raise ValueError(f"analysis {module.NAME} takes no stores; got {len(stores)}: {given}")
+
+
+def analyze(name_or_module: str | ModuleType, stores: Mapping | None = None, *, quick: bool = False, seed: int = 0,
+            runs: Path | None = None, figures: bool = True) -> Outcome:
+    """Run an analysis without writing anything (what a notebook wants): ``stores`` is
+    ``{store name: path or opened store}``; ``figures=False`` skips ``plot``."""
+    module = resolve(name_or_module)
+    stores = dict(stores or {})
+    _check_stores(module, stores)
+    result = module.compute(stores, quick=quick, seed=seed, runs=None if runs is None else Path(runs))
+    rows = list(module.verdicts(result))
+    figs = dict(module.plot(result)) if figures else {}
+    tables = dict(module.tables(result)) if hasattr(module, "tables") else {}
+    return Outcome(module, result, rows, figs, tables)
+
+
+def write_outcome(outcome: Outcome, out) -> Path:
+    """``outcome`` into ``<out>/<NAME>/`` (replaced atomically; refused if that is not a result
+    folder). Returns the folder."""
+    module = outcome.module
+    saved = module.saved(outcome.result) if hasattr(module, "saved") else outcome.result
+    return write_result(Path(out) / module.NAME, saved, outcome.verdicts, outcome.figures, outcome.tables,
+                        stem=getattr(module, "RESULT", "results"))
+
+
+def run_analysis(name_or_module: str | ModuleType, stores: Mapping | None, out, *, quick: bool = False, seed: int = 0,
+                 runs: Path | None = None) -> list[Verdict]:
+    """Run one analysis on ``stores`` (``{store name: path}``; ``None`` or empty for none) and
+    write its results, figures, tables and verdicts into ``<out>/<NAME>/``. The stores' kind and
+    the target folder are checked before any work. Returns the verdict rows."""
+    module = resolve(name_or_module)
+    _check_stores(module, dict(stores or {}))
+    check_replaceable(Path(out) / module.NAME)
+    outcome = analyze(module, stores, quick=quick, seed=seed, runs=runs)
+    write_outcome(outcome, out)
+    return outcome.verdicts

@@ -1,0 +1,69 @@
+"""The validation report: ``data/report/index.html``, one verdict table first (claim, where in
+the paper, measured value, bound or paper value, verdict, detail), then every analysis' figures,
+rendered from the jinja2 template ``templates/report.html.j2`` with every value HTML-escaped.
+
+The page links the PNG figures the analyses wrote in their folders under the report folder,
+and is written to a temporary file and renamed, so a half-written report never looks complete.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jinja2
+
+from amdm_geom import __version__
+from amdm_geom.verdicts import STATUSES, Verdict
+
+__all__ = ["render_report", "write_report"]
+
+COLOURS = {"holds": "#1a7f37", "violated": "#cf222e", "inconclusive": "#6e7781", "vacuous": "#9a6700"}
+
+
+def _escape(value) -> str:
+    """Every ``{{ value }}`` escaped as ``html.escape`` does (quotes included)."""
+    return html.escape(str(value))
+
+
+#: ``finalize`` escapes every value printed (the template itself is trusted HTML).
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("amdm_geom.runner", "templates"), autoescape=False,
+                          finalize=_escape, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+
+
+def _figure_groups(folder: Path) -> list[dict]:
+    """One group per analysis folder (hidden, half-written folders skipped) with its PNGs."""
+    groups = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        images = sorted(sub.rglob("*.png"))
+        if images:
+            groups.append({"name": sub.name, "figures": [
+                {"src": img.relative_to(folder).as_posix(), "caption": str(img.relative_to(sub).with_suffix(""))}
+                for img in images]})
+    return groups
+
+
+def render_report(rows: list[Verdict], folder, *, title: str = "amdm-geom validation report",
+                  context: dict | None = None) -> str:
+    """The page's HTML for the verdict rows and the PNGs under ``folder``."""
+    folder = Path(folder)
+    counts = ", ".join(f"{sum(v.status == s for v in rows)} {s}" for s in STATUSES)
+    info = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "amdm-geom": __version__, "python": platform.python_version(), **(context or {})}
+    return _ENV.get_template("report.html.j2").render(title=title, info=info, counts=counts, rows=rows,
+                                                      colours=COLOURS, groups=_figure_groups(folder))
+
+
+def write_report(rows: list[Verdict], folder, *, title: str = "amdm-geom validation report",
+                 context: dict | None = None) -> Path:
+    """Write ``folder/index.html`` from the verdict rows and the PNGs under ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    page = render_report(rows, folder, title=title, context=context)
+    tmp = folder / ".index.html.partial"
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, folder / "index.html")
+    return folder / "index.html"

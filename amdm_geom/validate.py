@@ -1,0 +1,147 @@
+"""``amdm-geom validate``: the main job. Its plan is a list of specs: the probes it runs (each a
+probe's ``Spec``) and the analyses it runs on their stores, then the report.
+
+In order: the closed-form checks; nine probes (seven with ``--quick``) into ``--runs``; every
+analysis on the stores that suit it (``ANALYSES``); the 2D benchmark and the ablations, which
+run their own stores; the verdict table, ``verdicts.json`` and ``index.html`` in ``--report``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from .denoisers.specs import GMMFamilySpec, TinyUNetPairSpec
+from .sampling.config import SamplerConfig
+from .spec import MAX_SEED, Spec, SpecError, creatable_dir, flag, optional, seed, writable_file
+
+__all__ = ["ANALYSES", "PlannedProbe", "ValidateCommand", "plan", "run"]
+
+Seed = Annotated[int, seed()]
+
+
+class ValidateCommand(Spec):
+    """Run every check: the closed forms, the default probes, every analysis on their stores, the
+    2D benchmark and the ablations; print the verdict table and write the report. A violated bound
+    is a finding, not a failure: it exits non-zero only on an internal error."""
+
+    quick: Annotated[bool, flag] = False
+    """smaller probes (under 2 minutes; the tests use it)."""
+    seed: Seed = 0
+    """random seed of the checks and probes, in [0, 2**63)."""
+    runs: Annotated[Path, creatable_dir] = Path("data/runs/validate")
+    """where the probe stores go (overwritten)."""
+    report: Annotated[Path, creatable_dir] = Path("data/report")
+    """where results and figures go."""
+    json_path: Annotated[Path | None, optional(writable_file)] = Field(None, alias="json")
+    """also write the verdicts as JSON to this file (its folder must exist)."""
+
+    @model_validator(mode="after")
+    def _room_for_every_sample(self):
+        batch = max(p.spec.run.batch for p in plan(self.quick, 0, Path(".")))
+        if self.seed + batch > MAX_SEED:  # every probe's samples use seed, seed + 1, ...
+            raise SpecError(f"must leave room for {batch} samples below 2**63 (seeds seed..seed+{batch - 1})",
+                            self.seed, loc=("seed",))
+        return self
+
+
+@dataclass(frozen=True)
+class PlannedProbe:
+    """One probe of the plan: its store's name, the probe and its spec."""
+
+    name: str
+    probe: str
+    spec: Spec
+
+
+#: analysis -> the stores of the plan it runs on (none: it takes none, or runs its own)
+ANALYSES = {
+    "trace_checks": ("gmm_pair", "gmm_cross_ecosystem", "unet_pair", "gmm_ddpm"),
+    "norm_angle": ("gmm_pair", "gmm_ddpm"),
+    "shell": ("gmm_ddpm", "gmm_ddpm_eta40", "gmm_ddpm_w0.8"),  # (they need sigma_t > 0)
+    "precision": ("gmm_float16", "gmm_float32", "gmm_float64"),
+    "gaussianity": ("gmm_pair", "gmm_ddpm"),
+    "toy_mixture": (),
+    "ablations": (),
+}
+
+
+def _gmm(quick: bool, batch: int, **sampler) -> tuple[GMMFamilySpec, SamplerConfig, int]:
+    family = GMMFamilySpec(latent_shape=(4, 32, 32)) if quick else GMMFamilySpec()
+    steps = {"num_inference_steps": 20, "agg_steps": 8} if quick else {}
+    return family, SamplerConfig(**steps, **sampler), 2 if quick else batch
+
+
+def plan(quick: bool, seed: int, runs: Path) -> list[PlannedProbe]:
+    """The probes ``validate`` runs, small enough for minutes on 2 cores (``quick``: under one)."""
+    from .probes import RunSettings, gmm_cross_ecosystem, gmm_pair, unet_pair
+
+    def settings(name: str, batch: int, dtype: str = "float32") -> RunSettings:
+        return RunSettings(batch=batch, seed=seed, dtype=dtype, out=Path(runs) / f"{name}.zarr", overwrite=True,
+                           progress=False)
+
+    def pair(name: str, batch: int, *, perturb: float = 0.0, dtype: str = "float32", **sampler) -> PlannedProbe:
+        family, config, batch = _gmm(quick, batch, **sampler)
+        spec = gmm_pair.Spec(family=family, perturb=perturb, sampler=config, run=settings(name, batch, dtype))
+        return PlannedProbe(name, gmm_pair.NAME, spec)
+
+    family, config, batch = _gmm(quick, 4)
+    cross = gmm_cross_ecosystem.Spec(family=family, sampler=config, run=settings("gmm_cross_ecosystem", batch))
+    unet = TinyUNetPairSpec(sample_size=16, channels=(8, 16)) if quick else TinyUNetPairSpec(sample_size=32)
+    unet_config = SamplerConfig(num_inference_steps=20, agg_steps=8, record_cross_eps=True) if quick \
+        else SamplerConfig(record_cross_eps=True)
+    probes = [
+        pair("gmm_pair", 4, perturb=0.05, record_cross_eps=True, continue_after_window=True),
+        PlannedProbe("gmm_cross_ecosystem", gmm_cross_ecosystem.NAME, cross),
+        PlannedProbe("unet_pair", unet_pair.NAME, unet_pair.Spec(family=unet, sampler=unet_config,
+                                                                 run=settings("unet_pair", 1 if quick else 2))),
+        pair("gmm_ddpm", 4, ddim_eta=1.0, record_cross_eps=True, perturb=0.05),
+        pair("gmm_ddpm_eta40", 4, ddim_eta=1.0, eta=40.0),
+        *([] if quick else [pair("gmm_ddpm_w0.8", 4, ddim_eta=1.0, weights=(0.8,))]),
+        *(pair(f"gmm_{dtype}", 2, dtype=dtype, continue_after_window=True)
+          for dtype in (("float16", "float64") if quick else ("float16", "float32", "float64"))),
+    ]
+    return probes
+
+
+def run(cmd: ValidateCommand) -> int:
+    """Run the plan; print the table; write ``verdicts.json`` and ``index.html``."""
+    from .runner import run_analysis
+    from .runner.registry import load_probe
+    from .store import check_output_path
+    from .verdicts import format_table, to_json
+
+    mode = "quick" if cmd.quick else "full"
+    probes = plan(cmd.quick, cmd.seed, cmd.runs)
+    for p in probes:  # (replaced, but only if they are trace stores)
+        check_output_path(p.spec.run.out, overwrite=True)
+    start = time.perf_counter()
+    cmd.report.mkdir(parents=True, exist_ok=True)
+    print(f"amdm-geom validate ({mode}): closed forms, {len(probes)} probes, analyses", flush=True)
+    rows = run_analysis("closed_forms", None, cmd.report, seed=cmd.seed)
+    stores = {}
+    for p in probes:
+        t0 = time.perf_counter()
+        stores[p.name] = load_probe(p.probe).run(p.spec, quiet=True)
+        print(f"  probe {p.name}: {p.spec.run.out} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    for analysis, names in ANALYSES.items():
+        t0 = time.perf_counter()
+        chosen = {n: stores[n] for n in names if n in stores}
+        rows += run_analysis(analysis, chosen or None, cmd.report, quick=cmd.quick, runs=cmd.runs)
+        print(f"  analysis {analysis}: {cmd.report / analysis} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    print()
+    print(format_table(rows))
+    elapsed = time.perf_counter() - start
+    (cmd.report / "verdicts.json").write_text(to_json(rows))
+    from .report import write_report
+
+    index = write_report(rows, cmd.report, context={"mode": mode, "seed": cmd.seed, "runs": str(cmd.runs),
+                                                     "seconds": f"{elapsed:.0f}"})
+    print(f"\nreport: {index} ({elapsed:.1f} s)")
+    if cmd.json_path is not None:
+        cmd.json_path.write_text(to_json(rows))
+    return 0

@@ -1,0 +1,98 @@
+"""What several analyses share in reading a trace store's slots: written or not, finite or not.
+
+A slot is one model's (or the aggregate's) value at one step, all samples: ``(sample, ...)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import xarray as xr
+from scipy import stats
+
+from amdm_geom.store import completed_steps, incomplete_note, open_run, require
+
+__all__ = ["LATENT_HINTS", "both_sampled", "checked_store", "finite_samples", "latent_block", "open_store",
+           "paired_difference", "refuse_stores", "rejection_band", "scatter", "slot_written"]
+
+#: How to record what Prop. 3.1's analyses read, for ``require``'s one-line errors.
+LATENT_HINTS = {"z_next": "record the hook model*.z_next", "z": "record the hook model*.z",
+                "eps": "record the hook model*.eps", "noise": "record the hook model*.noise"}
+
+
+def slot_written(block) -> bool:
+    """Whether the run wrote this slot (one model's, or the aggregate's, value at one step, all
+    samples): slots a run never wrote read as NaN throughout, so a slot is unwritten iff every
+    value in it is NaN. A written slot with some NaN or inf is written, and non-finite."""
+    return not bool(np.isnan(np.asarray(block)).all())
+
+
+def finite_samples(*blocks) -> np.ndarray:
+    """``(sample,)`` bool: true for the samples whose every entry, in every block
+    ``(sample, ...)``, is finite. A sample is non-finite at a step if any value it uses is NaN
+    or inf; such samples are excluded from every statistic and counted."""
+    ok = np.ones(len(blocks[0]), dtype=bool)
+    for b in blocks:
+        b = np.asarray(b)
+        ok &= np.isfinite(b.reshape(b.shape[0], -1)).all(axis=1)
+    return ok
+
+
+def scatter(ok: np.ndarray, values: dict) -> dict:
+    """Per-sample values computed on the finite samples ``ok`` only, put back at their places
+    among all samples, NaN at the others (``values``: name -> array over the ``ok`` samples,
+    first dim)."""
+    out = {}
+    for name, v in values.items():
+        v = np.asarray(v)
+        full = np.full((ok.shape[0], *v.shape[1:]), np.nan if v.dtype != bool else False, dtype=v.dtype
+                       if v.dtype == bool else np.float64)
+        full[ok] = v
+        out[name] = full
+    return out
+
+
+def refuse_stores(name: str, stores) -> None:
+    """One-line ValueError if an analysis that reads no store (``STORES = "none"``) is given some."""
+    if stores:
+        given = ", ".join(map(str, stores.keys() if hasattr(stores, "keys") else stores))
+        raise ValueError(f"analysis {name} takes no stores; got {len(stores)}: {given}")
+
+
+def open_store(store) -> xr.Dataset:
+    """A trace store given as a path, or already opened."""
+    return store if isinstance(store, xr.Dataset) else open_run(store)
+
+
+def checked_store(store, variables, hints=LATENT_HINTS) -> tuple[xr.Dataset, int, str]:
+    """The store restricted to its completed steps, its full step count T and its
+    ``incomplete_note``, after checking it has what ``variables`` names (one-line StoreError)."""
+    ds = open_store(store)
+    require(ds, variables=variables, attrs=("config",), hints=hints)
+    return completed_steps(ds), int(ds.sizes["step"]), incomplete_note(ds)
+
+
+def latent_block(ds: xr.Dataset, var: str, k: int, model: int) -> np.ndarray:
+    """``(sample, n)`` float64 values of ``var`` at step k for one model (n: the latent's size)."""
+    a = ds[var].isel(step=k, model=model).values.astype(np.float64)
+    return a.reshape(a.shape[0], -1)
+
+
+def both_sampled(ds: xr.Dataset, pair: tuple[int, int]) -> list[int]:
+    """The (completed) steps at which both models of ``pair`` wrote their sampled latent ``z_next``."""
+    return [k for k in range(ds.sizes["step"])
+            if all(slot_written(ds["z_next"].isel(step=k, model=m).values) for m in pair)]
+
+
+def rejection_band(alpha: float, count: int) -> float:
+    """The largest share of ``count`` tests at level ``alpha`` that may reject while the null
+    holds everywhere (alpha + 3 standard errors of the share)."""
+    return alpha + 3 * math.sqrt(alpha * (1 - alpha) / count)
+
+
+def paired_difference(a, b) -> tuple[float, float]:
+    """The paired difference ``a - b`` of two runs' per-sample values ``(sample,)`` (the same
+    seeds): its mean and its standard error (``scipy.stats.sem``, ddof 1; NaN for one sample)."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return float(d.mean()), float(stats.sem(d, ddof=1)) if len(d) > 1 else math.nan

@@ -1,0 +1,113 @@
+"""The layer rules of the architecture, checked by import-linter against /.importlinter.
+
+core (geometry, bounds, schedules, verdicts) <- models (denoisers, ecosystem) <- sampling <- trace
+(store) <- probes | analyses <- runner, report <- CLI: nothing imports a layer above it, including
+imports inside functions, and the sampling package does not import zarr.
+
+probes/ and analyses/ install as amdm_geom.probes and amdm_geom.analyses through setuptools'
+package-dir, which import-linter cannot follow from amdm_geom/; so the check runs on a copy of
+the three folders laid out as installed. The broken cases edit such a copy and show that the
+check fails, naming the import.
+"""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / ".importlinter"
+LAYOUT = {"amdm_geom": "amdm_geom", "probes": "amdm_geom/probes", "analyses": "amdm_geom/analyses"}
+
+
+def installed_layout(dest: Path) -> Path:
+    """Copy amdm_geom/, probes/ and analyses/ into ``dest`` as they are installed; returns ``dest``."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for source, target in LAYOUT.items():
+        shutil.copytree(ROOT / source, dest / target, ignore=ignore)
+    return dest
+
+
+def lint(root: Path) -> subprocess.CompletedProcess:
+    """Run import-linter with the project's config on the package found in ``root``."""
+    code = ("import sys; from importlinter.cli import lint_imports; "
+            f"sys.exit(lint_imports(config_filename={str(CONFIG)!r}, no_cache=True))")
+    return subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+
+
+def modules_in(root: Path) -> set[str]:
+    """The module names of the ``.py`` files under ``root/amdm_geom``, as Python names them."""
+    names = set()
+    for path in (root / "amdm_geom").rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        names.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def test_the_checker_sees_every_module(tmp_path):
+    """probes and analyses are optional layers (a plain lint-imports from the checkout cannot see
+    them), so make sure the graph import-linter builds here holds every module, theirs included."""
+    root = installed_layout(tmp_path)
+    code = ("import grimp; g = grimp.build_graph('amdm_geom', cache_dir=None); "
+            "print('\\n'.join(sorted(g.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = modules_in(root)
+    assert {"amdm_geom.probes.specs", "amdm_geom.analyses.shell"} <= expected
+    assert set(done.stdout.split()) == expected
+
+
+def test_the_layers_hold(tmp_path):
+    done = lint(installed_layout(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 kept, 0 broken" in done.stdout
+
+
+LAZY = "\n\ndef _added_by_the_test():\n    {}\n"
+
+BROKEN = {
+    # the brief's own example: the core imports the CLI at module level
+    "core imports the CLI": ("amdm_geom/geometry.py", "\nimport amdm_geom.cli  # noqa: E402\n",
+                             "amdm_geom.geometry -> amdm_geom.cli"),
+    # an import inside a function counts as well
+    "lazy import upwards": ("amdm_geom/bounds.py", LAZY.format("from amdm_geom.store import open_run"),
+                            "amdm_geom.bounds -> amdm_geom.store"),
+    # the models layer points one way: denoisers never import the ecosystem check
+    "denoisers import ecosystem": ("amdm_geom/denoisers/pipelines.py",
+                                   LAZY.format("from amdm_geom.ecosystem import compare"),
+                                   "amdm_geom.denoisers.pipelines -> amdm_geom.ecosystem"),
+    # the sampler below the trace layer
+    "sampler imports the store": ("amdm_geom/sampling/step.py", LAZY.format("import amdm_geom.store"),
+                                  "amdm_geom.sampling.step -> amdm_geom.store"),
+    # probes and analyses (seen through the installed layout) are independent of each other
+    "probe imports an analysis": ("amdm_geom/probes/specs.py",
+                                  LAZY.format("from amdm_geom.analyses import closed_forms"),
+                                  "amdm_geom.probes.specs -> amdm_geom.analyses.closed_forms"),
+    "analysis imports the CLI": ("amdm_geom/analyses/shell.py", LAZY.format("import amdm_geom.cli"),
+                                 "amdm_geom.analyses.shell -> amdm_geom.cli"),
+    # the sampler knows nothing of zarr, even lazily
+    "sampler imports zarr": ("amdm_geom/sampling/rng.py", LAZY.format("import zarr"),
+                             "amdm_geom.sampling is not allowed to import zarr"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_forbidden_import_breaks_the_check(tmp_path, case):
+    path, added, expected = BROKEN[case]
+    root = installed_layout(tmp_path)
+    module = root / path
+    module.write_text(module.read_text() + added)
+    done = lint(root)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "BROKEN" in done.stdout and expected in done.stdout, done.stdout
+
+
+def test_a_module_outside_every_layer_breaks_the_check(tmp_path):
+    """Every module directly under amdm_geom must be placed in a layer (the contract is exhaustive)."""
+    root = installed_layout(tmp_path)
+    (root / "amdm_geom" / "unplaced.py").write_text('"""A module no layer names."""\n')
+    done = lint(root)
+    assert done.returncode != 0
+    assert "amdm_geom.unplaced" in done.stdout + done.stderr
