@@ -152,7 +152,7 @@ def margin_text(value: float, bound: float, **tol) -> str:
 
 #: How each status is shown on a terminal that has colours.
 STATUS_STYLES = {"holds": "green", "violated": "bold red", "inconclusive": "dim", "vacuous": "yellow"}
-_CAPS = (34, 24, 30, 26, 12)  # the widest each column gets; longer cells end in "~"
+_CAPS = (30, 20, 28, 20, 12)  # the columns fit 120 characters with their padding
 
 
 def verdict_table(verdicts: list[Verdict]) -> Group:
@@ -182,7 +182,7 @@ def verdict_table(verdicts: list[Verdict]) -> Group:
     return Group(*parts)
 
 
-def format_table(verdicts: list[Verdict], width: int = 110, *, color: bool = False) -> str:
+def format_table(verdicts: list[Verdict], width: int = 120, *, color: bool = False) -> str:
     """The verdict table (``verdict_table``) as text ``width`` characters wide; with ``color``,
     terminal colour codes mark each status."""
     console = Console(file=io.StringIO(), width=width, color_system="standard" if color else None,

@@ -14,6 +14,7 @@ import xarray as xr
 from amdm_geom.verdicts import Verdict
 
 from .ablation_runs import FULL, QUICK
+from .common import paired_difference
 
 __all__ = ["TIE", "verdicts"]
 
@@ -23,9 +24,9 @@ TIE = 1e-9
 
 
 def _diff(ds: xr.Dataset, a: str, b: str) -> tuple[float, float]:
-    """Paired difference of the target mass, run a minus run b: mean and standard error."""
-    d = (ds.mass.sel(run=a) - ds.mass.sel(run=b)).values
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
+    """Paired difference of the target mass, run a minus run b (same seeds): mean and standard
+    error (``common.paired_difference``, scipy.stats)."""
+    return paired_difference(ds.mass.sel(run=a).values, ds.mass.sel(run=b).values)
 
 
 def _resolved(delta: float, se: float) -> str:

@@ -111,3 +111,15 @@ def test_a_module_outside_every_layer_breaks_the_check(tmp_path):
     done = lint(root)
     assert done.returncode != 0
     assert "amdm_geom.unplaced" in done.stdout + done.stderr
+
+
+def test_no_generic_top_level_names_are_installed(tmp_path):
+    """From a folder outside the checkout, ``analyses`` and ``probes`` do not import; the
+    project's own names do."""
+    import subprocess
+    import sys
+
+    code = ("import importlib.util as u, amdm_geom.analyses.shell, amdm_geom.probes.gmm_pair;"
+            "print(u.find_spec('analyses') is None, u.find_spec('probes') is None)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]

@@ -17,3 +17,13 @@ def test_report_lists_verdicts_then_figures(tmp_path):
     assert 'src="shell/lemma.png"' in page and ".shell.tmp" not in page
     assert "mode: quick" in page
     assert not (tmp_path / ".index.html.partial").exists()
+
+
+def test_the_terminal_table_never_cuts_a_status():
+    from amdm_geom.verdicts import STATUSES, format_table
+
+    rows = [Verdict(claim="c" * 80, where="w" * 60, status=s, measured="m" * 60, bound="b" * 60) for s in STATUSES]
+    text = format_table(rows)
+    assert all(line == line.rstrip() and len(line) <= 120 for line in text.splitlines())
+    for s in STATUSES:
+        assert f" {s.upper()}" in text

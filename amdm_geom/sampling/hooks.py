@@ -1,4 +1,4 @@
-"""The hook points the sampler emits (DESIGN.md's table), owned by the sampling layer.
+"""The hook points the sampler emits (README, "Store schema"), owned by the sampling layer.
 
 One canonical name per quantity, ``<site>.<quantity>``: sites ``model0`` .. ``model{N-1}`` and
 ``agg``. Per step k (timestep t -> t_prev): ``model{i}.z`` (z_t entering the step), ``.eps``
@@ -18,7 +18,7 @@ from .config import SamplerConfig
 __all__ = ["AGG_QUANTITIES", "CROSS_EPS", "MODEL_QUANTITIES", "hook_names", "latent_dims", "matches",
            "parse_hook_name", "planned_hook_names"]
 
-#: Per-model quantities the sampler emits as ``model{i}.<quantity>`` (DESIGN.md hook table).
+#: Per-model quantities the sampler emits as ``model{i}.<quantity>`` (the table above).
 MODEL_QUANTITIES = ("z", "eps", "x0", "mu", "noise", "z_next", "mu_shift", "z_shift")
 #: Quantities of the aggregate, emitted as ``agg.<quantity>`` and stored as ``agg_<quantity>``.
 AGG_QUANTITIES = ("z",)

@@ -4,7 +4,7 @@ Modules: ``paths`` (what a store is; safe replacement), ``lock`` (one writer per
 ``recorder`` (``ZarrRecorder``), ``reading`` (``open_run`` and the checks analyses need). The
 layout itself (hook names, step coordinates, attributes) is the sampling layer's ``RunPlan``.
 
-Schema (DESIGN.md, written down before the code, in the manner of ArviZ's InferenceData):
+Schema (README, "Store schema"; written down before the code, in the manner of ArviZ's InferenceData):
 
 - dims: ``step``, ``model``, ``sample``, then the latent's own dims (``channel``, ``height``,
   ``width`` for image latents, ``dim`` for vectors, ``d0``, ``d1``, ... otherwise). Every dim
