@@ -35,10 +35,12 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["ROUNDING_ULPS", "STATUSES", "STATUS_STYLES", "Verdict", "at_least", "at_most", "format_table",
+__all__ = ["KINDS", "ROUNDING_ULPS", "STATUSES", "STATUS_STYLES", "Verdict", "at_least", "at_most", "format_table",
            "margin_text", "qualify", "to_json", "tolerance", "verdict_table"]
 
-STATUSES = ("holds", "violated", "inconclusive", "vacuous")
+STATUSES = ("holds", "violated", "inconclusive", "outside domain", "vacuous")
+#: What a verdict is about: one of the paper's claims, or a check of this toolkit itself.
+KINDS = ("paper claim", "implementation check")
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,10 @@ class Verdict:
 
     ``value`` is the measured number the verdict rests on and ``reference`` the bound or paper
     value it is compared with (NaN where there is none); ``measured`` and ``bound`` are their
-    human-readable forms with units or context.
+    human-readable forms with units or context. ``kind`` says whether it is one of the paper's
+    claims or a check of the toolkit itself; ``interval`` is the value's confidence interval at
+    ``level`` where the value is random (``None`` where it is not), ``n`` how many independent
+    outcomes it rests on, and ``test`` the test or rule that decided it.
     """
 
     claim: str
@@ -60,10 +65,17 @@ class Verdict:
     reference: float = math.nan
     key: str = ""
     extra: dict = field(default_factory=dict)
+    kind: str = "paper claim"
+    interval: tuple[float, float] | None = None
+    level: float | None = None
+    n: int | None = None
+    test: str = ""
 
     def __post_init__(self):
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}; got {self.status!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}; got {self.kind!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,7 +164,7 @@ def margin_text(value: float, bound: float, **tol) -> str:
 
 #: How each status is shown on a terminal that has colours.
 STATUS_STYLES = {"holds": "green", "violated": "bold red", "inconclusive": "dim", "vacuous": "yellow"}
-_CAPS = (30, 20, 28, 20, 12)  # the columns fit 120 characters with their padding
+_CAPS = (28, 20, 28, 20, 14)  # the columns fit 120 characters with their padding
 
 
 def verdict_table(verdicts: list[Verdict]) -> Group:

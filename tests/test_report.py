@@ -13,7 +13,8 @@ def test_report_lists_verdicts_then_figures(tmp_path):
             Verdict(claim="ok", where="eq. (9)", status="holds", measured="m", bound="b")]
     page = write_report(rows, tmp_path, context={"mode": "quick"}).read_text()
     assert "a &lt; b &amp; c" in page and "&lt;d&gt;" in page
-    assert page.index("<h2>Verdicts (1 holds, 1 violated, 0 inconclusive, 0 vacuous)") < page.index("<h2>Figures")
+    counts = "<h2>Verdicts (1 holds, 1 violated, 0 inconclusive, 0 outside domain, 0 vacuous)"
+    assert page.index(counts) < page.index("<h2>Figures")
     assert 'src="shell/lemma.png"' in page and ".shell.tmp" not in page
     assert "mode: quick" in page
     assert not (tmp_path / ".index.html.partial").exists()
