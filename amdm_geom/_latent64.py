@@ -39,7 +39,7 @@ def to64(z: Latent, name: str) -> torch.Tensor:
     return t.detach().to(torch.float64)
 
 
-def like(x64: torch.Tensor, ref: Latent, fn: str) -> Latent:
+def like(x64: torch.Tensor, ref: Latent, fn: str, maxima: torch.Tensor | None = None) -> Latent:
     """Cast a float64 result back to the dtype, device and array type of ``ref``.
 
     A finite value that the cast would round to inf (a float16 value of magnitude >= 65520,
@@ -48,15 +48,16 @@ def like(x64: torch.Tensor, ref: Latent, fn: str) -> Latent:
     if isinstance(ref, np.ndarray):
         if ref.dtype != np.float64:
             info = np.finfo(ref.dtype)
-            x64 = fit(x64, float(info.max), float(info.eps), fn, f"numpy.{ref.dtype}")
+            x64 = fit(x64, float(info.max), float(info.eps), fn, f"numpy.{ref.dtype}", maxima)
         return x64.cpu().numpy().astype(ref.dtype, copy=False)
     if ref.dtype != torch.float64:
         info = torch.finfo(ref.dtype)
-        x64 = fit(x64, float(info.max), float(info.eps), fn, str(ref.dtype))
+        x64 = fit(x64, float(info.max), float(info.eps), fn, str(ref.dtype), maxima)
     return x64.to(dtype=ref.dtype).to(device=ref.device)
 
 
-def fit(x64: torch.Tensor, top: float, eps: float, fn: str, dtype: str) -> torch.Tensor:
+def fit(x64: torch.Tensor, top: float, eps: float, fn: str, dtype: str,
+        maxima: torch.Tensor | None = None) -> torch.Tensor:
     """Check that finite ``x64`` rounds to a finite value of a dtype whose largest is ``top``.
 
     Round to nearest sends ``|x| >= top + half a step at top`` to inf (65520 for float16): that
@@ -64,15 +65,16 @@ def fit(x64: torch.Tensor, top: float, eps: float, fn: str, dtype: str) -> torch
     that rounds twice (float64 -> float32 -> float16) from reaching inf.
     """
     limit = top + math.ldexp(eps, math.frexp(top)[1] - 2)  # top + eps * 2^floor(log2 top) / 2
-    over = x64.abs() >= limit  # False for NaN (the non-finite samples)
+    m = amax_abs(x64) if maxima is None else maxima  # (B,) per-sample max |x|; NaN rows compare False
+    over = m >= limit
     if over.any():
-        i = int(over.flatten(1).any(dim=1).nonzero()[0])
-        worst = x64[i][over[i]].abs().max().item()
+        i = int(over.nonzero()[0])
+        worst = m[i].item()
         raise OverflowError(
             f"{fn}: sample {i} has a finite result of magnitude {worst:.6g}, beyond the largest "
             f"finite {dtype} ({top:.6g}); pass the inputs in a wider dtype"
         )
-    return x64.clamp(-top, top)
+    return x64.clamp(-top, top) if bool((m > top).any()) else x64  # (a no-op clamp skipped)
 
 
 def measure(x64: torch.Tensor, ref: Latent) -> Latent:
@@ -123,15 +125,25 @@ def col(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.to(x.device).reshape((-1,) + (1,) * (x.ndim - 1))
 
 
+def amax_abs(x: torch.Tensor) -> torch.Tensor:
+    """(B,) per-sample ``max |x|`` as ``max(-min x, max x)``, two fast reductions and no (B, n)
+    temporary (CPU ``aminmax`` and ``abs().amax`` are several times slower): NaN for a sample
+    with a NaN entry, inf for one with an inf entry and no NaN, 0 for a sample with no entries."""
+    flat = x.flatten(1)
+    if not flat.shape[1]:  # amax of an empty row is an error
+        return torch.zeros(flat.shape[0], dtype=x.dtype, device=x.device)
+    return torch.maximum(-flat.amin(dim=1), flat.amax(dim=1))  # NaN propagates
+
+
 def nonfinite(*xs: torch.Tensor) -> torch.Tensor:
     """(B,) bool: the samples with a NaN or inf entry in any of ``xs``."""
-    bad = ~torch.isfinite(xs[0].flatten(1)).all(dim=1)
+    bad = ~torch.isfinite(amax_abs(xs[0]))
     for x in xs[1:]:
-        bad |= ~torch.isfinite(x.flatten(1)).all(dim=1)
+        bad |= ~torch.isfinite(amax_abs(x))
     return bad
 
 
-def pow2_scale(*xs: torch.Tensor) -> torch.Tensor:
+def pow2_scale(*xs: torch.Tensor, maxima: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """(B,) float64 powers of two ``s`` with ``max |x| / s`` in [1, 2) per sample, over all ``xs``
     (``s`` kept within [2^-1022, 2^1023], so a zero or subnormal maximum gets less than that).
 
@@ -139,11 +151,12 @@ def pow2_scale(*xs: torch.Tensor) -> torch.Tensor:
     scaled back by ``s`` gives the same bits as the plain one wherever that does not overflow or
     underflow, and stays finite where the plain one would not (norms of float64 latents with
     entries beyond 1e154). ``s = 1`` for samples that are not finite (their results are NaN).
+    ``maxima`` are the ``amax_abs`` of ``xs`` when the caller has them already.
     """
+    maxima = [amax_abs(x) for x in xs] if maxima is None else maxima
     m = torch.zeros(xs[0].shape[0], dtype=torch.float64, device=xs[0].device)
-    for x in xs:
-        if x.flatten(1).shape[1]:  # amax of an empty row is an error
-            m = torch.maximum(m, x.flatten(1).abs().amax(dim=1))
+    for mx in maxima:
+        m = torch.maximum(m, mx.to(torch.float64))
     finite = torch.isfinite(m)
     _, e = torch.frexp(torch.where(finite, m, 0.0))  # m in [2^(e-1), 2^e)
     k = torch.where(finite, (e.to(torch.int64) - 1).clamp(-1022, 1023), 0)
@@ -156,23 +169,33 @@ def flat_norm(x: torch.Tensor) -> torch.Tensor:
     return s * torch.linalg.vector_norm((x / col(s, x)).flatten(1), dim=1)
 
 
-def unit(x: torch.Tensor) -> torch.Tensor:
-    """``x / |x|`` per sample, flattened to (B, n); NaN rows where ``x`` is zero or non-finite."""
-    xs = x / col(pow2_scale(x), x)
-    return xs.flatten(1) / torch.linalg.vector_norm(xs.flatten(1), dim=1)[:, None]
+def unit(x: torch.Tensor, maxima: torch.Tensor | None = None) -> torch.Tensor:
+    """``x / |x|`` per sample, flattened to (B, n); NaN rows where ``x`` is zero or non-finite.
+    ``maxima`` is ``amax_abs(x)`` when the caller has it already."""
+    xs = x / col(pow2_scale(x, maxima=None if maxima is None else (maxima,)), x)
+    flat = xs.flatten(1)
+    flat /= torch.linalg.vector_norm(flat, dim=1)[:, None]
+    return flat
 
 
 def settle(out: torch.Tensor, bad: torch.Tensor, fn: str) -> torch.Tensor:
     """Blank the non-finite samples of a float64 result to NaN; raise if a finite one overflowed."""
-    out = torch.where(col(bad, out), torch.nan, out)
-    over = ~bad & ~torch.isfinite(out.flatten(1)).all(dim=1)
+    return settled(out, bad, fn)[0]
+
+
+def settled(out: torch.Tensor, bad: torch.Tensor, fn: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``settle``, and the result's ``amax_abs`` (for ``like``'s ``maxima``)."""
+    if bool(bad.any()):
+        out = torch.where(col(bad, out), torch.nan, out)
+    m = amax_abs(out)
+    over = ~bad & ~torch.isfinite(m)
     if over.any():
         i = int(over.nonzero()[0])
         raise OverflowError(
             f"{fn}: sample {i} has finite inputs but its result exceeds the float64 range "
             f"(largest finite {torch.finfo(torch.float64).max:.6g})"
         )
-    return out
+    return out, m
 
 
 def sinc(x: torch.Tensor) -> torch.Tensor:
@@ -181,8 +204,15 @@ def sinc(x: torch.Tensor) -> torch.Tensor:
 
 
 
-def angle64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Angle between float64 latents; NaN where either has zero norm or is not finite."""
-    u, v = unit(a), unit(b)
-    phi = 2.0 * torch.atan2(torch.linalg.vector_norm(u - v, dim=1), torch.linalg.vector_norm(u + v, dim=1))
-    return torch.where(nonfinite(a, b), torch.nan, phi)
+def angle64(a: torch.Tensor, b: torch.Tensor, maxima: Sequence[torch.Tensor] | None = None,
+            bad: torch.Tensor | None = None) -> torch.Tensor:
+    """Angle between float64 latents; NaN where either has zero norm or is not finite.
+    ``maxima`` (``amax_abs`` of ``a`` and ``b``) and ``bad`` (``nonfinite(a, b)``) when the caller
+    has them already."""
+    ma, mb = maxima if maxima is not None else (amax_abs(a), amax_abs(b))
+    u, v = unit(a, ma), unit(b, mb)
+    diff = torch.sub(u, v)
+    u += v
+    phi = 2.0 * torch.atan2(torch.linalg.vector_norm(diff, dim=1), torch.linalg.vector_norm(u, dim=1))
+    bad = (~torch.isfinite(ma) | ~torch.isfinite(mb)) if bad is None else bad
+    return torch.where(bad, torch.nan, phi)

@@ -161,21 +161,26 @@ def slerp(a: Latent, b: Latent, w: Weight) -> Latent:
     a64, b64 = f64.to64(a, "a"), f64.to64(b, "b")
     f64.same_shape([a64, b64], ["a", "b"])
     w64 = f64.per_sample(w, a64.shape[0], "w", 0.0, 1.0)
-    return f64.like(_slerp64(a64, b64, w64, "slerp", f64.nonfinite(a64, b64)), a, "slerp")
+    out, m = _slerp64(a64, b64, w64, "slerp", f64.nonfinite(a64, b64))
+    return f64.like(out, a, "slerp", m)
 
 
-def _slerp64(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor, fn: str, bad: torch.Tensor) -> torch.Tensor:
+def _slerp64(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor, fn: str, bad: torch.Tensor,
+             ma: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. (6) in float64; ``bad`` marks samples known to be undefined (a non-finite input
     anywhere in a chain): they come back NaN and are exempt from the zero-norm and antipodal
-    checks, as are samples with a non-finite entry in ``a`` or ``b``."""
-    bad = bad | f64.nonfinite(a, b)
-    s = f64.pow2_scale(a, b)  # common power-of-two scale: exact, keeps |a|, |b| in float64 range
+    checks, as are samples with a non-finite entry in ``a`` or ``b``. Returns the result and its
+    per-sample ``amax_abs`` (``ma`` is that of ``a`` when known: a chain passes it along)."""
+    ma = f64.amax_abs(a) if ma is None else ma
+    mb = f64.amax_abs(b)  # (B,) one reduction each: finiteness, scale, zero norm
+    bad = bad | ~torch.isfinite(ma) | ~torch.isfinite(mb)
+    s = f64.pow2_scale(a, b, maxima=(ma, mb))  # common power-of-two scale: exact, keeps |a|, |b| in range
     a, b = a / f64.col(s, a), b / f64.col(s, b)
-    zero = ~bad & ((f64.flat_norm(a) == 0) | (f64.flat_norm(b) == 0))
+    zero = ~bad & ((ma == 0) | (mb == 0))  # |x| = 0 exactly when max |x| = 0 (also after the exact scaling)
     if zero.any():
         i = int(zero.nonzero()[0])
         raise ValueError(f"{fn}: sample {i} has a zero-norm input, so its direction is undefined")
-    phi = f64.angle64(a, b)  # (B,), NaN exactly on the bad samples
+    phi = f64.angle64(a, b, maxima=(ma / s, mb / s))  # (B,), NaN exactly where a or b is not finite
     antipodal = math.pi - phi < ANTIPODAL_TOL  # False for NaN
     if antipodal.any():
         i = int(antipodal.nonzero()[0])
@@ -187,7 +192,10 @@ def _slerp64(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor, fn: str, bad: to
     w = w.to(phi.device)
     ca = (1 - w) * f64.sinc((1 - w) * phi) / f64.sinc(phi)
     cb = w * f64.sinc(w * phi) / f64.sinc(phi)
-    return f64.settle(f64.col(s, a) * (f64.col(ca, a) * a + f64.col(cb, b) * b), bad, fn)
+    out = a.mul(f64.col(ca, a))
+    out += b.mul(f64.col(cb, b))
+    out *= f64.col(s, a)
+    return f64.settled(out, bad, fn)
 
 
 def lerp(a: Latent, b: Latent, w: Weight) -> Latent:
@@ -233,10 +241,10 @@ def slerp_chain(zs: Sequence[Latent], ws: Sequence[Weight]) -> Latent:
     """
     z64, w64 = _chain(zs, ws, "slerp_chain")
     bad = f64.nonfinite(*z64)  # undefined from the start: no zero-norm error for them midway
-    acc = z64[0]
+    acc, m = z64[0], None
     for z, w in zip(z64[1:], w64):
-        acc = _slerp64(acc, z, w, "slerp_chain", bad)
-    return f64.like(acc, zs[0], "slerp_chain")
+        acc, m = _slerp64(acc, z, w, "slerp_chain", bad, m)
+    return f64.like(acc, zs[0], "slerp_chain", m)
 
 
 def lerp_chain(zs: Sequence[Latent], ws: Sequence[Weight]) -> Latent:
@@ -298,9 +306,13 @@ def radial_shift(z: Latent, mu: Latent, eta: Weight) -> Latent:
     z64, mu64 = f64.to64(z, "z"), f64.to64(mu, "mu")
     f64.same_shape([z64, mu64], ["z", "mu"])
     eta64 = f64.per_sample(eta, z64.shape[0], "eta", 0.0, math.inf)
-    bad = f64.nonfinite(z64, mu64)
-    s = f64.pow2_scale(z64, mu64)  # (eta / |d|) d == (eta / |d/s|) (d/s): exact, no overflow in d
-    d = z64 / f64.col(s, z64) - mu64 / f64.col(s, mu64)
+    mz, mm = f64.amax_abs(z64), f64.amax_abs(mu64)  # (B,) one pass each: finiteness and scale
+    bad = ~torch.isfinite(mz) | ~torch.isfinite(mm)
+    s = f64.pow2_scale(z64, mu64, maxima=(mz, mm))  # (eta / |d|) d == (eta / |d/s|) (d/s): exact
+    d = z64 / f64.col(s, z64)
+    d -= mu64 / f64.col(s, mu64)
     r = f64.flat_norm(d)  # (B,)
     step = torch.where(r > 0, eta64.to(r.device) / torch.where(r > 0, r, 1.0), 0.0)
-    return f64.like(f64.settle(z64 - f64.col(step, d) * d, bad, "radial_shift"), z, "radial_shift")
+    d *= f64.col(step, d)
+    out, m = f64.settled(torch.sub(z64, d, out=d), bad, "radial_shift")
+    return f64.like(out, z, "radial_shift", m)

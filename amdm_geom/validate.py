@@ -67,6 +67,7 @@ ANALYSES = {
     "gaussianity": ("gmm_pair", "gmm_ddpm"),
     "toy_mixture": (),
     "ablations": (),
+    "timing": (),
 }
 
 

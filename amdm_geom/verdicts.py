@@ -1,6 +1,6 @@
 """Verdicts: what an analysis concludes about one claim of the paper, and the table of them.
 
-A verdict is one of four statuses, never hard-coded: it is derived from numbers the analysis
+A verdict is one of five statuses, never hard-coded: it is derived from numbers the analysis
 computed in the same run.
 
 - ``holds``: the bound or claim is met everywhere it was measured; ``slack`` says by how much.
@@ -9,8 +9,14 @@ computed in the same run.
   partial data (an interrupted store, non-finite samples left out) is inconclusive, its detail
   starting "not decided:" (``qualify``; ``extra["undecided"]`` keeps the status it would have
   had).
-- ``vacuous``: the bound says nothing there (a probability bound <= 0, an empty domain);
+- ``outside domain``: an assumption of the statement fails here; ``detail`` names it.
+- ``vacuous``: the statement applies and says nothing there (a probability bound <= 0);
   ``detail`` says why.
+
+Each verdict is of a ``kind``: one of the paper's claims, or an implementation check (this
+toolkit against diffusers and its own equations). ``implementation_check`` builds the latter
+with a tolerance in units of the dtype's resolution times the values' scale, so it reads the
+same on every machine where the code is right; the table shows the two kinds apart.
 
 Two helpers keep every analysis honest in one place:
 
@@ -35,8 +41,9 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["KINDS", "ROUNDING_ULPS", "STATUSES", "STATUS_STYLES", "Verdict", "at_least", "at_most", "format_table",
-           "margin_text", "qualify", "to_json", "tolerance", "verdict_table"]
+__all__ = ["CHECK_ULPS", "KINDS", "ROUNDING_ULPS", "STATUSES", "STATUS_STYLES", "Verdict", "at_least", "at_most",
+           "counts_line", "format_table", "implementation_check", "interval_text", "margin_text", "qualify",
+           "ratio_text", "resolution", "to_json", "tolerance", "verdict_note", "verdict_table"]
 
 STATUSES = ("holds", "violated", "inconclusive", "outside domain", "vacuous")
 #: What a verdict is about: one of the paper's claims, or a check of this toolkit itself.
@@ -159,22 +166,99 @@ def margin_text(value: float, bound: float, **tol) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# implementation checks: tolerances in units of the dtype's resolution
+
+#: An implementation check allows a residual of this many machine epsilons of its dtype times
+#: the scale of the values it compares (a few roundings of each term of a sum, with room).
+CHECK_ULPS = 16
+
+
+def resolution(*dtypes) -> float:
+    """The machine epsilon of the coarsest of ``dtypes`` (numpy or torch dtypes, or names such
+    as ``"float32"``): the relative rounding a value computed in it carries."""
+    import torch  # only here: the core's records need no torch otherwise
+
+    eps = 0.0
+    for d in dtypes:
+        if isinstance(d, str):
+            d = getattr(torch, d.removeprefix("torch."))
+        eps = max(eps, float(torch.finfo(d).eps) if isinstance(d, torch.dtype) else float(np.finfo(d).eps))
+    return eps
+
+
+def ratio_text(ratio: float) -> str:
+    """A residual in units of its tolerance, coarse enough to read the same on every machine:
+    "0", "< 0.1", "0.4", "12"."""
+    if not math.isfinite(ratio):
+        return "undefined"
+    if ratio == 0:
+        return "0"
+    if ratio < 0.1:
+        return "< 0.1"
+    return f"{ratio:.1f}" if ratio < 10 else f"{ratio:.0f}"
+
+
+def implementation_check(*, key: str, claim: str, where: str, ratio: float, dtype: str, detail: str = "",
+                         ulps: float = CHECK_ULPS, n: int | None = None, test: str = "", extra=None) -> Verdict:
+    """A check of this toolkit itself (``kind="implementation check"``) whose ``value`` is its
+    largest residual in units of its tolerance, ``ulps`` machine epsilons of ``dtype`` times the
+    values' scale (the caller computes the ratio per step or array): it holds where that ratio is
+    <= 1, is violated above it, and is inconclusive where nothing was measured (NaN)."""
+    ratio = float(ratio)
+    status = "inconclusive" if not math.isfinite(ratio) else "holds" if ratio <= 1 else "violated"
+    return Verdict(
+        key=key, claim=claim, where=where, status=status, kind="implementation check",
+        measured=f"residual {ratio_text(ratio)} x tol", bound=f"tol {ulps:g} eps {dtype}", value=ratio, reference=1.0,
+        detail=detail, n=n, test=f"{test or 'max residual <= tol'}; tol = {ulps:g} x eps({dtype}) x the values' scale",
+        extra=dict(extra or {}))
+
+
+# --------------------------------------------------------------------------------------------
 # output
 
 
 #: How each status is shown on a terminal that has colours.
-STATUS_STYLES = {"holds": "green", "violated": "bold red", "inconclusive": "dim", "vacuous": "yellow"}
+STATUS_STYLES = {"holds": "green", "violated": "bold red", "inconclusive": "dim", "outside domain": "cyan",
+                 "vacuous": "yellow"}
+_COLS = ("claim", "where", "measured", "bound / paper", "verdict")
 _CAPS = (28, 20, 28, 20, 14)  # the columns fit 120 characters with their padding
+_CAPS_CI = (24, 14, 22, 16, 18, 14)  # with an interval column
 
 
-def verdict_table(verdicts: list[Verdict]) -> Group:
-    """The verdict table as a rich renderable: a header (claim, where, measured, bound or paper
-    value, verdict), then each row with its detail wrapped beneath it, then the counts line
-    ("N holds, N violated, N inconclusive, N vacuous")."""
-    cols = ("claim", "where", "measured", "bound / paper", "verdict")
-    rows = [(v.claim, v.where, v.measured, v.bound, v.status.upper()) for v in verdicts]
+def interval_text(v: Verdict) -> str:
+    """``"[0.012, 0.15]"``: the verdict's interval (three significant digits), "" where none."""
+    if v.interval is None:
+        return ""
+    lo, hi = v.interval
+    return f"[{lo:.3g}, {hi:.3g}]"
+
+
+def verdict_note(v: Verdict) -> str:
+    """The detail line beneath a row: the interval's level, n and the test, then the detail."""
+    said = []
+    if v.interval is not None:
+        said.append(f"{100 * v.level:g}% interval {interval_text(v)}" if v.level else f"interval {interval_text(v)}")
+    if v.n is not None:
+        said.append(f"n = {v.n}")
+    if v.test:
+        said.append(f"test: {v.test}")
+    head = "; ".join(said)
+    return f"{head}. {v.detail}" if head and v.detail else (f"{head}." if head else v.detail)
+
+
+def counts_line(verdicts: list[Verdict]) -> str:
+    """``"N holds, N violated, N inconclusive, N outside domain, N vacuous"``."""
+    return ", ".join(f"{sum(v.status == s for v in verdicts)} {s}" for s in STATUSES)
+
+
+def _section(verdicts: list[Verdict]) -> list:
+    with_ci = any(v.interval is not None for v in verdicts)
+    cols = _COLS[:4] + ("interval",) + _COLS[4:] if with_ci else _COLS
+    caps = _CAPS_CI if with_ci else _CAPS
+    rows = [(v.claim, v.where, v.measured, v.bound, *((interval_text(v),) if with_ci else ()), v.status.upper())
+            for v in verdicts]
     widths = [min(max(len(c), *(len(r[i]) for r in rows)) if rows else len(c), cap)
-              for i, (c, cap) in enumerate(zip(cols, _CAPS))]
+              for i, (c, cap) in enumerate(zip(cols, caps))]
 
     def line(cells, style=None, status=None) -> Table:
         grid = Table.grid(padding=(0, 2))
@@ -187,10 +271,27 @@ def verdict_table(verdicts: list[Verdict]) -> Group:
     parts = [line(cols, style="bold"), line(["-" * w for w in widths])]
     for v, r in zip(verdicts, rows):
         parts.append(line(r, status=v.status))
-        if v.detail:
-            parts.append(Padding(Text(v.detail, style="dim"), (0, 0, 0, 4)))
-    counts = {s: sum(v.status == s for v in verdicts) for s in STATUSES}
-    parts += [Text(""), Text(", ".join(f"{n} {s}" for s, n in counts.items()))]
+        note = verdict_note(v)
+        if note:
+            parts.append(Padding(Text(note, style="dim"), (0, 0, 0, 4)))
+    return parts + [Text(""), Text(counts_line(verdicts))]
+
+
+def verdict_table(verdicts: list[Verdict]) -> Group:
+    """The verdict table as a rich renderable: the paper's claims first (a header: claim, where,
+    measured, bound or paper value, an interval column where a row has one, verdict; each row
+    with its interval's level, n, test and detail wrapped beneath it; then the counts line "N
+    holds, N violated, N inconclusive, N outside domain, N vacuous"), then, where there are any,
+    the implementation checks (checks of this toolkit itself) under their own heading, with their
+    own table and counts line."""
+    claims = [v for v in verdicts if v.kind == "paper claim"]
+    checks = [v for v in verdicts if v.kind == "implementation check"]
+    parts = _section(claims) if claims or not checks else []
+    if checks:
+        if parts:
+            parts.append(Text(""))
+        parts += [Text("Implementation checks (this toolkit against diffusers and its own equations)", style="bold"),
+                  *_section(checks)]
     return Group(*parts)
 
 
@@ -208,7 +309,14 @@ def _clip(text: str, width: int) -> str:
 
 
 def to_json(verdicts: list[Verdict]) -> str:
-    """The verdicts as a JSON list (NaN written as null)."""
+    """The verdicts as a JSON list, every field included (``interval`` as a two-element list or
+    null; NaN written as null)."""
+    def num(x):
+        return None if isinstance(x, float) and not math.isfinite(x) else x
+
     def clean(d):
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+        d = {k: num(v) for k, v in d.items()}
+        if d["interval"] is not None:
+            d["interval"] = [num(float(x)) for x in d["interval"]]
+        return d
     return json.dumps([clean(asdict(v)) for v in verdicts], indent=2)

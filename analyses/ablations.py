@@ -44,10 +44,10 @@ from amdm_geom.store import open_run
 
 from . import ablation_runs
 from .ablation_runs import GROUPS, recorded_steps, run_settings, settings
-from .ablation_verdicts import TIE, verdicts
+from .ablation_verdicts import EQUIVALENCE_MARGIN, LEVEL, verdicts
 
-__all__ = ["GROUPS", "NAME", "RESULT", "RUNS", "STORES", "SUMMARY", "TIE", "compute", "measure", "plot",
-           "recorded_steps", "run_settings", "saved", "settings", "tables", "verdicts"]
+__all__ = ["EQUIVALENCE_MARGIN", "GROUPS", "LEVEL", "NAME", "RESULT", "RUNS", "STORES", "SUMMARY", "compute",
+           "measure", "plot", "recorded_steps", "run_settings", "saved", "settings", "tables", "verdicts"]
 
 NAME = "ablations"
 SUMMARY = "Tables 1-4, Figure 5, Table 10 on the exact GMM family (runs its own stores into RUNS/ablations)"

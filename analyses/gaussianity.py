@@ -36,6 +36,7 @@ from amdm_geom.verdicts import Verdict, at_least, at_most, margin_text, qualify
 
 from .common import finite_samples, open_store, rejection_band, slot_written
 from .gaussianity_figures import PAPER_T, figures
+from .time_scale import printed_time_scale, time_scale_verdict
 
 __all__ = ["NAME", "PAPER_T", "STORES", "SUMMARY", "compute", "coordinate_moments", "default_family",
            "expected_sq_norm", "figures", "forward_gaussianity", "forward_verdicts", "plot", "schedule_moments",
@@ -84,7 +85,8 @@ def schedule_moments(kinds=KINDS, *, m0: float = 1.0, P0: float = 0.0, tol: floa
                                                                 tol),
                      "m_T": m[-1], "P_T": P[-1], "m_T_discrete": float(disc["m"][-1]),
                      "P_T_discrete": float(disc["P"][-1]),
-                     "m_at_paper_t": float(np.interp(PAPER_T, t, m)), "P_at_paper_t": float(np.interp(PAPER_T, t, P))})
+                     "m_at_paper_t": float(np.interp(PAPER_T, t, m)), "P_at_paper_t": float(np.interp(PAPER_T, t, P)),
+                     **printed_time_scale(kind, m0=m0, P0=P0, tol=tol, paper_t=PAPER_T)})
     n_train = len(md[0])
     ds = xr.Dataset(
         {"m": (("kind", "t"), np.stack(ms)), "P": (("kind", "t"), np.stack(Ps)),
@@ -119,7 +121,7 @@ def schedule_verdicts(ds: xr.Dataset) -> list[Verdict]:
                 measured=f"converged from t = {t_star:.3f}", bound=f"t <= {PAPER_T}", value=t_star, reference=PAPER_T,
                 detail=(f"{case}, tolerance {tol:g} on |m| and |P - 1|. At t = {PAPER_T}, m = "
                         f"{float(sd.m_at_paper_t):.3f} and P = {float(sd.P_at_paper_t):.3f}. Beside it: {others}.")),
-    ]
+        time_scale_verdict(ds, PAPER_T)]
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import math
 import numpy as np
 import torch
 import xarray as xr
+from scipy import stats
 
 from amdm_geom import bounds, geometry
 from amdm_geom.denoisers.gmm import from_description
@@ -89,7 +90,7 @@ def prop32(store, eps_grid=EPS_GRID, *, level: float = 0.95, n_ref: int = 256, s
         ok = finite_samples(*blocks)
         z_tilde, mu2, own, z1, agg = (b[ok] for b in blocks)
         values = _step_values(z_tilde, mu2, own, z1, agg, sigma, n, w, eta, eps) if ok.any() else {
-            name: np.empty((0, len(eps)) if name in ("bound", "exact") else 0) for name in _STEP_NAMES}
+            name: np.empty((0, len(eps)) if name in ("bound", "exact", "printed") else 0) for name in _STEP_NAMES}
         if gmm is not None:
             model, cond = gmm
             abar = float(ds.model_alpha_bar_prev[partner, k])
@@ -121,7 +122,7 @@ def prop32(store, eps_grid=EPS_GRID, *, level: float = 0.95, n_ref: int = 256, s
     return res
 
 
-_STEP_NAMES = ("radius", "radius_own", "radius_aggregate", "d", "d_scaled", "phi", "bound", "exact")
+_STEP_NAMES = ("radius", "radius_own", "radius_aggregate", "d", "d_scaled", "phi", "bound", "exact", "printed")
 _DOMAIN_NAMES = ("in_domain", "in_domain_own", "in_domain_model1")
 
 
@@ -133,7 +134,17 @@ def _step_values(z_tilde, mu2, own, z1, agg, sigma, n, w, eta, eps) -> dict:
     return {"radius": geometry.norm(z_tilde - mu2) / scale, "radius_own": geometry.norm(own - mu2) / scale,
             "radius_aggregate": geometry.norm(agg - mu2) / scale, "d": d, "d_scaled": d / scale, "phi": phi,
             "bound": bounds.prop32_lower_bound(n, eps[:, None], d[None, :], sigma).T,
+            "printed": _printed_formula(n, eps[:, None] - (d / scale)[None, :]).T,
             "exact": bounds.prop32_probability_exact(n, eps[:, None], d[None, :], sigma).T}
+
+
+def _printed_formula(n: int, e):
+    """Eq. (8)'s right-hand side as printed, 1 - 2 exp(-n e^2 / (1 + 2 e)), for any e = eps -
+    d/(sigma sqrt n), its domain (e >= 0) or not; written out here rather than taken from
+    ``bounds.prop32_lower_bound``, which is NaN off the domain. For -1/2 < e < 0 it is near 1
+    at large n; below -1/2 it is hugely negative (-inf where exp overflows)."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return 1.0 - 2.0 * np.exp(-n * e**2 / (1.0 + 2.0 * e))
 
 
 def _gmm_partner(cfg: dict, partner: int):
@@ -164,6 +175,21 @@ def _finite_mean(da: xr.DataArray, finite: xr.DataArray, dims=None) -> xr.DataAr
         return da.where(finite).sum(dims) / finite.sum(dims)
 
 
+def _off_domain(later: xr.Dataset, fin: xr.DataArray) -> dict:
+    """Where eq. (8) is off its domain by less than 1/2 (0 < d/(sigma sqrt n) - eps < 1/2), its
+    printed formula is still a number near 1: the share of such cells (``off_share``), the
+    formula's mean there (``printed_off``) and how often z~ is in A(eps) there
+    (``membership_off``); NaN where there is no such cell."""
+    if "printed" not in later:
+        nan = xr.full_like(later.eps, math.nan, dtype=np.float64)
+        return {"off_share": nan, "printed_off": nan, "membership_off": nan}
+    over = later.d_scaled - later.eps
+    off = (over > 0) & (over < 0.5) & fin
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"off_share": _finite_mean(off, fin), "printed_off": later.printed.where(off).sum(fin.dims) / off.sum(
+            fin.dims), "membership_off": (later.in_shell & off).sum(fin.dims) / off.sum(fin.dims)}
+
+
 def summarize(rows: dict) -> xr.Dataset:
     """``prop32`` results (``{name: Dataset}``) summarised per run and eps over the aggregation
     steps after the first (the first starts from independent z_T, App. D.3), on the finite
@@ -179,23 +205,28 @@ def summarize(rows: dict) -> xr.Dataset:
             "membership_own": mean(later.in_shell_own),
             "bound_mean": mean(later.bound.fillna(0.0).clip(min=0.0)),
             "defined_share": mean(later.bound.notnull()),
+            **_off_domain(later, fin),
             "radius": mean(later.radius), "radius_own": mean(later.radius_own),
             "d_scaled": mean(later.d_scaled), "w": res.attrs["w"], "eta": res.attrs["eta"],
             "in_domain": mean(later.in_domain) if "in_domain" in later else math.nan,
+            "in_domain_count": int((later.in_domain & fin).sum()) if "in_domain" in later else 0,
             "in_domain_own": mean(later.in_domain_own) if "in_domain_own" in later else math.nan,
             "in_domain_model1": mean(later.in_domain_model1) if "in_domain_model1" in later else math.nan,
             "nonfinite": int((~res.finite).any("step").sum()) if "finite" in res else 0,
             "samples": int(res.sizes["sample"]), "incomplete": str(res.attrs.get("incomplete", "")),
+            "cells": int(fin.sum()), "in_shell_count": (later.in_shell & fin).sum(fin.dims),
         }
     names = list(summary)
     eps = rows[names[0]].eps.values
     out = xr.Dataset(coords={"run": names, "eps": eps})
-    for key in ("membership", "membership_own", "bound_mean", "defined_share"):
+    for key in ("membership", "membership_own", "bound_mean", "defined_share", "off_share", "printed_off",
+                "membership_off"):
         out[key] = (("run", "eps"), np.stack([summary[n][key].values for n in names]))
     for key in ("radius", "radius_own", "d_scaled", "w", "eta", "in_domain", "in_domain_own", "in_domain_model1"):
         out[key] = ("run", np.array([float(summary[n][key]) for n in names]))
-    for key in ("nonfinite", "samples"):
+    for key in ("nonfinite", "samples", "cells", "in_domain_count"):
         out[key] = ("run", np.array([summary[n][key] for n in names], dtype=np.int64))
+    out["in_shell_count"] = (("run", "eps"), np.stack([summary[n]["in_shell_count"].values for n in names]))
     out["incomplete"] = ("run", np.array([summary[n]["incomplete"] for n in names], dtype=object))
     out.attrs["level"] = rows[names[0]].attrs["level"]
     out.attrs["n"] = rows[names[0]].attrs["n"]
@@ -213,6 +244,34 @@ def partial_data(summary: xr.Dataset) -> dict:
 def _nanmin(values) -> float:
     values = np.asarray(values, dtype=np.float64)
     return float(np.min(values[np.isfinite(values)])) if np.isfinite(values).any() else math.nan
+
+
+def _off_domain_text(summary: xr.Dataset) -> str:
+    """What eq. (8)'s printed formula says where it is off its domain (see ``_off_domain``)."""
+    if "printed_off" not in summary or not np.isfinite(summary.printed_off.values).any():
+        return ""
+    printed = summary.printed_off.values
+    i, j = np.unravel_index(int(np.nanargmax(printed)), printed.shape)
+    member = summary.membership_off.values
+    return (f" Where d/(sigma sqrt n) exceeds eps (by less than 1/2; {float(np.nanmean(summary.off_share)):.0%} of "
+            f"(step, sample, eps) cells) eq. (8) does not apply, yet its printed formula, evaluated there, returns "
+            f"{float(np.nanmin(printed)):.3f}..{float(np.nanmax(printed)):.3f} (mean per run and eps; "
+            f"{printed[i, j]:.3f} at {summary.run.values[i]}, eps = {float(summary.eps[j]):g}) while z~ lies in A(eps) "
+            f"on {float(np.nanmin(member)):.2f}..{float(np.nanmax(member)):.2f} of those cells "
+            f"({member[i, j]:.2f} there).")
+
+
+def _clopper_pearson(summary: xr.Dataset, count: str, worst: int, rule: str, eps: float | None = None) -> dict:
+    """The Clopper-Pearson interval (95%) of the worst run's frequency ``count`` (at ``eps``
+    where it has that dim) over its finite (step, sample) cells, treated as independent
+    outcomes; ``rule`` says how the verdict was decided."""
+    if "cells" not in summary or count not in summary or int(summary.cells[worst]) == 0:
+        return {}
+    n = int(summary.cells[worst])
+    counts = summary[count] if eps is None else summary[count].sel(eps=eps)
+    ci = stats.binomtest(int(counts[worst]), n).proportion_ci(0.95, method="exact")
+    return {"interval": (float(ci.low), float(ci.high)), "level": 0.95, "n": n,
+            "test": f"Clopper-Pearson over (step, sample) cells, treated as independent; {rule}"}
 
 
 def prop32_verdicts(summary: xr.Dataset) -> list[Verdict]:
@@ -245,7 +304,9 @@ def prop32_verdicts(summary: xr.Dataset) -> list[Verdict]:
         measured=f"{int(defined.sum())}/{defined.size} cells non-vacuous", bound="eq. (8)",
         value=float(gap.min()) if bool(holds.any()) else math.nan, reference=0.0,
         detail=(f"Over runs ({runs}) and eps = {eps_text}: {int(holds.sum())} (run, eps) cells hold" + tight
-                + f", {int(violated.sum())} violated, {int((~defined).sum())} vacuous. " + why))]
+                + f", {int(violated.sum())} violated, {int((~defined).sum())} vacuous. " + why
+                + _off_domain_text(summary)),
+        test="eq. (8) against the membership frequency, per (run, eps)")]
 
     # the prose: with high probability z~ is in model 2's shell; judged at the thinnest shell that
     # holds 99% of model 2's own samples
@@ -265,6 +326,7 @@ def prop32_verdicts(summary: xr.Dataset) -> list[Verdict]:
         status="holds" if at_least(float(got.min()), ref - 0.1) else "violated",
         measured=f"P(z~ in A({eps_star:g})) {float(got.min()):.2f}", bound=f"{ref:.2f} (model 2's own)",
         value=float(got.min()), reference=ref,
+        **_clopper_pearson(summary, "in_shell_count", worst, "decided against 0.1 below model 2's own", eps_star),
         detail=(f"At eps = {eps_star:g}, the thinnest shell holding 99% of model 2's own samples, z~ falls in it with "
                 f"frequency {', '.join(f'{float(v):.2f}' for v in got.values)} over runs ({runs}); worst at "
                 f"{summary.run.values[worst]}. z~ sits at |z~ - mu_2| = {float(summary.radius.min()):.2f}.."
@@ -284,6 +346,8 @@ def prop32_verdicts(summary: xr.Dataset) -> list[Verdict]:
             key="prop32_domain_runs", claim="z~ in model 2's domain D (GMM)", where="Prop. 3.2, D",
             status="holds" if at_least(inside, level - 0.05) else "violated",
             measured=f"P(z~ in D) >= {inside:.2f}", bound=f"{level:.2f} (D's own mass)", value=inside, reference=level,
+            **_clopper_pearson(summary, "in_domain_count", int(np.nanargmin(summary.in_domain)), "decided against 0.05 "
+                               "below D's own mass"),
             detail=(f"D = the level set of the exact p_(t-1)(z | y2) holding {100 * level:.0f}% of its own exact "
                     f"samples. Model 2's own samples fall in it at {own_d:.2f}, model 1's at {other:.2f}. A Gaussian's "
                     f"high-density set is a ball, not a shell, so a point nearer the mean is inside D although it is "

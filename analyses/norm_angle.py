@@ -38,7 +38,7 @@ import xarray as xr
 
 from amdm_geom import bounds, geometry
 from amdm_geom.store import run_config
-from amdm_geom.verdicts import Verdict, at_least, at_most, margin_text, qualify
+from amdm_geom.verdicts import Verdict, at_least, at_most, margin_text, qualify, tolerance
 
 from .common import both_sampled, checked_store, finite_samples, latent_block, open_store, scatter
 from .norm_angle_figures import prop31_figures
@@ -61,7 +61,8 @@ def _step_quantities(a, b, z1, z2, e1, e2, noise1, noise2, coef, n, cross):
     out = {"norm_1": geometry.norm(a), "norm_2": geometry.norm(b), "norm_gap": geometry.norm_gap(a, b),
            "phi": geometry.angle(a, b), "delta": geometry.norm(a - b),
            "norm_gap_bound": bounds.norm_gap_bound(a, b), "cos_bound": bounds.cos_angle_lower_bound(a, b),
-           "start_part": geometry.norm(A1 * (z1 - z2)), "eps_part": geometry.norm(B1 * (e1 - e2)),
+           "start_gap": geometry.norm(z1 - z2), "start_part": geometry.norm(A1 * (z1 - z2)),
+           "eps_part": geometry.norm(B1 * (e1 - e2)),
            "schedule_part": geometry.norm((A1 - A2) * z2 + (B1 - B2) * e2),
            "noise_part": geometry.norm(noise1 - noise2)}
     if cross is not None:
@@ -73,7 +74,7 @@ def _step_quantities(a, b, z1, z2, e1, e2, noise1, noise2, coef, n, cross):
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
-_NAMES = ("norm_1", "norm_2", "norm_gap", "phi", "delta", "norm_gap_bound", "cos_bound", *_TERMS)
+_NAMES = ("norm_1", "norm_2", "norm_gap", "phi", "delta", "norm_gap_bound", "cos_bound", "start_gap", *_TERMS)
 _CROSS_NAMES = ("cond_term", "func_term", "start_eps_term", "delta_bound", "delta_bound_q999")
 
 
@@ -119,7 +120,7 @@ def prop31(store, pair: tuple[int, int] = (0, 1)) -> xr.Dataset:
     coords = {"step": steps, "sample": ds.sample.values, "t": ("step", ds.t.values[steps]),
               "t_index": ("step", [T - 1 - k for k in steps]),  # the paper's Table 5 index
               "aggregated": ("step", agg[steps]), "from_aggregate": ("step", from_aggregate),
-              "B": ("step", ds.model_B.values[i0, steps]),
+              "A": ("step", ds.model_A.values[i0, steps]), "B": ("step", ds.model_B.values[i0, steps]),
               "sigma": ("step", ds.model_sigma.values[i0, steps])}
     res = xr.Dataset({name: (("step", "sample"), np.stack(v)) for name, v in out.items()}, coords=coords)
     res["finite"] = (("step", "sample"), np.stack(finite))
@@ -240,7 +241,48 @@ def prop31_verdicts(res: xr.Dataset, name: str = "run") -> list[Verdict]:
                                                    "the noise exceeds sigma sqrt(2n)." if top == "noise_part" else
                                                    "the epsilons differ by more than the measured terms.")),
             ))
+    out += _start_gap_verdict(res, name)
     return [qualify(v, **partial) for v in out]
+
+
+def _start_gap_verdict(res: xr.Dataset, name: str) -> list[Verdict]:
+    """The premise of eq. (23)'s proof, that both models start the step from one point z'_t,
+    against what Algorithm 1 does: each model starts from z'_t shifted by its own eta towards
+    its own mean (eq. 7), so the two starts are up to eta_1 + eta_i (2 eta) apart. Measured on
+    the steps that follow an aggregation; with the delta-bound terms recorded (``--cross-eps``),
+    also the bound with the start terms added, A |z_1 - z_i| + |B| |eps_i(z_1) - eps_i(z_i)|."""
+    premise = res.isel(step=res.from_aggregate.values)
+    if not premise.sizes["step"]:
+        return []
+    i0, i1 = res.attrs["pair"]
+    etas = res.attrs["etas"]
+    reach = float(etas[i0] + etas[i1])
+    pf = _finite(premise) & premise.start_gap.notnull()
+    cells = int(pf.sum())
+    gap = premise.start_gap.where(pf)
+    top = _max(gap)
+    apart = pf & (premise.start_gap > tolerance(premise.start_gap, 0.0, atol=1e-12 * premise.norm_1))
+    beyond = pf & ~at_most(premise.start_gap, reach, rtol=1e-6)
+    share = (premise.start_part / premise.delta).where(pf & (premise.delta > 0))
+    text = (f"Algorithm 1 starts model 1 and model {i1 + 1} from z'_t shifted by eta = {etas[i0]:g} and {etas[i1]:g} "
+            f"towards their own means (eq. 7), so the starts differ by up to eta_1 + eta_i = {reach:g}; the proof of "
+            f"eq. (23) takes both from one z'_t. The starts differ on {int(apart.sum())} of {cells} finite cells "
+            f"(median {float(gap.median()) if cells else math.nan:.3g}, max {top:.3g}"
+            + (f", over eta_1 + eta_i on {int(beyond.sum())} cells: {_where(beyond)}" if bool(beyond.any()) else "")
+            + f"); the start term A |z_1 - z_i| is a median {float(share.median()) if cells else math.nan:.2f} "
+            "of delta.")
+    if "delta_bound" in premise:
+        with_start = premise.delta_bound + premise.start_part + abs(premise.B) * premise.start_eps_term
+        over = pf & premise.delta_bound.notnull() & ~at_most(premise.delta, with_start, rtol=1e-9)
+        text += (f" With the start terms added to the bound (A |z_1 - z_i| + |B| |eps_i(z_1) - eps_i(z_i)|), delta "
+                 f"exceeds it on {int(over.sum())} of {cells} cells"
+                 + (f" ({_where(over)})" if bool(over.any()) else "") + ".")
+    return [Verdict(
+        key=f"prop31_start_gap_run_{name}", claim=f"{name}: models start each step at one z'", n=cells,
+        where="Prop. 3.1, eq. (23) (proof); Alg. 1", measured=f"start gap up to {top:.3g}",
+        bound=f"0 (proof); <= {reach:g} (Alg. 1)", value=top, reference=0.0, test="max |z_1 - z_i| over cells",
+        status="holds" if cells and not bool(apart.any()) else ("violated" if cells else "vacuous"),
+        detail=text, extra={"eta_reach": reach, "over_eta_reach": int(beyond.sum())})]
 
 
 # --------------------------------------------------------------------------------------------

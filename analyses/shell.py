@@ -6,12 +6,16 @@ where model 2 puts its mass.
   verdict per cell.
 - Prop. 3.2 on runs with sigma_t > 0 (``prop32``, ``sweep``, ``summarize``,
   ``prop32_verdicts``): see ``amdm_geom.analyses.membership``.
+- Prop. 3.2's proof (eqs. 28-30) on the same runs: the sign of eta in eq. (29) against eq. (7)'s
+  move, the existence claim, and the eta that would reach model 2's shell (``proof``,
+  ``proof_verdicts``): see ``amdm_geom.analyses.prop32_proof``.
 
 The analysis contract (``amdm_geom.analyses``): ``compute(stores)`` gives an ``xarray.DataTree``
 with nodes ``lemma_grid`` (dims ``n``, ``eps``), ``prop32_<store>`` per store (dims ``step``,
-``sample``, ``eps``) and ``prop32_summary`` (dims ``run``, ``eps``), written as
-``<node>.zarr``; the figures ``lemma_a1``, ``radius_<store>`` and ``membership``; the table
-``prop32_summary.csv``.
+``sample``, ``eps``), ``proof_<store>`` per store (dims ``step``, ``sample``) and
+``prop32_summary`` (dims ``run``, ``eps``), written as ``<node>.zarr``; the figures
+``lemma_a1``, ``radius_<store>`` and ``membership``; the tables ``prop32_summary.csv`` and
+``proof_<store>.csv`` (per step).
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from amdm_geom import bounds, geometry
 from amdm_geom.verdicts import Verdict, at_most
 
 from .membership import EPS_GRID, prop32, prop32_verdicts, summarize, sweep
+from .prop32_proof import proof, proof_table, proof_verdicts
 
 __all__ = ["EPS_GRID", "NAME", "STORES", "SUMMARY", "compute", "figures", "lemma_cells", "lemma_grid", "lemma_verdicts",
-           "plot", "prop32", "prop32_verdicts", "summarize", "sweep", "tables", "verdicts"]
+           "plot", "proof", "proof_table", "proof_verdicts", "prop32", "prop32_verdicts", "summarize", "sweep",
+           "tables", "verdicts"]
 
 NAME = "shell"
 SUMMARY = "Lemma A.1 grid and Prop. 3.2 shell and domain membership (stores with --ddim-eta > 0)"
@@ -114,6 +120,7 @@ def compute(stores: Mapping, *, quick: bool = False, seed: int = 0, runs=None, l
     found = {name: prop32(store, seed=seed, **prop32_options) for name, store in stores.items()}
     parts = {"lemma_grid": lemma_grid(draws=lemma_draws, seed=seed)}
     parts.update({f"prop32_{name}": res for name, res in found.items()})
+    parts.update({f"proof_{name}": proof(store) for name, store in stores.items()})
     if found:
         parts["prop32_summary"] = summarize(found)
     return xr.DataTree.from_dict(parts)
@@ -125,14 +132,21 @@ def _runs(tree: xr.DataTree) -> dict[str, xr.Dataset]:
             if name.startswith("prop32_") and name != "prop32_summary"}
 
 
+def _proofs(tree: xr.DataTree) -> dict[str, xr.Dataset]:
+    """``{store name: proof result}`` (eqs. 28-30) from ``compute``'s tree."""
+    return {name.removeprefix("proof_"): node.to_dataset() for name, node in tree.children.items()
+            if name.startswith("proof_")}
+
+
 def _summary(tree: xr.DataTree) -> xr.Dataset | None:
     return tree["prop32_summary"].to_dataset() if "prop32_summary" in tree.children else None
 
 
 def verdicts(tree: xr.DataTree) -> list[Verdict]:
-    """Lemma A.1's row, then Prop. 3.2's rows (when there were stores)."""
-    summary = _summary(tree)
-    return lemma_verdicts(tree["lemma_grid"].to_dataset()) + (prop32_verdicts(summary) if summary is not None else [])
+    """Lemma A.1's row, then Prop. 3.2's rows and its proof's (eqs. 28-30), when there were stores."""
+    summary, proofs = _summary(tree), _proofs(tree)
+    return (lemma_verdicts(tree["lemma_grid"].to_dataset()) + (prop32_verdicts(summary) if summary is not None else [])
+            + (proof_verdicts(proofs) if proofs else []))
 
 
 def plot(tree: xr.DataTree) -> dict:
@@ -141,9 +155,11 @@ def plot(tree: xr.DataTree) -> dict:
 
 
 def tables(tree: xr.DataTree) -> dict:
-    """``prop32_summary``: per run and eps (when there were stores)."""
+    """``prop32_summary``: per run and eps, and ``proof_<store>``: eqs. (28)-(30) per step (when
+    there were stores)."""
     summary = _summary(tree)
-    return {"prop32_summary": summary.to_dataframe()} if summary is not None else {}
+    out = {"prop32_summary": summary.to_dataframe()} if summary is not None else {}
+    return out | {f"proof_{name}": proof_table(res) for name, res in _proofs(tree).items()}
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ verdict rows.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import xarray as xr
@@ -19,12 +21,12 @@ from amdm_geom import geometry
 from amdm_geom.denoisers.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import completed_steps, incomplete_note, is_complete, open_run, require, run_config
-from amdm_geom.verdicts import Verdict, at_most, qualify
+from amdm_geom.verdicts import CHECK_ULPS, Verdict, implementation_check, qualify, resolution
 
 from .common import finite_samples, slot_written
 
-__all__ = ["NAME", "RESULT", "STORES", "SUMMARY", "compute", "one_model_matches_diffusers", "plot", "tables",
-           "verdicts"]
+__all__ = ["NAME", "RESULT", "STORES", "SUMMARY", "compute", "one_model_check", "one_model_matches_diffusers", "plot",
+           "tables", "verdicts"]
 
 NAME = "trace_checks"
 SUMMARY = "every recorded step obeys eq. (4) and every shift eq. (7); a one-model run is diffusers' DDIM loop"
@@ -32,9 +34,10 @@ STORES = "required"
 RESULT = "residuals"
 
 
-def one_model_matches_diffusers(steps: int = 20, ddim_eta: float = 1.0, seeds=(0, 1)) -> float:
-    """Max |difference| between a one-model AMDM run and a plain loop over diffusers'
-    ``DDIMScheduler.step`` with the same exact GMM model and per-sample noise (0 = bit for bit)."""
+def one_model_check(steps: int = 20, ddim_eta: float = 1.0, seeds=(0, 1)) -> tuple[float, float]:
+    """``(max |difference|, max |z0|)`` between a one-model AMDM run and a plain loop over
+    diffusers' ``DDIMScheduler.step`` with the same exact GMM model and per-sample noise
+    (difference 0 = bit for bit; max |z0| of the diffusers loop is the values' scale)."""
     fam = fine_grained_family((4, 16, 16), seed=0)
     model, cond = fam.model(), fam.condition(position=0)
     config = SamplerConfig(num_inference_steps=steps, weights=(), ddim_eta=ddim_eta)
@@ -47,7 +50,13 @@ def one_model_matches_diffusers(steps: int = 20, ddim_eta: float = 1.0, seeds=(0
         eps = model(z, int(t), cond)
         xi = torch.stack([torch.randn(model.latent_shape, generator=g) for g in gens]) if ddim_eta > 0 else None
         z = sched.step(eps, int(t), z, eta=ddim_eta, variance_noise=xi).prev_sample
-    return float((out.z0 - z).abs().max())
+    return float((out.z0 - z).abs().max()), float(z.abs().max())
+
+
+def one_model_matches_diffusers(steps: int = 20, ddim_eta: float = 1.0, seeds=(0, 1)) -> float:
+    """Max |difference| between a one-model AMDM run and a plain loop over diffusers'
+    ``DDIMScheduler.step`` with the same exact GMM model and per-sample noise (0 = bit for bit)."""
+    return one_model_check(steps, ddim_eta, seeds)[0]
 
 
 def _flat(da: xr.DataArray, step: int, model: int | None = None) -> np.ndarray:
@@ -67,18 +76,32 @@ def _open_checked(path) -> xr.Dataset:
     return ds
 
 
+def _store_dtype(ds: xr.Dataset) -> str:
+    """The coarsest dtype the stored values went through: the store's, the arrays', the models'."""
+    names = [str(ds.attrs.get("dtype", "")), str(ds.mu.dtype)]
+    names += [m.get("dtype", "") for m in run_config(ds).get("models", []) if isinstance(m, dict)]
+    names = [n for n in names if n]
+    return max(names, key=resolution)
+
+
 def _store_residuals(path) -> dict:
     """The largest residuals of eqs. (4) and (7) on a store's completed steps, over the samples
-    whose every value a check reads is finite; the others are counted (``nonfinite`` of
-    ``samples``), as is an incomplete store (``incomplete``)."""
+    whose every value a check reads is finite, absolute and in units of their tolerance
+    (``CHECK_ULPS`` machine epsilons of the store's dtype times the values' scale, per step and
+    model; for mu = A z + B eps at least float32's, as diffusers' step rounds its coefficients
+    from float32 ``alphas_cumprod`` in every dtype, and the scale the largest term it sums, bounded by
+    A |z| + (|B| + 2A) |eps|; for z_next = mu + noise max(|z_next|, |mu|); for the shift's
+    length |z~| + |z'|). The others are counted (``nonfinite`` of ``samples``), as is an
+    incomplete store (``incomplete``)."""
     ds = _open_checked(path)
-    cfg = run_config(ds)
-    etas = cfg["etas"]
-    note = incomplete_note(ds)
-    complete = is_complete(ds)
+    etas = run_config(ds)["etas"]
+    dtype = _store_dtype(ds)
+    unit = CHECK_ULPS * resolution(dtype)
+    unit_mean = CHECK_ULPS * resolution(dtype, "float32")  # diffusers' step: float32 alphas_cumprod
+    note, complete = incomplete_note(ds), is_complete(ds)
     ds = completed_steps(ds)
-    mean_res = noise_res = shift_res = 0.0
-    scale, overshoots, shifts = 0.0, 0, 0
+    r = dict(mean_residual=0.0, noise_residual=0.0, shift_residual=0.0, eq4_ratio=0.0, eq7_ratio=0.0)
+    overshoots = shifts = checked = 0
     bad = np.zeros(ds.sizes["sample"], dtype=bool)
     for k in range(ds.sizes["step"]):
         for i in range(ds.sizes["model"]):
@@ -91,9 +114,13 @@ def _store_residuals(path) -> dict:
             A, B = float(ds.model_A[i, k]), float(ds.model_B[i, k])
             if ok.any():
                 z, eps, mu, noise, z_next = (x[ok] for x in (z, eps, mu, noise, z_next))
-                scale = max(scale, float(np.abs(z).max()))
-                mean_res = max(mean_res, float(np.abs(mu - (A * z + B * eps)).max()))
-                noise_res = max(noise_res, float(np.abs(z_next - (mu + noise)).max()))
+                mean = float(np.abs(mu - (A * z + B * eps)).max())
+                rest = float(np.abs(z_next - (mu + noise)).max())
+                r["mean_residual"], r["noise_residual"] = max(r["mean_residual"], mean), max(r["noise_residual"], rest)
+                scale4 = float((abs(A) * np.abs(z) + (abs(B) + 2 * abs(A)) * np.abs(eps)).max())
+                scale_n = float(np.maximum(np.abs(z_next), np.abs(mu)).max())
+                r["eq4_ratio"] = max(r["eq4_ratio"], _ratio(mean, unit_mean * scale4), _ratio(rest, unit * scale_n))
+                checked += 1
             if bool(ds.aggregated[k]):
                 agg, mu_s, z_s = _flat(ds.agg_z, k), _flat(ds.mu_shift, k, i), _flat(ds.z_shift, k, i)
                 ok = finite_samples(agg, mu_s, z_s)
@@ -103,12 +130,18 @@ def _store_residuals(path) -> dict:
                 agg, mu_s, z_s = agg[ok], mu_s[ok], z_s[ok]
                 # eq. (7) moves z' by exactly eta along (z' - mu); when eta > |z' - mu| that carries
                 # it past mu (an overshoot), so the distance to mu does not drop by eta there
-                shift_res = max(shift_res, float(np.abs(geometry.norm(z_s - agg) - etas[i]).max()))
+                moved = np.abs(geometry.norm(z_s - agg) - etas[i])
+                scale7 = geometry.norm(z_s) + geometry.norm(agg)
+                r["shift_residual"] = max(r["shift_residual"], float(moved.max()))
+                r["eq7_ratio"] = max(r["eq7_ratio"], float(np.max(moved / (unit * scale7))))
                 overshoots += int((geometry.norm(agg - mu_s) < etas[i]).sum())
                 shifts += agg.shape[0]
-    return {"mean_residual": mean_res, "noise_residual": noise_res, "shift_residual": shift_res,
-            "latent_scale": scale, "complete": complete, "overshoots": overshoots, "shifts": shifts,
-            "nonfinite": int(bad.sum()), "samples": int(ds.sizes["sample"]), "incomplete": note}
+    return {**r, "checked_steps": checked, "complete": complete, "overshoots": overshoots, "shifts": shifts,
+            "nonfinite": int(bad.sum()), "samples": int(ds.sizes["sample"]), "incomplete": note, "dtype": dtype}
+
+
+def _ratio(residual: float, tol: float) -> float:
+    return 0.0 if residual == 0 else residual / tol if tol > 0 else math.inf
 
 
 def compute(stores: dict, *, quick: bool = False, seed: int = 0, runs=None) -> xr.Dataset:
@@ -122,9 +155,10 @@ def compute(stores: dict, *, quick: bool = False, seed: int = 0, runs=None) -> x
     rows = [_store_residuals(stores[n]) for n in names]
     data = {key: ("store", [r[key] for r in rows]) for key in rows[0]} if rows else {}
     if rows:
-        data["incomplete"] = ("store", np.array([r["incomplete"] for r in rows], dtype=object))
+        for key in ("incomplete", "dtype"):
+            data[key] = ("store", np.array([r[key] for r in rows], dtype=object))
     ds = xr.Dataset(data, coords={"store": names})
-    ds.attrs["one_model_max_diff"] = one_model_matches_diffusers()
+    ds.attrs["one_model_max_diff"], ds.attrs["one_model_scale"] = one_model_check()
     return ds
 
 
@@ -136,42 +170,49 @@ def _partial(ds: xr.Dataset) -> dict:
     return {"nonfinite": int(ds.nonfinite.sum()), "total": int(ds.samples.sum()), "incomplete": notes}
 
 
-def verdicts(ds: xr.Dataset, *, rel_tol: float = 1e-5) -> list[Verdict]:
-    """The one-model check (no store), and eqs. (4) and (7) over every store's finite samples
-    on its completed steps; those two say first what was left out and then never hold."""
-    diff = float(ds.attrs["one_model_max_diff"])
-    out = [Verdict(
+def verdicts(ds: xr.Dataset) -> list[Verdict]:
+    """Implementation checks: the one-model check (no store), and eqs. (4) and (7) over every
+    store's finite samples on its completed steps, each as its largest residual in units of its
+    tolerance (``CHECK_ULPS`` machine epsilons of the dtype times the values' scale); the store
+    checks say first what was left out and then never hold."""
+    diff, scale = float(ds.attrs["one_model_max_diff"]), float(ds.attrs["one_model_scale"])
+    out = [implementation_check(
         key="sampler_one_model", claim="AMDM with N = 1 = diffusers DDIM loop", where="Alg. 1, eq. (4)",
-        status="holds" if diff == 0.0 else "violated", measured=f"max |diff| {diff:.1e}", bound="0 (bit for bit)",
-        value=diff, reference=0.0,
-        detail="Same exact GMM model and per-sample noise, DDIM eta = 1, 20 steps: the sampler's state update is "
-               "diffusers' own step."),
+        ratio=_ratio(diff, CHECK_ULPS * resolution("float32") * scale), dtype="float32", n=2,
+        test="max |z0 - z0 of the diffusers loop| <= tolerance (max |z0| the scale)",
+        detail=("Same exact GMM model and per-sample noise, DDIM eta = 1, 20 steps, float32: the sampler's state "
+                "update is diffusers' own step" + (" (bit for bit)." if diff == 0 else f" (max |diff| {diff:.1e})."))),
     ]
+    if "eq4_ratio" not in ds:
+        return out
     partial = _partial(ds)
-    # one row each for eq. (4) and eq. (7) over every store, the worst store named
-    tol = rel_tol * np.maximum(1.0, ds.latent_scale.values)
-    worst4 = np.maximum(ds.mean_residual.values, ds.noise_residual.values)
-    i4 = int(np.argmax(worst4 / tol))
-    out.append(qualify(Verdict(
+    names = ", ".join(map(str, ds.store.values))
+    dtypes = sorted(set(map(str, ds.dtype.values)), key=resolution)
+    coarsest = dtypes[-1]
+    mean_dtype = max(coarsest, "float32", key=resolution)
+    r4, r7 = ds.eq4_ratio.values, ds.eq7_ratio.values
+    steps = int(ds.checked_steps.sum())
+    out.append(qualify(implementation_check(
         key="trace_eq4", claim=f"{ds.sizes['store']} probe stores obey eq. (4)", where="eq. (4)",
-        status="holds" if bool(np.all(at_most(worst4, tol))) else "violated",
-        measured=f"max residual {worst4.max():.1e}",
-        bound=f"<= {rel_tol:.0e} x |z| (float32)", value=float(worst4.max()), reference=float(tol[i4]),
-        detail=(f"mu = A z + B eps and z_next = mu + noise on every recorded step of "
-                f"{', '.join(map(str, ds.store.values))}; largest relative to its tolerance in {ds.store.values[i4]}. "
+        ratio=float(r4.max()), dtype=mean_dtype, n=steps,
+        test="per step and model: |mu - (A z + B eps)| and |z_next - (mu + noise)| <= tolerance",
+        detail=(f"mu = A z + B eps and z_next = mu + noise on every recorded step of {names} (dtypes "
+                f"{', '.join(dtypes)}; each store against its own dtype, mu at least at float32's resolution: "
+                "diffusers' step rounds its coefficients from float32 alphas_cumprod in every dtype); largest "
+                "relative to its tolerance in "
+                f"{ds.store.values[int(np.argmax(r4))]} (largest |residual| "
+                f"{float(np.maximum(ds.mean_residual, ds.noise_residual).max()):.1e}). "
                 + ("All stores complete." if bool(ds.complete.all()) else "")).rstrip()),
         **partial))
-    shift = ds.shift_residual.values
     over, total = int(ds.overshoots.sum()), int(ds.shifts.sum())
     per = ", ".join(f"{n} {int(o)}/{int(t)}"
                     for n, o, t in zip(ds.store.values, ds.overshoots.values, ds.shifts.values) if t)
-    out.append(qualify(Verdict(
+    out.append(qualify(implementation_check(
         key="trace_eq7", claim="every recorded shift has length eta", where="eq. (7)",
-        status="holds" if bool(np.all(at_most(shift, 10 * tol))) else "violated",
-        measured=f"max |moved - eta| {shift.max():.1e}",
-        bound=f"<= {10 * rel_tol:.0e} x |z|", value=float(shift.max()),
-        reference=float(10 * tol[int(np.argmax(shift))]),
-        detail=(f"|z~ - z'| against eta on every aggregation step. On {over} of {total} shifts eta exceeded |z' - mu|, "
+        ratio=float(r7.max()) if total else math.nan, dtype=coarsest, n=total,
+        test="per shift: ||z~ - z'| - eta| <= tolerance (|z~| + |z'| the scale)",
+        detail=(f"|z~ - z'| against eta on every aggregation step (largest |moved - eta| "
+                f"{float(ds.shift_residual.max()):.1e}). On {over} of {total} shifts eta exceeded |z' - mu|, "
                 f"so the shift carried z' past the mean instead of towards its shell ({per}).")), **partial))
     return out
 

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from scipy import stats
 
 from amdm_geom import geometry
+from amdm_geom import stats as stats_
 from amdm_geom.analyses import ablation_runs, ablations
 from amdm_geom.store import open_run
 
@@ -68,24 +70,84 @@ def fake(success: dict, group: dict) -> xr.Dataset:
     return ds
 
 
-def test_ties_do_not_count_as_best():
-    same = [1.0, 0.0, 1.0, 0.0]
-    ds = fake({"stage_early": same, "stage_middle": same, "stage_late": [0.0] * 4},
-              {"stage_early": "table3", "stage_middle": "table3", "stage_late": "table3"})
-    (row,) = ablations.verdicts(ds)
-    assert row.status == "violated" and row.value == 0.0
-    ds = fake({"stage_early": [1, 1, 1, 0], "stage_middle": same, "stage_late": [0.0] * 4},
-              {"stage_early": "table3", "stage_middle": "table3", "stage_late": "table3"})
-    (row,) = ablations.verdicts(ds)
-    assert row.status == "holds" and row.value == pytest.approx(0.25)
+def ones(k, n):
+    """k successes then n - k failures."""
+    return [1.0] * k + [0.0] * (n - k)
 
 
-def test_amdm_against_the_better_single_model_is_paired():
+def t_interval(d, level):
+    """The t interval of mean(d), independently: scipy's one-sample t test."""
+    ci = stats.ttest_1samp(np.asarray(d, dtype=float), 0.0).confidence_interval(level)
+    return ci.low, ci.high
+
+
+T3 = {"stage_early": "table3", "stage_middle": "table3", "stage_late": "table3"}
+
+
+def test_ties_are_never_best():
+    same = ones(100, 200)
+    ds = fake({"stage_early": same, "stage_middle": same, "stage_late": ones(0, 200)}, T3)
+    (row,) = ablations.verdicts(ds)
+    # 200 equal pairs bound a differing pair's rate (Clopper-Pearson at 97.5%, Bonferroni over 2) but not to 0
+    bound = stats.binomtest(0, 200).proportion_ci(0.975).high
+    assert row.status == "inconclusive" and row.value == 0.0 and row.interval == pytest.approx((-bound, bound))
+    assert row.n == 200 and row.level == pytest.approx(0.975) and "Bonferroni over 2" in row.test
+
+
+def test_early_best_holds_or_is_violated_by_its_intervals():
+    n = 200
+    early, middle = ones(120, n), ones(40, n)
+    ds = fake({"stage_early": early, "stage_middle": middle, "stage_late": ones(30, n)}, T3)
+    (row,) = ablations.verdicts(ds)
+    assert row.status == "holds" and row.value == pytest.approx(0.4)
+    assert row.interval == pytest.approx(t_interval(np.subtract(early, middle), 0.975), rel=1e-9)
+    ds = fake({"stage_early": middle, "stage_middle": early, "stage_late": ones(30, n)}, T3)
+    (row,) = ablations.verdicts(ds)
+    assert row.status == "violated" and row.value == pytest.approx(-0.4)
+    # a small, noisy difference: inconclusive, with the sample size that would decide it
+    rng = np.random.default_rng(0)
+    a, b = (rng.random(48) < 0.5).astype(float), (rng.random(48) < 0.45).astype(float)
+    ds = fake({"stage_early": a, "stage_middle": b, "stage_late": b}, T3)
+    (row,) = ablations.verdicts(ds)
+    sd = np.std(a - b, ddof=1)  # (middle and late are the same run here)
+    z = stats.norm.ppf(1 - 0.05 / 4) + stats.norm.ppf(0.8)
+    assert row.status == "inconclusive" and row.extra["n_to_resolve"] == math.ceil((z * sd / 0.05) ** 2)
+    assert f"about {row.extra['n_to_resolve']} samples" in row.detail
+
+
+def test_amdm_against_both_single_models_is_paired():
     g = {n: "tables12" for n in ("model1", "model2", "amdm", "amdm_swapped")}
-    ds = fake({"model1": [1, 0, 0, 0], "model2": [0, 0, 0, 0], "amdm": [1, 1, 0, 0], "amdm_swapped": [1, 0, 0, 0]}, g)
+    n = 300
+    # the single models' successes overlap AMDM's, differently: each difference is 0 or +1
+    model1, model2 = ones(100, n), ones(0, 50) + ones(100, n - 50)
+    amdm = ones(150, n)
+    ds = fake({"model1": model1, "model2": model2, "amdm": amdm, "amdm_swapped": ones(20, n)}, g)
     rows = {r.key: r for r in ablations.verdicts(ds)}
-    assert rows["ablation_tables12"].status == "holds" and rows["ablation_tables12"].value == pytest.approx(0.25)
-    assert rows["ablation_tables12_swapped"].status == "violated"
+    assert rows["ablation_tables12"].status == "holds"
+    assert rows["ablation_tables12"].value == pytest.approx(150 / n - 100 / n)
+    assert rows["ablation_tables12"].interval == pytest.approx(t_interval(np.subtract(amdm, model2), 0.975))
+    assert rows["ablation_tables12_swapped"].status == "violated"  # below model 1 on every pair it differs
+
+
+def test_the_mean_variant_is_an_equivalence():
+    g = {"amdm": "tables12", "mean_at_aggregate": "variants"}
+    same = ones(150, 400)
+    (row,) = ablations.verdicts(fake({"amdm": same, "mean_at_aggregate": same}, g))
+    assert row.status == "holds" and row.reference == 0.05 and row.interval[1] < 0.05
+    (row,) = ablations.verdicts(fake({"amdm": same, "mean_at_aggregate": ones(300, 400)}, g))
+    assert row.status == "violated" and row.value == pytest.approx(-0.375)
+    rng = np.random.default_rng(1)
+    a = (rng.random(48) < 0.4).astype(float)
+    (row,) = ablations.verdicts(fake({"amdm": a, "mean_at_aggregate": 1 - a}, g))
+    assert row.status in ("inconclusive", "violated") and row.n == 48
+
+
+def test_eta_best_of_the_paper_range():
+    etas = {0.0: ones(60, 300), 0.3: ones(150, 300), 0.5: ones(90, 300), 40.0: ones(290, 300)}
+    ds = fake({f"eta_{e:g}": v for e, v in etas.items()}, {f"eta_{e:g}": "table4" for e in etas})
+    (row,) = ablations.verdicts(ds)
+    # eta = 40 is outside [0, 0.5]: 0.3 is compared with 0 and 0.5 only
+    assert row.status == "holds" and row.value == pytest.approx(60 / 300) and row.extra["rival"] == "eta_0.5"
 
 
 @pytest.mark.parametrize("w", [0.5, 1 / math.sqrt(2)])
@@ -102,3 +164,24 @@ def test_the_earlier_rule_inflates_near_parallel_latents(w):
     yf = yf * xf.norm(dim=1, keepdim=True) / yf.norm(dim=1, keepdim=True)
     kept = geometry.norm(geometry.orthogonal_mix([x, yf.reshape(x.shape)], [w])) / geometry.norm(x)
     np.testing.assert_allclose(kept, 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_no_status_disagrees_with_its_interval(seed):
+    # every comparison verdict, on random paired outcomes of every run: its status is its interval's decision
+    rng = np.random.default_rng(seed)
+    names = {s.name: s.group for s in ablations.settings(True)}
+    u = rng.random(40)
+    p = {n: rng.uniform(0.1, 0.9) for n in names}
+    ds = fake({n: (np.where(rng.random(40) < 0.5, u, rng.random(40)) < p[n]).astype(float) for n in names}, names)
+    ds["max_norm_dev"] = ds.success * 0 + rng.random(len(names))
+    checked = 0
+    for row in ablations.verdicts(ds):
+        if row.interval is None:
+            continue
+        decided = (stats_.decide_equivalence(row.interval, ablations.EQUIVALENCE_MARGIN)
+                   if row.key == "ablation_mean_variant" else stats_.decide(row.interval))
+        assert row.status == decided, row.key
+        assert row.interval[0] <= row.value <= row.interval[1] and row.n == 40 and row.level >= 0.95 and row.test
+        checked += 1
+    assert checked == 9

@@ -55,6 +55,29 @@ def test_converged_from_and_the_verdicts(moments):
     assert rows["sd_gaussian_T"].status == "holds" and rows["sd_gaussian_T"].value == pytest.approx(float(sd.m_T))
 
 
+def test_printed_betas_give_no_convergence_and_the_rescaling_it_needs(moments):
+    # App. D.1 literally: g_t^2 = beta_t with SD's printed betas on t in [0, 1], integrated by
+    # quadrature (scipy), against the analysis' closed form; then the factor c with which
+    # g^2 = c beta converges (|m| <= 0.1 and |P - 1| <= 0.1, m(0) = 1, P(0) = 0) at t = 0.6, by root finding
+    from scipy import integrate, optimize
+
+    beta = lambda s: (math.sqrt(0.00085) + s * (math.sqrt(0.012) - math.sqrt(0.00085))) ** 2  # noqa: E731
+    at = lambda t: integrate.quad(beta, 0, t, epsabs=0, epsrel=1e-13)[0]  # noqa: E731
+    sd = moments.sel(kind="scaled_linear")
+    assert float(sd.printed_integral_1) == pytest.approx(at(1.0), rel=1e-10)
+    assert float(sd.printed_m_1) == pytest.approx(math.exp(-at(1.0) / 2), rel=1e-12)  # 0.997: nowhere near 0
+    assert float(sd.printed_m_paper_t) == pytest.approx(math.exp(-at(0.6) / 2), rel=1e-12)
+    c = optimize.brentq(lambda c: max(math.exp(-c * at(0.6) / 2), math.exp(-c * at(0.6))) - 0.1, 1, 1e6, xtol=1e-9)
+    assert float(sd.scale_for_paper_t) == pytest.approx(c / 1000, rel=1e-8)
+    assert 2.5 < c / 1000 < 2.6  # the usual rescaling (c = N = 1000) converges only from t = 0.936
+    row = {v.key: v for v in gaussianity.schedule_verdicts(moments)}["sd_time_scale"]
+    # the verdict's value is max(|m|, |P - 1|) at t = 0.6 = max(exp(-I/2), exp(-I))
+    assert row.status == "violated"
+    assert row.value == pytest.approx(max(math.exp(-at(0.6) / 2), math.exp(-at(0.6))), rel=1e-12)
+    assert f"g^2 = {c / 1000:.2f} N beta" in row.detail and "from t = 0.936" in row.detail
+    assert np.isnan(float(moments.scale_for_paper_t.sel(kind="cosine")))
+
+
 def test_the_normality_checks_are_calibrated_on_gaussian_data():
     # data already N(0, I): every timestep must look Gaussian, with rejection rates at the nominal level
     fam = fine_grained_family((256,), n_positions=1, n_colours=1, separation=0.0, component_std=1.0, seed=2)
@@ -118,8 +141,9 @@ def test_runner_writes_figures_tables_and_each_part(tmp_path):
     with sampler.recording(ZarrRecorder(tmp_path / "s.zarr")):
         sampler.sample([0, 1])
     rows = run_analysis("gaussianity", {"s": tmp_path / "s.zarr"}, tmp_path / "report", quick=True)
-    assert [r.key for r in rows][:4] == ["sd_gaussian_T", "sd_converged_from", "forward_gaussian_coords",
-                                         "forward_norm_concentration"] and rows[-1].key == "trajectory_gaussian_s"
+    assert [r.key for r in rows][:5] == ["sd_gaussian_T", "sd_converged_from", "sd_time_scale",
+                                         "forward_gaussian_coords", "forward_norm_concentration"]
+    assert rows[-1].key == "trajectory_gaussian_s"
     folder = tmp_path / "report" / "gaussianity"
     for f in ("figure6_moments.png", "forward_gaussianity.png", "trajectory_s.png", "verdicts.json",
               "schedule_summary.csv", "moments.zarr", "forward.zarr", "trajectories/s.zarr"):

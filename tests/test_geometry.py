@@ -315,3 +315,37 @@ def test_one_line_errors(call, match):
 def test_integer_latents_are_refused():
     with pytest.raises(TypeError, match="floating dtype"):
         geo.norm(torch.ones(2, 3, dtype=torch.int64))
+
+
+def test_per_sample_maximum_against_numpy():
+    """``amax_abs`` (the one reduction behind finiteness, scales and zero norms) is numpy's
+    max |x| per row: NaN wins over inf, inf over finite values, and an empty row gives 0."""
+    from amdm_geom import _latent64 as f64
+
+    rows = np.array([[1.0, -3.0, 2.0], [np.nan, np.inf, 1.0], [-np.inf, 0.5, 0.0], [-0.0, 0.0, -0.0],
+                     [5e-324, -1e-310, 0.0], [1e308, -1.7e308, 3.0]])
+    got = f64.amax_abs(torch.from_numpy(rows)).numpy()
+    np.testing.assert_array_equal(got, np.abs(rows).max(axis=1))
+    assert f64.amax_abs(torch.zeros(3, 0, dtype=torch.float64)).tolist() == [0.0, 0.0, 0.0]
+    assert f64.nonfinite(torch.from_numpy(rows)).tolist() == [False, True, True, False, False, False]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_latent_results_do_not_depend_on_the_batch_they_come_in(dtype):
+    """Each sample's slerp, chain, shift and angle agree between a batch of 9 and chunks of 4 to
+    the dtype's rounding (per-row reductions may block differently by batch size, so not always
+    bit for bit), and a NaN sample stays confined to its own row: the sampler aggregates in
+    chunks of rows."""
+    g = torch.Generator().manual_seed(7)
+    a, b, c = (torch.randn(9, 3, 5, 5, generator=g, dtype=torch.float64).to(dtype) for _ in range(3))
+    a[4, 0, 0, 0] = float("nan")
+    w = torch.rand(9, generator=g, dtype=torch.float64)
+    fns = [lambda i: geo.slerp(a[i], b[i], w[i]), lambda i: geo.slerp_chain([a[i], b[i], c[i]], [0.5, w[i]]),
+           lambda i: geo.radial_shift(a[i], c[i], 0.3 * w[i]), lambda i: geo.angle(b[i], c[i])]
+    for fn in fns:
+        whole = fn(slice(None))
+        chunks = torch.cat([fn(slice(j, j + 4)) for j in range(0, 9, 4)])
+        assert whole.ndim == 1 or whole.isnan().flatten(1).all(1).tolist() == [i == 4 for i in range(9)]
+        assert torch.equal(whole.isnan(), chunks.isnan())
+        ulp = torch.finfo(whole.dtype).eps
+        np.testing.assert_allclose(chunks.double().nan_to_num(), whole.double().nan_to_num(), rtol=4 * ulp, atol=0)

@@ -283,3 +283,52 @@ def test_full_covariance_errors_are_one_line():
         GaussianMixture(torch.zeros(2, 2), torch.ones(2, 2), (2,), covariances=good)
     with pytest.raises(ValueError, match=r"alpha_bar must be in \(0, 1\]; got 0.0"):
         GaussianMixture.full(torch.zeros(2, 2), good).diffused(0.0)
+
+
+@pytest.mark.parametrize("row", ["isotropic", "per_coordinate"])
+@pytest.mark.parametrize("t", [1, 501, 981])
+def test_shared_variance_fast_path_against_autograd(row, t):
+    """Components sharing their variances take ``scaled_score``'s one-product path; it must give
+    eq. (4)'s eps of torch.distributions' mixture, for one weight vector and per-sample ones.
+    (No exact zero weight: torch.distributions clamps probabilities to its eps.)"""
+    g = torch.Generator().manual_seed(t)
+    k, n = 4, 7
+    means = 3 * torch.randn(k, n, generator=g, dtype=torch.float64)
+    var = torch.full((1, n), 0.36, dtype=torch.float64) if row == "isotropic" else \
+        (0.2 + torch.rand(1, n, generator=g, dtype=torch.float64))
+    mix = GaussianMixture(means, var, (n,), {})
+    assert mix._shared_variances()
+    model = GMMDenoiser(mix, dtype=torch.float64)
+    abar = model.alpha_bar(t)
+    z = 2 * torch.randn(3, n, generator=g, dtype=torch.float64)
+    for w in (torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64),
+              torch.tensor([[0.5, 0.49, 0.005, 0.005], [0.001, 0.001, 0.001, 0.997], [0.25] * 4],
+                           dtype=torch.float64)):
+        zz = z.clone().requires_grad_(True)
+        logp = torch.stack([reference_mixture(mix, w if w.ndim == 1 else w[b], abar).log_prob(zz[b])
+                            for b in range(3)])
+        score, = torch.autograd.grad(logp.sum(), zz)
+        np.testing.assert_allclose(model(z, t, w), -math.sqrt(1 - abar) * score, rtol=1e-10, atol=1e-12)
+
+
+def test_unshared_variances_keep_the_general_formula():
+    mix = small_mixture(seed=5)  # per-component variances
+    assert not mix._shared_variances()
+    z, w = torch.randn(4, 6, dtype=torch.float64), torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    assert torch.equal(mix.scaled_score(z, w, 0.4, -0.5), -0.5 * mix.score(z, w, 0.4))
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 4.0])
+def test_chunked_evaluation_matches_one_sample_at_a_time(monkeypatch, guidance_scale):
+    """With chunks of 2 rows (5 samples: chunks of 2, 2, 1), per-sample conditions go with their
+    rows: each sample's eps equals that sample evaluated alone."""
+    from amdm_geom.denoisers import gmm
+
+    fam = fine_grained_family((4, 4, 4), seed=1)
+    model = fam.model(dtype=torch.float64, guidance_scale=guidance_scale)
+    w = torch.stack([fam.condition(position=p % 4, colour=(p * 3) % 4) for p in range(5)])
+    z = torch.randn(5, 4, 4, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    alone = torch.cat([model(z[b:b + 1], 401, w[b]) for b in range(5)])
+    monkeypatch.setattr(gmm, "CHUNK_BYTES", 2 * 8 * 64)
+    assert gmm.chunk_rows(64) == 2
+    np.testing.assert_allclose(model(z, 401, w), alone, rtol=1e-12, atol=1e-14)

@@ -196,7 +196,8 @@ def test_runner_writes_each_store_beside_the_others(ddim, ddpm, tmp_path):
         ours = table5.table5(path)
         np.testing.assert_allclose(csv.loc[ours.index, "phi"], ours.phi, rtol=1e-5)
         assert csv.loc[50, "paper_delta"] == pytest.approx(181.375)
-    assert [r.key for r in rows] == [f"prop31_{k}_run_{n}" for n in ("ddim", "ddpm") for k in ("gap", "angle", "delta")]
+    assert [r.key for r in rows] == [f"prop31_{k}_run_{n}" for n in ("ddim", "ddpm")
+                                    for k in ("gap", "angle", "delta", "start_gap")]
     assert [p.name for p in folder.glob(".*")] == [MARKER]  # a result folder, and no temporary folder left
     assert not list(out.glob(".*"))
 
@@ -217,3 +218,26 @@ def test_needs_two_models_and_z_next(tmp_path):
         sampler.sample([0])
     with pytest.raises(ValueError, match=r"pair must be two model indices in \[0, 0\]; got \(0, 1\)"):
         norm_angle.prop31(tmp_path / "one.zarr")
+
+
+def test_start_gap_verdict_against_the_store(ddim, ddpm):
+    # recomputed from the store's inputs z (not the analysis' start_gap): the two models start
+    # each step after an aggregation from z' shifted by eta = 0.3 each, so 0 < |z_1 - z_2| <= 0.6
+    for path, shortest in ((ddim[0], 0.5), (ddpm[0], 0.0)):
+        res, ds = norm_angle.prop31(path), open_run(path)
+        steps = [k for k in range(1, STEPS) if bool(ds.aggregated[k - 1])]
+        gaps = np.stack([np.linalg.norm(flat(ds.z.isel(step=k, model=0)) - flat(ds.z.isel(step=k, model=1)), axis=1)
+                         for k in steps])
+        row = next(v for v in norm_angle.prop31_verdicts(res, "x") if v.key == "prop31_start_gap_run_x")
+        assert row.value == pytest.approx(gaps.max(), rel=1e-9)
+        assert row.n == gaps.size
+        assert row.status == "violated"  # the proof's premise (one starting point) fails
+        assert (gaps > shortest).all() and (gaps <= 0.6 * (1 + 1e-6)).all()
+        assert f"differ on {gaps.size} of {gaps.size} finite cells" in row.detail
+
+
+def test_start_gap_holds_without_a_shift(tmp_path):
+    path, _, _ = make_store(tmp_path / "eta0.zarr", eta=0.0)
+    row = next(v for v in norm_angle.prop31_verdicts(norm_angle.prop31(path), "x")
+               if v.key == "prop31_start_gap_run_x")
+    assert row.status == "holds" and row.value == 0.0

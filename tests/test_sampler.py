@@ -326,3 +326,27 @@ def test_one_tiny_unet_is_a_plain_diffusers_loop_bit_for_bit(guidance):
     cond = make_condition(1, dim=model.cross_attention_dim)
     sampler = AMDMSampler([model], [cond], SamplerConfig(num_inference_steps=6, weights=(), ddim_eta=1.0))
     assert torch.equal(sampler.sample([0, 1]).z0, plain_diffusers_loop(model, cond, [0, 1], 6, 1.0))
+
+
+@pytest.mark.parametrize("mix", ["slerp", "lerp"])
+def test_aggregation_in_chunks_of_rows_is_the_whole_batch_to_rounding(fam, monkeypatch, mix):
+    """The aggregation runs over chunks of rows of at most CHUNK_BYTES of float64 (here 2 rows of
+    a 7-sample batch: chunks of 2, 2, 2, 1); the geometry is per sample, so every hooked quantity
+    agrees with the whole batch at once to float32 rounding (per-row reductions may block
+    differently by batch size)."""
+    from amdm_geom.sampling import sampler as sampler_module
+
+    names = ["agg.z", "model*.z_shift", "model*.mu_shift", "model*.eps"]
+    seeds = [3, 1, 4, 1_000, 5, 9, 2]
+    whole, whole_cache = pair(fam, mix=mix).run_with_cache(seeds, names_filter=names)
+    monkeypatch.setattr(sampler_module, "CHUNK_BYTES", 2 * 8 * math.prod(SHAPE))
+    calls, step = [], sampler_module.aggregate_step
+    monkeypatch.setattr(sampler_module, "aggregate_step", lambda zs, *a: calls.append(len(zs[0])) or step(zs, *a))
+    chunked, chunked_cache = pair(fam, mix=mix).run_with_cache(seeds, names_filter=names)
+    assert calls == [2, 2, 2, 1] * 5  # 5 aggregation steps, 4 chunks each
+    scale = float(whole.z0.abs().max())
+    np.testing.assert_allclose(chunked.z0, whole.z0, rtol=0, atol=1e-5 * scale)
+    for name in whole_cache.data_vars:
+        a, b = whole_cache[name].values, chunked_cache[name].values
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_allclose(np.nan_to_num(b), np.nan_to_num(a), rtol=0, atol=1e-5 * scale, err_msg=name)

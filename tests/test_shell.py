@@ -144,7 +144,10 @@ def test_runner_writes_every_part(runs, tmp_path):
     for f in ("lemma_grid.zarr", "prop32_a.zarr", "prop32_b.zarr", "prop32_summary.zarr", "prop32_summary.csv",
               "verdicts.json", "lemma_a1.png", "membership.png", "radius_a.png", "radius_b.png"):
         assert (folder / f).exists(), f
-    assert [r.key for r in rows] == ["lemma_a1_grid", "prop32_bound_runs", "prop32_shell_claim", "prop32_domain_runs"]
+    assert [r.key for r in rows] == ["lemma_a1_grid", "prop32_bound_runs", "prop32_shell_claim", "prop32_domain_runs",
+                                     "prop32_eta_sign", "prop32_existence", "prop32_partner_eta"]
+    for f in ("proof_a.zarr", "proof_b.zarr", "proof_a.csv", "proof_b.csv"):
+        assert (folder / f).exists(), f
     written = xr.open_zarr(folder / "prop32_b.zarr", consolidated=False).load()
     np.testing.assert_array_equal(written.radius.values, shell.prop32(runs["b"]).radius.values)
     summary = pd.read_csv(folder / "prop32_summary.csv").set_index(["run", "eps"])
@@ -162,3 +165,117 @@ def test_cli_analyze(runs, tmp_path, capsys):
     assert cli.main(["analyze", "shell", str(runs["a"]), str(runs["b"]), "--out", str(out)]) == 0
     assert (out / "shell" / "radius_b.png").exists()
     assert "Lemma A.1" in capsys.readouterr().out
+
+
+def proof_reference(path):
+    """Eqs. (28)-(30) from the store with numpy alone: per aggregation step with sigma > 0 and per
+    sample, (|z~ - mu_1| - |z' - mu_1|) / eta, eta_1* = |z' - mu_1| - sigma sqrt n and the eta of
+    smallest magnitude with |z' - eta u_1 - mu_2| = sigma sqrt n (np.roots of the quadratic)."""
+    ds = open_run(path)
+    eta = run_config(ds)["etas"][0]
+    n = int(np.prod(SHAPE))
+    moved, own, partner = [], [], []
+    for k in range(ds.sizes["step"]):
+        if not bool(ds.aggregated[k]) or float(ds.model_sigma[1, k]) == 0:
+            continue
+        R = float(ds.model_sigma[0, k]) * math.sqrt(n)
+        zp = ds.agg_z.isel(step=k).values.astype(np.float64).reshape(4, -1)
+        zt = ds.z_shift.isel(step=k, model=0).values.astype(np.float64).reshape(4, -1)
+        mu1, mu2 = (ds.mu.isel(step=k, model=m).values.astype(np.float64).reshape(4, -1) for m in (0, 1))
+        for s in range(4):
+            r = np.linalg.norm(zp[s] - mu1[s])
+            moved.append((np.linalg.norm(zt[s] - mu1[s]) - r) / eta)
+            own.append(r - R)
+            u, v = (zp[s] - mu1[s]) / r, zp[s] - mu2[s]
+            roots = np.roots([1.0, -2 * (v @ u), v @ v - R**2])
+            real = roots[np.abs(roots.imag) < 1e-9].real
+            partner.append(real[np.argmin(np.abs(real))] if len(real) else np.nan)
+    return np.array(moved), np.array(own), np.array(partner)
+
+
+def test_prop32_proof_against_numpy(runs):
+    results = {name: shell.proof(path) for name, path in runs.items()}
+    refs = {name: proof_reference(path) for name, path in runs.items()}
+    for name, res in results.items():
+        moved, own, partner = refs[name]
+        np.testing.assert_allclose(res.moved.values.ravel() / res.attrs["eta"], moved, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(res.eta_own.values.ravel(), own, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(res.eta_partner.values.ravel(), partner, rtol=1e-6, atol=1e-6)
+    rows = {v.key: v for v in shell.proof_verdicts(results)}
+    moved = np.concatenate([r[0] for r in refs.values()])
+    own = np.concatenate([r[1] for r in refs.values()])
+    partner = np.concatenate([r[2] for r in refs.values()])
+    # eq. (7) moves z' towards mu_1 (the distance shrinks by eta); eq. (29) has it grow by eta
+    assert (moved < 0).all()
+    assert rows["prop32_eta_sign"].status == "violated"
+    assert rows["prop32_eta_sign"].value == pytest.approx(np.median(moved), rel=1e-9)
+    assert rows["prop32_eta_sign"].n == moved.size == 2 * S * 4
+    existence = rows["prop32_existence"]
+    assert existence.value == pytest.approx(np.mean(own > 0)) and existence.n == own.size
+    assert existence.status == ("holds" if (own > 0).all() else "violated")
+    assert rows["prop32_partner_eta"].value == pytest.approx(np.mean(partner > 0))
+    missed = int(np.isnan(partner).sum())
+    assert f"absent (the line misses the shell) on {missed} of" in rows["prop32_partner_eta"].detail
+
+
+def test_prop32_proof_on_a_constructed_step():
+    # one step built by hand in 2 coordinates: z' at distance 3 from mu_1 = 0, shell radius
+    # sigma sqrt n = 5, eta = 1: eq. (7) gives |z~ - mu_1| = 2 (moved -1), eta_1* = 3 - 5 = -2;
+    # mu_2 = (0, 4): along z' - eta (1, 0) from z' = (3, 0), |(3 - eta, -4)| = 5 at eta = 0 or 6
+    from amdm_geom.analyses.prop32_proof import _values
+
+    agg = np.array([[3.0, 0.0]])
+    out = _values(agg, agg - np.array([[1.0, 0.0]]), np.zeros((1, 2)), np.array([[0.0, 4.0]]), 5.0, 5.0)
+    assert out["moved"][0] == pytest.approx(-1.0) and out["eta_own"][0] == pytest.approx(-2.0)
+    assert out["radius_agg"][0] == pytest.approx(0.6) and out["eta_partner"][0] == pytest.approx(0.0, abs=1e-12)
+    far = _values(agg, agg, np.zeros((1, 2)), np.array([[0.0, 40.0]]), 5.0, 5.0)
+    assert np.isnan(far["eta_partner"][0])  # the line y = 0 misses the circle of radius 5 around (0, 40)
+
+
+def test_eq8_printed_formula_off_its_domain_and_the_membership_interval(runs):
+    res = {name: shell.prop32(path) for name, path in runs.items()}
+    summary = shell.summarize(res)
+    n = int(np.prod(SHAPE))
+    some_off = False
+    for name, r in res.items():
+        later = r.isel(step=slice(1, None))
+        e = later.eps.values[None, None, :] - later.d_scaled.values[:, :, None]
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            printed = 1 - 2 * np.exp(-n * e**2 / (1 + 2 * e))  # eq. (8) as printed, written out
+        off = (e < 0) & (e > -0.5)
+        some_off |= bool(off.any())
+        got = summary.sel(run=name)
+        for j, eps in enumerate(later.eps.values):
+            cells = off[:, :, j]
+            if cells.any():
+                assert float(got.printed_off.sel(eps=eps)) == pytest.approx(printed[:, :, j][cells].mean(), rel=1e-12)
+                assert float(got.membership_off.sel(eps=eps)) == pytest.approx(
+                    later.in_shell.transpose("step", "sample", "eps").values[:, :, j][cells].mean())
+        assert int(got.cells) == later.sizes["step"] * later.sizes["sample"]
+    assert some_off  # run a has cells off eq. (8)'s domain by less than 1/2
+    row = {v.key: v for v in shell.prop32_verdicts(summary)}
+    assert "eq. (8) does not apply, yet its printed formula" in row["prop32_bound_runs"].detail
+    # Clopper-Pearson from the beta law (not binomtest): the worst run's in-shell cells at eps*
+    claim = row["prop32_shell_claim"]
+    eps_star = float(claim.measured.split("(")[2].split(")")[0])
+    worst = str(summary.membership.sel(eps=eps_star).idxmin("run").values)
+    later = res[worst].isel(step=slice(1, None))
+    k, m = int(later.in_shell.sel(eps=eps_star).sum()), later.sizes["step"] * later.sizes["sample"]
+    lo = stats.beta.ppf(0.025, k, m - k + 1) if k > 0 else 0.0
+    hi = stats.beta.ppf(0.975, k + 1, m - k) if k < m else 1.0
+    assert claim.n == m and claim.level == 0.95
+    assert claim.interval == pytest.approx((lo, hi), rel=1e-9, abs=1e-12)
+    assert claim.interval[0] <= claim.value <= claim.interval[1]
+
+
+def test_domain_membership_interval(runs):
+    res = {name: shell.prop32(path) for name, path in runs.items()}
+    row = {v.key: v for v in shell.prop32_verdicts(shell.summarize(res))}["prop32_domain_runs"]
+    later = {name: r.isel(step=slice(1, None)) for name, r in res.items()}
+    freq = {name: float(r.in_domain.mean()) for name, r in later.items()}
+    worst = min(freq, key=freq.get)
+    k, m = int(later[worst].in_domain.sum()), later[worst].in_domain.size
+    lo = stats.beta.ppf(0.025, k, m - k + 1) if k > 0 else 0.0
+    hi = stats.beta.ppf(0.975, k + 1, m - k) if k < m else 1.0
+    assert row.value == pytest.approx(freq[worst]) and row.n == m
+    assert row.interval == pytest.approx((lo, hi), rel=1e-9, abs=1e-12)

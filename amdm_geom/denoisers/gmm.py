@@ -66,17 +66,29 @@ class GMMDenoiser:
         return float(self._alphas_cumprod[int(t)])
 
     def __call__(self, z_t: torch.Tensor, t, cond) -> torch.Tensor:
-        """``z_t (B, *latent_shape)`` at timestep ``t`` -> exact (guided) ``eps``, same shape."""
+        """``z_t (B, *latent_shape)`` at timestep ``t`` -> exact (guided) ``eps``, same shape.
+
+        Computed in float64 in chunks of rows of at most ``CHUNK_BYTES`` each (large float64
+        temporaries cost a fresh mapping, and its page faults, per allocation), each chunk cast to
+        the model's dtype as it is done."""
         check_latents(self, z_t)
-        z = z_t.detach().reshape(z_t.shape[0], -1).to(device="cpu", dtype=torch.float64)
+        flat = z_t.detach().reshape(z_t.shape[0], -1)
         abar = self.alpha_bar(t)
-        eps = self._eps(z, cond, abar)
-        if uses_guidance(self.guidance_scale):
-            eps = guided(self._eps(z, self.uncond_weights, abar), eps, self.guidance_scale)
-        return eps.reshape(z_t.shape).to(device=self.device, dtype=self.dtype)
+        weights = cond if cond is None else torch.as_tensor(cond, dtype=torch.float64)
+        per_sample = weights is not None and weights.ndim == 2
+        rows = chunk_rows(flat.shape[1])
+        pieces = []
+        for i in range(0, flat.shape[0], rows):
+            z = flat[i:i + rows].to(device="cpu", dtype=torch.float64)
+            eps = self._eps(z, weights[i:i + rows] if per_sample else weights, abar)
+            if uses_guidance(self.guidance_scale):
+                eps = guided(self._eps(z, self.uncond_weights, abar), eps, self.guidance_scale)
+            pieces.append(eps.to(self.dtype))
+        out = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        return out.reshape(z_t.shape).to(device=self.device)
 
     def _eps(self, z: torch.Tensor, weights, abar: float) -> torch.Tensor:
-        return -math.sqrt(1.0 - abar) * self.mixture.score(z, weights, abar)
+        return self.mixture.scaled_score(z, weights, abar, -math.sqrt(1.0 - abar))
 
     def log_prob(self, z_t: torch.Tensor, t, cond) -> torch.Tensor:
         """Exact ``log p_t(z_t | y)`` per sample, float64 ``(B,)``."""
@@ -224,6 +236,15 @@ def fine_grained_family(latent_shape: tuple[int, ...] = (4, 64, 64), *, n_positi
     if n_styles > 1:
         params["n_styles"] = n_styles
     return FineGrainedFamily(mixture, n_positions, n_colours, strength, seed, params, n_styles)
+
+
+#: The largest float64 temporary a chunk of rows makes (``GMMDenoiser.__call__``).
+CHUNK_BYTES = 4 << 20
+
+
+def chunk_rows(numel: int) -> int:
+    """Rows of ``numel`` float64 entries per chunk: at least 1, at most ``CHUNK_BYTES`` worth."""
+    return max(1, CHUNK_BYTES // (8 * max(1, numel)))
 
 
 def _finite(value) -> bool:

@@ -166,6 +166,44 @@ class GaussianMixture:
         joint = self._log_joint(z, weights, alpha_bar)
         return torch.logsumexp(joint, dim=1), self._diagonal_score(torch.softmax(joint, dim=1), z, alpha_bar)
 
+    def scaled_score(self, z: torch.Tensor, weights: torch.Tensor | None = None, alpha_bar: float = 1.0,
+                     factor: float = 1.0) -> torch.Tensor:
+        """``factor * score(z, weights, alpha_bar)`` (eq. 4's eps is ``factor = -sqrt(1 - abar)``),
+        float64 ``(B, n)``. Where every component has the same variances (the fine-grained family),
+        ``V_k^-1 = P`` for all k and the score is ``P (sum_k r_k m_k - z)``: one matrix product and
+        two passes over ``(B, n)``, the responsibilities from ``z . (P m_k)`` alone (``z^T P z`` is
+        common to all components and cancels). Equal to the general formula up to float64 rounding."""
+        if self.is_full or not self._shared_variances():
+            return factor * self.score(z, weights, alpha_bar)
+        mean_t, prec_mean, const, prec = self._shared_terms(alpha_bar)
+        # log pi_k + log N(z; m_k, V) up to a per-row constant, (B, K)
+        joint = torch.log(self.check_weights(weights)) + torch.addmm(const, z, prec_mean.T)
+        r = torch.softmax(joint, dim=1)
+        out = torch.addmm(z, r, mean_t, alpha=-1.0)  # z - sum_k r_k m_k
+        return out.mul_(prec * -factor)
+
+    def _shared_variances(self) -> bool:
+        """Whether all components have the same (diagonal) variances, checked once."""
+        if "_shared" not in self.__dict__:
+            self.__dict__["_shared"] = bool((self.variances == self.variances[:1]).all())
+        return self.__dict__["_shared"]
+
+    def _shared_terms(self, alpha_bar: float):
+        """For shared variances at ``abar``: means ``(K, n)``, ``P m_k (K, n)``, the per-component
+        constant ``-(m_k . P m_k + log det V + n log 2 pi) / 2 (K,)`` and the precision ``P``
+        (a float when it is one number, else ``(n,)``), cached for the last few ``abar``."""
+        cache = self.__dict__.setdefault("_shared_cache", {})
+        if alpha_bar not in cache:
+            if len(cache) >= 4:
+                cache.pop(next(iter(cache)))
+            mean_t, inv_v, log_det = self._diffused(alpha_bar)
+            row = inv_v[0]
+            prec_mean = mean_t * row
+            const = -0.5 * ((mean_t * prec_mean).sum(1) + log_det + self.dim * _LOG2PI)
+            prec = float(row[0]) if bool((row == row[0]).all()) else row
+            cache[alpha_bar] = (mean_t, prec_mean, const, prec)
+        return cache[alpha_bar]
+
     def _diagonal_score(self, r: torch.Tensor, z: torch.Tensor, alpha_bar: float) -> torch.Tensor:
         mean_t, inv_v, _ = self._diffused(alpha_bar)
         return r @ (mean_t * inv_v) - z * (r @ inv_v)

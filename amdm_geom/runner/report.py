@@ -1,5 +1,6 @@
-"""The validation report: ``data/report/index.html``, one verdict table first (claim, where in
-the paper, measured value, bound or paper value, verdict, detail), then every analysis' figures,
+"""The validation report: ``data/report/index.html``, the paper's claims first (claim, where in
+the paper, measured value, bound or paper value, interval, n, verdict; the level, test and
+detail beneath), then the implementation checks in their own table, then every analysis' figures,
 rendered from the jinja2 template ``templates/report.html.j2`` with every value HTML-escaped.
 
 The page links the PNG figures the analyses wrote in their folders under the report folder,
@@ -17,11 +18,12 @@ from pathlib import Path
 import jinja2
 
 from amdm_geom import __version__
-from amdm_geom.verdicts import STATUSES, Verdict
+from amdm_geom.verdicts import Verdict, counts_line, interval_text, verdict_note
 
 __all__ = ["render_report", "write_report"]
 
-COLOURS = {"holds": "#1a7f37", "violated": "#cf222e", "inconclusive": "#6e7781", "vacuous": "#9a6700"}
+COLOURS = {"holds": "#1a7f37", "violated": "#cf222e", "inconclusive": "#6e7781", "outside domain": "#0969da",
+           "vacuous": "#9a6700"}
 
 
 def _escape(value) -> str:
@@ -48,13 +50,20 @@ def _figure_groups(folder: Path) -> list[dict]:
 
 def render_report(rows: list[Verdict], folder, *, title: str = "amdm-geom validation report",
                   context: dict | None = None) -> str:
-    """The page's HTML for the verdict rows and the PNGs under ``folder``."""
+    """The page's HTML for the verdict rows and the PNGs under ``folder``: the paper's claims,
+    then the implementation checks in their own section, each with its counts line."""
     folder = Path(folder)
-    counts = ", ".join(f"{sum(v.status == s for v in rows)} {s}" for s in STATUSES)
+    claims = [v for v in rows if v.kind != "implementation check"]
+    checks = [v for v in rows if v.kind == "implementation check"]
     info = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "amdm-geom": __version__, "python": platform.python_version(), **(context or {})}
-    return _ENV.get_template("report.html.j2").render(title=title, info=info, counts=counts, rows=rows,
-                                                      colours=COLOURS, groups=_figure_groups(folder))
+    sections = [{"title": "Verdicts", "counts": counts_line(claims), "rows": claims, "checks": False}]
+    if checks:
+        sections.append({"title": "Implementation checks", "counts": counts_line(checks), "rows": checks,
+                         "checks": True})
+    return _ENV.get_template("report.html.j2").render(
+        title=title, info=info, sections=sections, interval=interval_text, note=verdict_note, colours=COLOURS,
+        groups=_figure_groups(folder))
 
 
 def write_report(rows: list[Verdict], folder, *, title: str = "amdm-geom validation report",

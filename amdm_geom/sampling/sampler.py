@@ -49,9 +49,12 @@ from .hooks import matches, planned_hook_names
 from .plan import RunPlan
 from .recording import MemoryRecorder
 from .rng import as_seed, draw, sample_generators
-from .step import aggregate_step
+from .step import AggregateStep, aggregate_step
 
-__all__ = ["AMDMSampler", "SampleOutput", "describe_condition"]
+__all__ = ["CHUNK_BYTES", "AMDMSampler", "SampleOutput", "describe_condition"]
+
+#: The largest float64 temporary one chunk of an aggregation step makes (``AMDMSampler._aggregate``).
+CHUNK_BYTES = 4 << 20
 
 
 @dataclass
@@ -265,7 +268,7 @@ class AMDMSampler:
                     return self.schedulers[i].step(eps_agg, t, z_agg, eta=cfg.ddim_eta,
                                                    variance_noise=torch.zeros_like(z_agg)).prev_sample
 
-                agg = aggregate_step([z_next[i] for i in range(n)], cfg.weights, self.etas, mean_at, cfg.mix)
+                agg = self._aggregate([z_next[i] for i in range(n)], [mu[i] for i in range(n)], mean_at)
                 z = list(agg.z_shift)
                 if hooked:
                     self._emit("agg.z", k, agg.z_agg)
@@ -278,6 +281,25 @@ class AMDMSampler:
             for rec in recorders:
                 rec.end_step(k)
         return SampleOutput(z0=z[0], finals=z, model_calls=calls, seeds=seeds, config=cfg, stopped_at=stopped_at)
+
+    def _aggregate(self, z_next: list[torch.Tensor], mu: list[torch.Tensor], mean_at) -> AggregateStep:
+        """``aggregate_step`` over chunks of rows of at most ``CHUNK_BYTES`` of float64 each (large
+        float64 temporaries cost a fresh mapping and its page faults per allocation). The geometry
+        is per sample, so chunks agree with the whole batch to rounding (per-row reductions may
+        block differently by batch size, as matrix products do). With Algorithm 1's means (``mu``); the
+        means at z' (eq. 7 as printed) call the models, so that runs on the whole batch. An error
+        in a chunk is raised again from the whole batch, so that it names the sample's index."""
+        cfg, batch = self.config, z_next[0].shape[0]
+        rows = max(1, CHUNK_BYTES // (8 * max(1, z_next[0][0].numel())))
+        if cfg.shift_mean != "step" or rows >= batch:
+            return aggregate_step(z_next, cfg.weights, self.etas, mean_at, cfg.mix)
+        try:
+            parts = [aggregate_step([z[j:j + rows] for z in z_next], cfg.weights, self.etas,
+                                    [m[j:j + rows] for m in mu], cfg.mix) for j in range(0, batch, rows)]
+        except (ValueError, OverflowError):
+            return aggregate_step(z_next, cfg.weights, self.etas, mean_at, cfg.mix)
+        return AggregateStep(z_agg=torch.cat([p.z_agg for p in parts]), mu_shift=list(mu),
+                             z_shift=[torch.cat([p.z_shift[i] for p in parts]) for i in range(len(mu))])
 
 
 def describe_condition(cond) -> dict | list | str:

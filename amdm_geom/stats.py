@@ -1,0 +1,193 @@
+"""Statistical decisions on paired outcomes: a comparison of runs that share their per-sample seeds
+is decided from the per-sample differences, with a confidence interval at a stated level, never
+from a fixed threshold on the means.
+
+The interval. ``paired_interval`` is the paired t interval on the per-sample differences
+``a_i - b_i`` (scipy.stats.t): exact when the differences are normal, and close to its level for
+bounded differences (success masses in [0, 1]) at the sample sizes used here (central limit
+theorem; ``tests/test_stats.py`` measures its coverage on 0/1 outcomes). It is chosen over a
+bootstrap (BCa) because it is deterministic without a seed, costs nothing, and the bootstrap
+under-covers at small n and collapses to a point when every resampled difference is equal, as
+does the t interval. That one degenerate case, every difference equal to d, is handled
+honestly when the outcomes' range is known (``value_range``): n equal draws only show that a
+different difference has probability at most p = 1 - (alpha/2)^(1/n) (the exact binomial bound
+for 0 events in n), so the mean difference lies in d + p [lo - d, hi - d] (lo, hi the range of a
+difference).
+
+The deciders:
+
+- ``decide(interval, margin, direction)``: a one-sided claim ("A beats B"): ``holds`` when the
+  whole interval lies beyond the margin in the claimed direction, ``violated`` when it lies
+  entirely on the other side (touching the margin counts there: an exact tie does not beat),
+  ``inconclusive`` when it straddles the margin;
+- ``decide_equivalence(interval, margin)``: "A does as well as B" (|diff| <= margin): ``holds``
+  when the interval lies inside [-margin, margin], ``violated`` when it lies entirely outside,
+  else ``inconclusive``;
+- ``best_of(outcomes, claimed)``: "the claimed arm is best of k": the k - 1 paired differences
+  claimed - rival, each with a Bonferroni interval at level 1 - alpha / (k - 1), so the k - 1
+  intervals hold together with probability >= level. ``holds`` when the claimed arm beats every
+  rival, ``violated`` when some rival is significantly better (or tied exactly), else
+  ``inconclusive``. Under the null (all arms alike) it holds with probability <= alpha / 2.
+
+Power. ``n_to_resolve`` is the sample size (per arm; the arms are paired) at which a true
+difference ``delta`` (0.05 in success probability by default) is decided with probability
+``power`` by these intervals, given the paired standard deviation: the normal approximation
+n = ((z_{1 - alpha'/2} + z_power) sd / delta)^2, alpha' = alpha / (k - 1) for a best-of-k claim.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["DELTA", "LEVEL", "POWER", "BestOf", "Paired", "best_of", "decide", "decide_equivalence",
+           "interval_text", "n_to_resolve", "paired_interval"]
+
+#: The confidence level every comparison is decided at.
+LEVEL = 0.95
+#: The true difference in success probability a comparison should resolve, and with what power.
+DELTA = 0.05
+POWER = 0.8
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A paired comparison a - b: the mean difference, its interval at ``level``, the standard
+    deviation of the per-sample differences, the number of pairs ``n`` and the test used."""
+
+    mean: float
+    interval: tuple[float, float]
+    sd: float
+    n: int
+    level: float
+    test: str
+
+
+def paired_interval(a, b, level: float = LEVEL, *, value_range: tuple[float, float] | None = None,
+                    atol: float = 0.0) -> Paired:
+    """The paired t interval of mean(a - b) at ``level`` from per-sample outcomes ``a``, ``b``
+    (same seeds, same order; NaN pairs are dropped). ``value_range``: the range of one outcome
+    (``(0, 1)`` for a success mass), used only when every difference is equal (see the module
+    docstring); without it such an interval is the point itself. ``atol``: differences within it
+    of one another count as equal (the outcomes' rounding, e.g. 1e-9 for float64 posterior
+    masses: two runs that agree differ by rounding). Fewer than two pairs: NaN."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired outcomes need two 1-D arrays of one length; got {a.shape} and {b.shape}")
+    d = a - b
+    d = d[np.isfinite(d)]
+    n = len(d)
+    test = f"paired t interval, {100 * level:.3g}%"
+    if n < 2:
+        return Paired(math.nan, (math.nan, math.nan), math.nan, n, level, test)
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    if float(d.max() - d.min()) <= atol:
+        if value_range is None:
+            return Paired(mean, (mean, mean), 0.0, n, level, test + " (all differences equal)")
+        lo, hi = value_range[0] - value_range[1], value_range[1] - value_range[0]
+        p = 1.0 - ((1.0 - level) / 2.0) ** (1.0 / n)
+        return Paired(mean, (mean + p * (lo - mean), mean + p * (hi - mean)), 0.0, n, level,
+                      f"all {n} differences equal: exact binomial bound on a differing one, {100 * level:.3g}%")
+    half = float(stats.t.ppf(0.5 + level / 2.0, n - 1)) * sd / math.sqrt(n)
+    return Paired(mean, (mean - half, mean + half), sd, n, level, test)
+
+
+def decide(interval: tuple[float, float], margin: float = 0.0, direction: str = ">") -> str:
+    """"holds", "violated" or "inconclusive" for the claim "difference ``direction`` ``margin``"
+    (``">"`` or ``"<"``) from the difference's confidence interval (see the module docstring)."""
+    lo, hi = (float(x) for x in interval)
+    if direction == "<":
+        lo, hi, margin = -hi, -lo, -margin
+    elif direction != ">":
+        raise ValueError(f"direction must be '>' or '<'; got {direction!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "inconclusive"
+    if lo > margin:
+        return "holds"
+    if hi <= margin:
+        return "violated"
+    return "inconclusive"
+
+
+def decide_equivalence(interval: tuple[float, float], margin: float) -> str:
+    """"holds" when the interval lies inside [-margin, margin], "violated" when it lies entirely
+    outside it, else "inconclusive"."""
+    lo, hi = (float(x) for x in interval)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "inconclusive"
+    if -margin <= lo and hi <= margin:
+        return "holds"
+    if lo > margin or hi < -margin:
+        return "violated"
+    return "inconclusive"
+
+
+@dataclass(frozen=True)
+class BestOf:
+    """A best-of-k decision: ``status``; per rival the paired comparison claimed - rival at the
+    Bonferroni level ``per_level`` (``comparisons``); the rival that decides it (``deciding``:
+    among the rivals whose own decision is the overall status, the one with the lowest upper
+    bound if violated, else the lowest lower bound: its interval agrees with the status) and
+    the level the k - 1 intervals hold at together."""
+
+    status: str
+    claimed: str
+    comparisons: dict[str, Paired]
+    deciding: str
+    level: float
+    per_level: float
+    test: str
+
+    @property
+    def value(self) -> float:
+        """The claimed arm's mean margin over the deciding rival."""
+        return self.comparisons[self.deciding].mean
+
+    @property
+    def n(self) -> int:
+        return min(c.n for c in self.comparisons.values())
+
+
+def best_of(outcomes: dict, claimed: str, level: float = LEVEL, *, margin: float = 0.0,
+            value_range: tuple[float, float] | None = None, atol: float = 0.0) -> BestOf:
+    """Whether arm ``claimed`` of ``outcomes`` (name -> per-sample outcomes, paired) is best: the
+    k - 1 differences claimed - rival, each at level 1 - (1 - level) / (k - 1) (Bonferroni:
+    simultaneous at ``level``). "holds" when every one is decided "holds" (beyond ``margin``),
+    "violated" when any is "violated", else "inconclusive". ``value_range`` and ``atol``: as
+    for ``paired_interval``."""
+    rivals = [r for r in outcomes if r != claimed]
+    if claimed not in outcomes or not rivals:
+        raise ValueError(f"best_of needs the claimed arm {claimed!r} and at least one rival; got {list(outcomes)}")
+    per_level = 1.0 - (1.0 - level) / len(rivals)
+    comps = {r: paired_interval(outcomes[claimed], outcomes[r], per_level, value_range=value_range, atol=atol)
+             for r in rivals}
+    statuses = [decide(c.interval, margin) for c in comps.values()]
+    status = "violated" if "violated" in statuses else "holds" if all(s == "holds" for s in statuses) \
+        else "inconclusive"
+    same = [r for r, s in zip(rivals, statuses) if s == status]
+    deciding = min(same, key=lambda r: comps[r].interval[1 if status == "violated" else 0])
+    test = (f"best of {len(rivals) + 1}: paired t intervals, Bonferroni over {len(rivals)} rivals "
+            f"({per_level:.2%} each, {level:.0%} together)") if len(rivals) > 1 else comps[rivals[0]].test
+    return BestOf(status, claimed, comps, deciding, level, per_level, test)
+
+
+def n_to_resolve(sd: float, delta: float = DELTA, level: float = LEVEL, power: float = POWER,
+                 comparisons: int = 1) -> int:
+    """Pairs needed so that a true paired difference ``delta`` is decided (the ``level`` interval,
+    Bonferroni over ``comparisons``, excludes 0) with probability ``power``, given the paired
+    standard deviation ``sd``: ceil(((z_{1-alpha'/2} + z_power) sd / delta)^2), alpha' = (1 -
+    level) / comparisons (normal approximation). At least 2; NaN sd: 0 (unknown)."""
+    if not math.isfinite(sd):
+        return 0
+    alpha = (1.0 - level) / max(int(comparisons), 1)
+    z = float(stats.norm.ppf(1.0 - alpha / 2.0) + stats.norm.ppf(power))
+    return max(2, math.ceil((z * sd / delta) ** 2))
+
+
+def interval_text(p: Paired, digits: int = 3) -> str:
+    """``"+0.031 [-0.012, +0.074] (95%, n = 48)"``."""
+    lo, hi = p.interval
+    return f"{p.mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] ({100 * p.level:.3g}%, n = {p.n})"
