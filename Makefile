@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.amdm-geom-installed
 
-.PHONY: validate test bench clean-venv
+.PHONY: validate test bench bench-sampler clean-venv
 
 validate: $(STAMP)
 	$(BIN)/amdm-geom validate
@@ -16,6 +16,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_recorder.py
+
+bench-sampler: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_sampler.py
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
