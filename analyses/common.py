@@ -14,7 +14,7 @@ from scipy import stats
 from amdm_geom.store import completed_steps, incomplete_note, open_run, require
 
 __all__ = ["LATENT_HINTS", "both_sampled", "checked_store", "finite_samples", "latent_block", "open_store",
-           "paired_difference", "refuse_stores", "rejection_band", "scatter", "slot_written"]
+           "paired_difference", "pooled_partial", "refuse_stores", "rejection_band", "scatter", "slot_written"]
 
 #: How to record what Prop. 3.1's analyses read, for ``require``'s one-line errors.
 LATENT_HINTS = {"z_next": "record the hook model*.z_next", "z": "record the hook model*.z",
@@ -96,3 +96,13 @@ def paired_difference(a, b) -> tuple[float, float]:
     seeds): its mean and its standard error (``scipy.stats.sem``, ddof 1; NaN for one sample)."""
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     return float(d.mean()), float(stats.sem(d, ddof=1)) if len(d) > 1 else math.nan
+
+
+def pooled_partial(ds, dim: str) -> dict:
+    """What results pooled over several stores (one entry per ``dim``: a store or a run) left
+    out, as ``qualify``'s keywords: the non-finite samples of all of them, of all samples, and each
+    incomplete store's note with its name. Empty when ``ds`` carries no counts."""
+    if "nonfinite" not in ds:
+        return {}
+    notes = [f"{note} ({name})" for name, note in zip(ds[dim].values, ds.incomplete.values) if note]
+    return {"nonfinite": int(ds.nonfinite.sum()), "total": int(ds.samples.sum()), "incomplete": notes}

@@ -25,7 +25,7 @@ from amdm_geom.denoisers.gmm import from_description
 from amdm_geom.store import completed_steps, incomplete_note, require, run_config
 from amdm_geom.verdicts import Verdict, at_least, margin_text, qualify
 
-from .common import finite_samples, open_store, scatter, slot_written
+from .common import finite_samples, open_store, pooled_partial, scatter, slot_written
 
 __all__ = ["EPS_GRID", "partial_data", "prop32", "prop32_verdicts", "summarize", "sweep"]
 
@@ -235,10 +235,7 @@ def summarize(rows: dict) -> xr.Dataset:
 
 def partial_data(summary: xr.Dataset) -> dict:
     """What a ``summarize`` result left out, as ``qualify``'s keywords."""
-    if "nonfinite" not in summary:
-        return {}
-    notes = [f"{note} ({run})" for run, note in zip(summary.run.values, summary.incomplete.values) if note]
-    return {"nonfinite": int(summary.nonfinite.sum()), "total": int(summary.samples.sum()), "incomplete": notes}
+    return pooled_partial(summary, "run")
 
 
 def _nanmin(values) -> float:

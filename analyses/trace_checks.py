@@ -23,7 +23,7 @@ from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import completed_steps, incomplete_note, is_complete, open_run, require, run_config
 from amdm_geom.verdicts import CHECK_ULPS, Verdict, implementation_check, qualify, resolution
 
-from .common import finite_samples, slot_written
+from .common import finite_samples, pooled_partial, slot_written
 
 __all__ = ["NAME", "RESULT", "STORES", "SUMMARY", "compute", "one_model_check", "one_model_matches_diffusers", "plot",
            "tables", "verdicts"]
@@ -162,14 +162,6 @@ def compute(stores: dict, *, quick: bool = False, seed: int = 0, runs=None) -> x
     return ds
 
 
-def _partial(ds: xr.Dataset) -> dict:
-    """What the stores left out, as ``qualify``'s keywords."""
-    if "nonfinite" not in ds:
-        return {}
-    notes = [f"{note} ({name})" for name, note in zip(ds.store.values, ds.incomplete.values) if note]
-    return {"nonfinite": int(ds.nonfinite.sum()), "total": int(ds.samples.sum()), "incomplete": notes}
-
-
 def verdicts(ds: xr.Dataset) -> list[Verdict]:
     """Implementation checks: the one-model check (no store), and eqs. (4) and (7) over every
     store's finite samples on its completed steps, each as its largest residual in units of its
@@ -185,7 +177,7 @@ def verdicts(ds: xr.Dataset) -> list[Verdict]:
     ]
     if "eq4_ratio" not in ds:
         return out
-    partial = _partial(ds)
+    partial = pooled_partial(ds, "store")
     names = ", ".join(map(str, ds.store.values))
     dtypes = sorted(set(map(str, ds.dtype.values)), key=resolution)
     coarsest = dtypes[-1]
