@@ -32,7 +32,8 @@ The deciders:
 Power. ``n_to_resolve`` is the sample size (per arm; the arms are paired) at which a true
 difference ``delta`` (0.05 in success probability by default) is decided with probability
 ``power`` by these intervals, given the paired standard deviation: the normal approximation
-n = ((z_{1 - alpha'/2} + z_power) sd / delta)^2, alpha' = alpha / (k - 1) for a best-of-k claim.
+n = ((z_{1 - alpha'/2} + z_power) sd / delta)^2, alpha' = alpha / (k - 1) for a best-of-k claim;
+``power_at`` the converse, the power a given n has: Phi(sqrt(n) delta / sd - z_{1 - alpha'/2}).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import numpy as np
 from scipy import stats
 
 __all__ = ["DELTA", "LEVEL", "POWER", "BestOf", "Paired", "best_of", "decide", "decide_equivalence",
-           "interval_text", "n_to_resolve", "paired_interval"]
+           "interval_text", "n_to_resolve", "paired_interval", "power_at"]
 
 #: The confidence level every comparison is decided at.
 LEVEL = 0.95
@@ -185,6 +186,19 @@ def n_to_resolve(sd: float, delta: float = DELTA, level: float = LEVEL, power: f
     alpha = (1.0 - level) / max(int(comparisons), 1)
     z = float(stats.norm.ppf(1.0 - alpha / 2.0) + stats.norm.ppf(power))
     return max(2, math.ceil((z * sd / delta) ** 2))
+
+
+def power_at(n: int, sd: float, delta: float = DELTA, level: float = LEVEL, comparisons: int = 1) -> float:
+    """The probability that ``n`` pairs decide a true paired difference ``delta`` (the ``level``
+    interval, Bonferroni over ``comparisons``, excludes 0 on the side of ``delta``), given the
+    paired standard deviation ``sd``: Phi(sqrt(n) delta / sd - z_{1-alpha'/2}) (normal
+    approximation, the converse of ``n_to_resolve``). sd = 0: 1; NaN sd or n < 2: NaN."""
+    if not math.isfinite(sd) or n < 2:
+        return math.nan
+    if sd == 0:
+        return 1.0
+    alpha = (1.0 - level) / max(int(comparisons), 1)
+    return float(stats.norm.cdf(math.sqrt(n) * delta / sd - stats.norm.ppf(1.0 - alpha / 2.0)))
 
 
 def interval_text(p: Paired, digits: int = 3) -> str:

@@ -5,7 +5,7 @@ in its store, so that ``amdm-geom rerun`` repeats any of them bit for bit.
 Every model is an exact model of the fine-grained GMM family (``GMMModelSpec``): conditioned on
 one attribute's value 0, under SD's VP schedule, another VP schedule, or in VE coordinates.
 Model 1's sampled latents (``model0.z_next``) are kept at a few steps (``recorded_steps``), in
-float32: about 32 MB a run at full size (96 samples), 1.3 GB for all. (Not float16: the earlier version's
+float32: about 84 MB a run at full size (256 samples), 3.3 GB for all. (Not float16: the earlier version's
 rule inflates the norm by up to sqrt(2) a step and overflows it.) Every run uses the same
 per-sample seeds, so comparisons between runs are paired.
 """
@@ -85,14 +85,16 @@ class Scale:
 
 
 # The sample sizes, by power and by time. The target masses are nearly 0 or 1 per sample, so the
-# paired sd of a difference between runs is 0.2-0.7 (measured, validate --quick): resolving a true
-# difference of 0.05 at 95% with power 0.8 takes ((1.96 + 0.84) sd / 0.05)^2 = 130-1500 samples
-# per arm, more under Bonferroni (amdm_geom.stats.n_to_resolve; each verdict prints its own). One
-# full-size run costs about 4 CPU-s per 48 samples (measured: 3.9 s to sample, 0.5 s to measure),
-# about 2 CPU-min for the 41 runs at 48; 96 samples (4 min) is what fits validate's 10 minutes
-# beside the other analyses, so comparisons that need more are reported inconclusive with the n
-# that would decide them. The quick set: 48 samples (about 16 CPU-s for its 29 runs).
-FULL = Scale((4, 64, 64), 50, 20, 96, (5, 10, 20, 30, 50), 20, 10,
+# paired sd of a difference between runs is 0.2-0.6 (measured, full validate): resolving a true
+# difference of 0.05 at 95% with power 0.8 takes ((1.96 + 0.84) sd / 0.05)^2 = 130-1300 samples
+# per arm, more under Bonferroni (amdm_geom.stats.n_to_resolve; each verdict prints its own and the
+# power its n has, and the report tabulates them). One full-size two-model run of 256 samples
+# costs about 5 s to sample and 0.7 s to measure (measured on 2 cores), 3.8 min for the 41 runs:
+# 256 is what fits validate's 10 minutes beside the other analyses. It resolves the comparisons
+# whose paired sd is up to about 0.3 (Figure 5, Table 4); those that need more are reported
+# inconclusive with the n that would decide them. Disk: 5 recorded steps of float32 latents, about
+# 84 MB a run, 3.3 GB in all. The quick set: 48 samples (about 16 CPU-s for its 41 runs).
+FULL = Scale((4, 64, 64), 50, 20, 256, (5, 10, 20, 30, 50), 20, 10,
              (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 2.0, 10.0, 40.0))
 QUICK = Scale((4, 16, 16), 20, 8, 48, (2, 8, 20), 10, 5, (0.0, 0.3, 40.0))
 

@@ -48,24 +48,28 @@ def _in_group(ds: xr.Dataset, group: str) -> list[str]:
     return [r for r in ds.run.values if str(ds.group.sel(run=r).item()) == group]
 
 
-def _power(sd: float, status: str, comparisons: int = 1) -> tuple[dict, str]:
-    """The sample size that resolves a true difference of ``stats.DELTA`` (extra, and a sentence)."""
+def _power(sd: float, status: str, comparisons: int = 1, n_used: int = 0) -> tuple[dict, str]:
+    """The sample size that resolves a true difference of ``stats.DELTA``, and the power the
+    ``n_used`` samples have for it (extra, and a sentence)."""
     n = stats.n_to_resolve(sd, comparisons=comparisons) if sd > 0 else 0
+    power = stats.power_at(n_used, sd, comparisons=comparisons)
     if n:
         text = (f"about {n} samples per arm would resolve a true difference of {stats.DELTA:g} with power "
-                f"{stats.POWER:g} (paired sd {sd:.3f}, normal approximation)")
+                f"{stats.POWER:g} (paired sd {sd:.3f}, normal approximation); the {n_used} here have power "
+                f"{power:.2f}")
     else:
         why = "every paired difference is equal here" if sd == 0 else "fewer than two samples"
         text = f"{why}, so the sample size that would resolve a difference of {stats.DELTA:g} is unknown"
     said = f"Inconclusive: {text}." if status == "inconclusive" else f"Power: {text}."
-    return {"n_to_resolve": n, "delta": stats.DELTA, "power": stats.POWER, "paired_sd": sd}, said
+    return {"n_to_resolve": n, "delta": stats.DELTA, "power": stats.POWER, "paired_sd": sd,
+            "power_at_n": power, "comparisons": comparisons}, said
 
 
 def _paired_verdict(p: stats.Paired, status: str, comparisons: int = 1, sd: float | None = None,
                     **fields) -> Verdict:
     """A verdict on one paired comparison ``p`` (its mean, interval, level, n and test); the power
     sentence uses ``sd`` (default ``p.sd``) over ``comparisons`` simultaneous intervals."""
-    extra, said = _power(p.sd if sd is None else sd, status, comparisons)
+    extra, said = _power(p.sd if sd is None else sd, status, comparisons, p.n)
     detail = fields.pop("detail")
     return Verdict(status=status, value=p.mean, interval=tuple(float(x) for x in p.interval), level=p.level,
                    n=p.n, test=fields.pop("test", p.test), extra={**extra, **fields.pop("extra", {})},

@@ -222,9 +222,16 @@ def named_figures(ds: xr.Dataset) -> dict:
 
 
 def tables(ds: xr.Dataset) -> dict:
-    """The table of every run's success, its standard error, hard assignments and deviation."""
+    """The table of every run's success, its standard error, hard assignments and deviation; and
+    the power of every comparison (n used, paired sd, n that resolves ``stats.DELTA``, power at n)."""
+    import pandas as pd
+
+    power = pd.DataFrame([{"key": v.key, "claim": v.claim, "status": v.status, "n": v.n,
+                           **{k: v.extra[k] for k in ("paired_sd", "comparisons", "n_to_resolve", "power_at_n",
+                                                      "delta", "power")}}
+                          for v in verdicts(ds) if "n_to_resolve" in v.extra]).set_index("key")
     return {"ablations": ds[["group", "label", "success", "success_se", "hard_rate", "max_norm_dev",
-                             "min_logp_z"]].to_dataframe()}
+                             "min_logp_z"]].to_dataframe(), "power": power}
 
 
 def saved(ds: xr.Dataset) -> xr.Dataset:

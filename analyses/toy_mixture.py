@@ -36,9 +36,11 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
+from amdm_geom import stats
 from amdm_geom.verdicts import Verdict
 
 from .toy.benchmark import DU_METHODS, best_method, mean_over_seeds, run_benchmark
@@ -125,8 +127,15 @@ def metrics_table(ds: xr.Dataset) -> pd.DataFrame:
 
 
 def tables(ds: xr.Dataset) -> dict[str, pd.DataFrame]:
-    """``table7`` (ours beside the paper's) and ``metrics`` (``metrics_table``)."""
-    return {"table7": table7(ds), "metrics": metrics_table(ds)}
+    """``table7`` (ours beside the paper's), ``metrics`` (``metrics_table``) and ``mmd_floor``
+    (the true-vs-true floor of ln MMD per seed, N and bandwidth, with the average kernel)."""
+    out = {"table7": table7(ds), "metrics": metrics_table(ds)}
+    if "ln_mmd_floor_n" in ds:
+        floor = ds.ln_mmd_floor_n.to_dataframe().ln_mmd_floor_n.unstack("bandwidth")
+        floor.columns = [f"ln_mmd_h{float(h):g}" for h in floor.columns]
+        floor["ln_mmd_avg"] = ds.ln_mmd_avg_floor_n.to_dataframe().ln_mmd_avg_floor_n
+        out["mmd_floor"] = floor
+    return out
 
 
 def plot(ds: xr.Dataset) -> dict:
@@ -180,34 +189,56 @@ def _oracle_row(ds: xr.Dataset) -> Verdict:
                                                if beaten else "Every other method scores lower.")))
 
 
-def _floor_row(ds: xr.Dataset, expert: str, floor: float, floor_sd: float) -> Verdict:
+def floor_spread(ds: xr.Dataset) -> str:
+    """The true-vs-true floor of ln MMD: its spread over seeds, per bandwidth, and how it moves with N."""
+    avg = ds.ln_mmd_avg_floor
+    per_h = ", ".join(f"h = {float(h):g}: {float(ds.ln_mmd_floor.sel(bandwidth=h).mean()):.2f}"
+                      for h in ds.bandwidth.values)
+    text = (f"The floor (exact samples against the same reference set) is {float(avg.mean()):.2f} +- "
+            f"{float(avg.std()):.2f} (sd over {avg.sizes['seed']} seeds; range [{float(avg.min()):.2f}, "
+            f"{float(avg.max()):.2f}]); per bandwidth: {per_h}.")
+    if "ln_mmd_avg_floor_n" in ds:
+        by_n = ds.ln_mmd_avg_floor_n.mean("seed")
+        sizes = [int(m) for m in ds.floor_n.values]
+        slope = float(np.polyfit(np.log2(sizes), by_n.values, 1)[0]) if len(sizes) > 1 else math.nan
+        text += (" With N: " + ", ".join(f"N = {m}: {float(by_n.sel(floor_n=m)):.2f}" for m in sizes)
+                 + f" ({slope:+.2f} per doubling; a V-statistic's 1/N bias gives -0.35), so the floor is a "
+                 "property of N, not of the target.")
+    return text
+
+
+def _floor_row(ds: xr.Dataset, expert: str) -> Verdict:
     a = best_method(ds, expert, ("amdm",))
     m_a = mean_over_seeds(ds, "ln_mmd_avg", method=a, expert=expert)
     m_o = mean_over_seeds(ds, "ln_mmd_avg", method="oracle", expert=expert)
     d = best_method(ds, expert, DU_METHODS)
     m_d = mean_over_seeds(ds, "ln_mmd_avg", method=d, expert=expert)
-    thr = floor + 3 * floor_sd
+    # paired by seed: AMDM's samples and the floor's exact samples are scored against one reference set
+    p = stats.paired_interval(ds.ln_mmd_avg.sel({"method": a, "expert": expert}).values, ds.ln_mmd_avg_floor.values)
+    amdm_h = ds.ln_mmd.sel({"method": a, "expert": expert}).mean("seed")
+    per_h = ", ".join(f"h = {float(h):g}: {float(amdm_h.sel(bandwidth=h)):.2f}" for h in ds.bandwidth.values)
     return Verdict(
         key=f"toy_amdm_above_floor_{expert}", claim="AMDM's samples differ from the target", where=WHERE,
-        status="holds" if m_a > thr else "violated",
-        measured=f"ln MMD {m_a:.2f} (best AMDM)", bound=f"> floor {floor:.2f} + 3 sd", value=m_a, reference=floor,
+        status=stats.decide(p.interval), measured=f"ln MMD {m_a:.2f} (best AMDM) - floor: {p.mean:+.2f}",
+        bound="> 0 (above the true-vs-true floor)", value=p.mean, reference=0.0, interval=p.interval,
+        level=p.level, n=p.n, test=f"{p.test}, paired by seed (one reference set per seed)",
         detail=(f"{expert} experts. ln MMD (average kernel over h = "
                 f"{', '.join(f'{b:g}' for b in ds.bandwidth.values)}) of the best AMDM setting ({a}) is {m_a:.2f} "
-                f"against the true-vs-true floor {floor:.2f} +- {floor_sd:.2f} (sd over seeds) at the same N; "
-                f"the oracle reaches {m_o:.2f}, the best Du et al. sampler ({d}) {m_d:.2f}."))
+                f"(per bandwidth: {per_h}); the oracle reaches {m_o:.2f}, the best Du et al. sampler ({d}) {m_d:.2f}. "
+                + floor_spread(ds)))
 
 
 def verdicts(ds: xr.Dataset) -> list[Verdict]:
     """Per expert kind: (a) AMDM fails where MCMC composition works (Table 7): holds when the
     best AMDM setting is worse than the best Du et al. sampler on both mean LL and mean ln MMD;
-    (c) AMDM's ln MMD lies above the true-vs-true floor by more than 3 floor std (its samples
-    are told from the target's). Overall: (b) the oracle has the highest mean LL of all methods
+    (c) AMDM's ln MMD lies above the true-vs-true floor (its samples are told from the target's):
+    the per-seed difference, paired by seed, has a 95% t interval above 0 (the floor's spread
+    over seeds, bandwidths and N in the detail). Overall: (b) the oracle has the highest mean LL of all methods
     under every expert kind (a sanity check of the benchmark)."""
     paper = paper_table7()
     p_ll = float(paper.loc["Du et al. (2023)", "ll"] - paper.loc["AMDM", "ll"])
     p_mmd = float(paper.loc["AMDM", "ln_mmd"] - paper.loc["Du et al. (2023)", "ln_mmd"])
-    floor, floor_sd = float(ds.ln_mmd_avg_floor.mean()), float(ds.ln_mmd_avg_floor.std())
     rows = [_fails_row(ds, str(e), p_ll, p_mmd) for e in ds.expert.values]
     rows.append(_oracle_row(ds))
-    rows += [_floor_row(ds, str(e), floor, floor_sd) for e in ds.expert.values]
+    rows += [_floor_row(ds, str(e)) for e in ds.expert.values]
     return rows

@@ -65,3 +65,17 @@ def test_terminal_table_sections_intervals_and_json(tmp_path):
     assert data[0]["interval"] == [0.0412, 0.2] and data[0]["level"] == 0.9 and data[0]["n"] == 480
     assert data[0]["kind"] == "paper claim" and data[1]["kind"] == "implementation check"
     assert data[1]["interval"] is None and data[1]["value"] is None  # NaN written as null
+
+
+def test_report_prints_the_power_of_each_comparison(tmp_path):
+    extra = {"n_to_resolve": 1219, "paired_sd": 0.566, "power_at_n": 0.3141, "comparisons": 2, "delta": 0.05,
+             "power": 0.8}
+    rows = [Verdict(claim="AMDM beats both", where="Table 1", status="holds", measured="m", bound="b", n=256,
+                    interval=(0.02, 0.16), level=0.95, extra=extra),
+            Verdict(claim="no power here", where="eq. (5)", status="holds", measured="m", bound="b")]
+    page = write_report(rows, tmp_path).read_text()
+    assert "<h3>Power of the comparisons</h3>" in page and page.index("Power of the") < page.index("<h2>Figures")
+    row = page[page.index("<h3>Power of the"):]
+    assert "<td>256</td><td>0.566</td><td>2</td><td>1219</td><td>0.31</td>" in row
+    assert "no power here" not in row.split("</table>")[0]
+    assert "Power of the comparisons" not in write_report(rows[1:], tmp_path).read_text()

@@ -125,3 +125,18 @@ def test_n_to_resolve_gives_the_stated_power():
 def test_interval_text():
     p = stats.Paired(0.031, (-0.012, 0.074), 0.1, 48, 0.95, "t")
     assert stats.interval_text(p) == "+0.031 [-0.012, +0.074] (95%, n = 48)"
+
+
+def test_power_at_is_the_converse_of_n_to_resolve_and_matches_simulation():
+    sd, delta = 0.4, 0.05
+    n = stats.n_to_resolve(sd, delta, comparisons=3)
+    assert stats.power_at(n, sd, delta, comparisons=3) >= 0.8 > stats.power_at(n - 5, sd, delta, comparisons=3)
+    assert stats.power_at(10, 0.0) == 1.0 and math.isnan(stats.power_at(1, 0.3))
+    # simulation: Bonferroni (3 intervals) t intervals on normal differences at n = 150 exclude 0 at this rate
+    rng = np.random.default_rng(11)
+    n = 150
+    level = 1 - 0.05 / 3
+    d = rng.normal(delta, sd, (2000, n))
+    decided = sum(stats.decide(stats.paired_interval(x, np.zeros(n), level).interval) == "holds" for x in d)
+    expected = stats.power_at(n, sd, delta, comparisons=3)
+    assert 0.1 < expected < 0.9 and sps.binomtest(decided, 2000, expected).pvalue > 1e-3, (decided / 2000, expected)

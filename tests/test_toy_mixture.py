@@ -130,3 +130,32 @@ def test_the_runner_writes_the_expected_files(quick, tmp_path):
                                                                    rel=1e-5)
     back = xr.open_zarr(out / "results.zarr", consolidated=False)
     np.testing.assert_allclose(back.ll.values, quick.ll.values)
+
+
+def test_the_mmd_floor_is_reported_over_n_and_bandwidth(quick):
+    from amdm_geom.analyses.toy.samplers import STREAMS
+
+    n = quick.sizes["point"]
+    assert [int(m) for m in quick.floor_n.values] == [n // 8, n // 4, n // 2, n]
+    # independently: the biased MMD^2 by explicit kernel sums on seed 0's two exact sets, first N/8 points
+    tk = targets.make_task("ring_bar")
+    rng = np.random.default_rng([0, STREAMS["reference"]])
+    ref = targets.sample(tk.target, n, rng)
+    ref2 = targets.sample(tk.target, n, rng)
+    m = n // 8
+    x, y = ref2[:m], ref[:m]
+    for h in quick.bandwidth.values:
+        k = lambda a, b: np.exp(-((a[:, None, :] - b[None, :, :]) ** 2).sum(-1) / (2 * h * h)).mean()  # noqa: E731
+        direct = 0.5 * math.log(k(x, x) + k(y, y) - 2 * k(x, y))
+        got = float(quick.ln_mmd_floor_n.sel(seed=0, floor_n=m, bandwidth=h))
+        assert got == pytest.approx(direct, abs=1e-9)
+    # at N the floor is the one every method is compared with; it falls with N (a finite-N bias)
+    np.testing.assert_allclose(quick.ln_mmd_floor_n.sel(floor_n=n).values, quick.ln_mmd_floor.values, rtol=1e-12)
+    by_n = quick.ln_mmd_avg_floor_n.mean("seed").values
+    assert by_n[0] > by_n[-1] + 0.4
+    row = {v.key: v for v in tm.verdicts(quick)}["toy_amdm_above_floor_exact"]
+    a = row.detail.split("best AMDM setting (")[1].split(")")[0]
+    diff = quick.ln_mmd_avg.sel({"method": a, "expert": "exact"}).values - quick.ln_mmd_avg_floor.values
+    assert row.value == pytest.approx(diff.mean(), rel=1e-12) and row.n == len(diff)
+    assert row.interval[0] < diff.mean() < row.interval[1] and "per doubling" in row.detail
+    assert "mmd_floor" in tm.tables(quick) and "mmd_floor" in tm.plot(quick)

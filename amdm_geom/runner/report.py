@@ -63,7 +63,23 @@ def render_report(rows: list[Verdict], folder, *, title: str = "amdm-geom valida
                          "checks": True})
     return _ENV.get_template("report.html.j2").render(
         title=title, info=info, sections=sections, interval=interval_text, note=verdict_note, colours=COLOURS,
-        groups=_figure_groups(folder))
+        groups=_figure_groups(folder), power=_power_rows(claims))
+
+
+def _power_rows(rows: list[Verdict]) -> list[dict]:
+    """The power computation of every comparison that carries one (``extra["n_to_resolve"]``, see
+    ``amdm_geom.stats``): n used, the paired sd, the n that resolves the stated difference with
+    the stated power, and the power the n used has."""
+    out = []
+    for v in rows:
+        e = v.extra or {}
+        if "n_to_resolve" not in e:
+            continue
+        out.append({"claim": v.claim, "where": v.where, "status": v.status, "n": "" if v.n is None else v.n,
+                    "sd": f"{e['paired_sd']:.3f}", "needed": e["n_to_resolve"] or "unknown",
+                    "power": "" if e.get("power_at_n") is None else f"{e['power_at_n']:.2f}",
+                    "comparisons": e.get("comparisons", 1), "delta": f"{e['delta']:g}", "target": f"{e['power']:g}"})
+    return out
 
 
 def write_report(rows: list[Verdict], folder, *, title: str = "amdm-geom validation report",
