@@ -10,10 +10,10 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from .denoisers.specs import Device
-from .spec import Spec, choice, creatable_dir, existing, flag, optional, seed, writable_file
+from .spec import Spec, SpecError, choice, creatable_dir, existing, flag, integer, optional, seed, writable_file
 
-__all__ = ["AnalyzeCommand", "EcosystemCommand", "RerunCommand", "analyze", "analyze_description", "ecosystem",
-           "rerun", "stores_by_name"]
+__all__ = ["AnalyzeCommand", "EcosystemCommand", "RerunCommand", "TrainCommand", "analyze", "analyze_description",
+           "ecosystem", "rerun", "stores_by_name", "train"]
 
 Flag = Annotated[bool, flag]
 Folder = Annotated[Path, creatable_dir]
@@ -136,3 +136,39 @@ def ecosystem(cmd: EcosystemCommand) -> int:
                                              "proximity": report.proximity, "names": list(report.names)}, indent=2))
     return 0
 
+
+
+class TrainCommand(Spec):
+    """Train the models of a shipped ecosystem from their recorded configs (``digits``: a base,
+    fine-tunes on position, colour and digit class, a from-scratch and an other-schedule
+    control), in worker processes of one torch thread each, deterministically on CPU. Each model
+    is written as OUT/NAME.safetensors with OUT/NAME.json (its spec, data hash, loss curve and
+    hashes). The shipped weights were made by this command with ``--out amdm_geom/digits/weights``."""
+
+    ecosystem: Annotated[Literal["digits"], choice("digits")] = Field(json_schema_extra=_POSITIONAL)
+    """the ecosystem to train."""
+    out: Folder = Path("data/models/digits")
+    """where the weights go (a model that starts from another finds it here, else in the shipped weights)."""
+    only: tuple[str, ...] = ()
+    """train only these models (default: all)."""
+    workers: Annotated[int, integer(1)] = 2
+    """worker processes (one torch thread each)."""
+
+    @field_validator("only", mode="after")
+    @classmethod
+    def _known(cls, value):
+        from .digits.zoo import names
+
+        bad = [n for n in value if n not in names()]
+        if bad:
+            raise SpecError(f"must name models of the ecosystem ({', '.join(names())})", bad[0], loc=("only",))
+        return value
+
+
+def train(cmd: TrainCommand) -> int:
+    from .digits.train import train_ecosystem
+    from .digits.zoo import WEIGHTS
+
+    done = train_ecosystem(cmd.out, only=cmd.only or None, workers=cmd.workers, init_dir=WEIGHTS)
+    print(f"trained {len(done)} model(s) into {cmd.out}: " + ", ".join(f"{k} {v:.0f} s" for k, v in done.items()))
+    return 0

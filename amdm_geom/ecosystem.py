@@ -1,4 +1,4 @@
-"""Are two pipelines one diffusion ecosystem? (Section 3.1, App. F.3)
+"""Are two models one diffusion ecosystem? (Section 3.1, App. F.3)
 
 AMDM aggregates latents, so the models must share the latent space and the SDE that moves
 through it: the same VAE (by config and by weights), the same noise schedule (betas, prediction
@@ -7,6 +7,12 @@ functional proximity, ``|eps_A(z, t, y) - eps_B(z, t, y)| / |eps_A(z, t, y)|`` o
 z_t (each model encoding the same prompt with its own text encoder), and gives a verdict:
 ``same`` (every structural check agrees), ``different`` (one disagrees) or ``unknown`` (a check
 cannot be made, e.g. a pipeline without a VAE).
+
+``check_denoisers`` does the same for any two denoisers (``amdm_geom.denoisers.base``): the SDE
+(``same_schedule``), the data space (latent shape, and the ``data_space`` attributes when both
+models declare one), and functional proximity at z_t drawn from model A's forward process,
+conditional when the two take one kind of condition, else at their null conditions (labelled).
+Outputs in any ``prediction_type`` are compared as epsilon (``schedules.predicted_epsilon``).
 
 The fingerprint of a pipeline (``fingerprint``, ``SCHEDULER_KEYS``) is computed in
 ``amdm_geom.denoisers.fingerprint`` and re-exported here; this module imports the denoisers,
@@ -20,11 +26,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .denoisers.base import cross_terms, same_schedule
 from .denoisers.fingerprint import SCHEDULER_KEYS, fingerprint
 from .denoisers.guidance import uses_guidance
 from .denoisers.pipelines import PipelineDenoiser, load_pipeline
+from .schedules import predicted_epsilon
 
-__all__ = ["SCHEDULER_KEYS", "EcosystemReport", "check", "compare", "fingerprint", "format_report"]
+__all__ = ["DEFAULT_TIMESTEPS", "SCHEDULER_KEYS", "EcosystemReport", "check", "check_denoisers", "compare",
+           "fingerprint", "format_report"]
+
+#: The timesteps functional proximity is measured at.
+DEFAULT_TIMESTEPS = (999, 800, 600, 400, 200, 50)
+_LABELS = {"latent_shape": "latent shape", "sde": "SDE", "vae": "VAE", "data_space": "data space"}
 
 
 def compare(fa: dict, fb: dict) -> dict:
@@ -53,12 +66,17 @@ class EcosystemReport:
     checks: dict
     proximity: dict = field(default_factory=dict)  # timestep -> relative eps difference
     names: tuple[str, str] = ("A", "B")
+    #: "conditional" (each model at its condition), "unconditional" (each at its null condition) or
+    #: "not measured" (the latent shapes differ, or no condition both models can be evaluated at)
+    proximity_kind: str = "conditional"
 
     def summary(self) -> str:
         bad = [k for k, v in self.checks.items() if v["same"] is False]
         unknown = [k for k, v in self.checks.items() if v["same"] is None]
         if self.verdict == "same":
-            return "same ecosystem: latent shape, SDE and VAE agree"
+            agree = [_LABELS.get(k, k) for k in self.checks]
+            return "same ecosystem: " + (", ".join(agree[:-1]) + " and " if len(agree) > 1 else "") + agree[-1] + \
+                " agree"
         if self.verdict == "different":
             return "different ecosystems: " + ", ".join(bad) + " differ"
         return "unknown: cannot compare " + ", ".join(unknown)
@@ -88,11 +106,101 @@ def check(a, b, *, prompt: str = "a photograph", timesteps=(999, 800, 600, 400, 
         ya = _conditional(da).condition(prompt)
         yb = _conditional(db).condition(prompt)
         for t in timesteps:
-            ea = _conditional(da)(z.to(da.device, da.dtype), t, ya).double().flatten(1)
-            eb = _conditional(db)(z.to(db.device, db.dtype), t, yb).double().to(ea.device).flatten(1)
-            proximity[int(t)] = float(((ea - eb).norm(dim=1) / ea.norm(dim=1)).mean())
+            proximity[int(t)] = _relative_difference(_conditional(da), _conditional(db), z, t, ya, yb)
     names = (getattr(da, "name", "A"), getattr(db, "name", "B"))
-    return EcosystemReport(verdict, checks, proximity, names)
+    kind = "conditional" if checks["latent_shape"]["same"] else "not measured (the latent shapes differ)"
+    return EcosystemReport(verdict, checks, proximity, names, kind)
+
+
+def _epsilon(model, z: torch.Tensor, t: int, cond) -> torch.Tensor:
+    """The model's epsilon at ``z (B, *latent_shape)``, whatever it predicts, as float64 ``(B, n)``."""
+    z = z.to(model.device, model.dtype)
+    return predicted_epsilon(model.scheduler, model(z, int(t), cond), t, z)[1].double().cpu().flatten(1)
+
+
+def _relative_difference(a, b, z: torch.Tensor, t: int, cond_a, cond_b) -> float:
+    """``|eps_A - eps_B| / |eps_A|`` at ``z``, averaged over the batch."""
+    ea, eb = _epsilon(a, z, t, cond_a), _epsilon(b, z, t, cond_b)
+    return float(((ea - eb).norm(dim=1) / ea.norm(dim=1)).mean())
+
+
+def _sde_check(a, b) -> dict:
+    ca, cb = dict(a.scheduler.config), dict(b.scheduler.config)
+    keys = (*SCHEDULER_KEYS, "set_alpha_to_one", "parametrization")
+    diff = {k: [_plain(ca.get(k)), _plain(cb.get(k))] for k in keys if ca.get(k) != cb.get(k)}
+    if a.scheduler.alphas_cumprod.shape != b.scheduler.alphas_cumprod.shape or \
+            not torch.equal(a.scheduler.alphas_cumprod, b.scheduler.alphas_cumprod):
+        diff["alphas_cumprod"] = ["A's", "B's"]
+    return {"same": same_schedule(a.scheduler, b.scheduler), "differences": diff}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _data_space_checks(a, b) -> dict:
+    shape_a, shape_b = list(a.latent_shape), list(b.latent_shape)
+    checks = {"latent_shape": {"same": shape_a == shape_b, "a": shape_a, "b": shape_b}}
+    da, db = getattr(a, "data_space", None), getattr(b, "data_space", None)
+    if da is not None or db is not None:
+        same = None if da is None or db is None else str(da) == str(db)
+        checks["data_space"] = {"same": same, "a": da, "b": db}
+    return checks
+
+
+def _proximity_conditions(a, b, cond_a, cond_b) -> tuple[str, object, object]:
+    """(kind, y_A, y_B): the given conditions when the models take one kind of condition and
+    ``cond_a`` is given, else both models' null conditions, else ("not measured ...", None, None)."""
+    try:
+        mode = cross_terms(a, b, ("A", "B"))
+    except ValueError as exc:
+        return f"not measured ({exc})", None, None
+    if mode == "conditional" and cond_a is not None:
+        return mode, cond_a, cond_a if cond_b is None else cond_b
+    if callable(getattr(a, "null_condition", None)) and callable(getattr(b, "null_condition", None)):
+        return "unconditional", a.null_condition(), b.null_condition()
+    return "not measured (no condition given, and the models have no null_condition())", None, None
+
+
+def check_denoisers(a, b, cond_a=None, cond_b=None, *, timesteps=DEFAULT_TIMESTEPS, seed: int = 0, batch: int = 2,
+                    x0: torch.Tensor | None = None) -> EcosystemReport:
+    """Section 3.1's ecosystem check for any two denoisers: the same SDE (``same_schedule``), the
+    same data space (latent shape, and ``data_space`` when both declare one; ``None``: only one
+    does) and functional proximity ``|eps_A - eps_B| / |eps_A|`` per timestep (eq. 4's epsilon,
+    converted from each model's prediction type; the models as given, guided if they guide).
+
+    The latents are drawn from model A's forward process, ``z_t = sqrt(abar_t) x0 + sqrt(1 -
+    abar_t) xi`` (``x0 / sqrt(abar_t)`` coordinates for a VE model), with ``x0 (batch,
+    *latent_shape)`` given (e.g. data) or standard normal (unit-variance data), seeded by
+    ``seed``. Both models see ``cond_a`` / ``cond_b`` (default ``cond_a``) when their
+    ``condition_kind`` agree and ``cond_a`` is given, else their null conditions; the report's
+    ``proximity_kind`` says which. Verdict: "different" if a check fails, "unknown" if one cannot
+    be made, else "same"."""
+    n_train = min(int(m.scheduler.config["num_train_timesteps"]) for m in (a, b))
+    bad = [t for t in timesteps if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < n_train]
+    if bad or not timesteps:
+        raise ValueError(f"timesteps must be ints in [0, {n_train - 1}]; got {list(timesteps)}")
+    checks = {**_data_space_checks(a, b), "sde": _sde_check(a, b)}
+    states = [v["same"] for v in checks.values()]
+    verdict = "different" if False in states else "unknown" if None in states else "same"
+    kind, ya, yb = _proximity_conditions(a, b, cond_a, cond_b)
+    proximity = {}
+    if not checks["latent_shape"]["same"]:
+        kind = "not measured (the latent shapes differ)"
+    elif ya is not None or yb is not None:
+        g = torch.Generator().manual_seed(int(seed))
+        shape = (int(batch), *a.latent_shape)
+        x0 = torch.randn(shape, generator=g, dtype=torch.float64) if x0 is None else x0.to("cpu", torch.float64)
+        if tuple(x0.shape[1:]) != tuple(a.latent_shape):
+            raise ValueError(f"x0 must have shape (B, {', '.join(map(str, a.latent_shape))}); got {tuple(x0.shape)}")
+        for t in timesteps:
+            abar = float(a.scheduler.alphas_cumprod[int(t)])
+            z = abar**0.5 * x0 + (1 - abar) ** 0.5 * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+            if a.scheduler.config.get("parametrization") == "ve":
+                z = z / abar**0.5
+            proximity[int(t)] = _relative_difference(a, b, z, int(t), ya, yb)
+    names = (getattr(a, "name", "A"), getattr(b, "name", "B"))
+    return EcosystemReport(verdict, checks, proximity, names, kind)
 
 
 def _conditional(d):
@@ -114,11 +222,11 @@ def format_report(rep: EcosystemReport) -> str:
         lines.append(f"  {name:13s} {state:9s} {extra if extra else ''}".rstrip())
     if rep.proximity:
         lines.append("")
-        lines.append("  functional proximity |eps_A - eps_B| / |eps_A| (same prompt, random z_t):")
+        lines.append(f"  functional proximity |eps_A - eps_B| / |eps_A| ({rep.proximity_kind}, random z_t):")
         for t, v in rep.proximity.items():
             lines.append(f"    t = {t:4d}: {v:.4g}")
         lines.append(f"    median: {float(np.median(list(rep.proximity.values()))):.4g}")
-    elif not rep.checks["latent_shape"]["same"]:
-        lines.append("  functional proximity: not measured (the latent shapes differ)")
+    elif rep.proximity_kind.startswith("not measured"):
+        lines.append(f"  functional proximity: {rep.proximity_kind}")
     return "\n".join(lines)
 

@@ -9,8 +9,10 @@ The reverse step of eq. (4), written per step k (timestep t -> t_prev) as
     z_{t-1} = mu + sigma_t xi,          sigma_t = eta sqrt((1 - abar_prev)/(1 - abar_t))
                                                       * sqrt(1 - abar_t / abar_prev),
 
-is diffusers' ``DDIMScheduler.step`` for epsilon prediction without clipping (eta = 1 gives
-the DDPM posterior on the same timesteps). ``ddim_coefficients`` tabulates it.
+is diffusers' ``DDIMScheduler.step`` (eta = 1 gives the DDPM posterior on the same timesteps)
+when eps is the step's epsilon: the model output for epsilon prediction, and for v- or
+x0-prediction (and clipped or thresholded x0) the epsilon ``step_epsilon`` derives from it, so
+that eq. (4) holds on every step. ``ddim_coefficients`` tabulates the coefficients.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import xarray as xr
 from diffusers import DDIMScheduler
 
 __all__ = [
+    "PREDICTION_TYPES",
     "SCHEDULE_KINDS",
     "SD15_SCHEDULER_CONFIG",
     "VESchedule",
@@ -32,6 +35,8 @@ __all__ = [
     "discrete_moments",
     "integrated_beta",
     "make_scheduler",
+    "predicted_epsilon",
+    "step_epsilon",
     "stepper",
     "vp_moments",
 ]
@@ -57,6 +62,9 @@ SCHEDULE_KINDS: dict[str, dict] = {
     "linear": {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02},
     "cosine": {"beta_schedule": "squaredcos_cap_v2"},
 }
+
+#: What a model may predict (diffusers' ``prediction_type``); ``step_epsilon`` turns each into eps.
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 _COSINE_S = 0.008  # the offset of diffusers' squaredcos_cap_v2 (Nichol & Dhariwal 2021)
 
@@ -84,19 +92,20 @@ def _schedule_kind(config) -> str:
 
 
 def _check_affine(config) -> None:
-    """The step is A z + B eps + sigma xi only for epsilon prediction without clipping."""
-    if config.get("prediction_type", "epsilon") != "epsilon":
-        raise ValueError(
-            f"ddim_coefficients needs prediction_type='epsilon'; got {config['prediction_type']!r}"
-        )
-    if config.get("clip_sample", False) or config.get("thresholding", False):
-        raise ValueError(
-            "ddim_coefficients needs clip_sample=False and thresholding=False (clipping x0 makes "
-            "the step non-affine in z and eps); got "
-            f"clip_sample={config.get('clip_sample')}, thresholding={config.get('thresholding')}"
-        )
+    """The step is A z + B eps + sigma xi for the step's epsilon (``step_epsilon``) of any
+    prediction type, clipped or not; a VE schedule steps an epsilon model without clipping."""
+    kind = config.get("prediction_type", "epsilon")
+    if kind not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {list(PREDICTION_TYPES)}; got {kind!r}")
+    if config.get("parametrization") == "ve" and (kind != "epsilon" or _clips(config)):
+        raise ValueError(f"a VE schedule steps an epsilon model without clipping; got prediction_type={kind!r}, "
+                         f"clip_sample={config.get('clip_sample')}, thresholding={config.get('thresholding')}")
     if config.get("rescale_betas_zero_snr", False):
         raise ValueError("ddim_coefficients does not support rescale_betas_zero_snr=True")
+
+
+def _clips(config) -> bool:
+    return bool(config.get("clip_sample", False) or config.get("thresholding", False))
 
 
 def ddim_coefficients(scheduler, num_inference_steps: int, eta: float = 0.0) -> xr.Dataset:
@@ -109,8 +118,11 @@ def ddim_coefficients(scheduler, num_inference_steps: int, eta: float = 0.0) -> 
     Variables, each ``(step,)``: ``t``, ``t_prev`` (int64; ``t_prev < 0`` means the final
     step, which uses ``final_alpha_cumprod``), ``alpha_bar``, ``alpha_bar_prev``, ``A``, ``B``,
     ``sigma`` (float64), such that ``A z + B eps + sigma xi`` equals
-    ``DDIMScheduler.step(eps, t, z, eta=eta, variance_noise=xi).prev_sample``. The
-    coefficients are computed in float64 from the scheduler's (float32) ``alphas_cumprod``.
+    ``DDIMScheduler.step(out, t, z, eta=eta, variance_noise=xi).prev_sample`` for a model output
+    ``out`` in the scheduler's ``prediction_type`` (epsilon, v_prediction or sample, clipped or
+    thresholded or not), with ``eps = step_epsilon(scheduler, out, t, z, eta)`` the step's
+    epsilon (``out`` itself for epsilon prediction without clipping). The coefficients are
+    computed in float64 from the scheduler's (float32) ``alphas_cumprod``.
     """
     config = dict(scheduler.config)
     _check_affine(config)
@@ -183,6 +195,7 @@ class VESchedule:
     """
 
     def __init__(self, vp_config):
+        _check_affine(dict(vp_config, parametrization="ve"))
         self._vp = DDIMScheduler.from_config(_vp_config(vp_config))
         self.config = dict(_vp_config(vp_config), parametrization="ve")
         self.alphas_cumprod = self._vp.alphas_cumprod
@@ -210,6 +223,64 @@ class VESchedule:
         sigma_t, sigma_prev = self._sigma(t), self._sigma(t_prev)
         x0 = sample - sigma_t * model_output
         return SimpleNamespace(prev_sample=x0 + sigma_prev * model_output, pred_original_sample=x0)
+
+
+def predicted_epsilon(scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor):
+    """``(x0, eps)`` from a model output in ``scheduler.config.prediction_type``, before any
+    clipping: step 3 of diffusers' ``DDIMScheduler.step``, the same arithmetic (so eps *is* the
+    model output for epsilon prediction, and ``sqrt(abar_t) v + sqrt(1 - abar_t) z_t`` for v).
+    ``model_output`` and ``sample`` are ``(B, *latent_shape)``; for a ``VESchedule`` the output is
+    eps and ``x0 = x_t - sigma_t eps``."""
+    config = scheduler.config
+    t = int(timestep)
+    if config.get("parametrization") == "ve":
+        return sample - scheduler._sigma(t) * model_output, model_output
+    alpha_prod_t = scheduler.alphas_cumprod[t]
+    beta_prod_t = 1 - alpha_prod_t
+    kind = config.get("prediction_type", "epsilon")
+    if kind == "epsilon":
+        return (sample - beta_prod_t ** (0.5) * model_output) / alpha_prod_t ** (0.5), model_output
+    if kind == "sample":
+        return model_output, (sample - alpha_prod_t ** (0.5) * model_output) / beta_prod_t ** (0.5)
+    if kind == "v_prediction":
+        return ((alpha_prod_t**0.5) * sample - (beta_prod_t**0.5) * model_output,
+                (alpha_prod_t**0.5) * model_output + (beta_prod_t**0.5) * sample)
+    raise ValueError(f"prediction_type must be one of {list(PREDICTION_TYPES)}; got {kind!r}")
+
+
+def step_epsilon(scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor, eta: float = 0.0,
+                 clipped_x0: torch.Tensor | None = None) -> torch.Tensor:
+    """The step's epsilon: the eps with ``mu = A_t z_t + B_t eps`` (eq. 4, ``ddim_coefficients``)
+    for ``scheduler.step(model_output, timestep, sample, eta)`` (``scheduler`` set to its steps).
+
+    Without clipping it is ``predicted_epsilon``'s eps (for epsilon prediction the model output
+    itself, bit for bit). diffusers' step with ``clip_sample`` or ``thresholding`` (and its
+    default ``use_clipped_model_output=False``) takes ``mu = sqrt(abar_prev) clip(x0) + c eps``
+    with the *unclipped* eps, so eq. (4) holds for ``eps + sqrt(abar_prev) / B_t (clip(x0) - x0)``
+    (in float64, cast back): equal to eps wherever x0 was not clipped. ``clipped_x0``: the step's
+    ``pred_original_sample`` if at hand (else x0 is clipped here as diffusers does it). Where
+    ``B_t = 0`` (``abar_prev = abar_t``) no eps represents a clipped step, and eps is returned.
+    """
+    config = scheduler.config
+    if config.get("prediction_type", "epsilon") == "epsilon" and not _clips(config) \
+            or config.get("parametrization") == "ve":
+        return model_output
+    x0, eps = predicted_epsilon(scheduler, model_output, timestep, sample)
+    if not _clips(config):
+        return eps
+    if clipped_x0 is None:
+        clipped_x0 = scheduler._threshold_sample(x0) if config.get("thresholding") else \
+            x0.clamp(-config.clip_sample_range, config.clip_sample_range)
+    t = int(timestep)
+    t_prev = t - config.num_train_timesteps // scheduler.num_inference_steps
+    abar = float(scheduler.alphas_cumprod[t])
+    abar_prev = float(scheduler.alphas_cumprod[t_prev]) if t_prev >= 0 else float(scheduler.final_alpha_cumprod)
+    sigma2 = float(eta) ** 2 * (1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)
+    B = math.sqrt(max(1 - abar_prev - sigma2, 0.0)) - math.sqrt(abar_prev * (1 - abar) / abar)
+    if B == 0:
+        return eps
+    shifted = eps.double() + math.sqrt(abar_prev) / B * (clipped_x0.double() - x0.double())
+    return torch.where(clipped_x0 == x0, eps, shifted.to(eps.dtype))
 
 
 def stepper(scheduler, num_inference_steps: int):

@@ -1,9 +1,11 @@
 """``amdm-geom validate``: the main job. Its plan is a list of specs: the probes it runs (each a
 probe's ``Spec``) and the analyses it runs on their stores, then the report.
 
-In order: the closed-form checks; nine probes (seven with ``--quick``) into ``--runs``; every
-analysis on the stores that suit it (``ANALYSES``); the 2D benchmark and the ablations, which
-run their own stores; the verdict table, ``verdicts.json`` and ``index.html`` in ``--report``.
+In order: the closed-form checks; thirteen probes (nine with ``--quick``) into ``--runs``, four
+of them on the trained digits models; every analysis on the stores that suit it
+(``ANALYSES``); the 2D benchmark and the digits benchmark (in a second process, ``BESIDE``) and
+the ablations, which run their own; the verdict table, ``verdicts.json`` and ``index.html`` in
+``--report``.
 """
 
 from __future__ import annotations
@@ -58,14 +60,19 @@ class PlannedProbe:
     spec: Spec
 
 
+#: The analyses that take no store: they run in a second worker process (one torch thread) beside the
+#: rest, so that validate uses both cores.
+BESIDE = ("toy_mixture", "digits_benchmark")
+
 #: analysis -> the stores of the plan it runs on (none: it takes none, or runs its own)
 ANALYSES = {
-    "trace_checks": ("gmm_pair", "gmm_cross_ecosystem", "unet_pair", "gmm_ddpm"),
-    "norm_angle": ("gmm_pair", "gmm_ddpm"),
-    "shell": ("gmm_ddpm", "gmm_ddpm_eta40", "gmm_ddpm_w0.8"),  # (they need sigma_t > 0)
+    "trace_checks": ("gmm_pair", "gmm_cross_ecosystem", "unet_pair", "gmm_ddpm", "digits_pair", "digits_ddpm"),
+    "norm_angle": ("gmm_pair", "gmm_ddpm", "digits_pair", "digits_scratch", "digits_linear", "digits_ddpm"),
+    "shell": ("gmm_ddpm", "gmm_ddpm_eta40", "gmm_ddpm_w0.8", "digits_ddpm"),  # (they need sigma_t > 0)
     "precision": ("gmm_float16", "gmm_float32", "gmm_float64"),
     "gaussianity": ("gmm_pair", "gmm_ddpm"),
     "toy_mixture": (),
+    "digits_benchmark": (),
     "ablations": (),
     "timing": (),
 }
@@ -79,7 +86,8 @@ def _gmm(quick: bool, batch: int, **sampler) -> tuple[GMMFamilySpec, SamplerConf
 
 def plan(quick: bool, seed: int, runs: Path) -> list[PlannedProbe]:
     """The probes ``validate`` runs, small enough for minutes on 2 cores (``quick``: under one)."""
-    from .probes import RunSettings, gmm_cross_ecosystem, gmm_pair, unet_pair
+    from .digits.specs import DigitsSpec
+    from .probes import RunSettings, digits_pair, gmm_cross_ecosystem, gmm_pair, unet_pair
 
     def settings(name: str, batch: int, dtype: str = "float32") -> RunSettings:
         return RunSettings(batch=batch, seed=seed, dtype=dtype, out=Path(runs) / f"{name}.zarr", overwrite=True,
@@ -106,7 +114,31 @@ def plan(quick: bool, seed: int, runs: Path) -> list[PlannedProbe]:
         *(pair(f"gmm_{dtype}", 2, dtype=dtype, continue_after_window=True)
           for dtype in (("float16", "float64") if quick else ("float16", "float32", "float64"))),
     ]
+
+    def digits(name: str, models: tuple[str, ...], **sampler) -> PlannedProbe:
+        # the trained digits ecosystem: Prop. 3.1 and 3.2 on networks that learned something
+        steps = {"num_inference_steps": 20, "agg_steps": 8} if quick else {}
+        spec = digits_pair.Spec(digits=DigitsSpec(models=models), sampler=SamplerConfig(**steps, **sampler),
+                                run=settings(name, 4 if quick else 16))
+        return PlannedProbe(name, digits_pair.NAME, spec)
+
+    pc = ("position", "colour")
+    probes += [digits("digits_pair", pc, record_cross_eps=True, continue_after_window=True),
+               digits("digits_ddpm", pc, ddim_eta=1.0, record_cross_eps=True),
+               *([] if quick else [digits("digits_scratch", ("position_scratch", "colour"), record_cross_eps=True),
+                                   digits("digits_linear", ("position_linear", "colour"), record_cross_eps=True)])]
     return probes
+
+
+def _beside(name: str, report: Path, quick: bool, runs: Path) -> tuple[list, float]:
+    """Run one store-free analysis in the worker process (one torch thread): its rows and seconds."""
+    import torch
+
+    from .runner import run_analysis
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    return run_analysis(name, None, report, quick=quick, runs=runs), time.perf_counter() - t0
 
 
 def run(cmd: ValidateCommand) -> int:
@@ -123,17 +155,33 @@ def run(cmd: ValidateCommand) -> int:
     start = time.perf_counter()
     cmd.report.mkdir(parents=True, exist_ok=True)
     print(f"amdm-geom validate ({mode}): closed forms, {len(probes)} probes, analyses", flush=True)
-    rows = run_analysis("closed_forms", None, cmd.report, seed=cmd.seed)
-    stores = {}
-    for p in probes:
-        t0 = time.perf_counter()
-        stores[p.name] = load_probe(p.probe).run(p.spec, quiet=True)
-        print(f"  probe {p.name}: {p.spec.run.out} ({time.perf_counter() - t0:.1f} s)", flush=True)
-    for analysis, names in ANALYSES.items():
-        t0 = time.perf_counter()
-        chosen = {n: stores[n] for n in names if n in stores}
-        rows += run_analysis(analysis, chosen or None, cmd.report, quick=cmd.quick, runs=cmd.runs)
-        print(f"  analysis {analysis}: {cmd.report / analysis} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    found: dict[str, list] = {"closed_forms": run_analysis("closed_forms", None, cmd.report, seed=cmd.seed)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core here, one in the worker
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as beside:
+        futures = {name: beside.submit(_beside, name, cmd.report, cmd.quick, cmd.runs) for name in BESIDE}
+        stores = {}
+        for p in probes:
+            t0 = time.perf_counter()
+            stores[p.name] = load_probe(p.probe).run(p.spec, quiet=True)
+            print(f"  probe {p.name}: {p.spec.run.out} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        for analysis, names in ANALYSES.items():
+            if analysis in BESIDE:
+                continue
+            t0 = time.perf_counter()
+            chosen = {n: stores[n] for n in names if n in stores}
+            found[analysis] = run_analysis(analysis, chosen or None, cmd.report, quick=cmd.quick, runs=cmd.runs)
+            print(f"  analysis {analysis}: {cmd.report / analysis} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        for name, future in futures.items():
+            found[name], seconds = future.result()
+            print(f"  analysis {name}: {cmd.report / name} ({seconds:.1f} s, in a second process)", flush=True)
+    torch.set_num_threads(threads)
+    rows = [v for name in ("closed_forms", *ANALYSES) for v in found.get(name, [])]
     print()
     print(format_table(rows))
     elapsed = time.perf_counter() - start

@@ -178,7 +178,7 @@ def run(spec: Spec, *, quiet: bool = True, family=None) -> Path:
                             overwrite=spec.run.overwrite, steps=recorded_steps(spec.sampler),
                             attrs={"spec": spec.model_dump_json(), "analysis": ANALYSIS})
     with sampler.recording(recorder):
-        sampler.sample(spec.run.seeds, progress=spec.run.progress and not quiet)
+        sampler.sample(spec.run.seeds, progress=spec.run.progress and not quiet, chunk_size=spec.run.chunk)
     return Path(spec.run.out)
 
 

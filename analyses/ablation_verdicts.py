@@ -26,14 +26,14 @@ from amdm_geom.verdicts import Verdict
 
 from .ablation_runs import FULL, QUICK
 
-__all__ = ["EQUIVALENCE_MARGIN", "LEVEL", "verdicts"]
+__all__ = ["EQUIVALENCE_MARGIN", "LEVEL", "PAIRED", "best_verdict", "paired_verdict", "verdicts"]
 
 #: The confidence level of every comparison (simultaneous over a best-of-k claim's rivals).
 LEVEL = stats.LEVEL
 #: "Does as well as": the paired difference in success probability lies within +- this.
 EQUIVALENCE_MARGIN = stats.DELTA
 #: A posterior mass lies in [0, 1]; two runs that agree differ by float64 rounding only.
-_PAIRED = {"value_range": (0.0, 1.0), "atol": 1e-9}
+PAIRED = {"value_range": (0.0, 1.0), "atol": 1e-9}
 
 
 def _mass(ds: xr.Dataset, run: str) -> np.ndarray:
@@ -65,7 +65,7 @@ def _power(sd: float, status: str, comparisons: int = 1, n_used: int = 0) -> tup
             "power_at_n": power, "comparisons": comparisons}, said
 
 
-def _paired_verdict(p: stats.Paired, status: str, comparisons: int = 1, sd: float | None = None,
+def paired_verdict(p: stats.Paired, status: str, comparisons: int = 1, sd: float | None = None,
                     **fields) -> Verdict:
     """A verdict on one paired comparison ``p`` (its mean, interval, level, n and test); the power
     sentence uses ``sd`` (default ``p.sd``) over ``comparisons`` simultaneous intervals."""
@@ -76,13 +76,13 @@ def _paired_verdict(p: stats.Paired, status: str, comparisons: int = 1, sd: floa
                    detail=f"{detail} {said}", **fields)
 
 
-def _best_verdict(b: stats.BestOf, **fields) -> Verdict:
+def best_verdict(b: stats.BestOf, **fields) -> Verdict:
     """A verdict on a best-of-k decision ``b`` (the deciding rival's comparison as value and interval)."""
     near = b.comparisons[b.deciding]
     sd = max(c.sd for c in b.comparisons.values())
     others = "; ".join(f"minus {r}: {stats.interval_text(c)}" for r, c in b.comparisons.items())
     fields["detail"] = f"{fields['detail']} Paired differences, {b.claimed} {others}."
-    return _paired_verdict(near, b.status, len(b.comparisons), sd, test=b.test,
+    return paired_verdict(near, b.status, len(b.comparisons), sd, test=b.test,
                            extra={"rival": b.deciding, "simultaneous_level": b.level}, **fields)
 
 
@@ -92,8 +92,8 @@ def _tables12(ds: xr.Dataset, runs: set) -> list[Verdict]:
     out = []
     for run, key, claim in (("amdm", "ablation_tables12", "AMDM raises fine-grained success"),
                             ("amdm_swapped", "ablation_tables12_swapped", "AMDM raises it with roles swapped")):
-        b = stats.best_of({r: _mass(ds, r) for r in (run, "model1", "model2")}, run, LEVEL, **_PAIRED)
-        out.append(_best_verdict(
+        b = stats.best_of({r: _mass(ds, r) for r in (run, "model1", "model2")}, run, LEVEL, **PAIRED)
+        out.append(best_verdict(
             b, key=key, claim=claim, where="Tables 1-2 (GMM analogue)",
             measured=f"{_s(ds, run)} vs {_s(ds, b.deciding)}", bound="> both single models", reference=0.0,
             detail=(f"Posterior mass on the fine-grained target (position 0, colour 0): model 1 alone "
@@ -110,10 +110,10 @@ def _figure5(ds: xr.Dataset, runs: set) -> list[Verdict]:
     large = [s for s in s_values if s >= max(s_values) / 2.5]
     slerp = np.mean([_mass(ds, f"slerp_s{s}") for s in large], axis=0)
     lerp = np.mean([_mass(ds, f"lerp_s{s}") for s in large], axis=0)
-    p = stats.paired_interval(slerp, lerp, LEVEL, **_PAIRED)
+    p = stats.paired_interval(slerp, lerp, LEVEL, **PAIRED)
     table = "; ".join(f"s={s}: slerp {_s(ds, f'slerp_s{s}')}, lerp {_s(ds, f'lerp_s{s}')}, "
                       f"orthogonal {_s(ds, f'orthogonal_mix_s{s}')}" for s in s_values)
-    success = _paired_verdict(
+    success = paired_verdict(
         p, stats.decide(p.interval), key="ablation_figure5_success", claim="slerp beats lerp as s grows",
         where="Figure 5a", measured=f"slerp - lerp {p.mean:+.3f}", bound="> 0", reference=0.0,
         detail=(f"Target mass, per sample averaged over s in {large}: slerp minus lerp {stats.interval_text(p)}. "
@@ -138,8 +138,8 @@ def _table3(ds: xr.Dataset, runs: set) -> list[Verdict]:
         return []
     stages = {s: float(ds.success.sel(run=f"stage_{s}")) for s in ("early", "middle", "late")}
     b = stats.best_of({f"stage_{s}": _mass(ds, f"stage_{s}") for s in stages}, "stage_early", LEVEL,
-                      **_PAIRED)
-    return [_best_verdict(
+                      **PAIRED)
+    return [best_verdict(
         b, key="ablation_table3", claim="early aggregation is best", where="Table 3",
         measured=", ".join(f"{k} {v:.3f}" for k, v in stages.items()), bound="early above both", reference=0.0,
         detail=f"Equal windows of {ds.label.sel(run='stage_early').item().split(': ')[1]} and later.")]
@@ -159,9 +159,9 @@ def _table4(ds: xr.Dataset, runs: set) -> list[Verdict]:
     paper_range = {r: _mass(ds, r) for r in etas if float(r.split("_", 1)[1]) <= 0.5}
     if len(paper_range) < 2:
         return []
-    b = stats.best_of(paper_range, "eta_0.3", LEVEL, **_PAIRED)
+    b = stats.best_of(paper_range, "eta_0.3", LEVEL, **PAIRED)
     best = max(paper_range, key=lambda r: values[float(r.split("_", 1)[1])])
-    return [_best_verdict(
+    return [best_verdict(
         b, key="ablation_table4", claim="eta = 0.3 is best in [0, 0.5]", where="Table 4",
         measured=f"0.3 - {b.deciding.split('_', 1)[1]}: {b.value:+.3f}", bound="> every other eta <= 0.5",
         reference=0.0,
@@ -174,8 +174,8 @@ def _n3(ds: xr.Dataset, runs: set) -> list[Verdict]:
     if not {"n3_amdm", "n3_position", "n3_colour", "n3_style"} <= runs:
         return []
     singles = ("n3_position", "n3_colour", "n3_style")
-    b = stats.best_of({r: _mass(ds, r) for r in ("n3_amdm", *singles)}, "n3_amdm", LEVEL, **_PAIRED)
-    return [_best_verdict(
+    b = stats.best_of({r: _mass(ds, r) for r in ("n3_amdm", *singles)}, "n3_amdm", LEVEL, **PAIRED)
+    return [best_verdict(
         b, key="ablation_n3", claim="AMDM of three raises the triple target", where="Sec. 4.1, Fig. 4 (GMM)",
         measured=f"{_s(ds, 'n3_amdm')} vs {_s(ds, b.deciding)}", bound="> every single model", reference=0.0,
         detail=("Target (position 0, colour 0, style 0) of 27 components; singles "
@@ -186,8 +186,8 @@ def _table10(ds: xr.Dataset, runs: set) -> list[Verdict]:
     cross = _in_group(ds, "table10")
     if not (cross and "amdm" in runs):
         return []
-    b = stats.best_of({r: _mass(ds, r) for r in ("amdm", *cross)}, "amdm", LEVEL, **_PAIRED)
-    return [_best_verdict(
+    b = stats.best_of({r: _mass(ds, r) for r in ("amdm", *cross)}, "amdm", LEVEL, **PAIRED)
+    return [best_verdict(
         b, key="ablation_table10", claim="AMDM fails across ecosystems", where="App. F.3, Table 10",
         measured=f"same SDE {_s(ds, 'amdm')} vs {_s(ds, b.deciding)}", bound="same SDE > every cross-SDE run",
         reference=0.0,
@@ -200,9 +200,9 @@ def _table10(ds: xr.Dataset, runs: set) -> list[Verdict]:
 def _variants(ds: xr.Dataset, runs: set) -> list[Verdict]:
     out = []
     if {"mean_at_aggregate", "amdm"} <= runs:
-        p = stats.paired_interval(_mass(ds, "amdm"), _mass(ds, "mean_at_aggregate"), LEVEL, **_PAIRED)
+        p = stats.paired_interval(_mass(ds, "amdm"), _mass(ds, "mean_at_aggregate"), LEVEL, **PAIRED)
         m = EQUIVALENCE_MARGIN
-        out.append(_paired_verdict(
+        out.append(paired_verdict(
             p, stats.decide_equivalence(p.interval, m), key="ablation_mean_variant",
             claim="Algorithm 1's mu does as well as eq. (7)'s", where="Alg. 1 vs eq. (7)",
             measured=f"diff {stats.interval_text(p)}", bound=f"|diff| <= {m:g}", reference=m,
@@ -212,8 +212,8 @@ def _variants(ds: xr.Dataset, runs: set) -> list[Verdict]:
                     f"{_s(ds, 'mean_at_aggregate')}; holds when the interval lies inside +-{m:g}.")))
     earlier = [r for r in ("earlier_eta0.3", "earlier_eta40") if r in runs]
     if earlier and "amdm" in runs:
-        b = stats.best_of({r: _mass(ds, r) for r in ("amdm", *earlier)}, "amdm", LEVEL, **_PAIRED)
-        out.append(_best_verdict(
+        b = stats.best_of({r: _mass(ds, r) for r in ("amdm", *earlier)}, "amdm", LEVEL, **PAIRED)
+        out.append(best_verdict(
             b, key="ablation_earlier_rule", claim="current rule beats the earlier version's",
             where="v1 eq. (9) vs eq. (6)",
             measured=", ".join(f"{ds.label.sel(run=r).item().split(', ')[-1]}: {_s(ds, r)}" for r in earlier),

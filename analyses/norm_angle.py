@@ -125,7 +125,9 @@ def prop31(store, pair: tuple[int, int] = (0, 1)) -> xr.Dataset:
     res = xr.Dataset({name: (("step", "sample"), np.stack(v)) for name, v in out.items()}, coords=coords)
     res["finite"] = (("step", "sample"), np.stack(finite))
     cfg = run_config(ds)
+    kinds = cfg.get("cross_terms") or []
     res.attrs.update({"pair": list(pair), "n": n, "cross_eps": int(cross), "T": T,
+                      "cross_terms": str(kinds[i1]) if cross and i1 < len(kinds) and kinds[i1] else "conditional",
                       "ddim_eta": float(cfg["sampler"]["ddim_eta"]), "store_dtype": ds.attrs.get("dtype", ""),
                       "etas": list(cfg["etas"]), "weights": list(cfg["sampler"]["weights"]),
                       "incomplete": note})
@@ -230,7 +232,11 @@ def prop31_verdicts(res: xr.Dataset, name: str = "run") -> list[Verdict]:
             out.append(Verdict(
                 **head, status="violated" if bool(over.any()) else "holds",
                 measured=f"max delta/bound {_max(r):.3g}", value=_max(r),
-                detail=(f"On the steps that start from an aggregate (the premise), with the Lipschitz products set "
+                detail=(("Cross terms measured unconditionally (the models take different kinds of condition): the "
+                         "conditional term is model 1's guidance |eps_1(y_1) - eps_1(null)| and the functional term "
+                         "the models' unconditional difference. " if res.attrs.get("cross_terms") == "unconditional"
+                         else "")
+                        + f"On the steps that start from an aggregate (the premise), with the Lipschitz products set "
                         f"to the measured conditional and functional terms, delta exceeds the bound on "
                         f"{int(over.sum())} of {int(pf.sum())} cells ({_where(over)}). At the worst "
                         f"(step {int(cell.step)}, t={int(cell.t)}) delta = {float(cell.delta):.5g} against "

@@ -57,7 +57,7 @@ def run_probe(spec: ProbeSpec, build: Callable, *, probe: str, quiet: bool = Fal
                             attrs=attrs if attrs is not None else store_attrs(spec, probe=probe))
     start = time.perf_counter()
     with sampler.recording(recorder):
-        out = sampler.sample(run.seeds, progress=run.progress and not quiet)
+        out = sampler.sample(run.seeds, progress=run.progress and not quiet, chunk_size=run.chunk)
     if not quiet:
         print(f"wrote {run.out} ({recorder.bytes_written / 1e6:.1f} MB, {out.model_calls} model calls, "
               f"{time.perf_counter() - start:.1f} s)")

@@ -170,6 +170,17 @@ CASES = [
     ("rerun-foreign-store", lambda d: ["rerun", str(d / "a" / "x.zarr"), "--out", str(d / "y.zarr")],
      ["a/x.zarr", "not an amdm-geom trace store"]),
     ("rerun-option-without-value", lambda d: ["rerun", str(d / "a" / "x.zarr"), "--out"], ["--out"]),
+    # train: the ecosystem, its models and the workers
+    ("train-unknown-ecosystem", lambda d: ["train", "cifar", "--out", str(d / "w")], ["ECOSYSTEM", "cifar"]),
+    ("train-unknown-model", lambda d: ["train", "digits", "--only", "foo", "--out", str(d / "w")],
+     ["--only", "position_scratch", "foo"]),
+    ("train-no-workers", lambda d: ["train", "digits", "--workers", "0", "--out", str(d / "w")], ["--workers", "0"]),
+    ("train-out-under-file", lambda d: ["train", "digits", "--out", str(d / "file" / "w")], ["--out", "file/w"]),
+    # digits_pair: the models and the target
+    ("digits-unknown-model", lambda d: ["probe", "digits_pair", "--models", "position", "nope",
+                                        "--out", str(d / "new.zarr")], ["--models", "nope"]),
+    ("digits-bad-digit", lambda d: ["probe", "digits_pair", "--digit", "10", "--out", str(d / "new.zarr")],
+     ["--digit", "[0, 9]", "10"]),
 ]
 
 

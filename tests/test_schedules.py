@@ -90,11 +90,14 @@ def test_ddim_coefficients_accept_a_ddpm_scheduler_config():
 @pytest.mark.parametrize(
     "make,match",
     [
-        (lambda: schedules.make_scheduler(prediction_type="v_prediction"), "prediction_type='epsilon'"),
-        (lambda: schedules.make_scheduler(clip_sample=True), "clip_sample=False"),
+        (lambda: schedules.make_scheduler(prediction_type="x0"), r"prediction_type must be one of .*; got 'x0'"),
+        (lambda: schedules.VESchedule(schedules.make_scheduler(prediction_type="v_prediction").config),
+         "a VE schedule steps an epsilon model without clipping"),
+        (lambda: schedules.make_scheduler(rescale_betas_zero_snr=True), "rescale_betas_zero_snr"),
     ],
 )
-def test_non_affine_steps_are_refused(make, match):
+def test_unsupported_steps_are_refused(make, match):
+    """v, x0 and clipping are accepted (tests/test_prediction_types.py); these are not."""
     with pytest.raises(ValueError, match=match):
         schedules.ddim_coefficients(make(), 10)
 

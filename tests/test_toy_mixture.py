@@ -158,4 +158,7 @@ def test_the_mmd_floor_is_reported_over_n_and_bandwidth(quick):
     diff = quick.ln_mmd_avg.sel({"method": a, "expert": "exact"}).values - quick.ln_mmd_avg_floor.values
     assert row.value == pytest.approx(diff.mean(), rel=1e-12) and row.n == len(diff)
     assert row.interval[0] < diff.mean() < row.interval[1] and "per doubling" in row.detail
+    import matplotlib.pyplot as plt
+
     assert "mmd_floor" in tm.tables(quick) and "mmd_floor" in tm.plot(quick)
+    plt.close("all")

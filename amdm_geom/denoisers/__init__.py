@@ -1,6 +1,7 @@
-"""Denoisers: ``eps = model(z_t, t, cond)`` with the model's noise schedule attached.
+"""Denoisers: ``out = model(z_t, t, cond)`` (eps, v or x0, as the model's scheduler says) with the
+model's noise schedule attached.
 
-- ``base``: the protocol and the ecosystem (schedule) check.
+- ``base``: the protocol, the ecosystem (schedule) check, condition kinds and null conditions.
 - ``guidance``: the one classifier-free guidance rule (diffusers': guide only when s > 1).
 - ``gmm``: exact epsilon of Gaussian mixtures in any dimension, and the fine-grained family.
 - ``unet``: diffusers UNet2DConditionModel with classifier-free guidance; ``tiny_unets``: the
@@ -11,6 +12,6 @@
   identifies a pipeline's ecosystem (VAE config and weights hash, scheduler keys).
 """
 
-from .base import Denoiser, check_latents, same_schedule
+from .base import Denoiser, check_latents, condition_kind, cross_terms, has_null_condition, same_schedule
 
-__all__ = ["Denoiser", "check_latents", "same_schedule"]
+__all__ = ["Denoiser", "check_latents", "condition_kind", "cross_terms", "has_null_condition", "same_schedule"]

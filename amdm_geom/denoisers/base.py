@@ -1,10 +1,19 @@
-"""The denoiser protocol: ``eps = model(z_t, t, cond)``, with the model's noise schedule attached.
+"""The denoiser protocol: ``out = model(z_t, t, cond)``, with the model's noise schedule attached.
 
-A denoiser predicts the (guided) epsilon of eq. (4) for a batch of latents ``z_t (B, *latent_shape)``
-at one integer training timestep ``t`` under a condition ``cond`` whose meaning is the model
-family's own (mixture weights for the GMM family, text embeddings for UNets). Its ``scheduler``
+A denoiser predicts, for a batch of latents ``z_t (B, *latent_shape)`` at one integer training
+timestep ``t`` under a condition ``cond`` whose meaning is the model family's own (mixture
+weights for the GMM family, text embeddings for UNets), its (guided) output in its scheduler's
+``prediction_type``: epsilon for every denoiser of this package, v or x0 for others (e.g. the
+digits models predict v). The sampler hands the output to diffusers' ``DDIMScheduler.step`` and
+records the step's epsilon of eq. (4) (``amdm_geom.schedules.step_epsilon``). Its ``scheduler``
 (a diffusers ``DDIMScheduler``) is its SDE: two models belong to one ecosystem only if their
 schedules agree (Section 3.1), which the sampler checks.
+
+Optional attributes: ``condition_kind`` (what kind of condition it takes: two models whose kinds
+are equal accept each other's conditions, which the cross terms of eqs. 20-22 need),
+``null_condition()`` (its unconditional y, e.g. the empty prompt or every attribute unset) and
+``data_space`` (what its x0 are, e.g. ``"pixels 3x16x16 in [-1, 1]"`` or a VAE's hash; compared
+by ``amdm_geom.ecosystem.check_denoisers`` when both models have one).
 """
 
 from __future__ import annotations
@@ -14,7 +23,11 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from diffusers import DDIMScheduler
 
-__all__ = ["Denoiser", "check_latents", "same_schedule"]
+__all__ = ["CROSS_TERMS", "Denoiser", "check_latents", "condition_kind", "cross_terms", "has_null_condition",
+           "same_schedule"]
+
+#: How the cross terms of two models were evaluated: at one shared condition, or each at its null condition.
+CROSS_TERMS = ("conditional", "unconditional")
 
 
 @runtime_checkable
@@ -35,7 +48,8 @@ class Denoiser(Protocol):
     device: torch.device
 
     def __call__(self, z_t: torch.Tensor, t: int, cond: Any) -> torch.Tensor:
-        """``z_t (B, *latent_shape)``, ``t`` an int timestep -> ``eps (B, *latent_shape)``."""
+        """``z_t (B, *latent_shape)``, ``t`` an int timestep -> the output ``(B, *latent_shape)`` in
+        ``scheduler.config.prediction_type`` (eps, v or x0)."""
         ...
 
     def describe(self) -> dict:
@@ -62,3 +76,28 @@ def same_schedule(a: DDIMScheduler, b: DDIMScheduler) -> bool:
     if any(ca.get(k) != cb.get(k) for k in keys):
         return False
     return torch.equal(a.alphas_cumprod, b.alphas_cumprod)
+
+
+def condition_kind(model) -> str | None:
+    """The model's ``condition_kind`` (``None`` if it declares none)."""
+    kind = getattr(model, "condition_kind", None)
+    return None if kind is None else str(kind)
+
+
+def has_null_condition(model) -> bool:
+    return callable(getattr(model, "null_condition", None))
+
+
+def cross_terms(a, b, names: tuple[str, str] = ("model 0", "model 1")) -> str:
+    """How to evaluate both models at one latent: ``"conditional"`` when their condition kinds
+    are equal (both undeclared counts as equal: the behaviour before kinds existed), else
+    ``"unconditional"`` when both have a null condition; else a one-line ``ValueError`` naming
+    the models."""
+    ka, kb = condition_kind(a), condition_kind(b)
+    if ka == kb:
+        return "conditional"
+    if has_null_condition(a) and has_null_condition(b):
+        return "unconditional"
+    lacking = [n for n, m in zip(names, (a, b)) if not has_null_condition(m)]
+    raise ValueError(f"{names[0]} and {names[1]} take different conditions ({ka!r} vs {kb!r}) and "
+                     f"{' and '.join(lacking)} has no null_condition(), so no cross term can be evaluated")

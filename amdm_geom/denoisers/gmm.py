@@ -39,7 +39,8 @@ class GMMDenoiser:
     ``cond`` is a weight vector over the mixture's components, ``(K,)`` or ``(B, K)``. With
     ``guidance_scale`` s > 1 the output is classifier-free-style, ``eps_u + s (eps_c - eps_u)``
     (``amdm_geom.denoisers.guidance``, diffusers' rule: no guidance at s <= 1), where ``eps_u``
-    uses ``uncond_weights`` (default: uniform).
+    uses ``uncond_weights`` (default: uniform), also its ``null_condition()``. Its
+    ``condition_kind`` is ``"gmm-weights:K"``: models of K components take each other's weights.
     """
 
     def __init__(self, mixture: GaussianMixture, scheduler: DDIMScheduler | None = None, *,
@@ -60,6 +61,14 @@ class GMMDenoiser:
         self.name = name
         self.provenance = dict(provenance or {})
         self._alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float64)
+
+    @property
+    def condition_kind(self) -> str:
+        return f"gmm-weights:{self.mixture.n_components}"
+
+    def null_condition(self) -> torch.Tensor:
+        """The unconditional weights ``(K,)`` (those guidance uses)."""
+        return self.uncond_weights
 
     def alpha_bar(self, t) -> float:
         """``abar_t`` of this model's schedule at integer timestep ``t``."""

@@ -144,7 +144,8 @@ class SDCondition:
 
 
 class PipelineDenoiser:
-    """``eps = model(z_t, t, cond)`` from a Stable Diffusion pipeline (eq. 4's epsilon, guided).
+    """``out = model(z_t, t, cond)`` from a Stable Diffusion pipeline: its UNet's guided output, in
+    its scheduler's ``prediction_type`` (eq. 4's epsilon for SD 1.x).
 
     ``guidance_scale`` s: classifier-free guidance as the pipeline does it (no guidance when
     s <= 1). ``height``/``width``: the image size (default the UNet's sample size times the VAE's
@@ -219,6 +220,24 @@ class PipelineDenoiser:
             desc["ip_adapter_image"] = True
         return SDCondition(pos, neg if self.do_cfg else None, gligen, image_embeds, desc)
 
+    @property
+    def condition_kind(self) -> str:
+        """``"sd-prompt:D"``: pipelines whose UNets read prompt embeddings of width D take each
+        other's ``SDCondition``."""
+        return f"sd-prompt:{self.unet.config.cross_attention_dim}"
+
+    def null_condition(self) -> SDCondition:
+        """The empty prompt, the pipeline's own unconditional y (encoded once)."""
+        if getattr(self, "_null", None) is None:
+            self._null = self.condition("")
+        return self._null
+
+    @property
+    def data_space(self) -> str | None:
+        """The latent space: the VAE's weights hash (``None`` without a VAE)."""
+        vae_hash = self.ecosystem()["vae_hash"]
+        return None if vae_hash is None else f"latents of VAE sha256:{vae_hash}"
+
     def _gligen_tokens(self, boxes, phrases) -> dict:
         if not self.is_gligen:
             raise ValueError("GLIGEN boxes and phrases need a GLIGEN pipeline (a UNet with a position net)")
@@ -262,7 +281,7 @@ class PipelineDenoiser:
             self._fuser_on = on
 
     def __call__(self, z_t: torch.Tensor, t, cond: SDCondition) -> torch.Tensor:
-        """``z_t (B, C, H, W)`` at timestep t -> guided eps ``(B, C, H, W)``, as the pipeline's loop."""
+        """``z_t (B, C, H, W)`` at timestep t -> guided output ``(B, C, H, W)``, as the pipeline's loop."""
         check_latents(self, z_t)
         if not isinstance(cond, SDCondition):
             raise ValueError(f"cond must be an SDCondition from model.condition(...); got {type(cond).__name__}")

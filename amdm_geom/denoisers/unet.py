@@ -125,6 +125,17 @@ class UNetDenoiser:
         self.latent_shape: tuple[int, ...] = (int(unet.config.in_channels), height, width)
         self.uncond = None if uncond is None else self._check_uncond(uncond)
 
+    @property
+    def condition_kind(self) -> str:
+        """``"embeddings:D"``: UNets of one cross-attention width take each other's embeddings."""
+        return f"embeddings:{self.cross_attention_dim}"
+
+    def null_condition(self) -> torch.Tensor:
+        """The unconditional embedding ``(1, seq, D)`` guidance uses (``uncond``, or zeros of one token)."""
+        if self.uncond is not None:
+            return self.uncond
+        return torch.zeros((1, 1, self.cross_attention_dim), device=self.device, dtype=self.dtype)
+
     # -- validation ---------------------------------------------------------------------------
 
     def _check_uncond(self, uncond: torch.Tensor) -> torch.Tensor:

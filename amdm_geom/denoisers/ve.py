@@ -29,6 +29,12 @@ class VEDenoiser:
         self.device = base.device
         self.name = name or f"{getattr(base, 'name', 'model')} (VE)"
         self._abar = base.scheduler.alphas_cumprod.to(torch.float64)
+        # the base's conditions and data: the same kind, null condition and x0 space
+        self.condition_kind = getattr(base, "condition_kind", None)
+        if callable(getattr(base, "null_condition", None)):
+            self.null_condition = base.null_condition
+        if getattr(base, "data_space", None) is not None:
+            self.data_space = base.data_space
 
     def __call__(self, x_t: torch.Tensor, t, cond) -> torch.Tensor:
         """``x_t (B, *latent_shape)`` in VE coordinates -> eps, the base model's, same shape."""

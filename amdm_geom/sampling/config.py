@@ -34,7 +34,8 @@ from ..spec import (
     sequence,
 )
 
-__all__ = ["DEFAULT_AGG_STEPS", "DTYPE_NAMES", "MIX_RULES", "SHIFT_MEANS", "RunSettings", "RunSpec", "SamplerConfig",
+__all__ = ["DEFAULT_AGG_STEPS", "DEFAULT_WEIGHTS", "DTYPE_NAMES", "MIX_RULES", "SHIFT_MEANS", "RunSettings", "RunSpec",
+           "SamplerConfig",
            "as_number", "is_int", "is_real", "is_sequence"]
 
 MIX_RULES = ("slerp", "lerp", "orthogonal_mix")
@@ -42,6 +43,8 @@ SHIFT_MEANS = ("step", "aggregate")
 DTYPE_NAMES = ("float16", "float32", "float64")
 #: s, the default aggregation window's length (App. F.2), or T if that is smaller.
 DEFAULT_AGG_STEPS = 20
+#: w of eq. (6) for two models (App. F.2)
+DEFAULT_WEIGHTS = (0.5,)
 
 Flag = Annotated[bool, flag]
 
@@ -63,8 +66,8 @@ class SamplerConfig(Spec):
     """aggregate steps [START, STOP) instead of the first s (the stage ablation, Table 3)."""
     weights: Annotated[tuple[float, ...], sequence(real(0.0, 1.0, accepted="in [0, 1]"),
                                                    accepted="a sequence of N - 1 numbers in [0, 1]")] = \
-        Field((0.5,), alias="w")
-    """w_1 .. w_{N-1} in [0, 1] (eq. 6; w = 0 keeps model 1)."""
+        Field(DEFAULT_WEIGHTS, alias="w")
+    """w_1 .. w_{N-1} in [0, 1] (eq. 6; w = 0 keeps model 1); the default 0.5 serves N = 2, and N = 1 (no weight)."""
     eta: float | tuple[float, ...] = 0.3
     """the radial shift of eq. (7), >= 0, one value or one per model, in units of latent norm."""
     mix: Annotated[Literal["slerp", "lerp", "orthogonal_mix"], choice(*MIX_RULES)] = "slerp"
@@ -84,7 +87,12 @@ class SamplerConfig(Spec):
     trajectory is unchanged)."""
     record_cross_eps: Flag = Field(False, alias="cross_eps")
     """record eps_theta1(z_t^1, t, y_i) and eps_thetai(z_t^1, t, y_i) for the terms of eqs. (20)-(22): two more
-    model calls per partner and step while a recorder or hook is attached; the trajectory is unchanged."""
+    model calls per partner and step while a recorder or hook is attached; the trajectory is unchanged. Models
+    that take different kinds of condition are evaluated each at its null condition instead (the run's
+    ``cross_terms`` says which)."""
+    record_output: Flag = Field(False, alias="model_output")
+    """also record each model's raw output (model{i}.out, in its scheduler's prediction_type: v for a
+    v-prediction model); eps is always the step's epsilon of eq. (4)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -144,14 +152,25 @@ class SamplerConfig(Spec):
         return tuple(self.agg_window) if self.agg_window is not None else (0, self.agg_steps)
 
     def check(self, n_models: int) -> None:
-        """What depends on the number of models: one weight per partner model, one eta or one per
-        model. A one-line ``SpecError`` naming the field, the bad value and what is accepted
-        (``AMDMSampler`` calls it; the probes, before they build any model)."""
-        if len(self.weights) != n_models - 1:
+        """What depends on the number of models: one weight per partner model (for one model, none
+        or the default's unused 0.5), one eta or one per model. A one-line ``SpecError`` naming the
+        field, the bad value and what is accepted (``AMDMSampler`` calls it; the probes, before
+        they build any model)."""
+        if len(self.weights) != n_models - 1 and not self.default_weights_unused(n_models):
             raise SpecError(f"takes {n_models - 1} weight(s) w_1..w_{{N-1}} for {n_models} models", self.weights,
                             loc=("weights",), count=True)
         if is_sequence(self.eta) and len(self.eta) != n_models:
             raise SpecError(f"must be one value or one per model ({n_models})", self.eta, loc=("eta",), count=True)
+
+
+    def default_weights_unused(self, n_models: int) -> bool:
+        """A one-model run given the default weights (0.5,): there is no partner to weigh."""
+        return n_models == 1 and self.weights == DEFAULT_WEIGHTS
+
+    def for_models(self, n_models: int) -> SamplerConfig:
+        """This config as a run of ``n_models`` uses and stores it: a one-model run's unused
+        default weight dropped (``weights=()``); otherwise itself."""
+        return self.replace(weights=()) if self.default_weights_unused(n_models) else self
 
 
 def _int_text(value):
@@ -193,6 +212,9 @@ class RunSettings(Spec):
     """record only hook names matching these globs (default: all); each must match a hook of the run."""
     progress: Annotated[bool, flag] = True
     """show a progress bar."""
+    chunk: Annotated[int | None, optional(integer(1))] = None
+    """run the samples in chunks of this many (the whole trajectory per chunk; same per-sample results up to
+    float rounding); default all at once."""
 
     @model_validator(mode="after")
     def _seeds(self):

@@ -2,11 +2,13 @@
 
 One canonical name per quantity, ``<site>.<quantity>``: sites ``model0`` .. ``model{N-1}`` and
 ``agg``. Per step k (timestep t -> t_prev): ``model{i}.z`` (z_t entering the step), ``.eps``
-(the guided epsilon), ``.x0`` (the predicted clean latent), ``.mu`` (the reverse-step mean of
-eq. 4), ``.noise`` (sigma_t xi), ``.z_next`` (mu + noise), ``.mu_shift`` (the mean the radial
-shift of eq. 7 used), ``.z_shift`` (z' after model i's shift) and the aggregate ``agg.z``
-(z' of eq. 6). A names filter (a glob, a list of globs, or a callable) selects hooks, as
-TransformerLens' ``names_filter`` does.
+(the step's epsilon of eq. 4: the guided model output for an epsilon model without clipping,
+else ``schedules.step_epsilon`` of it), the opt-in ``.out`` (the raw output, in the model's
+``prediction_type``, with ``record_output``), ``.x0`` (the predicted clean latent, clipped as
+the step clips it), ``.mu`` (the reverse-step mean of eq. 4), ``.noise`` (sigma_t xi),
+``.z_next`` (mu + noise), ``.mu_shift`` (the mean the radial shift of eq. 7 used), ``.z_shift``
+(z' after model i's shift) and the aggregate ``agg.z`` (z' of eq. 6). A names filter (a glob,
+a list of globs, or a callable) selects hooks, as TransformerLens' ``names_filter`` does.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import fnmatch
 
 from .config import SamplerConfig
 
-__all__ = ["AGG_QUANTITIES", "CROSS_EPS", "MODEL_QUANTITIES", "hook_names", "latent_dims", "matches",
+__all__ = ["AGG_QUANTITIES", "CROSS_EPS", "MODEL_QUANTITIES", "OUTPUT", "hook_names", "latent_dims", "matches",
            "parse_hook_name", "planned_hook_names"]
 
 #: Per-model quantities the sampler emits as ``model{i}.<quantity>`` (the table above).
@@ -52,8 +54,11 @@ def parse_hook_name(name: str) -> tuple[str, int | None]:
     raise ValueError(f"hook names look like 'model0.z' or 'agg.z'; got {name!r}")
 
 
-#: Opt-in per-model quantities for the delta decomposition (recorded for models 2..N)
+#: Opt-in per-model quantities for the delta decomposition (recorded for models 2..N): at model 1's z_t,
+#: eps_theta1 and eps_thetai at y_i, or each at its null condition when the two take different conditions
 CROSS_EPS = ("eps_cross", "eps_at_z1")
+#: The opt-in raw model output (``record_output``)
+OUTPUT = ("out",)
 
 
 def matches(names_filter, name: str) -> bool:
@@ -69,10 +74,11 @@ def matches(names_filter, name: str) -> bool:
 def planned_hook_names(n_models: int, config: SamplerConfig, names_filter=None) -> list[str]:
     """The hook names a run of ``n_models`` models with ``config`` emits (and records, for a
     recorder with ``names_filter``): none of the aggregate's or the shift's when no step is
-    aggregated, the cross-eps terms only with ``record_cross_eps`` and more than one model."""
+    aggregated, the cross-eps terms only with ``record_cross_eps`` and more than one model, the
+    raw output only with ``record_output``."""
     start, stop = config.window
     aggregated = n_models > 1 and any(start <= k < stop for k in range(config.num_inference_steps))
-    extra = CROSS_EPS if config.record_cross_eps and n_models > 1 else ()
+    extra = (OUTPUT if config.record_output else ()) + (CROSS_EPS if config.record_cross_eps and n_models > 1 else ())
     names = [nm for nm in hook_names(n_models, extra) if matches(names_filter, nm)]
     if not aggregated:
         names = [nm for nm in names if nm != "agg.z" and not nm.endswith((".mu_shift", ".z_shift"))]

@@ -34,6 +34,13 @@ class RunPlan:
     coefficients: list[xr.Dataset]  # ddim_coefficients per model, over step
     aggregated: np.ndarray  # (step,) bool
     config: dict = field(default_factory=dict)
+    chunk_size: int | None = None  # samples per chunk the sampler runs (and records) at once; None: all
+
+    @property
+    def sample_chunk(self) -> int:
+        """Samples per recorded block: each ``record`` call holds at most this many, starting at a
+        multiple of it (a store may chunk its arrays by it)."""
+        return self.batch if self.chunk_size is None else min(self.chunk_size, self.batch)
 
     @property
     def n_steps(self) -> int:

@@ -1,5 +1,7 @@
-"""Recorders attach to the sampler's hook points: ``begin(plan)``, ``record(name, step, value)``
-for each wanted hook, ``end_step(step)`` after each step, ``end(complete)`` once. ``Recorder``
+"""Recorders attach to the sampler's hook points: ``begin(plan)``, ``record(name, step, value,
+offset)`` for each wanted hook (``value`` holds samples ``offset .. offset + len(value)`` of the
+run: the whole batch, or one chunk of it), ``end_step(step)`` after each step whose every sample
+is recorded (so, in a run in chunks, only during the last chunk), ``end(complete)`` once. ``Recorder``
 is their common logic; ``MemoryRecorder`` keeps a run in preallocated numpy arrays and gives it
 back as an ``xarray.Dataset`` with the trace schema (behind ``AMDMSampler.run_with_cache``).
 The zarr recorder lives in the trace layer (``amdm_geom.store``)."""
@@ -17,8 +19,9 @@ __all__ = ["MemoryRecorder", "Recorder"]
 
 
 class Recorder:
-    """Common recorder logic: the sampler calls ``begin(plan)``, ``record(name, step, value)``
-    for each wanted hook, ``end_step(step)`` after each step and ``end(complete)`` once."""
+    """Common recorder logic: the sampler calls ``begin(plan)``, ``record(name, step, value,
+    offset)`` for each wanted hook, ``end_step(step)`` once every sample of a step is recorded
+    and ``end(complete)`` once."""
 
     def __init__(self, names_filter=None, store_dtype: torch.dtype | None = None, steps=None, attrs=None):
         self.names_filter = names_filter
@@ -70,11 +73,11 @@ class MemoryRecorder(Recorder):
                         for var, (_, shape) in self._layout.items()}
         self._attrs = plan.attrs()
 
-    def record(self, name: str, step: int, value: torch.Tensor) -> None:
+    def record(self, name: str, step: int, value: torch.Tensor, offset: int = 0) -> None:
         if not self.wants(step):
             return
         var, index = self._index(name, step)
-        self._arrays[var][index] = self._as_numpy(value)
+        self._arrays[var][(*index, slice(offset, offset + value.shape[0]))] = self._as_numpy(value)
 
     def end_step(self, step: int) -> None:
         self._attrs["steps_completed"] = step + 1

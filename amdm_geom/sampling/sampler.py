@@ -2,8 +2,9 @@
 
 Per step k (timestep t -> t_prev), every running model i:
 
-    eps_i    = model_i(z_t^i, t, y_i)                       # guided epsilon
-    mu_i     = A_t z_t^i + B_t eps_i                         # eq. (4), the reverse-step mean
+    out_i    = model_i(z_t^i, t, y_i)                       # guided output: eps, v or x0
+    mu_i     = A_t z_t^i + B_t eps_i                         # eq. (4), the reverse-step mean, with
+                                                             # eps_i the step's epsilon (step_epsilon)
     z_next_i = mu_i + sigma_t xi_i                           # xi_i from model i's own generators
 
 and, inside the aggregation window [start, stop) (default the first s steps):
@@ -14,16 +15,21 @@ and, inside the aggregation window [start, stop) (default the first s steps):
 Outside the window every running model keeps its own ``z_next``. Models 2..N run from step 0
 until the window closes (independent trajectories before a late window), then model 1 goes on
 alone ("direct sampling from p_theta1"). With one model, or an empty window, this is a plain
-DDIM loop, and reproduces diffusers' ``DDIMScheduler.step`` bit for bit: the state update *is*
-diffusers' step, in the model's dtype. Aggregation and the shift are computed in float64 by
-``amdm_geom.geometry`` and returned in the model's dtype.
+DDIM loop, and reproduces diffusers' ``DDIMScheduler.step`` bit for bit, for any prediction
+type, clipped or not: the state update *is* diffusers' step on the model's output, in the
+model's dtype; ``model{i}.eps`` records the epsilon for which eq. (4) holds
+(``schedules.step_epsilon``: the output itself for an epsilon model without clipping).
+Aggregation and the shift are computed in float64 by ``amdm_geom.geometry`` and returned in the
+model's dtype.
 
 Options (``SamplerConfig``): the mixing rule (slerp, lerp, the earlier version's
 orthogonal_mix), which mean the shift uses (``mu_i`` at ``z_t^i`` as in Algorithm 1, or
 ``mu_i`` evaluated at ``z'`` as eq. 7 prints it, one more model call), DDIM's eta (sigma_t),
 independent or shared ``z_T``, and one random generator per (model, sample), so a sample's
 random draws are bit for bit independent of its batch mates (its arithmetic differs between
-batch sizes by float rounding only: batched matrix products block by batch size).
+batch sizes by float rounding only: batched matrix products block by batch size). ``sample(seeds,
+chunk_size=c)`` runs the samples c at a time, each chunk the whole trajectory, into one output
+and one record.
 
 Hook points: each quantity above is emitted as ``model{i}.<q>`` or ``agg.z`` (``hooks``). The
 aggregation itself is ``step.aggregate_step``, shared with the 2D benchmark.
@@ -42,8 +48,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..denoisers.base import Denoiser, same_schedule
-from ..schedules import ddim_coefficients, stepper
+from ..denoisers.base import Denoiser, cross_terms, same_schedule
+from ..schedules import ddim_coefficients, step_epsilon, stepper
 from .config import SamplerConfig, is_sequence
 from .hooks import matches, planned_hook_names
 from .plan import RunPlan
@@ -82,7 +88,7 @@ class AMDMSampler:
         self.conds = list(conds)
         self.config = config or SamplerConfig()
         self._check()
-        cfg = self.config
+        cfg = self.config = self.config.for_models(len(self.models))  # a one-model run: no weight
         self.etas = self._per_model_eta()
         self.schedulers = [stepper(m.scheduler, cfg.num_inference_steps) for m in self.models]
         self.coefficients = [ddim_coefficients(m.scheduler, cfg.num_inference_steps, cfg.ddim_eta)
@@ -94,6 +100,8 @@ class AMDMSampler:
                                  "num_train_timesteps, timestep_spacing and steps_offset")
         self._hooks: list[tuple[object, Callable]] = []
         self._recorders: list = []
+        self._offset = 0
+        self._nulls: dict[int, object] = {}
 
     # -- validation -------------------------------------------------------------------------------
 
@@ -115,22 +123,26 @@ class AMDMSampler:
             if n_train is not None and cfg.num_inference_steps > int(n_train):
                 raise ValueError(f"num_inference_steps must be <= {n_train}, model {i}'s number of training "
                                  f"timesteps; got {cfg.num_inference_steps}")
+        # the cross terms: at y_i for both models, or each at its null condition (one line if neither)
+        self.cross_modes = {i: cross_terms(self.models[0], m, ("model 0", f"model {i}"))
+                            for i, m in enumerate(self.models[1:], start=1)} if cfg.record_cross_eps else {}
         if not cfg.allow_schedule_mismatch:
-            for i, m in enumerate(self.models[1:], start=1):
-                if not same_schedule(self.models[0].scheduler, m.scheduler):
-                    raise ValueError(
-                        f"model {i}'s noise schedule differs from model 0's (a different SDE, another "
-                        "ecosystem); pass --insist (allow_schedule_mismatch=True) to aggregate them anyway")
-            if all(hasattr(m, "ecosystem") for m in self.models):  # pipelines: VAE and latent space too
-                from ..ecosystem import compare
+            self._check_ecosystem()
 
-                first = self.models[0].ecosystem()
-                for i, m in enumerate(self.models[1:], start=1):
-                    bad = [k for k, v in compare(first, m.ecosystem()).items() if v["same"] is False]
-                    if bad:
-                        raise ValueError(f"model {i} is in a different ecosystem from model 0 ({', '.join(bad)} "
-                                         "differ); pass --insist (allow_schedule_mismatch=True) to aggregate them "
-                                         "anyway")
+    def _check_ecosystem(self) -> None:
+        for i, m in enumerate(self.models[1:], start=1):
+            if not same_schedule(self.models[0].scheduler, m.scheduler):
+                raise ValueError(f"model {i}'s noise schedule differs from model 0's (a different SDE, another "
+                                 "ecosystem); pass --insist (allow_schedule_mismatch=True) to aggregate them anyway")
+        if all(hasattr(m, "ecosystem") for m in self.models):  # pipelines: VAE and latent space too
+            from ..ecosystem import compare
+
+            first = self.models[0].ecosystem()
+            for i, m in enumerate(self.models[1:], start=1):
+                bad = [k for k, v in compare(first, m.ecosystem()).items() if v["same"] is False]
+                if bad:
+                    raise ValueError(f"model {i} is in a different ecosystem from model 0 ({', '.join(bad)} differ); "
+                                     "pass --insist (allow_schedule_mismatch=True) to aggregate them anyway")
 
     def _per_model_eta(self) -> list[float]:
         n, eta = len(self.models), self.config.eta  # (checked by SamplerConfig.check)
@@ -143,8 +155,9 @@ class AMDMSampler:
     def hooks(self, fn: Callable[[str, int, torch.Tensor], None], names_filter=None):
         """Call ``fn(name, step, value)`` for every emitted hook whose name passes the filter,
         for the runs inside the ``with`` block; the hook is removed on exit. ``value`` is
-        ``(B, *latent_shape)``; the sampler never modifies an emitted tensor afterwards, so a hook
-        may keep it without copying (and must not modify it)."""
+        ``(B, *latent_shape)``, or in a run in chunks one chunk's ``(b, *latent_shape)`` (its first
+        sample is sample ``chunk_offset`` of the run); the sampler never modifies an emitted tensor
+        afterwards, so a hook may keep it without copying (and must not modify it)."""
         entry = (names_filter, fn)
         self._hooks.append(entry)
         try:
@@ -152,14 +165,21 @@ class AMDMSampler:
         finally:
             self._hooks.remove(entry)
 
+    @property
+    def chunk_offset(self) -> int:
+        """The index in the run of the first sample of the chunk running now (0 when unchunked)."""
+        return self._offset
+
     @contextmanager
     def recording(self, recorder):
         """Attach a recorder (``ZarrRecorder`` or ``MemoryRecorder``) for the runs inside the
-        ``with`` block: it lays out the run at its start and is closed at its end, also when
-        the run fails (then its store says ``complete = false``)."""
+        ``with`` block: it lays out the run at its start, receives each chunk's values at their
+        offset, and is closed at its end, also when the run fails (then its store says
+        ``complete = false``)."""
         self._recorders.append(recorder)
         try:
-            with self.hooks(recorder.record, recorder.names_filter):
+            with self.hooks(lambda name, step, value: recorder.record(name, step, value, self._offset),
+                            recorder.names_filter):
                 yield recorder
         finally:
             self._recorders.remove(recorder)
@@ -179,43 +199,65 @@ class AMDMSampler:
             out = self.sample(seeds, **kwargs)
         return out, recorder.dataset()
 
-    def plan(self, seeds: Sequence[int], names_filter=None) -> RunPlan:
-        """The layout a recorder gets: the hook names this run emits that pass the filter."""
+    def plan(self, seeds: Sequence[int], names_filter=None, chunk_size: int | None = None) -> RunPlan:
+        """The layout a recorder gets: the hook names this run emits that pass the filter, and the
+        samples per chunk when it runs in chunks."""
         n, (start, stop) = len(self.models), self.config.window
         aggregated = np.array([start <= k < stop and n > 1 for k in range(self.config.num_inference_steps)])
         names = planned_hook_names(n, self.config, names_filter)
+        chunk = None if chunk_size is None or chunk_size >= len(seeds) else int(chunk_size)
         return RunPlan(names=names, n_models=n, seeds=[int(s) for s in seeds],
                        latent_shape=tuple(self.models[0].latent_shape), dtype=self.models[0].dtype,
-                       coefficients=self.coefficients, aggregated=aggregated, config=self.describe())
+                       coefficients=self.coefficients, aggregated=aggregated, config=self.describe(),
+                       chunk_size=chunk)
 
     def describe(self) -> dict:
-        """The full config, the models and conditions, as JSON-able data (stored in the run)."""
+        """The full config, the models and conditions, as JSON-able data (stored in the run);
+        ``cross_terms``, with ``record_cross_eps``, says per model how its cross terms were
+        evaluated (``"conditional"`` at y_i, ``"unconditional"`` at the null conditions; ``None``
+        for model 0)."""
+        cross = [None] + [self.cross_modes[i] for i in range(1, len(self.models))] if self.cross_modes else None
         return {"sampler": self.config.model_dump(), "etas": self.etas,
                 "models": [m.describe() for m in self.models],
-                "conditions": [describe_condition(c) for c in self.conds]}
+                "conditions": [describe_condition(c) for c in self.conds], "cross_terms": cross}
 
-    def sample(self, seeds: Sequence[int], *, progress: bool = False) -> SampleOutput:
-        """Run Algorithm 1 for one sample per seed (ints in [0, 2**63)); returns a ``SampleOutput``."""
+    def sample(self, seeds: Sequence[int], *, progress: bool = False, chunk_size: int | None = None) -> SampleOutput:
+        """Run Algorithm 1 for one sample per seed (ints in [0, 2**63)); returns a ``SampleOutput``.
+
+        ``chunk_size``: run ``chunk_size`` samples at a time (default all), each chunk the whole
+        trajectory; outputs are joined, recorders get each chunk at its offset and count a step
+        as done only once the last chunk has done it. Per sample, the random draws are the same
+        bit for bit, the rest to float rounding (batch sizes differ); ``model_calls`` adds up
+        every chunk's calls."""
         seeds = [as_seed(s) for s in seeds]
         if not seeds:
             raise ValueError("need at least one seed (one sample per seed)")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
+                                       or chunk_size < 1):
+            raise ValueError(f"chunk_size must be an int >= 1 or None; got {chunk_size!r}")
+        size = len(seeds) if chunk_size is None else min(int(chunk_size), len(seeds))
         recorders = list(self._recorders)
         for rec in recorders:
-            rec.begin(self.plan(seeds, rec.names_filter))
+            rec.begin(self.plan(seeds, rec.names_filter, size))
         complete = False
         try:
-            out = self._run(seeds, recorders, progress)
+            parts = [self._run(seeds[j:j + size], j, recorders if j + size >= len(seeds) else [], progress)
+                     for j in range(0, len(seeds), size)]
+            out = parts[0] if len(parts) == 1 else _joined(parts, seeds)
             complete = True
             return out
         finally:
+            self._offset = 0
             for rec in recorders:
                 rec.end(complete)
 
-    def _run(self, seeds: list[int], recorders, progress: bool) -> SampleOutput:
+    def _run(self, seeds: list[int], offset: int, recorders, progress: bool) -> SampleOutput:
+        """One chunk's whole trajectory (samples ``offset ..`` of the run); ``recorders`` get
+        ``end_step`` (only for the run's last chunk)."""
         cfg, models, n = self.config, self.models, len(self.models)
         shape, dtype, device = tuple(models[0].latent_shape), models[0].dtype, models[0].device
         start, stop = cfg.window
-        hooked = bool(self._hooks)
+        self._offset = offset
         for m in models:  # e.g. GLIGEN's scheduled sampling counts steps
             if hasattr(m, "prepare"):
                 m.prepare(self.timesteps)
@@ -224,63 +266,97 @@ class AMDMSampler:
         z = [draw(g, shape, dtype, device) * sched.init_noise_sigma for g, sched in zip(gens, self.schedulers)]
         if cfg.shared_init:
             z = [z[0].clone() for _ in range(n)]
-        names = [{q: f"model{i}.{q}" for q in ("z", "eps", "x0", "mu", "noise", "z_next", "mu_shift", "z_shift")}
-                 for i in range(n)]
         last = cfg.num_inference_steps if cfg.continue_after_window else stop
         calls, stopped_at = 0, [cfg.num_inference_steps] + [last] * (n - 1)
-        steps = range(cfg.num_inference_steps)
-        for k in tqdm(steps, desc="AMDM", disable=not progress, leave=False):
-            t = self.timesteps[k]
+        for k in tqdm(range(cfg.num_inference_steps), desc="AMDM", disable=not progress, leave=False):
             running = range(n) if k < last else range(1)
-            mu, eps, z_next = {}, {}, {}
+            mu, z_next = {}, {}
             for i in running:
-                sched = self.schedulers[i]
-                eps[i] = models[i](z[i], t, self.conds[i])
+                mu[i], z_next[i] = self._model_step(i, k, z[i], gens[i])
                 calls += 1
-                mean = sched.step(eps[i], t, z[i], eta=cfg.ddim_eta, variance_noise=torch.zeros_like(z[i]))
-                mu[i] = mean.prev_sample
-                if cfg.ddim_eta > 0:  # as diffusers: noise is drawn and added whenever eta > 0
-                    xi = draw(gens[i], shape, dtype, device)
-                    z_next[i] = sched.step(eps[i], t, z[i], eta=cfg.ddim_eta, variance_noise=xi).prev_sample
-                else:
-                    z_next[i] = mu[i]
-                if hooked:
-                    self._emit(names[i]["z"], k, z[i])
-                    self._emit(names[i]["eps"], k, eps[i])
-                    self._emit(names[i]["x0"], k, mean.pred_original_sample)
-                    self._emit(names[i]["mu"], k, mu[i])
-                    self._emit(names[i]["noise"], k, z_next[i] - mu[i])
-                    self._emit(names[i]["z_next"], k, z_next[i])
-            if hooked and cfg.record_cross_eps:
-                for i in running:
-                    if i == 0:
-                        continue
-                    self._emit(f"model{i}.eps_cross", k, models[0](z[0], t, self.conds[i]))
-                    self._emit(f"model{i}.eps_at_z1", k, models[i](z[0], t, self.conds[i]))
-                    calls += 2
+            if self._hooks and cfg.record_cross_eps:
+                calls += self._cross_eps(k, z[0], running)
             if start <= k < stop and n > 1:
-                def mean_at(i, z_agg, k=k, t=t):
-                    nonlocal calls
-                    if cfg.shift_mean == "step":  # Algorithm 1: mu_i(z_t^i, t, y_i), already computed
-                        return mu[i]
-                    calls += 1  # eq. (7) as printed: mu_i(z', t, y_i), one more call
-                    eps_agg = models[i](z_agg, t, self.conds[i])
-                    return self.schedulers[i].step(eps_agg, t, z_agg, eta=cfg.ddim_eta,
-                                                   variance_noise=torch.zeros_like(z_agg)).prev_sample
-
-                agg = self._aggregate([z_next[i] for i in range(n)], [mu[i] for i in range(n)], mean_at)
-                z = list(agg.z_shift)
-                if hooked:
-                    self._emit("agg.z", k, agg.z_agg)
-                    for i in range(n):
-                        self._emit(names[i]["mu_shift"], k, agg.mu_shift[i])
-                        self._emit(names[i]["z_shift"], k, z[i])
+                z, shift_calls = self._aggregate_step(k, z_next, mu)
+                calls += shift_calls
             else:
                 for i in running:
                     z[i] = z_next[i]
             for rec in recorders:
                 rec.end_step(k)
         return SampleOutput(z0=z[0], finals=z, model_calls=calls, seeds=seeds, config=cfg, stopped_at=stopped_at)
+
+    def _model_step(self, i: int, k: int, z: torch.Tensor, gens) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model i's reverse step k from ``z (B, *latent_shape)``: diffusers' ``DDIMScheduler.step``
+        on the model's output gives mu (no noise) and z_next = mu + sigma_t xi (eq. 4); the hooks
+        get z, eps (the step's epsilon), out, x0, mu, noise and z_next."""
+        cfg, sched, t = self.config, self.schedulers[i], self.timesteps[k]
+        out = self.models[i](z, t, self.conds[i])
+        mean = sched.step(out, t, z, eta=cfg.ddim_eta, variance_noise=torch.zeros_like(z))
+        mu = mean.prev_sample
+        if cfg.ddim_eta > 0:  # as diffusers: noise is drawn and added whenever eta > 0
+            xi = draw(gens, tuple(self.models[0].latent_shape), self.models[0].dtype, self.models[0].device)
+            z_next = sched.step(out, t, z, eta=cfg.ddim_eta, variance_noise=xi).prev_sample
+        else:
+            z_next = mu
+        if self._hooks:
+            site = f"model{i}."
+            self._emit(site + "z", k, z)
+            self._emit(site + "eps", k, step_epsilon(sched, out, t, z, cfg.ddim_eta, mean.pred_original_sample))
+            if cfg.record_output:
+                self._emit(site + "out", k, out)
+            self._emit(site + "x0", k, mean.pred_original_sample)
+            self._emit(site + "mu", k, mu)
+            self._emit(site + "noise", k, z_next - mu)
+            self._emit(site + "z_next", k, z_next)
+        return mu, z_next
+
+    def _cross_eps(self, k: int, z1: torch.Tensor, running) -> int:
+        """The cross terms at model 1's ``z1 = z_t^1`` (eqs. 20-22), as step epsilons: for each
+        partner i, eps_theta1(z1, t, y) and eps_thetai(z1, t, y'), with y = y' = y_i when the two
+        take one kind of condition, else each model's null condition. Returns the model calls."""
+        t, eta, calls = self.timesteps[k], self.config.ddim_eta, 0
+        for i in running:
+            if i == 0:
+                continue
+            if self.cross_modes[i] == "conditional":
+                y1 = yi = self.conds[i]
+            else:
+                y1, yi = self._null(0), self._null(i)
+            out1, outi = self.models[0](z1, t, y1), self.models[i](z1, t, yi)
+            self._emit(f"model{i}.eps_cross", k, step_epsilon(self.schedulers[0], out1, t, z1, eta))
+            self._emit(f"model{i}.eps_at_z1", k, step_epsilon(self.schedulers[i], outi, t, z1, eta))
+            calls += 2
+        return calls
+
+    def _null(self, i: int):
+        """Model i's null condition (made once per sampler: a pipeline encodes the empty prompt)."""
+        if i not in self._nulls:
+            self._nulls[i] = self.models[i].null_condition()
+        return self._nulls[i]
+
+    def _aggregate_step(self, k: int, z_next: dict, mu: dict) -> tuple[list[torch.Tensor], int]:
+        """Eq. (6) then eq. (7) at step k: the next z of every model, and the model calls the
+        shift's means made (eq. 7 as printed evaluates each model at z')."""
+        cfg, t, n, calls = self.config, self.timesteps[k], len(self.models), 0
+
+        def mean_at(i, z_agg):
+            nonlocal calls
+            if cfg.shift_mean == "step":  # Algorithm 1: mu_i(z_t^i, t, y_i), already computed
+                return mu[i]
+            calls += 1  # eq. (7) as printed: mu_i(z', t, y_i), one more call
+            out = self.models[i](z_agg, t, self.conds[i])
+            return self.schedulers[i].step(out, t, z_agg, eta=cfg.ddim_eta,
+                                           variance_noise=torch.zeros_like(z_agg)).prev_sample
+
+        agg = self._aggregate([z_next[i] for i in range(n)], [mu[i] for i in range(n)], mean_at)
+        z = list(agg.z_shift)
+        if self._hooks:
+            self._emit("agg.z", k, agg.z_agg)
+            for i in range(n):
+                self._emit(f"model{i}.mu_shift", k, agg.mu_shift[i])
+                self._emit(f"model{i}.z_shift", k, z[i])
+        return z, calls
 
     def _aggregate(self, z_next: list[torch.Tensor], mu: list[torch.Tensor], mean_at) -> AggregateStep:
         """``aggregate_step`` over chunks of rows of at most ``CHUNK_BYTES`` of float64 each (large
@@ -300,6 +376,13 @@ class AMDMSampler:
             return aggregate_step(z_next, cfg.weights, self.etas, mean_at, cfg.mix)
         return AggregateStep(z_agg=torch.cat([p.z_agg for p in parts]), mu_shift=list(mu),
                              z_shift=[torch.cat([p.z_shift[i] for p in parts]) for i in range(len(mu))])
+
+
+def _joined(parts: list[SampleOutput], seeds: list[int]) -> SampleOutput:
+    """The chunks' outputs as one run's: latents joined along the batch, model calls added."""
+    finals = [torch.cat([p.finals[i] for p in parts]) for i in range(len(parts[0].finals))]
+    return SampleOutput(z0=finals[0], finals=finals, model_calls=sum(p.model_calls for p in parts), seeds=seeds,
+                        config=parts[0].config, stopped_at=parts[0].stopped_at)
 
 
 def describe_condition(cond) -> dict | list | str:

@@ -21,10 +21,13 @@ Schema (README, "Store schema"; written down before the code, in the manner of A
   (they differ only in cross-ecosystem runs); ``seed`` over ``sample``.
 - attrs: ``config`` (the full sampler config and model descriptions, JSON), ``seeds``,
   ``versions`` (JSON), ``created_at``, ``creation_library``, ``dtype``, ``hook_names``,
-  ``steps_completed`` (refreshed every few seconds while a run is in flight, exact at its end,
-  also when it fails) and ``complete`` (false until the last step is on disk).
+  ``steps_completed`` (the steps every sample has done: refreshed every few seconds while a run
+  is in flight, exact at its end, also when it fails; a run in chunks of samples counts them
+  during its last chunk) and ``complete`` (false until the last step of the last chunk is on
+  disk).
 
-Writes go into preallocated arrays, one chunk per (step, model), never a per-step append.
+Writes go into preallocated arrays, one chunk per (step, model) and block of samples (the whole
+batch, or the sampler's chunk of samples), never a per-step append.
 On a local store the recorder writes each chunk's bytes itself (the uncompressed zarr v3
 chunk format, atomically: a temporary file, then a rename) from a background thread, so
 recording overlaps with model evaluation; other stores go through zarr's own assignment.

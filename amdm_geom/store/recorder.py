@@ -1,5 +1,6 @@
 """``ZarrRecorder``: a run into a zarr group (the schema of ``amdm_geom.store``), written from a
-background thread into preallocated arrays, one atomic chunk per (step, model)."""
+background thread into preallocated arrays, one atomic chunk per (step, model) and chunk of
+samples (the whole batch, or the sampler's chunk of samples when it runs in chunks)."""
 
 from __future__ import annotations
 
@@ -160,8 +161,10 @@ class ZarrRecorder(Recorder):
             arr[...] = values
         coord_names = " ".join(n for n, (dims, _) in coords.items() if n not in dims)
         self._arrays = {}
+        self._sample_chunk = plan.sample_chunk
         for var, (dims, shape) in self._layout.items():
-            chunks = (1, 1, *shape[2:]) if "model" in dims else (1, *shape[1:])
+            lead = (1, 1) if "model" in dims else (1,)  # then (sample, *latent)
+            chunks = (*lead, self._sample_chunk, *shape[len(lead) + 1:])
             # "." chunk keys keep each variable's chunks as flat files in one folder (the default
             # "/" nests a folder per dimension, and creating those dominated the write time)
             self._arrays[var] = group.create_array(
@@ -184,11 +187,14 @@ class ZarrRecorder(Recorder):
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def record(self, name: str, step: int, value: torch.Tensor) -> None:
+    def record(self, name: str, step: int, value: torch.Tensor, offset: int = 0) -> None:
         if not self.wants(step):
             return
+        if offset % self._sample_chunk:
+            raise ValueError(f"samples are recorded in blocks of {self._sample_chunk} starting at multiples of it; "
+                             f"got offset {offset}")
         var, index = self._index(name, step)
-        self._submit(("chunk", var, index, self._as_numpy(value)))
+        self._submit(("chunk", var, index, offset, self._as_numpy(value)))
 
     def end_step(self, step: int) -> None:
         self._submit(("step", step))
@@ -243,12 +249,16 @@ class ZarrRecorder(Recorder):
                 self._group.attrs["steps_completed"] = self._steps_done
                 self._steps_marked_at = time.monotonic()
             return
-        _, var, index, block = item
+        _, var, index, offset, block = item
         arr = self._arrays[var]
         if self._direct_root is None:
-            arr[index] = block
+            arr[(*index, slice(offset, offset + block.shape[0]))] = block
         else:
-            coords = (*index, *([0] * (arr.ndim - len(index))))
+            if block.shape[0] < self._sample_chunk:  # the last, short chunk: a full chunk, NaN beyond the run
+                full = np.full((self._sample_chunk, *block.shape[1:]), np.nan, dtype=block.dtype)
+                full[:block.shape[0]] = block
+                block = full
+            coords = (*index, offset // self._sample_chunk, *([0] * (arr.ndim - len(index) - 1)))
             path = self._direct_root / var / arr.metadata.encode_chunk_key(coords)
             if path.parent not in self._made_dirs:
                 path.parent.mkdir(parents=True, exist_ok=True)

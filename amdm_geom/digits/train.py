@@ -1,0 +1,231 @@
+"""Training the digits ecosystem: one ``TrainSpec`` per model, a deterministic CPU loop, and
+the ecosystem's plan (``ECOSYSTEM``) run in worker processes.
+
+Objective (v-prediction, Salimans & Ho 2022): for a training image x0 (rendered by
+``data.make_dataset``), t uniform in {0, ..., 999} and eps ~ N(0, I),
+
+    z_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps,   v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0,
+    loss = |net(z_t, t, c) - v|^2 (mean),
+
+with c the image's attributes restricted to the spec's ``attributes`` (the rest null, -1) and
+the whole condition dropped to null with probability ``p_uncond`` (for classifier-free
+guidance). AdamW with a linear warm-up and cosine decay; the weights kept are an exponential
+moving average. Every random draw comes from generators seeded by the spec, and a worker runs
+one torch thread, so the same spec gives the same weights on one machine.
+
+The ecosystem: a ``base`` trained unconditionally from scratch; fine-tunes of the base, each
+conditioned on one attribute (``position``, ``colour``, ``digit``); and two controls conditioned
+on position: ``position_scratch``, trained from another initialisation on the same schedule and
+data (the same ecosystem by Section 3.1's definition), and ``position_linear``, on DDPM's linear
+schedule (another SDE: a different ecosystem).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+from pydantic import model_validator
+
+from ..schedules import SCHEDULE_KINDS, make_scheduler
+from ..spec import Spec, SpecError, choice, integer, real
+from ..spec import seed as seed_value
+from .data import ATTRIBUTES, make_dataset
+from .net import NET_CONFIG, DigitsNet
+
+__all__ = ["ECOSYSTEM", "TrainSpec", "scheduler_of", "train"]
+
+SCHEDULES = tuple(SCHEDULE_KINDS)
+
+
+class TrainSpec(Spec):
+    """How one model of the ecosystem is trained."""
+
+    name: str
+    """the model's name (its files are NAME.safetensors and NAME.json)."""
+    attributes: tuple[Literal[ATTRIBUTES], ...] = ()
+    """the attributes it is conditioned on (the others always null)."""
+    init: str = "scratch"
+    """'scratch' (seeded initialisation) or the name of the model whose weights it starts from."""
+    schedule: Annotated[Literal[SCHEDULES], choice(*SCHEDULES)] = "scaled_linear"
+    """its noise schedule (its SDE)."""
+    steps: Annotated[int, integer(1)] = 3000
+    batch: Annotated[int, integer(1)] = 64
+    lr: Annotated[float, real(0.0, 1.0, low_open=True)] = 1e-3
+    warmup: Annotated[int, integer(0)] = 100
+    ema: Annotated[float, real(0.0, 1.0)] = 0.999
+    p_uncond: Annotated[float, real(0.0, 1.0)] = 0.1
+    seed: Annotated[int, seed_value()] = 0
+    """seeds the initialisation (from scratch), the batches, t and eps."""
+    data_seed: Annotated[int, seed_value()] = 0
+    data_size: Annotated[int, integer(1)] = 16384
+
+    @model_validator(mode="after")
+    def _check_init(self):
+        if self.init == self.name:
+            raise SpecError("must name another model or 'scratch'", self.init, loc=("init",))
+        return self
+
+
+def scheduler_of(spec: TrainSpec):
+    """The model's scheduler: SD 1.x settings, the spec's betas, v-prediction, x0 clipped to [-1, 1]."""
+    return make_scheduler(spec.schedule, prediction_type="v_prediction", clip_sample=True, clip_sample_range=1.0)
+
+
+#: The shipped ecosystem, in an order where every model comes after the one it starts from (and the
+#: two workers finish together: the controls start while the base trains).
+ECOSYSTEM: tuple[TrainSpec, ...] = (
+    TrainSpec(name="base", steps=2500, seed=0),
+    TrainSpec(name="position_scratch", attributes=("position",), steps=2500, seed=11),
+    TrainSpec(name="position_linear", attributes=("position",), schedule="linear", steps=2500, seed=12),
+    TrainSpec(name="position", attributes=("position",), init="base", steps=600, lr=5e-4, seed=1),
+    TrainSpec(name="colour", attributes=("colour",), init="base", steps=600, lr=5e-4, seed=2),
+    TrainSpec(name="digit", attributes=("digit",), init="base", steps=3000, lr=5e-4, seed=3),
+)
+
+
+def _lr(spec: TrainSpec, k: int) -> float:
+    if k < spec.warmup:
+        return spec.lr * (k + 1) / spec.warmup
+    frac = (k - spec.warmup) / max(1, spec.steps - spec.warmup)
+    return spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def file_sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def train(spec: TrainSpec, out, *, init_dir=None, progress: bool = True, log_every: int = 50,
+          on_log=None) -> Path:
+    """Train ``spec`` and write ``out/NAME.safetensors`` (the EMA weights) and ``out/NAME.json``
+    (the spec, the data's hash, the loss curve, hashes, time, versions); ``init_dir``: where the
+    model it starts from lies (default ``out``); ``on_log(steps_done)`` is called every
+    ``log_every`` steps. Returns the weights' path."""
+    from safetensors.torch import load_file, save_file
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    torch.manual_seed(spec.seed)  # diffusers' layers initialise from the global generator
+    net = DigitsNet(NET_CONFIG)
+    if spec.init != "scratch":
+        src = Path(init_dir or out) / f"{spec.init}.safetensors"
+        if not src.is_file():
+            raise FileNotFoundError(f"{spec.name} starts from {spec.init}, but {src} does not exist; train it first")
+        net.load_state_dict(load_file(src))
+    params = [p for p in net.parameters()]
+    ema = [p.detach().clone() for p in params]
+    data = make_dataset(spec.data_size, spec.data_seed)
+    images = torch.from_numpy(data.images)
+    labels = torch.from_numpy(data.labels)
+    keep = torch.tensor([a in spec.attributes for a in ATTRIBUTES])
+    abar = scheduler_of(spec).alphas_cumprod.to(torch.float32)
+    gen = torch.Generator().manual_seed(spec.seed + 1)
+    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
+    net.train()
+    curve, window = [], []
+    for k in tqdm(range(spec.steps), desc=f"train {spec.name}", disable=not progress, mininterval=2.0):
+        idx = torch.randint(0, len(images), (spec.batch,), generator=gen)
+        x0 = images[idx]
+        cond = torch.where(keep, labels[idx], -1)
+        drop = torch.rand(spec.batch, generator=gen) < spec.p_uncond
+        cond = torch.where(drop[:, None], -1, cond)
+        t = torch.randint(0, len(abar), (spec.batch,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        a = abar[t].sqrt()[:, None, None, None]
+        s = (1 - abar[t]).sqrt()[:, None, None, None]
+        loss = torch.mean((net(a * x0 + s * eps, t, cond) - (a * eps - s * x0)) ** 2)
+        for group in opt.param_groups:
+            group["lr"] = _lr(spec, k)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        decay = min(spec.ema, (1 + k) / (10 + k))
+        with torch.no_grad():  # ema <- decay ema + (1 - decay) params
+            for e, p in zip(ema, params):
+                e.lerp_(p, 1 - decay)
+        window.append(loss.item())
+        if len(window) == log_every or k == spec.steps - 1:
+            curve.append([k + 1, float(np.mean(window))])
+            window = []
+            if on_log is not None:
+                on_log(k + 1)
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    path = out / f"{spec.name}.safetensors"
+    tmp = out / f".{spec.name}.safetensors.partial"
+    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+    meta = {"spec": json.loads(spec.model_dump_json()), "net_config": {k: list(v) if isinstance(v, tuple) else v
+                                                                     for k, v in NET_CONFIG.items()},
+            "scheduler_config": dict(scheduler_of(spec).config), "data_sha256": data.sha256,
+            "weights_sha256": file_sha256(path), "loss_curve": curve, "train_seconds": time.perf_counter() - t0,
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if spec.init != "scratch":
+        meta["init_sha256"] = file_sha256(Path(init_dir or out) / f"{spec.init}.safetensors")
+    (out / f"{spec.name}.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    return path
+
+
+def _worker(spec_json: str, out: str, init_dir: str | None, queue=None) -> tuple[str, float]:
+    torch.set_num_threads(1)
+    spec = TrainSpec.model_validate_json(spec_json)
+    t0 = time.perf_counter()
+    report = None if queue is None else (lambda k: queue.put((spec.name, k)))
+    train(spec, out, init_dir=init_dir, progress=False, on_log=report)
+    return spec.name, time.perf_counter() - t0
+
+
+def train_ecosystem(out, *, only=None, workers: int = 2, init_dir=None, specs=ECOSYSTEM, log=print,
+                    progress: bool = True) -> dict:
+    """Train every spec of ``specs`` (or those named in ``only``) into ``out``, at most
+    ``workers`` at once in worker processes of one torch thread each, every model after the one
+    it starts from (found in ``out``, else ``init_dir``), with one progress bar over all their
+    steps. Returns ``{name: seconds}``."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from tqdm import tqdm
+
+    by_name = {s.name: s for s in specs}
+    unknown = sorted(set(only or ()) - set(by_name))
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; the ecosystem has {', '.join(by_name)}")
+    todo = [s for s in specs if only is None or s.name in only]
+    out = Path(out)
+    pending, done, futures, seen = [s.name for s in todo], {}, {}, {}
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool, \
+            tqdm(total=sum(s.steps for s in todo), desc="train digits", unit="step", disable=not progress) as bar:
+        queue = manager.Queue()
+        while pending or futures:
+            for name in list(pending):
+                s = by_name[name]
+                if len(futures) >= workers or s.init in pending or s.init in futures.values():
+                    continue  # no free worker, or its starting point is still to be trained
+                src = out if (s.init == "scratch" or (out / f"{s.init}.safetensors").is_file()) else init_dir
+                futures[pool.submit(_worker, s.model_dump_json(), str(out), None if src is None else str(src),
+                                    queue)] = name
+                pending.remove(name)
+                bar.write(f"  training {name} ({s.steps} steps, from {s.init})") if progress else log(
+                    f"  training {name} ({s.steps} steps, from {s.init})")
+            finished, _ = wait(list(futures), timeout=1.0, return_when=FIRST_COMPLETED)
+            while not queue.empty():
+                name, k = queue.get()
+                bar.update(k - seen.get(name, 0))
+                seen[name] = k
+            for f in finished:
+                name, seconds = f.result()
+                del futures[f]
+                done[name] = seconds
+                bar.write(f"  trained {name} in {seconds:.0f} s") if progress else log(
+                    f"  trained {name} in {seconds:.0f} s")
+    return done
