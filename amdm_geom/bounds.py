@@ -6,6 +6,8 @@
   (the chi law, via scipy).
 - Proposition 3.2, eq. (8) (proof in App. C): ``max_distance`` and ``prop32_lower_bound``
   against ``prop32_probability_exact``.
+- Proposition G.1 (App. G, rectified flow): eq. (43) is eq. (5) on the flow's latents
+  (``norm_gap_bound``, ``cos_angle_lower_bound``); eq. (47) is ``flow_delta_bound``.
 
 Each bound holds only on a domain, which its docstring states. Two kinds of input are told
 apart:
@@ -37,6 +39,7 @@ __all__ = [
     "cos_angle_lower_bound",
     "delta_bound",
     "delta_noise_coverage",
+    "flow_delta_bound",
     "max_distance",
     "norm_gap_bound",
     "prop32_effective_eps",
@@ -169,6 +172,24 @@ def delta_bound(B_t, L_theta, L_task, L_t, sigma_t, n, *, noise_quantile=None):
                  noise_quantile)
         noise = np.sqrt(2.0 * stats.chi2.ppf(noise_quantile, n))
     return np.abs(B_t) * (L_theta * L_task + L_t) + sigma_t * noise
+
+
+@_vectorised
+def flow_delta_bound(L_theta, L_task, L_t, step=1.0):
+    """Prop. G.1, eq. (47): ``delta <= L_theta L_T + L_t`` for two rectified-flow models stepped
+    from one point z'_t by eq. (46), ``z_{t-1} = z'_t - v(z'_t, t, y)``.
+
+    ``L_theta L_T`` bounds model 1's change with the condition, ``|v_1(z', y1) - v_1(z', y2)|``,
+    and ``L_t`` the functional proximity ``|v_1(z', y2) - v_2(z', y2)|``. As printed, eq. (46)
+    has no step size, so delta is the velocities' difference itself; diffusers' Euler step is
+    ``z + dt v`` (``flow_schedules``), whose delta is ``|dt|`` times it: pass ``step = |dt|``
+    (default 1, as printed) for the bound of the step actually taken (``delta_bound`` with
+    ``B_t = dt`` and no noise). Domain: two models started from one point; Algorithm 1 starts
+    them from two shifted points, which adds their distance.
+    """
+    for name, v in (("L_theta", L_theta), ("L_task", L_task), ("L_t", L_t), ("step", step)):
+        _require(v >= 0, name, ">= 0", v)
+    return step * (L_theta * L_task + L_t)
 
 
 @_vectorised

@@ -141,9 +141,10 @@ def ecosystem(cmd: EcosystemCommand) -> int:
 class TrainCommand(Spec):
     """Train the models of a shipped ecosystem from their recorded configs (``digits``: a base,
     fine-tunes on position, colour and digit class, a from-scratch and an other-schedule
-    control), in worker processes of one torch thread each, deterministically on CPU. Each model
-    is written as OUT/NAME.safetensors with OUT/NAME.json (its spec, data hash, loss curve and
-    hashes). The shipped weights were made by this command with ``--out amdm_geom/digits/weights``."""
+    control, and a rectified-flow base with fine-tunes on position and colour), in worker
+    processes of one torch thread each, deterministically on CPU. Each model is written as
+    OUT/NAME.safetensors with OUT/NAME.json (its spec, data hash, loss curve and hashes). The
+    shipped weights were made by this command with ``--out amdm_geom/digits/weights``."""
 
     ecosystem: Annotated[Literal["digits"], choice("digits")] = Field(json_schema_extra=_POSITIONAL)
     """the ecosystem to train."""

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .denoisers.base import cross_terms, same_schedule
+from .denoisers.base import cross_terms, same_schedule, schedule_kind
 from .denoisers.fingerprint import SCHEDULER_KEYS, fingerprint
 from .denoisers.guidance import uses_guidance
 from .denoisers.pipelines import PipelineDenoiser, load_pipeline
+from .flow_schedules import GRID_KEYS
 from .schedules import predicted_epsilon
 
 __all__ = ["DEFAULT_TIMESTEPS", "SCHEDULER_KEYS", "EcosystemReport", "check", "check_denoisers", "compare",
@@ -113,8 +114,12 @@ def check(a, b, *, prompt: str = "a photograph", timesteps=(999, 800, 600, 400, 
 
 
 def _epsilon(model, z: torch.Tensor, t: int, cond) -> torch.Tensor:
-    """The model's epsilon at ``z (B, *latent_shape)``, whatever it predicts, as float64 ``(B, n)``."""
+    """The model's epsilon at ``z (B, *latent_shape)``, whatever it predicts, as float64 ``(B, n)``;
+    a flow model's velocity v (App. G: eq. 47's functional proximity compares velocities), called
+    at the float timestep ``t``."""
     z = z.to(model.device, model.dtype)
+    if schedule_kind(model.scheduler) == "flow":
+        return model(z, torch.tensor(float(t)), cond).double().cpu().flatten(1)
     return predicted_epsilon(model.scheduler, model(z, int(t), cond), t, z)[1].double().cpu().flatten(1)
 
 
@@ -126,6 +131,12 @@ def _relative_difference(a, b, z: torch.Tensor, t: int, cond_a, cond_b) -> float
 
 def _sde_check(a, b) -> dict:
     ca, cb = dict(a.scheduler.config), dict(b.scheduler.config)
+    kinds = (schedule_kind(a.scheduler), schedule_kind(b.scheduler))
+    if "flow" in kinds:  # a flow's SDE is its interpolant and time grid (App. G), it has no alphas_cumprod
+        diff = {k: [_plain(ca.get(k)), _plain(cb.get(k))] for k in GRID_KEYS if ca.get(k) != cb.get(k)}
+        if kinds[0] != kinds[1]:
+            diff["kind"] = list(kinds)
+        return {"same": same_schedule(a.scheduler, b.scheduler), "differences": diff}
     keys = (*SCHEDULER_KEYS, "set_alpha_to_one", "parametrization")
     diff = {k: [_plain(ca.get(k)), _plain(cb.get(k))] for k in keys if ca.get(k) != cb.get(k)}
     if a.scheduler.alphas_cumprod.shape != b.scheduler.alphas_cumprod.shape or \
@@ -170,7 +181,8 @@ def check_denoisers(a, b, cond_a=None, cond_b=None, *, timesteps=DEFAULT_TIMESTE
     converted from each model's prediction type; the models as given, guided if they guide).
 
     The latents are drawn from model A's forward process, ``z_t = sqrt(abar_t) x0 + sqrt(1 -
-    abar_t) xi`` (``x0 / sqrt(abar_t)`` coordinates for a VE model), with ``x0 (batch,
+    abar_t) xi`` (``x0 / sqrt(abar_t)`` coordinates for a VE model; for flow models the interpolant
+    ``(1 - s) x0 + s xi`` at ``s = t / num_train_timesteps``, and proximity compares velocities), with ``x0 (batch,
     *latent_shape)`` given (e.g. data) or standard normal (unit-variance data), seeded by
     ``seed``. Both models see ``cond_a`` / ``cond_b`` (default ``cond_a``) when their
     ``condition_kind`` agree and ``cond_a`` is given, else their null conditions; the report's
@@ -187,17 +199,25 @@ def check_denoisers(a, b, cond_a=None, cond_b=None, *, timesteps=DEFAULT_TIMESTE
     proximity = {}
     if not checks["latent_shape"]["same"]:
         kind = "not measured (the latent shapes differ)"
+    elif len({schedule_kind(m.scheduler) == "flow" for m in (a, b)}) > 1:
+        kind = "not measured (a flow model's velocity and a diffusion model's epsilon are not comparable)"
     elif ya is not None or yb is not None:
         g = torch.Generator().manual_seed(int(seed))
         shape = (int(batch), *a.latent_shape)
         x0 = torch.randn(shape, generator=g, dtype=torch.float64) if x0 is None else x0.to("cpu", torch.float64)
         if tuple(x0.shape[1:]) != tuple(a.latent_shape):
             raise ValueError(f"x0 must have shape (B, {', '.join(map(str, a.latent_shape))}); got {tuple(x0.shape)}")
+        flow = schedule_kind(a.scheduler) == "flow"
         for t in timesteps:
-            abar = float(a.scheduler.alphas_cumprod[int(t)])
-            z = abar**0.5 * x0 + (1 - abar) ** 0.5 * torch.randn(x0.shape, generator=g, dtype=torch.float64)
-            if a.scheduler.config.get("parametrization") == "ve":
-                z = z / abar**0.5
+            xi = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+            if flow:  # the interpolant z_s = (1 - s) x0 + s xi at s = t / num_train_timesteps
+                s_t = int(t) / float(a.scheduler.config["num_train_timesteps"])
+                z = (1 - s_t) * x0 + s_t * xi
+            else:
+                abar = float(a.scheduler.alphas_cumprod[int(t)])
+                z = abar**0.5 * x0 + (1 - abar) ** 0.5 * xi
+                if a.scheduler.config.get("parametrization") == "ve":
+                    z = z / abar**0.5
             proximity[int(t)] = _relative_difference(a, b, z, int(t), ya, yb)
     names = (getattr(a, "name", "A"), getattr(b, "name", "B"))
     return EcosystemReport(verdict, checks, proximity, names, kind)
@@ -222,7 +242,8 @@ def format_report(rep: EcosystemReport) -> str:
         lines.append(f"  {name:13s} {state:9s} {extra if extra else ''}".rstrip())
     if rep.proximity:
         lines.append("")
-        lines.append(f"  functional proximity |eps_A - eps_B| / |eps_A| ({rep.proximity_kind}, random z_t):")
+        lines.append(f"  functional proximity |eps_A - eps_B| / |eps_A| (v for flow models; {rep.proximity_kind}, "
+                     "random z_t):")
         for t, v in rep.proximity.items():
             lines.append(f"    t = {t:4d}: {v:.4g}")
         lines.append(f"    median: {float(np.median(list(rep.proximity.values()))):.4g}")

@@ -1,7 +1,7 @@
 """``amdm-geom validate``: the main job. Its plan is a list of specs: the probes it runs (each a
 probe's ``Spec``) and the analyses it runs on their stores, then the report.
 
-In order: the closed-form checks; thirteen probes (nine with ``--quick``) into ``--runs``, four
+In order: the closed-form checks; nineteen probes (fifteen with ``--quick``) into ``--runs``, four
 of them on the trained digits models; every analysis on the stores that suit it
 (``ANALYSES``); the 2D benchmark and the digits benchmark (in a second process, ``BESIDE``) and
 the ablations, which run their own; the verdict table, ``verdicts.json`` and ``index.html`` in
@@ -66,13 +66,16 @@ BESIDE = ("toy_mixture", "digits_benchmark")
 
 #: analysis -> the stores of the plan it runs on (none: it takes none, or runs its own)
 ANALYSES = {
-    "trace_checks": ("gmm_pair", "gmm_cross_ecosystem", "unet_pair", "gmm_ddpm", "digits_pair", "digits_ddpm"),
+    "trace_checks": ("gmm_pair", "gmm_cross_ecosystem", "unet_pair", "gmm_ddpm", "digits_pair", "digits_ddpm",
+                     "flow_pair", "flow_stochastic", "flow_vp", "flow_sd3"),
     "norm_angle": ("gmm_pair", "gmm_ddpm", "digits_pair", "digits_scratch", "digits_linear", "digits_ddpm"),
     "shell": ("gmm_ddpm", "gmm_ddpm_eta40", "gmm_ddpm_w0.8", "digits_ddpm"),  # (they need sigma_t > 0)
     "precision": ("gmm_float16", "gmm_float32", "gmm_float64"),
     "gaussianity": ("gmm_pair", "gmm_ddpm"),
     "toy_mixture": (),
     "digits_benchmark": (),
+    "flow_geometry": ("flow_pair", "flow_stochastic", "flow_vp", "flow_sd3", "flow_flux", "flow_dit"),
+    "flow_benchmark": (),
     "ablations": (),
     "timing": (),
 }
@@ -87,7 +90,15 @@ def _gmm(quick: bool, batch: int, **sampler) -> tuple[GMMFamilySpec, SamplerConf
 def plan(quick: bool, seed: int, runs: Path) -> list[PlannedProbe]:
     """The probes ``validate`` runs, small enough for minutes on 2 cores (``quick``: under one)."""
     from .digits.specs import DigitsSpec
-    from .probes import RunSettings, digits_pair, gmm_cross_ecosystem, gmm_pair, unet_pair
+    from .probes import (
+        RunSettings,
+        digits_pair,
+        flow_pair,
+        flow_transformer_pair,
+        gmm_cross_ecosystem,
+        gmm_pair,
+        unet_pair,
+    )
 
     def settings(name: str, batch: int, dtype: str = "float32") -> RunSettings:
         return RunSettings(batch=batch, seed=seed, dtype=dtype, out=Path(runs) / f"{name}.zarr", overwrite=True,
@@ -127,6 +138,21 @@ def plan(quick: bool, seed: int, runs: Path) -> list[PlannedProbe]:
                digits("digits_ddpm", pc, ddim_eta=1.0, record_cross_eps=True),
                *([] if quick else [digits("digits_scratch", ("position_scratch", "colour"), record_cross_eps=True),
                                    digits("digits_linear", ("position_linear", "colour"), record_cross_eps=True)])]
+    def flow(name: str, partner: str = "flow", **sampler) -> PlannedProbe:
+        # App. G: the same family under the rectified-flow interpolant (exact velocities)
+        family, config, batch = _gmm(quick, 4, **sampler)
+        spec = flow_pair.Spec(family=family, perturb=0.05, partner=partner, sampler=config,
+                              run=settings(name, batch))
+        return PlannedProbe(name, flow_pair.NAME, spec)
+
+    probes += [flow("flow_pair", record_cross_eps=True, continue_after_window=True),
+               flow("flow_stochastic", record_cross_eps=True, flow_stochastic=True),
+               flow("flow_vp", "vp", allow_schedule_mismatch=True)]
+    # App. G's DiT family: tiny untrained SD3-, Flux- and DiT-style transformers and their perturbed copies
+    dit = SamplerConfig(num_inference_steps=20, agg_steps=8, record_cross_eps=True, continue_after_window=True)
+    probes += [PlannedProbe(f"flow_{kind}", flow_transformer_pair.NAME,
+                            flow_transformer_pair.Spec(kind=kind, sampler=dit, run=settings(f"flow_{kind}", 2)))
+               for kind in flow_transformer_pair.KINDS]
     return probes
 
 

@@ -13,9 +13,9 @@ __all__ = ["figures"]
 
 #: One colour per group of arms, the same in every figure.
 GROUP_COLOURS = {"singles": "#6e7781", "amdm": "#0969da", "s": "#54aeff", "eta": "#218bff", "mix": "#bf8700",
-                 "stage": "#8250df", "partners": "#cf222e", "peers": "#1a7f37", "n3": "#fb8500"}
+                 "stage": "#8250df", "partners": "#cf222e", "peers": "#1a7f37", "n3": "#fb8500", "flow": "#0a3069"}
 GRID_ARMS = ("position", "colour", "amdm", "amdm_swapped", "amdm_lerp", "amdm_linear", "composable", "superdiff_and",
-             "ula", "amdm3")
+             "ula", "amdm3", "flow_amdm")
 
 
 def _interval(x: np.ndarray) -> tuple[float, float]:

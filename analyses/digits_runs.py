@@ -32,7 +32,7 @@ from amdm_geom.spec import Spec, SpecError, choice, integer, real
 
 __all__ = ["FULL", "GROUPS", "METHODS", "QUICK", "Arm", "Scale", "arms", "conditions", "run_arm", "targets"]
 
-GROUPS = ("singles", "amdm", "s", "eta", "mix", "stage", "partners", "peers", "n3")
+GROUPS = ("singles", "amdm", "s", "eta", "mix", "stage", "partners", "peers", "n3", "flow")
 METHODS = ("amdm", "composable", "superdiff_and", "ula")
 
 
@@ -139,6 +139,16 @@ def arms(quick: bool = False, *, seed: int = 0) -> list[Arm]:
             dict(name="digit", group="n3", models=("digit",), sampler=one, label="digit model alone"),
             dict(name="amdm3", group="n3", models=("position", "colour", "digit"),
                  sampler=base.replace(weights=(0.5, 2 / 3)), label="AMDM of three (w1 = 0.5, w2 = 2/3)")]
+    # App. G: the flow-matching fine-tunes of one flow base, stepped by diffusers' flow-matching Euler step
+    fpc = ("flow_position", "flow_colour")
+    out += [dict(name="flow_position", group="flow", models=fpc[:1], sampler=one, label="flow position model alone"),
+            dict(name="flow_colour", group="flow", models=fpc[1:], sampler=one, label="flow colour model alone"),
+            dict(name="flow_amdm", group="flow", models=fpc, sampler=base, label="AMDM of the flow fine-tunes"),
+            dict(name="flow_amdm_v", group="flow", models=fpc, sampler=base.replace(shift_mean="velocity"),
+                 label="AMDM of the flow fine-tunes, mu = v (App. G as printed)"),
+            dict(name="flow_vp", group="flow", models=("position", "flow_colour"),
+                 sampler=base.replace(allow_schedule_mismatch=True),
+                 label="AMDM of the VP position and the flow colour model (another ecosystem)")]
     return [Arm(batch=sc.batch, seed=seed, **a) for a in out]
 
 

@@ -112,6 +112,22 @@ def verdicts(ds: xr.Dataset) -> list[Verdict]:
                   claim="AMDM beats ULA at matched evaluations", where=f"Sec. 4 ({WHERE})")
     out += _best(ds, "amdm3", ("position", "colour", "digit"), key="digits_n3",
                  claim="AMDM of three raises the triple target", where=f"Sec. 4.1 ({WHERE})", var="success_triple")
+    return out + _flow(ds)
+
+
+def _flow(ds: xr.Dataset) -> list[Verdict]:
+    """App. G on the flow-matching fine-tunes: AMDM against each alone, mu = v, and a VP + flow pair."""
+    where = f"App. G ({WHERE}, flow matching)"
+    out = _best(ds, "flow_amdm", ("flow_position", "flow_colour"), key="digits_flow_amdm_beats_singles",
+                claim="AMDM raises fine-grained success under flow", where=where,
+                detail="Flow-matching position and colour fine-tunes of one flow base, diffusers' flow-matching Euler "
+                       "step, the shift towards each step's location z + dt v.")
+    out += _same(ds, "flow_amdm_v", "flow_amdm", key="digits_flow_mu_v", claim="AMDM with mu = v does as well",
+                 where=where, detail="The shift's target the velocity, as App. G prints it, against the step's "
+                                     "location.")
+    out += _beats(ds, "flow_amdm", "flow_vp", key="digits_flow_cross_ecosystem",
+                  claim="AMDM fails across ecosystems (flow + VP)", where=where,
+                  detail="The flow pair against the VP position fine-tune with the flow colour fine-tune (insist).")
     return out
 
 

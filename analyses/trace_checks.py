@@ -20,16 +20,27 @@ from diffusers import DDIMScheduler
 from amdm_geom import geometry
 from amdm_geom.denoisers.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
-from amdm_geom.store import completed_steps, incomplete_note, is_complete, open_run, require, run_config
+from amdm_geom.store import (
+    completed_steps,
+    incomplete_note,
+    is_complete,
+    open_run,
+    require,
+    run_config,
+    step_input,
+    step_kinds,
+)
 from amdm_geom.verdicts import CHECK_ULPS, Verdict, implementation_check, qualify, resolution
 
 from .common import finite_samples, pooled_partial, slot_written
 
-__all__ = ["NAME", "RESULT", "STORES", "SUMMARY", "compute", "one_model_check", "one_model_matches_diffusers", "plot",
+__all__ = ["NAME", "RESULT", "STORES", "SUMMARY", "compute", "one_model_check", "one_model_flow_check",
+           "one_model_matches_diffusers", "plot",
            "tables", "verdicts"]
 
 NAME = "trace_checks"
-SUMMARY = "every recorded step obeys eq. (4) and every shift eq. (7); a one-model run is diffusers' DDIM loop"
+SUMMARY = ("every recorded step obeys eq. (4) (or a flow's step) and every shift eq. (7); a one-model run is "
+           "diffusers' DDIM loop, and a flow model's its flow-matching loop")
 STORES = "required"
 RESULT = "residuals"
 
@@ -53,6 +64,26 @@ def one_model_check(steps: int = 20, ddim_eta: float = 1.0, seeds=(0, 1)) -> tup
     return float((out.z0 - z).abs().max()), float(z.abs().max())
 
 
+def one_model_flow_check(steps: int = 20, stochastic: bool = True, seeds=(0, 1)) -> tuple[float, float]:
+    """``(max |difference|, max |z0|)`` between a one-model AMDM run of an exact flow GMM model
+    and a plain loop over diffusers' ``FlowMatchEulerDiscreteScheduler.step`` (App. G), with its
+    stochastic step drawing from the same per-sample generators (0 = bit for bit)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from amdm_geom.denoisers.flow_gmm import flow_family_model
+
+    fam = fine_grained_family((4, 16, 16), seed=0)
+    model, cond = flow_family_model(fam, shift=3.0, stochastic=stochastic), fam.condition(position=0)
+    out = AMDMSampler([model], [cond], SamplerConfig(num_inference_steps=steps, weights=())).sample(seeds)
+    sched = FlowMatchEulerDiscreteScheduler.from_config(model.scheduler.config)
+    sched.set_timesteps(steps)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    z = torch.stack([torch.randn(model.latent_shape, generator=g) for g in gens])
+    for t in sched.timesteps:
+        z = sched.step(model(z, t, cond), t, z, generator=gens).prev_sample
+    return float((out.z0 - z).abs().max()), float(z.abs().max())
+
+
 def one_model_matches_diffusers(steps: int = 20, ddim_eta: float = 1.0, seeds=(0, 1)) -> float:
     """Max |difference| between a one-model AMDM run and a plain loop over diffusers'
     ``DDIMScheduler.step`` with the same exact GMM model and per-sample noise (0 = bit for bit)."""
@@ -64,15 +95,17 @@ def _flat(da: xr.DataArray, step: int, model: int | None = None) -> np.ndarray:
     return sel.values.astype(np.float64).reshape(sel.sizes["sample"], -1)
 
 
-#: What the checks read: eq. (4)'s inputs and outputs, eq. (7)'s shift, and the schedule.
-_NEEDS = ("z", "eps", "mu", "noise", "z_next", "mu_shift", "z_shift", "agg_z", "model_A", "model_B", "aggregated")
+#: What the checks read: eq. (4)'s inputs and outputs (a flow store's v in place of eps), eq. (7)'s
+#: shift, and the schedule.
+_NEEDS = ("z", "mu", "noise", "z_next", "mu_shift", "z_shift", "agg_z", "model_A", "model_B", "aggregated")
 _HINTS = {v: f"record the hook {'agg.z' if v == 'agg_z' else 'model*.' + v}"
-          for v in ("z", "eps", "mu", "noise", "z_next", "mu_shift", "z_shift", "agg_z")}
+          for v in ("z", "eps", "v", "mu", "noise", "z_next", "mu_shift", "z_shift", "agg_z")}
 
 
 def _open_checked(path) -> xr.Dataset:
     ds = open_run(path) if not isinstance(path, xr.Dataset) else path
     require(ds, variables=_NEEDS, attrs=("config", "complete", "steps_completed"), hints=_HINTS)
+    require(ds, variables=sorted({step_input(ds, i) for i in range(ds.sizes["model"])}), hints=_HINTS)
     return ds
 
 
@@ -108,7 +141,8 @@ def _store_residuals(path) -> dict:
             z = _flat(ds.z, k, i)
             if not slot_written(z):  # a model that stopped after the window
                 continue
-            eps, mu, noise, z_next = (_flat(ds[v], k, i) for v in ("eps", "mu", "noise", "z_next"))
+            # eps, or a flow model's v (mu = A z + B v, flow_schedules.flow_coefficients)
+            eps, mu, noise, z_next = (_flat(ds[v], k, i) for v in (step_input(ds, i), "mu", "noise", "z_next"))
             ok = finite_samples(z, eps, mu, noise, z_next)
             bad |= ~ok
             A, B = float(ds.model_A[i, k]), float(ds.model_B[i, k])
@@ -137,7 +171,8 @@ def _store_residuals(path) -> dict:
                 overshoots += int((geometry.norm(agg - mu_s) < etas[i]).sum())
                 shifts += agg.shape[0]
     return {**r, "checked_steps": checked, "complete": complete, "overshoots": overshoots, "shifts": shifts,
-            "nonfinite": int(bad.sum()), "samples": int(ds.sizes["sample"]), "incomplete": note, "dtype": dtype}
+            "nonfinite": int(bad.sum()), "samples": int(ds.sizes["sample"]), "incomplete": note, "dtype": dtype,
+            "kinds": "+".join(sorted(set(step_kinds(ds))))}
 
 
 def _ratio(residual: float, tol: float) -> float:
@@ -155,10 +190,11 @@ def compute(stores: dict, *, quick: bool = False, seed: int = 0, runs=None) -> x
     rows = [_store_residuals(stores[n]) for n in names]
     data = {key: ("store", [r[key] for r in rows]) for key in rows[0]} if rows else {}
     if rows:
-        for key in ("incomplete", "dtype"):
+        for key in ("incomplete", "dtype", "kinds"):
             data[key] = ("store", np.array([r[key] for r in rows], dtype=object))
     ds = xr.Dataset(data, coords={"store": names})
     ds.attrs["one_model_max_diff"], ds.attrs["one_model_scale"] = one_model_check()
+    ds.attrs["flow_one_model_max_diff"], ds.attrs["flow_one_model_scale"] = one_model_flow_check()
     return ds
 
 
@@ -175,6 +211,15 @@ def verdicts(ds: xr.Dataset) -> list[Verdict]:
         detail=("Same exact GMM model and per-sample noise, DDIM eta = 1, 20 steps, float32: the sampler's state "
                 "update is diffusers' own step" + (" (bit for bit)." if diff == 0 else f" (max |diff| {diff:.1e})."))),
     ]
+    if "flow_one_model_max_diff" in ds.attrs:
+        diff, scale = float(ds.attrs["flow_one_model_max_diff"]), float(ds.attrs["flow_one_model_scale"])
+        out.append(implementation_check(
+            key="sampler_one_model_flow", claim="AMDM with N = 1 = diffusers' flow-matching loop",
+            where="App. G, eq. (42)", ratio=_ratio(diff, CHECK_ULPS * resolution("float32") * scale), dtype="float32",
+            n=2, test="max |z0 - z0 of the diffusers loop| <= tolerance (max |z0| the scale)",
+            detail=("Same exact flow GMM model (time shift 3), FlowMatchEulerDiscreteScheduler's stochastic step with "
+                    "the same per-sample generators, 20 steps, float32: the sampler's state update is diffusers' own "
+                    "step" + (" (bit for bit)." if diff == 0 else f" (max |diff| {diff:.1e})."))))
     if "eq4_ratio" not in ds:
         return out
     partial = pooled_partial(ds, "store")
@@ -187,8 +232,9 @@ def verdicts(ds: xr.Dataset) -> list[Verdict]:
     out.append(qualify(implementation_check(
         key="trace_eq4", claim=f"{ds.sizes['store']} probe stores obey eq. (4)", where="eq. (4)",
         ratio=float(r4.max()), dtype=mean_dtype, n=steps,
-        test="per step and model: |mu - (A z + B eps)| and |z_next - (mu + noise)| <= tolerance",
-        detail=(f"mu = A z + B eps and z_next = mu + noise on every recorded step of {names} (dtypes "
+        test="per step and model: |mu - (A z + B eps)| (v for a flow model) and |z_next - (mu + noise)| <= tolerance",
+        detail=(f"mu = A z + B eps (a flow model's v for eps, with its A and B) and z_next = mu + noise on every "
+                f"recorded step of {names} (dtypes "
                 f"{', '.join(dtypes)}; each store against its own dtype, mu at least at float32's resolution: "
                 "diffusers' step rounds its coefficients from float32 alphas_cumprod in every dtype); largest "
                 "relative to its tolerance in "

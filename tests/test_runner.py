@@ -214,8 +214,8 @@ def test_trace_checks_and_precision_through_the_runner(stores, tmp_path):
     residuals = pd.read_csv(folder / "residuals.csv").set_index("store")
     direct = trace_checks.compute({"float32": stores["float32"]})
     assert residuals.loc["float32", "shifts"] == int(direct.shifts.sel(store="float32"))
-    assert (folder / "residuals.zarr").is_dir() and [r.key for r in rows] == ["sampler_one_model", "trace_eq4",
-                                                                             "trace_eq7"]
+    assert (folder / "residuals.zarr").is_dir() and [r.key for r in rows] == [
+        "sampler_one_model", "sampler_one_model_flow", "trace_eq4", "trace_eq7"]
     rows = run_analysis("precision", stores, tmp_path)
     folder = tmp_path / "precision"
     for f in ("precision.zarr", "precision_table5.csv", "precision_phi.png", "verdicts.json"):

@@ -19,11 +19,12 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 from scipy import stats
 from torch import distributions as D
 
 from amdm_geom import cli
+from amdm_geom.denoisers.flow_gmm import flow_family_model
 from amdm_geom.denoisers.gmm import fine_grained_family, from_description
 from amdm_geom.probes import spec_of
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
@@ -148,8 +149,10 @@ def trace_rows(run, key):
                     continue
                 if key == "trace_eq4":
                     A, B = float(ds.model_A[i, k]), float(ds.model_B[i, k])
+                    # a flow model (App. G) records its velocity v where DDIM records eps: mu = A z + B v
+                    inp = "v" if list(ds.attrs.get("step_kinds", ["ddim"] * ds.sizes["model"]))[i] == "flow" else "eps"
                     e, mu, noise, zn = (ds[v].isel(step=k, model=i).values.astype(np.float64)
-                                        for v in ("eps", "mu", "noise", "z_next"))
+                                        for v in (inp, "mu", "noise", "z_next"))
                     scale = (abs(A) * np.abs(z) + (abs(B) + 2 * abs(A)) * np.abs(e)).max()
                     worst = max(worst, np.abs(mu - (A * z + B * e)).max() / (unit_mu * scale),
                                 np.abs(zn - (mu + noise)).max() / (unit * np.maximum(np.abs(zn), np.abs(mu)).max()))
@@ -229,10 +232,10 @@ def lemma_row(run, key):
     return best
 
 
-def shell_summary(run):
+def shell_summary(run, names=("gmm_ddpm", "gmm_ddpm_eta40")):
     """Membership of z~ in model 2's shell, by run and eps, from the stores (steps after the first)."""
     out = {}
-    for name in ("gmm_ddpm", "gmm_ddpm_eta40"):
+    for name in names:
         ds = open_run(run.runs / f"{name}.zarr").load()
         cfg = run_config(ds)
         w, eta = cfg["sampler"]["weights"][0], cfg["etas"][0]
@@ -261,8 +264,8 @@ def shell_summary(run):
     return out
 
 
-def shell_rows(run, key):
-    summary = shell_summary(run)
+def shell_rows(run, key, names=("gmm_ddpm", "gmm_ddpm_eta40")):
+    summary = shell_summary(run, names)
     if key == "prop32_bound_runs":
         gaps = [m - b for s in summary.values() for m, b, d in zip(s["membership"], s["bound"], s["defined"])
                 if d > 0 and m >= b]
@@ -430,7 +433,10 @@ def digits_rows(run, key):
                 "digits_role_order": ("amdm", "amdm_swapped"), "digits_eta": ("amdm", rival),
                 "digits_slerp_lerp": ("amdm", "amdm_lerp"), "digits_stage": ("amdm", rival),
                 "digits_scratch_partner": ("amdm_scratch", rival), "digits_cross_ecosystem": ("amdm", "amdm_linear"),
-                "digits_vs_ula_matched": ("amdm_matched", "ula"), "digits_n3": ("amdm3", rival)}.get(
+                "digits_vs_ula_matched": ("amdm_matched", "ula"), "digits_n3": ("amdm3", rival),
+                "digits_flow_amdm_beats_singles": ("flow_amdm", rival),
+                "digits_flow_mu_v": ("flow_amdm_v", "flow_amdm"),
+                "digits_flow_cross_ecosystem": ("flow_amdm", "flow_vp")}.get(
                     key, ("amdm", key.removeprefix("digits_vs_")))
     outcome = triple if key == "digits_n3" else pair
     return float((outcome[a] - outcome[b]).mean())
@@ -502,6 +508,122 @@ def ablation_rows(run, key):
     raise KeyError(key)
 
 
+# -- App. G (rectified flow): the flow stores, the flow shell and the flow benchmark
+
+
+def flow_pair_cells(ds):
+    """Per step where both models sampled (all samples finite), numpy: eq. (43)'s gap over its
+    bound and the angle's slack (where <a, b> >= 0), eq. (47)'s delta over the measured terms at
+    model 1's start (steps after an aggregation, two flow models), eq. (46)'s |z - v - z_next| / |z_next|."""
+    two_flows = list(ds.attrs["step_kinds"]) == ["flow", "flow"] and "v_cross" in ds
+    out = {"gap": [], "slack": [], "delta": [], "eq46": []}
+    for k in both_sampled(ds):
+        a, b = flat(ds.z_next.isel(step=k, model=0).values), flat(ds.z_next.isel(step=k, model=1).values)
+        z1, v1 = flat(ds.z.isel(step=k, model=0).values), flat(ds.v.isel(step=k, model=0).values)
+        na, nb, delta = norms(a), norms(b), norms(a - b)
+        cos = np.sum(a * b, 1) / (na * nb)
+        alpha = na * nb / (na + nb) ** 2
+        out["gap"].append(np.abs(na - nb) / (np.sqrt(1 - 2 * alpha * (1 - cos)) * delta))
+        out["slack"].append(np.where(np.sum(a * b, 1) >= 0, cos - (1 - delta**2 / (na**2 + nb**2)), np.inf))
+        out["eq46"].append(norms(z1 - v1 - a) / na)
+        if two_flows and k > 0 and bool(ds.aggregated[k - 1]):
+            vc, va = flat(ds.v_cross.isel(step=k, model=1).values), flat(ds.v_at_z1.isel(step=k, model=1).values)
+            out["delta"].append(delta / (norms(v1 - vc) + norms(vc - va)))
+    return {k: np.concatenate(v) if v else np.empty(0) for k, v in out.items()}
+
+
+FLOW_G1 = {"flowG1_gap_": ("gap", np.max), "flowG1_angle_": ("slack", np.min), "flowG1_delta_": ("delta", np.max),
+           "flow_eq46_": ("eq46", np.median)}
+
+
+def flow_g1_rows(run, key):
+    """Prop. G.1 (eqs. 43, 47) and eq. (46) on a flow store, recomputed with numpy."""
+    prefix = next(p for p in FLOW_G1 if key.startswith(p))
+    cells, reduce = FLOW_G1[prefix]
+    values = flow_pair_cells(open_run(run.runs / f"{key.removeprefix(prefix)}.zarr").load())[cells]
+    return float(reduce(values)) if len(values) else None
+
+
+def flow_mu_v_row(run, key):
+    """The share of (aggregation step, flow model, sample) cells where eq. (7)'s shift towards v
+    (App. G's mu = v) brings z' closer to the step's location mu."""
+    ds = open_run(run.runs / f"{key.removeprefix('flow_mu_v_')}.zarr").load()
+    eta = float(run_config(ds)["etas"][0])
+    closer = []
+    for k in (k for k in range(ds.sizes["step"]) if bool(ds.aggregated[k])):
+        zp = flat(ds.agg_z.isel(step=k).values)
+        for i, kind in enumerate(ds.attrs["step_kinds"]):
+            if kind != "flow":
+                continue
+            mu, v = flat(ds.mu.isel(step=k, model=i).values), flat(ds.v.isel(step=k, model=i).values)
+            shifted = zp - eta * (zp - v) / norms(zp - v)[:, None]
+            closer.append(norms(shifted - mu) < norms(zp - mu))
+    return float(np.concatenate(closer).mean())
+
+
+def flow_eq8_row(run, key):
+    """Eq. (8) on a deterministic flow store: no number (outside its domain), provided no step adds noise."""
+    ds = open_run(run.runs / f"{key.removeprefix('flow_eq8_deterministic_')}.zarr")
+    noise = float(np.nanmax(np.abs(ds.noise.values)))
+    return None if noise == 0 and float(ds.model_sigma.max()) == 0 else noise
+
+
+def flow_prop32_rows(run, key):
+    """Prop. 3.2 on a stochastic flow store (sigma_t = s_next), by the DDIM shell rows' logic."""
+    kind, name = next((k, key.removeprefix(f"flow_{k}_")) for k in ("prop32_bound_runs", "prop32_shell_claim")
+                      if key.startswith(f"flow_{k}_"))
+    return shell_rows(run, kind, names=(name,))
+
+
+def flow_shell_rows(run, key):
+    """Where flow latents concentrate: the measured mean |z_s|^2 against (1 - s)^2 E|x0|^2 + s^2 n,
+    E|x0|^2 from the family's mixture (torch.distributions) and s from a fresh diffusers scheduler."""
+    res = xr.open_zarr(run.report / "flow_geometry" / "shell.zarr", consolidated=False).load()
+    shape = tuple(json.loads(res.attrs["latent_shape"]) if isinstance(res.attrs["latent_shape"], str)
+                  else res.attrs["latent_shape"])
+    fam = fine_grained_family(shape, seed=0)
+    w = fam.condition(position=0)
+    data = D.MixtureSameFamily(D.Categorical(probs=w / w.sum()),
+                               D.Independent(D.Normal(fam.mixture.means, fam.mixture.variances.sqrt()), 1))
+    x0_sq, n = float((data.variance + data.mean**2).sum()), math.prod(shape)
+    sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+    sched.set_timesteps(int(res.attrs["steps"]))
+    s = sched.sigmas.double().numpy()
+    if key == "flow_shell_sqrt_n":
+        sq = res.norm.sel(mode="deterministic").values ** 2
+        return float(np.sqrt(sq.mean(1)).min() / math.sqrt(n))
+    sq = res.norm.sel(mode=key.removeprefix("flow_shell_radius_")).values ** 2
+    rel = sq.mean(1) / ((1 - s) ** 2 * x0_sq + s**2 * n) - 1
+    return float(rel[int(np.argmax(np.abs(rel)))])
+
+
+def flow_benchmark_rows(run, key):
+    """The flow benchmark's paired mean differences, from the stored posterior masses."""
+    res = xr.open_zarr(run.report / "flow_benchmark" / "flow_benchmark.zarr", consolidated=False).load()
+    m = {str(a): res.mass.sel(arm=a).values.astype(np.float64) for a in res.arm.values}
+    rival = (run.rows[key].get("extra") or {}).get("rival")
+    a, b = {"flow_amdm_beats_singles": ("amdm", rival), "flow_amdm_swapped_beats_singles": ("amdm_swapped", rival),
+            "flow_mu_v_success": ("amdm_mu_v", "amdm"), "flow_vp_cross_ecosystem": ("amdm", "vp_flow")}[key]
+    if key.endswith("beats_singles"):
+        assert rival in ("position", "colour"), (key, rival)
+    return float((m[a] - m[b]).mean())
+
+
+def one_model_flow_row(run, key):
+    """max |z0 - z0 of diffusers' flow-matching loop| in units of 16 float32 eps x max |z0| (App. G)."""
+    fam = fine_grained_family((4, 16, 16), seed=0)
+    model, cond = flow_family_model(fam, shift=3.0, stochastic=True), fam.condition(position=0)
+    out = AMDMSampler([model], [cond], SamplerConfig(num_inference_steps=20, weights=())).sample([0, 1])
+    sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, stochastic_sampling=True)
+    sched.set_timesteps(20)
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    z = torch.stack([torch.randn(model.latent_shape, generator=g) for g in gens])
+    for t in sched.timesteps:
+        z = sched.step(model(z, t, cond), t, z, generator=gens).prev_sample
+    diff = float((out.z0 - z).abs().max())
+    return 0.0 if diff == 0 else diff / (16 * float(np.finfo(np.float32).eps) * float(z.abs().max()))
+
+
 RECOMPUTE = {
     "ddim_step": closed_form_rows, "prop31_norm_gap": closed_form_rows, "prop31_angle": closed_form_rows,
     "prop31_delta_noise": closed_form_rows, "prop32_max_distance": closed_form_rows, "prop32_ddim": closed_form_rows,
@@ -512,12 +634,17 @@ RECOMPUTE = {
     "forward_gaussian_coords": gaussianity_rows, "forward_norm_concentration": gaussianity_rows,
     "toy_oracle_best_ll": toy_rows, "prop32_eta_sign": proof_rows, "prop32_existence": proof_rows,
     "prop32_partner_eta": proof_rows, "sd_time_scale": time_scale_row, "table6_time_ratio": timing_row,
+    "sampler_one_model_flow": one_model_flow_row, "flow_shell_radius_deterministic": flow_shell_rows,
+    "flow_shell_radius_stochastic": flow_shell_rows, "flow_shell_sqrt_n": flow_shell_rows,
+    "flow_amdm_beats_singles": flow_benchmark_rows, "flow_amdm_swapped_beats_singles": flow_benchmark_rows,
+    "flow_mu_v_success": flow_benchmark_rows, "flow_vp_cross_ecosystem": flow_benchmark_rows,
 }
 PREFIXES = {"prop31_gap_run_": norm_angle_rows, "prop31_angle_run_": norm_angle_rows,
             "prop31_delta_run_": norm_angle_rows, "prop31_start_gap_run_": start_gap_row,
             "trajectory_gaussian_": trajectory_row,
             "table7_amdm_fails_exact": toy_rows, "toy_amdm_above_floor_exact": toy_rows, "ablation_": ablation_rows,
-            "digits_": digits_rows}
+            "digits_": digits_rows, "flowG1_": flow_g1_rows, "flow_eq46_": flow_g1_rows, "flow_mu_v_": flow_mu_v_row,
+            "flow_eq8_deterministic_": flow_eq8_row, "flow_prop32_": flow_prop32_rows}
 
 
 def recompute_for(key):
@@ -607,3 +734,29 @@ def test_ablation_intervals_are_paired_t_intervals(run):
         ci = stats.ttest_1samp(d, 0.0).confidence_interval(row["level"])
         assert row["interval"] == pytest.approx([ci.low, ci.high], rel=1e-6, abs=1e-12), key
         assert row["n"] == len(d) and row["extra"]["n_to_resolve"] >= 2
+
+
+def test_flow_intervals_are_recomputed(run):
+    # App. G: mu = v's share with its Clopper-Pearson interval; the flow benchmark's paired t intervals
+    for group in ("flow_geometry", "flow_benchmark"):
+        assert (run.report / group).is_dir(), group
+    shares = [k for k in run.rows if k.startswith("flow_mu_v_") and k != "flow_mu_v_success"]
+    assert {f"flow_mu_v_{name}" for name in ("flow_pair", "flow_stochastic", "flow_vp")} <= set(shares)
+    for key in shares:
+        row = run.rows[key]
+        k = round(row["value"] * row["n"])
+        ci = stats.binomtest(k, row["n"]).proportion_ci(0.95, method="exact")
+        assert row["interval"] == pytest.approx([ci.low, ci.high], rel=1e-9), key
+    res = xr.open_zarr(run.report / "flow_benchmark" / "flow_benchmark.zarr", consolidated=False).load()
+    m = {str(a): res.mass.sel(arm=a).values.astype(np.float64) for a in res.arm.values}
+    for key, claimed, rivals in (("flow_amdm_beats_singles", "amdm", 2), ("flow_amdm_swapped_beats_singles",
+                                                                          "amdm_swapped", 2),
+                                 ("flow_mu_v_success", "amdm_mu_v", 1), ("flow_vp_cross_ecosystem", "amdm", 1)):
+        row = run.rows[key]
+        rival = {"flow_mu_v_success": "amdm", "flow_vp_cross_ecosystem": "vp_flow"}.get(key, row["extra"].get("rival"))
+        d = m[claimed] - m[rival]
+        assert row["level"] == pytest.approx(1 - 0.05 / rivals), key  # Bonferroni over the rivals
+        if np.ptp(d) <= 1e-9:  # all equal: the exact binomial bound (tests/test_stats.py), not a t interval
+            continue
+        ci = stats.ttest_1samp(d, 0.0).confidence_interval(row["level"])
+        assert row["interval"] == pytest.approx([ci.low, ci.high], rel=1e-6, abs=1e-12), key

@@ -10,6 +10,10 @@ model's noise schedule attached.
 - ``ve``: a model seen through the VE SDE.
 - ``pipelines``: diffusers pipelines from local weights as denoisers; ``fingerprint``: what
   identifies a pipeline's ecosystem (VAE config and weights hash, scheduler keys).
+- Rectified flow (App. G; velocity denoisers ``v = model(z_t, t, cond)``, ``t = s * 1000``):
+  ``flow_gmm``, the exact velocity of Gaussian mixtures under ``z_s = (1 - s) x0 + s eps`` and the
+  fine-grained family's flow models; ``transformers``, tiny seeded SD3-, Flux- and DiT-style
+  transformers and their fine-tunes; ``flow_pipelines``, SD3 pipelines from local weights.
 """
 
 from .base import Denoiser, check_latents, condition_kind, cross_terms, has_null_condition, same_schedule

@@ -23,8 +23,10 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from diffusers import DDIMScheduler
 
+from ..flow_schedules import GRID_KEYS, is_flow_scheduler
+
 __all__ = ["CROSS_TERMS", "Denoiser", "check_latents", "condition_kind", "cross_terms", "has_null_condition",
-           "same_schedule"]
+           "same_schedule", "schedule_kind"]
 
 #: How the cross terms of two models were evaluated: at one shared condition, or each at its null condition.
 CROSS_TERMS = ("conditional", "unconditional")
@@ -66,10 +68,23 @@ def check_latents(model: Denoiser, z_t: torch.Tensor) -> None:
         )
 
 
+def schedule_kind(scheduler) -> str:
+    """``"flow"`` for a rectified-flow scheduler (App. G), ``"ve"`` for ``schedules.VESchedule``,
+    else ``"vp"``."""
+    if is_flow_scheduler(scheduler):
+        return "flow"
+    return "ve" if scheduler.config.get("parametrization") == "ve" else "vp"
+
+
 def same_schedule(a: DDIMScheduler, b: DDIMScheduler) -> bool:
     """Whether two schedulers define the same SDE and timestep grid: equal ``alphas_cumprod``,
     prediction type, number of training steps, spacing, offset and parametrization (VP, or VE
-    for ``schedules.VESchedule``)."""
+    for ``schedules.VESchedule``); two flow schedulers: one class and one time grid
+    (``flow_schedules.GRID_KEYS``: shift, dynamic shifting, sigma transforms). A flow and a
+    diffusion schedule never agree."""
+    if schedule_kind(a) == "flow" or schedule_kind(b) == "flow":
+        return (type(a) is type(b) and schedule_kind(a) == schedule_kind(b)
+                and all(a.config.get(k) == b.config.get(k) for k in GRID_KEYS))
     ca, cb = a.config, b.config
     keys = ("num_train_timesteps", "prediction_type", "timestep_spacing", "steps_offset",
             "set_alpha_to_one", "parametrization")

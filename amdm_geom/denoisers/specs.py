@@ -6,7 +6,12 @@ weights are made or read, and kept as JSON in every store so that a run can be r
   VP schedule or in VE coordinates (``ve.VEDenoiser``);
 - ``TinyUNetPairSpec``: two tiny seeded diffusers UNets (``unet.tiny_unet_family``) and their
   nearby conditions;
-- ``PipelineSpec``: a diffusers pipeline from local weights (``pipelines.load_pipeline``).
+- ``PipelineSpec``: a diffusers pipeline from local weights (``pipelines.load_pipeline``);
+- ``FlowGMMModelSpec``: one exact model of the GMM family under the rectified flow
+  (``flow_gmm.flow_family_model``);
+- ``TinyTransformerPairSpec``: a tiny seeded SD3-, Flux- or DiT-style transformer and its
+  fine-tune, one flow ecosystem (``transformers.tiny_transformer_pair``);
+- ``FlowPipelineSpec``: an SD3 pipeline from local weights (``flow_pipelines.load_flow_pipeline``).
 
 Building imports torch and diffusers; the specs themselves do not.
 """
@@ -21,8 +26,9 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from ..spec import MAX_SEED, Spec, SpecError, choice, existing, integer, optional, real, seed, sequence
 
-__all__ = ["ATTRIBUTES", "DEFAULT_SHAPE", "Device", "GMMFamilySpec", "GMMModelSpec", "ImageSize", "PipelineSpec",
-           "SDES", "TRAIN_TIMESTEPS", "TinyUNetPairSpec", "UNET_VARIANTS", "VP_SCHEDULES", "device"]
+__all__ = ["ATTRIBUTES", "DEFAULT_SHAPE", "Device", "FlowGMMModelSpec", "FlowPipelineSpec", "GMMFamilySpec",
+           "GMMModelSpec", "ImageSize", "PipelineSpec", "SDES", "TRAIN_TIMESTEPS", "TRANSFORMER_KINDS",
+           "TinyTransformerPairSpec", "TinyUNetPairSpec", "UNET_VARIANTS", "VP_SCHEDULES", "device"]
 
 #: The latent shape of SD 1.x at 512x512.
 DEFAULT_SHAPE = (4, 64, 64)
@@ -35,6 +41,8 @@ SDES = (*VP_SCHEDULES, "ve")
 ATTRIBUTES = ("position", "colour", "style")
 #: ``amdm_geom.denoisers.unet.FAMILY_VARIANTS``.
 UNET_VARIANTS = ("perturbed", "adapter", "independent")
+#: ``amdm_geom.denoisers.transformers.KINDS``.
+TRANSFORMER_KINDS = ("sd3", "flux", "dit")
 #: ``tiny_unet_family``'s independent variant initialises its second UNet with seed + 1000.
 _INDEPENDENT_OFFSET = 1000
 
@@ -276,3 +284,115 @@ class PipelineSpec(Spec):
                                 name=self.name or str(self.path), gligen_scheduled_sampling_beta=self.gligen_beta,
                                 provenance=provenance)
 
+
+
+# --------------------------------------------------------------------------------------------
+# rectified-flow models (App. G)
+
+
+class FlowGMMModelSpec(Spec):
+    """One exact model of the GMM family under the rectified flow ``z_s = (1 - s) x0 + s eps``:
+    conditioned on ``attribute = value``, its velocity in closed form
+    (``flow_gmm.flow_family_model``)."""
+
+    attribute: Annotated[Literal["position", "colour", "style"], choice(*ATTRIBUTES)]
+    """the attribute its condition favours."""
+    value: NonNegInt = 0
+    """the attribute's value."""
+    shift: Annotated[float, real(0.0, low_open=True)] = 1.0
+    """the flow scheduler's time shift, > 0 (SD3 uses 3)."""
+    guidance: NonNegFloat = 1.0
+    """guidance scale, >= 0."""
+    perturb: NonNegFloat = 0.0
+    """perturb the means by this share of the separation (a "fine-tune"), >= 0."""
+    name: str = ""
+    """the model's name in the store (default: the attribute, "(flow)")."""
+
+    def check(self, family: GMMFamilySpec) -> None:
+        """The value against the family's size (a one-line ``SpecError`` on ``value``)."""
+        GMMModelSpec(attribute=self.attribute, value=self.value).check(family)
+
+    def build(self, family, dtype=None):
+        """``(denoiser, condition)`` from a built family (``GMMFamilySpec.build()``)."""
+        import torch
+
+        from .flow_gmm import flow_family_model
+
+        model = flow_family_model(family, shift=self.shift, guidance_scale=self.guidance,
+                                  dtype=torch.float32 if dtype is None else dtype,
+                                  name=self.name or f"{self.attribute} (flow)", perturb=self.perturb)
+        return model, family.condition(**{self.attribute: self.value})
+
+
+class TinyTransformerPairSpec(Spec):
+    """A tiny seeded transformer velocity model and its perturbed copy, one flow ecosystem, with two
+    nearby conditions (``transformers.tiny_transformer_pair``)."""
+
+    kind: Annotated[Literal["sd3", "flux", "dit"], choice(*TRANSFORMER_KINDS)] = "sd3"
+    """the family: sd3 (MMDiT), flux, or dit (class-conditional; its first output channels read as v)."""
+    scale: NonNegFloat = 0.05
+    """perturbation scale of model 2, >= 0."""
+    sample_size: Annotated[int, integer(2)] = 8
+    """latent height and width, an even int >= 2."""
+    shift: Annotated[float, real(0.0, low_open=True)] = 1.0
+    """the flow scheduler's time shift, > 0."""
+    guidance: NonNegFloat = 1.0
+    """classifier-free guidance scale, >= 0."""
+    cond_distance: NonNegFloat = 0.1
+    """distance between y1 and y2 (text embeddings), >= 0."""
+    model_seed: Seed = 0
+    """seed of the transformer and the conditions (the fine-tune uses seed + 1)."""
+
+    @field_validator("sample_size", mode="after")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise SpecError("must be an even int >= 2 (2x2 patches)", value)
+        return value
+
+    def build(self):
+        """``([model1, model2], [y1, y2])``."""
+        from .transformers import tiny_transformer_pair
+
+        return tiny_transformer_pair(self.kind, seed=self.model_seed, scale=self.scale, guidance_scale=self.guidance,
+                                     shift=self.shift, cond_distance=self.cond_distance, sample_size=self.sample_size)
+
+
+class FlowPipelineSpec(Spec):
+    """A Stable Diffusion 3 pipeline from local weights as a velocity denoiser
+    (``flow_pipelines.load_flow_pipeline``, ``FlowPipelineDenoiser``): a pipeline folder or a single
+    checkpoint file, with an optional LoRA. Nothing is downloaded."""
+
+    path: Annotated[Path, existing("pipeline folder or checkpoint file")]
+    """pipeline folder (save_pretrained layout) or checkpoint file."""
+    config: Annotated[Path | None, optional(existing("config folder"))] = None
+    """local config folder for a single-file checkpoint."""
+    lora: Annotated[Path | None, optional(existing("LoRA weights file or folder"))] = None
+    """LoRA weights (file or folder)."""
+    lora_scale: Annotated[float, real()] = 1.0
+    """LoRA scale."""
+    device: Device = "cpu"
+    """cpu, cuda, cuda:N or mps."""
+    dtype: Annotated[Literal["float16", "float32", "float64"], choice("float16", "float32", "float64")] = "float32"
+    """model dtype."""
+    guidance: NonNegFloat = 7.0
+    """classifier-free guidance scale, >= 0; <= 1 is no guidance."""
+    height: ImageSize = None
+    """image height, a multiple of 8 (default the model's)."""
+    width: ImageSize = None
+    """image width, a multiple of 8 (default the model's)."""
+    max_sequence_length: Annotated[int, integer(1, 512)] = 256
+    """T5 tokens of the prompt, in [1, 512]."""
+    name: str = ""
+    """the model's name in the store."""
+
+    def build(self):
+        """The ``FlowPipelineDenoiser`` (loads the weights)."""
+        from .flow_pipelines import FlowPipelineDenoiser, load_flow_pipeline
+
+        pipe = load_flow_pipeline(self.path, device=self.device, dtype=self.dtype, config=self.config,
+                                  lora=self.lora, lora_scale=self.lora_scale)
+        provenance = {"path": str(self.path), "lora": str(self.lora) if self.lora else None}
+        return FlowPipelineDenoiser(pipe, guidance_scale=self.guidance, height=self.height, width=self.width,
+                                    max_sequence_length=self.max_sequence_length, name=self.name or str(self.path),
+                                    provenance=provenance)

@@ -8,6 +8,8 @@ that learned something, with ground truth a detector reads exactly.
   colour from the ink-weighted mean RGB, digit class from a classifier of the 8x8 digits);
 - ``net``: the network (a tiny diffusers ``UNet2DConditionModel`` with one learned token per
   attribute as its condition) and its denoiser;
-- ``train``: the training specs of every model of the ecosystem and the training loop;
+- ``train``: the training specs of every model of the ecosystem and the training loop, under
+  v-prediction (a VP schedule) or the rectified-flow objective (App. G: ``flow_base`` and its
+  fine-tunes ``flow_position``, ``flow_colour``, sampled by Euler steps);
 - ``zoo``: the shipped weights (``weights/``), loaded and checked against their recorded hashes.
 """

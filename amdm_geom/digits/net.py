@@ -9,9 +9,11 @@ the nearly translation-equivariant convolutions are told where in the image they
 quadrant is one of the attributes).
 
 ``DigitsDenoiser``: the ``amdm_geom.denoisers.base.Denoiser`` of a trained net: its output in its
-scheduler's ``prediction_type`` (v-prediction for the shipped models), with classifier-free
-guidance as diffusers' pipelines compute it (``amdm_geom.denoisers.guidance``), the null
-condition being every attribute at -1.
+scheduler's ``prediction_type`` (v-prediction for the VP models, whose integer timestep it
+takes), or, with a ``FlowMatchEulerDiscreteScheduler``, the rectified flow's velocity
+v = eps - x0 of App. G (eq. 42) at the float timestep 1000 s; with classifier-free guidance as
+diffusers' pipelines compute it (``amdm_geom.denoisers.guidance``, also applied to v by SD3's
+and Flux's pipelines), the null condition being every attribute at -1.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers import DDIMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from torch import nn
 
 from ..denoisers.base import check_latents
 from ..denoisers.guidance import guided, uses_guidance
+from ..flow_schedules import is_flow_scheduler
 from .data import ATTRIBUTES, N_VALUES, SIZE
 
 __all__ = ["NET_CONFIG", "DigitsDenoiser", "DigitsNet", "as_condition", "null_condition"]
@@ -36,7 +39,8 @@ NET_CONFIG = dict(sample_size=SIZE, in_channels=5, out_channels=3, layers_per_bl
 
 
 class DigitsNet(nn.Module):
-    """``out = net(z_t (B, 3, 16, 16), t (B,) or int, cond (B, 3) int64)``."""
+    """``out = net(z_t (B, 3, 16, 16), t (B,) or a number, cond (B, 3) int64)``; ``t`` an integer
+    (VP) or float (flow: 1000 s) timestep, which the UNet's sinusoidal embedding takes alike."""
 
     def __init__(self, config: dict | None = None):
         super().__init__()
@@ -82,12 +86,15 @@ def as_condition(position: int | None = None, colour: int | None = None, digit: 
 
 class DigitsDenoiser:
     """A trained ``DigitsNet`` as a denoiser: ``model(z_t, t, cond)`` returns the net's output
-    (in ``scheduler.config.prediction_type``) under guidance scale ``guidance_scale``.
+    under guidance scale ``guidance_scale``: in ``scheduler.config.prediction_type`` at the
+    integer timestep ``t`` for a VP scheduler (``DDIMScheduler``); the velocity eps - x0 at the
+    float timestep ``t`` = 1000 s (a number or 0-d tensor, ``scheduler.timesteps[k]``) for a
+    ``FlowMatchEulerDiscreteScheduler``.
 
     ``cond`` is ``(1, 3)`` or ``(B, 3)`` int64 (``as_condition``). ``attributes``: the
     attributes the model was trained to take (the others it has only seen as null)."""
 
-    def __init__(self, net: DigitsNet, scheduler: DDIMScheduler, *, guidance_scale: float = 1.0,
+    def __init__(self, net: DigitsNet, scheduler, *, guidance_scale: float = 1.0,
                  attributes: tuple[str, ...] = (), name: str = "digits"):
         self.net = net.eval()
         self.scheduler = scheduler
@@ -97,6 +104,7 @@ class DigitsDenoiser:
         self.guidance_scale = float(guidance_scale)
         self.attributes = tuple(attributes)
         self.name = name
+        self.objective = "flow" if is_flow_scheduler(scheduler) else "v_prediction"
 
     #: what a latent is (the ecosystem check compares it): the image itself
     data_space = f"pixels 3x{SIZE}x{SIZE} in [-1, 1]"
@@ -117,11 +125,15 @@ class DigitsDenoiser:
         return cond.expand(batch, -1)
 
     @torch.no_grad()
-    def __call__(self, z_t: torch.Tensor, t: int, cond: Any) -> torch.Tensor:
+    def __call__(self, z_t: torch.Tensor, t, cond: Any) -> torch.Tensor:
+        """``z_t (B, 3, 16, 16)``, ``t`` the timestep, ``cond (1 or B, 3)`` -> ``(B, 3, 16, 16)``."""
         check_latents(self, z_t)
         batch = z_t.shape[0]
         c = self._cond(cond, batch)
-        tt = torch.full((batch,), int(t), dtype=torch.int64)
+        if self.objective == "flow":
+            tt = torch.full((batch,), float(t), dtype=torch.float32)
+        else:
+            tt = torch.full((batch,), int(t), dtype=torch.int64)
         if not uses_guidance(self.guidance_scale):
             return self.net(z_t, tt, c)
         out = self.net(torch.cat([z_t, z_t]), torch.cat([tt, tt]), torch.cat([null_condition(batch), c]))
@@ -129,5 +141,7 @@ class DigitsDenoiser:
         return guided(out_u, out_c, self.guidance_scale)
 
     def describe(self) -> dict:
+        """Family, name, guidance, attributes, objective and what it predicts ('flow_velocity': eps - x0)."""
+        predicts = "flow_velocity" if self.objective == "flow" else self.scheduler.config.prediction_type
         return {"family": "digits", "name": self.name, "guidance_scale": self.guidance_scale,
-                "attributes": list(self.attributes), "prediction_type": self.scheduler.config.prediction_type}
+                "attributes": list(self.attributes), "objective": self.objective, "prediction_type": predicts}

@@ -16,14 +16,21 @@ from pydantic import model_validator
 from ..spec import Spec, SpecError, choice, real, sequence
 from .data import N_VALUES
 
-__all__ = ["DIGITS_GUIDANCE", "DIGITS_MODELS", "MODEL_ATTRIBUTES", "DigitsSpec"]
+__all__ = ["DIGITS_GUIDANCE", "DIGITS_MODELS", "MODEL_ATTRIBUTES", "MODEL_ECOSYSTEM", "DigitsSpec"]
 
 #: The shipped models and the attributes each is conditioned on (``train.ECOSYSTEM``, repeated
 #: here so that specs import no torch; a test checks they agree).
 MODEL_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "base": (), "position_scratch": ("position",), "position_linear": ("position",), "position": ("position",),
-    "colour": ("colour",), "digit": ("digit",)}
+    "colour": ("colour",), "digit": ("digit",), "flow_base": (), "flow_position": ("position",),
+    "flow_colour": ("colour",)}
 DIGITS_MODELS = tuple(MODEL_ATTRIBUTES)
+#: Each shipped model's SDE (Section 3.1: models share an ecosystem only if these agree): the VP
+#: schedule of a v-prediction model ('vp:BETAS'), or 'flow' (App. G's rectified flow, shift 1).
+MODEL_ECOSYSTEM: dict[str, str] = {
+    "base": "vp:scaled_linear", "position_scratch": "vp:scaled_linear", "position_linear": "vp:linear",
+    "position": "vp:scaled_linear", "colour": "vp:scaled_linear", "digit": "vp:scaled_linear",
+    "flow_base": "flow", "flow_position": "flow", "flow_colour": "flow"}
 #: Why the digits models run unguided by default (measured on position_scratch, 32 samples, 20
 #: DDIM steps, the quadrant asked for read back): guidance 1: 1.00, 1.5: 0.97, 2: 0.53, 3: 0.09;
 #: above 1 the guided v overshoots, x0 is clipped and most digits come out yellow (saturated R, G).
@@ -68,7 +75,8 @@ class DigitsSpec(Spec):
         return as_condition(**{a: v for a, v in self.target.items() if a in MODEL_ATTRIBUTES[model]})
 
     def mixed_ecosystems(self) -> bool:
-        return len({m == "position_linear" for m in self.models}) > 1
+        """Whether the models come from different SDEs (``MODEL_ECOSYSTEM``: another VP schedule, or flow and VP)."""
+        return len({MODEL_ECOSYSTEM[m] for m in self.models}) > 1
 
     def build(self):
         """``(denoisers, conditions)``, one per model."""

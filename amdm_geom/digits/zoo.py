@@ -1,6 +1,7 @@
 """The shipped digits ecosystem: ``weights/NAME.safetensors`` (EMA weights, float32, about 1 MB
-each) and ``weights/NAME.json`` (the training spec, the network and scheduler configs, the
-training data's hash, the loss curve, the weights' sha256, training time). Written by
+each) and ``weights/NAME.json`` (the training spec with its objective, v-prediction or flow,
+the network and scheduler configs, the training data's hash, the loss curve, the weights'
+sha256, training time). Written by
 ``amdm-geom train digits`` (``train.train_ecosystem``); read here. Nothing is downloaded and
 nothing is retrained to load them.
 """
@@ -11,12 +12,12 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
 from .net import DigitsDenoiser, DigitsNet
 from .train import ECOSYSTEM, TrainSpec, file_sha256, scheduler_of
 
-__all__ = ["WEIGHTS", "load", "load_net", "metadata", "names", "verify"]
+__all__ = ["WEIGHTS", "load", "load_net", "metadata", "names", "scheduler_from", "verify"]
 
 #: Where the shipped weights live (package data).
 WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -69,10 +70,22 @@ def load_net(name: str, folder=None) -> DigitsNet:
     return _net(name, None if folder is None else str(folder))
 
 
+def scheduler_from(meta: dict):
+    """The scheduler a model was trained with, from its metadata: a ``FlowMatchEulerDiscreteScheduler``
+    for objective 'flow', else a ``DDIMScheduler`` (v-prediction, x0 clipped to [-1, 1]); rebuilt
+    from the spec where no config was recorded."""
+    spec = TrainSpec.model_validate(meta["spec"])
+    if "scheduler_config" not in meta:
+        return scheduler_of(spec)
+    cls = FlowMatchEulerDiscreteScheduler if spec.objective == "flow" else DDIMScheduler
+    return cls.from_config(meta["scheduler_config"])
+
+
 def load(name: str, *, guidance_scale: float = 1.0, folder=None) -> DigitsDenoiser:
-    """Model ``name`` as a denoiser, with its own scheduler (v-prediction, x0 clipped to [-1, 1])."""
+    """Model ``name`` as a denoiser, with its own scheduler (``scheduler_from``): it returns v
+    under v-prediction, the flow velocity eps - x0 under the flow objective."""
     meta = metadata(name, folder)
     spec = TrainSpec.model_validate(meta["spec"])
-    sched = DDIMScheduler.from_config(meta["scheduler_config"]) if "scheduler_config" in meta else scheduler_of(spec)
+    sched = scheduler_from(meta)
     return DigitsDenoiser(load_net(name, folder), sched, guidance_scale=guidance_scale,
                           attributes=tuple(spec.attributes), name=name)

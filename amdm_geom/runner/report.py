@@ -1,7 +1,8 @@
 """The validation report: ``data/report/index.html``, the paper's claims first (claim, where in
 the paper, measured value, bound or paper value, interval, n, verdict; the level, test and
-detail beneath), then the implementation checks in their own table, then every analysis' figures,
-rendered from the jinja2 template ``templates/report.html.j2`` with every value HTML-escaped.
+detail beneath), then App. G's rectified-flow claims, then the implementation checks in their own
+table, then every analysis' figures, rendered from the jinja2 template ``templates/report.html.j2``
+with every value HTML-escaped.
 
 The page links the PNG figures the analyses wrote in their folders under the report folder,
 and is written to a temporary file and renamed, so a half-written report never looks complete.
@@ -51,19 +52,26 @@ def _figure_groups(folder: Path) -> list[dict]:
 def render_report(rows: list[Verdict], folder, *, title: str = "amdm-geom validation report",
                   context: dict | None = None) -> str:
     """The page's HTML for the verdict rows and the PNGs under ``folder``: the paper's claims,
-    then the implementation checks in their own section, each with its counts line."""
+    those on App. G's rectified-flow extension, then the implementation checks, each section with
+    its counts line."""
     folder = Path(folder)
     claims = [v for v in rows if v.kind != "implementation check"]
     checks = [v for v in rows if v.kind == "implementation check"]
+    flow = [v for v in claims if "App. G" in v.where]  # the rectified-flow extension, its own section
+    claims = [v for v in claims if "App. G" not in v.where]
     info = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "amdm-geom": __version__, "python": platform.python_version(), **(context or {})}
-    sections = [{"title": "Verdicts", "counts": counts_line(claims), "rows": claims, "checks": False}]
+    sections = [{"title": "Verdicts", "counts": counts_line(claims), "rows": claims, "checks": False,
+                 "power": _power_rows(claims)}]
+    if flow:
+        sections.append({"title": "Rectified flow (App. G)", "counts": counts_line(flow), "rows": flow,
+                         "checks": False, "power": _power_rows(flow)})
     if checks:
         sections.append({"title": "Implementation checks", "counts": counts_line(checks), "rows": checks,
-                         "checks": True})
+                         "checks": True, "power": []})
     return _ENV.get_template("report.html.j2").render(
         title=title, info=info, sections=sections, interval=interval_text, note=verdict_note, colours=COLOURS,
-        groups=_figure_groups(folder), power=_power_rows(claims))
+        groups=_figure_groups(folder))
 
 
 def _power_rows(rows: list[Verdict]) -> list[dict]:

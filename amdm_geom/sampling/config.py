@@ -39,7 +39,7 @@ __all__ = ["DEFAULT_AGG_STEPS", "DEFAULT_WEIGHTS", "DTYPE_NAMES", "MIX_RULES", "
            "as_number", "is_int", "is_real", "is_sequence"]
 
 MIX_RULES = ("slerp", "lerp", "orthogonal_mix")
-SHIFT_MEANS = ("step", "aggregate")
+SHIFT_MEANS = ("step", "aggregate", "velocity")
 DTYPE_NAMES = ("float16", "float32", "float64")
 #: s, the default aggregation window's length (App. F.2), or T if that is smaller.
 DEFAULT_AGG_STEPS = 20
@@ -72,11 +72,15 @@ class SamplerConfig(Spec):
     """the radial shift of eq. (7), >= 0, one value or one per model, in units of latent norm."""
     mix: Annotated[Literal["slerp", "lerp", "orthogonal_mix"], choice(*MIX_RULES)] = "slerp"
     """slerp (eq. 6), lerp (Figure 5's baseline) or the earlier version's orthogonal mix (w weighs model 1)."""
-    shift_mean: Annotated[Literal["step", "aggregate"], choice(*SHIFT_MEANS)] = "step"
-    """the shift's mean: mu_i(z_t^i, t, y_i) from the step (Algorithm 1), or mu_i(z', t, y_i) at the aggregate
-    as eq. (7) prints it (one more model call)."""
+    shift_mean: Annotated[Literal["step", "aggregate", "velocity"], choice(*SHIFT_MEANS)] = "step"
+    """the shift's mean: mu_i(z_t^i, t, y_i) from the step (Algorithm 1; a flow's deterministic location
+    z + dt v), or mu_i(z', t, y_i) at the aggregate as eq. (7) prints it (one more model call), or for flow
+    models the velocity v_i(z_t^i, t, y_i) itself, as App. G prints "set mu = v"."""
     ddim_eta: Annotated[float, real(0.0, accepted="a finite float >= 0")] = 0.0
     """DDIM's eta >= 0 (0: deterministic; 1: DDPM posterior variance)."""
+    flow_stochastic: bool | None = None
+    """flow models: sample with diffusers' stochastic flow step (True), the deterministic Euler step (False),
+    or as each model's scheduler says (default)."""
     shared_init: Flag = False
     """every model starts from model 1's z_T (the earlier version)."""
     allow_schedule_mismatch: Flag = Field(False, alias="insist")
@@ -258,6 +262,11 @@ class RunSpec(Spec):
     def check_models(self) -> None:
         """What the spec's own fields require of each other (``SpecError`` with the field's loc)."""
 
+    def step_kinds(self) -> tuple[str, ...]:
+        """Each model's step kind, ``"ddim"`` or ``"flow"`` (the hook names depend on it): DDIM unless a
+        spec of flow models says otherwise."""
+        return ("ddim",) * self.n_models
+
     @model_validator(mode="after")
     def _check_together(self):
         self.check_models()
@@ -272,7 +281,7 @@ class RunSpec(Spec):
         if self.run.names is not None:
             from .hooks import planned_hook_names
 
-            names = planned_hook_names(self.n_models, self.config())
+            names = planned_hook_names(self.n_models, self.config(), kinds=self.step_kinds())
             for glob in self.run.names:
                 if not any(fnmatch.fnmatchcase(n, glob) for n in names):
                     listed = ", ".join(names[:6]) + (f", ..., {names[-1]}" if len(names) > 6 else "")

@@ -7,7 +7,9 @@ else ``schedules.step_epsilon`` of it), the opt-in ``.out`` (the raw output, in 
 ``prediction_type``, with ``record_output``), ``.x0`` (the predicted clean latent, clipped as
 the step clips it), ``.mu`` (the reverse-step mean of eq. 4), ``.noise`` (sigma_t xi),
 ``.z_next`` (mu + noise), ``.mu_shift`` (the mean the radial shift of eq. 7 used), ``.z_shift``
-(z' after model i's shift) and the aggregate ``agg.z`` (z' of eq. 6). A names filter (a glob,
+(z' after model i's shift) and the aggregate ``agg.z`` (z' of eq. 6). A flow model (App. G)
+emits ``.v`` (its velocity, eq. 42) where a DDIM model emits ``.eps``, and ``.mu`` is its step's
+deterministic location (``steppers``); its cross terms are ``v_cross``/``v_at_z1``. A names filter (a glob,
 a list of globs, or a callable) selects hooks, as TransformerLens' ``names_filter`` does.
 """
 
@@ -17,11 +19,13 @@ import fnmatch
 
 from .config import SamplerConfig
 
-__all__ = ["AGG_QUANTITIES", "CROSS_EPS", "MODEL_QUANTITIES", "OUTPUT", "hook_names", "latent_dims", "matches",
-           "parse_hook_name", "planned_hook_names"]
+__all__ = ["AGG_QUANTITIES", "CROSS_EPS", "FLOW_QUANTITIES", "MODEL_QUANTITIES", "OUTPUT", "hook_names", "latent_dims",
+           "matches", "parse_hook_name", "planned_hook_names"]
 
 #: Per-model quantities the sampler emits as ``model{i}.<quantity>`` (the table above).
 MODEL_QUANTITIES = ("z", "eps", "x0", "mu", "noise", "z_next", "mu_shift", "z_shift")
+#: A flow model's quantities: the velocity in place of the step's epsilon.
+FLOW_QUANTITIES = tuple("v" if q == "eps" else q for q in MODEL_QUANTITIES)
 #: Quantities of the aggregate, emitted as ``agg.<quantity>`` and stored as ``agg_<quantity>``.
 AGG_QUANTITIES = ("z",)
 
@@ -36,9 +40,16 @@ def latent_dims(latent_shape: tuple[int, ...]) -> tuple[str, ...]:
     return tuple(f"d{i}" for i in range(len(latent_shape)))
 
 
-def hook_names(n_models: int, extra: tuple[str, ...] = ()) -> list[str]:
-    """Every hook name a run of ``n_models`` can emit, per-model quantities then the aggregate."""
-    names = [f"model{i}.{q}" for i in range(n_models) for q in (*MODEL_QUANTITIES, *extra)]
+def hook_names(n_models: int, extra: tuple[str, ...] = (), kinds: tuple[str, ...] | None = None) -> list[str]:
+    """Every hook name a run of ``n_models`` can emit, per-model quantities then the aggregate;
+    ``kinds[i]`` is model i's step kind (``"ddim"`` or ``"flow"``, default all DDIM)."""
+    kinds = tuple(kinds) if kinds is not None else ("ddim",) * n_models
+    names = []
+    for i in range(n_models):
+        own = FLOW_QUANTITIES if kinds[i] == "flow" else MODEL_QUANTITIES
+        cross = {"eps_cross": ("v" if kinds[0] == "flow" else "eps") + "_cross",
+                 "eps_at_z1": ("v" if kinds[i] == "flow" else "eps") + "_at_z1"}
+        names += [f"model{i}.{q}" for q in (*own, *(cross.get(e, e) for e in extra))]
     return names + [f"agg.{q}" for q in AGG_QUANTITIES]
 
 
@@ -71,7 +82,8 @@ def matches(names_filter, name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in names_filter)
 
 
-def planned_hook_names(n_models: int, config: SamplerConfig, names_filter=None) -> list[str]:
+def planned_hook_names(n_models: int, config: SamplerConfig, names_filter=None,
+                       kinds: tuple[str, ...] | None = None) -> list[str]:
     """The hook names a run of ``n_models`` models with ``config`` emits (and records, for a
     recorder with ``names_filter``): none of the aggregate's or the shift's when no step is
     aggregated, the cross-eps terms only with ``record_cross_eps`` and more than one model, the
@@ -79,7 +91,7 @@ def planned_hook_names(n_models: int, config: SamplerConfig, names_filter=None) 
     start, stop = config.window
     aggregated = n_models > 1 and any(start <= k < stop for k in range(config.num_inference_steps))
     extra = (OUTPUT if config.record_output else ()) + (CROSS_EPS if config.record_cross_eps and n_models > 1 else ())
-    names = [nm for nm in hook_names(n_models, extra) if matches(names_filter, nm)]
+    names = [nm for nm in hook_names(n_models, extra, kinds) if matches(names_filter, nm)]
     if not aggregated:
         names = [nm for nm in names if nm != "agg.z" and not nm.endswith((".mu_shift", ".z_shift"))]
     return names

@@ -17,9 +17,12 @@ import xarray as xr
 from .. import __version__
 from .hooks import latent_dims, parse_hook_name
 
-__all__ = ["STEP_COORDS", "RunPlan", "dtype_name", "numpy_dtype"]
+__all__ = ["FLOW_COORDS", "STEP_COORDS", "RunPlan", "dtype_name", "numpy_dtype"]
 
 STEP_COORDS = ("t", "t_prev", "alpha_bar", "alpha_bar_prev", "A", "B", "sigma")
+#: A flow's own step coordinates (``flow_schedules.flow_coefficients``): its noise level s, the next one
+#: and dt = s_next - s; NaN for a DDIM model's rows in a run that mixes the two.
+FLOW_COORDS = ("flow_sigma", "flow_sigma_next", "dt")
 
 
 @dataclass
@@ -79,7 +82,18 @@ class RunPlan:
             out[name] = (("step",), c0[name].values)
         for name in ("alpha_bar", "alpha_bar_prev", "A", "B", "sigma"):
             out[f"model_{name}"] = (("model", "step"), np.stack([c[name].values for c in self.coefficients]))
+        if any("flow_sigma" in c for c in self.coefficients):
+            nan = np.full(self.n_steps, np.nan)
+            for name in FLOW_COORDS:
+                rows = [c[name].values if name in c else nan for c in self.coefficients]
+                out[name] = (("step",), rows[0])
+                out[f"model_{name}"] = (("model", "step"), np.stack(rows))
         return out
+
+    @property
+    def step_kinds(self) -> list[str]:
+        """Each model's step: ``"flow"`` (App. G's Euler step) or ``"ddim"``."""
+        return ["flow" if c.attrs.get("kind") == "flow" else "ddim" for c in self.coefficients]
 
     def attrs(self) -> dict:
         return {
@@ -90,6 +104,7 @@ class RunPlan:
             "creation_library": f"amdm-geom {__version__}",
             "dtype": dtype_name(self.dtype),
             "hook_names": list(self.names),
+            "step_kinds": self.step_kinds,
             "steps_completed": 0,
             "complete": False,
             "recorded_steps": "all",

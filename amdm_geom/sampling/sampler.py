@@ -20,7 +20,10 @@ type, clipped or not: the state update *is* diffusers' step on the model's outpu
 model's dtype; ``model{i}.eps`` records the epsilon for which eq. (4) holds
 (``schedules.step_epsilon``: the output itself for an epsilon model without clipping).
 Aggregation and the shift are computed in float64 by ``amdm_geom.geometry`` and returned in the
-model's dtype.
+model's dtype. A rectified-flow model (App. G) is stepped the same way by diffusers'
+``FlowMatchEulerDiscreteScheduler`` (``steppers.FlowStep``: its own instance per model): out is
+its velocity v, mu the step's deterministic location z + dt v (the part DDIM's mean plays in
+eq. 7), and a one-model run is diffusers' flow-matching loop bit for bit.
 
 Options (``SamplerConfig``): the mixing rule (slerp, lerp, the earlier version's
 orthogonal_mix), which mean the shift uses (``mu_i`` at ``z_t^i`` as in Algorithm 1, or
@@ -48,14 +51,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..denoisers.base import Denoiser, cross_terms, same_schedule
-from ..schedules import ddim_coefficients, step_epsilon, stepper
+from ..denoisers.base import Denoiser
+from .checks import check_models
 from .config import SamplerConfig, is_sequence
 from .hooks import matches, planned_hook_names
 from .plan import RunPlan
 from .recording import MemoryRecorder
 from .rng import as_seed, draw, sample_generators
 from .step import AggregateStep, aggregate_step
+from .steppers import make_step
 
 __all__ = ["CHUNK_BYTES", "AMDMSampler", "SampleOutput", "describe_condition"]
 
@@ -87,62 +91,25 @@ class AMDMSampler:
         self.models = list(models)
         self.conds = list(conds)
         self.config = config or SamplerConfig()
-        self._check()
+        self.cross_modes = check_models(self.models, self.conds, self.config)
         cfg = self.config = self.config.for_models(len(self.models))  # a one-model run: no weight
         self.etas = self._per_model_eta()
-        self.schedulers = [stepper(m.scheduler, cfg.num_inference_steps) for m in self.models]
-        self.coefficients = [ddim_coefficients(m.scheduler, cfg.num_inference_steps, cfg.ddim_eta)
-                             for m in self.models]
-        self.timesteps = [int(t) for t in self.coefficients[0]["t"].values]
-        for i, c in enumerate(self.coefficients[1:], start=1):
-            if [int(t) for t in c["t"].values] != self.timesteps:
+        # one step per model (DDIM, or a flow's Euler step with its own scheduler instance)
+        self.steps = [make_step(m, cfg.num_inference_steps, ddim_eta=cfg.ddim_eta, flow_stochastic=cfg.flow_stochastic,
+                                who=f"model {i}") for i, m in enumerate(self.models)]
+        self.coefficients = [st.coefficients for st in self.steps]
+        self.timesteps = self.steps[0].timesteps
+        grid = [float(t) for t in self.timesteps]
+        for i, st in enumerate(self.steps[1:], start=1):  # with --insist, each model steps its own grid, by index
+            if not cfg.allow_schedule_mismatch and [float(t) for t in st.timesteps] != grid:
                 raise ValueError(f"model {i}'s timestep grid differs from model 0's; models must share "
-                                 "num_train_timesteps, timestep_spacing and steps_offset")
+                                 "num_train_timesteps, timestep_spacing and steps_offset (or the flow's shift); "
+                                 "pass --insist to step each on its own grid")
         self._hooks: list[tuple[object, Callable]] = []
         self._recorders: list = []
         self._offset = 0
         self._nulls: dict[int, object] = {}
-
-    # -- validation -------------------------------------------------------------------------------
-
-    def _check(self) -> None:
-        cfg, n = self.config, len(self.models)
-        if n < 1:
-            raise ValueError("AMDMSampler needs at least 1 model; got 0")
-        if len(self.conds) != n:
-            raise ValueError(f"need one condition per model: {n} models, got {len(self.conds)} conditions")
-        shapes = [tuple(m.latent_shape) for m in self.models]
-        if any(s != shapes[0] for s in shapes):
-            raise ValueError(f"models must share one latent shape; got {shapes}")
-        dtypes = [m.dtype for m in self.models]
-        if any(d != dtypes[0] for d in dtypes):
-            raise ValueError(f"models must share one dtype; got {[str(d) for d in dtypes]}")
-        cfg.check(n)
-        for i, m in enumerate(self.models):
-            n_train = m.scheduler.config.get("num_train_timesteps")
-            if n_train is not None and cfg.num_inference_steps > int(n_train):
-                raise ValueError(f"num_inference_steps must be <= {n_train}, model {i}'s number of training "
-                                 f"timesteps; got {cfg.num_inference_steps}")
-        # the cross terms: at y_i for both models, or each at its null condition (one line if neither)
-        self.cross_modes = {i: cross_terms(self.models[0], m, ("model 0", f"model {i}"))
-                            for i, m in enumerate(self.models[1:], start=1)} if cfg.record_cross_eps else {}
-        if not cfg.allow_schedule_mismatch:
-            self._check_ecosystem()
-
-    def _check_ecosystem(self) -> None:
-        for i, m in enumerate(self.models[1:], start=1):
-            if not same_schedule(self.models[0].scheduler, m.scheduler):
-                raise ValueError(f"model {i}'s noise schedule differs from model 0's (a different SDE, another "
-                                 "ecosystem); pass --insist (allow_schedule_mismatch=True) to aggregate them anyway")
-        if all(hasattr(m, "ecosystem") for m in self.models):  # pipelines: VAE and latent space too
-            from ..ecosystem import compare
-
-            first = self.models[0].ecosystem()
-            for i, m in enumerate(self.models[1:], start=1):
-                bad = [k for k, v in compare(first, m.ecosystem()).items() if v["same"] is False]
-                if bad:
-                    raise ValueError(f"model {i} is in a different ecosystem from model 0 ({', '.join(bad)} differ); "
-                                     "pass --insist (allow_schedule_mismatch=True) to aggregate them anyway")
+        self._out: dict[int, torch.Tensor] = {}  # each model's output at the current step
 
     def _per_model_eta(self) -> list[float]:
         n, eta = len(self.models), self.config.eta  # (checked by SamplerConfig.check)
@@ -204,7 +171,7 @@ class AMDMSampler:
         samples per chunk when it runs in chunks."""
         n, (start, stop) = len(self.models), self.config.window
         aggregated = np.array([start <= k < stop and n > 1 for k in range(self.config.num_inference_steps)])
-        names = planned_hook_names(n, self.config, names_filter)
+        names = planned_hook_names(n, self.config, names_filter, tuple(st.kind for st in self.steps))
         chunk = None if chunk_size is None or chunk_size >= len(seeds) else int(chunk_size)
         return RunPlan(names=names, n_models=n, seeds=[int(s) for s in seeds],
                        latent_shape=tuple(self.models[0].latent_shape), dtype=self.models[0].dtype,
@@ -258,12 +225,12 @@ class AMDMSampler:
         shape, dtype, device = tuple(models[0].latent_shape), models[0].dtype, models[0].device
         start, stop = cfg.window
         self._offset = offset
-        for m in models:  # e.g. GLIGEN's scheduled sampling counts steps
+        for m, step in zip(models, self.steps):  # e.g. GLIGEN's scheduled sampling counts steps
             if hasattr(m, "prepare"):
-                m.prepare(self.timesteps)
+                m.prepare(step.timesteps)
         gens = [sample_generators(seeds, i) for i in range(n)]
         # z_T per model, (B, *latent_shape), at its schedule's prior scale (1 for VP)
-        z = [draw(g, shape, dtype, device) * sched.init_noise_sigma for g, sched in zip(gens, self.schedulers)]
+        z = [draw(g, shape, dtype, device) * step.init_noise_sigma for g, step in zip(gens, self.steps)]
         if cfg.shared_init:
             z = [z[0].clone() for _ in range(n)]
         last = cfg.num_inference_steps if cfg.continue_after_window else stop
@@ -287,35 +254,31 @@ class AMDMSampler:
         return SampleOutput(z0=z[0], finals=z, model_calls=calls, seeds=seeds, config=cfg, stopped_at=stopped_at)
 
     def _model_step(self, i: int, k: int, z: torch.Tensor, gens) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model i's reverse step k from ``z (B, *latent_shape)``: diffusers' ``DDIMScheduler.step``
-        on the model's output gives mu (no noise) and z_next = mu + sigma_t xi (eq. 4); the hooks
-        get z, eps (the step's epsilon), out, x0, mu, noise and z_next."""
-        cfg, sched, t = self.config, self.schedulers[i], self.timesteps[k]
-        out = self.models[i](z, t, self.conds[i])
-        mean = sched.step(out, t, z, eta=cfg.ddim_eta, variance_noise=torch.zeros_like(z))
-        mu = mean.prev_sample
-        if cfg.ddim_eta > 0:  # as diffusers: noise is drawn and added whenever eta > 0
-            xi = draw(gens, tuple(self.models[0].latent_shape), self.models[0].dtype, self.models[0].device)
-            z_next = sched.step(out, t, z, eta=cfg.ddim_eta, variance_noise=xi).prev_sample
-        else:
-            z_next = mu
+        """Model i's step k from ``z (B, *latent_shape)`` (``steppers``: diffusers' DDIM step, or
+        its flow-matching Euler step): mu (the step's location, no noise) and z_next = mu + sigma_t xi
+        (eq. 4); the hooks get z, eps (the step's epsilon) or v (a flow's velocity), out, x0, mu,
+        noise and z_next. ``self._out[i]`` keeps the output (the velocity target of eq. 46)."""
+        step = self.steps[i]
+        out = self.models[i](z, step.timesteps[k], self.conds[i])
+        res = step.step(out, k, z, gens)
+        self._out[i] = out
         if self._hooks:
             site = f"model{i}."
             self._emit(site + "z", k, z)
-            self._emit(site + "eps", k, step_epsilon(sched, out, t, z, cfg.ddim_eta, mean.pred_original_sample))
-            if cfg.record_output:
+            self._emit(site + step.input_name, k, res.inp)
+            if self.config.record_output:
                 self._emit(site + "out", k, out)
-            self._emit(site + "x0", k, mean.pred_original_sample)
-            self._emit(site + "mu", k, mu)
-            self._emit(site + "noise", k, z_next - mu)
-            self._emit(site + "z_next", k, z_next)
-        return mu, z_next
+            self._emit(site + "x0", k, res.x0)
+            self._emit(site + "mu", k, res.mu)
+            self._emit(site + "noise", k, res.z_next - res.mu)
+            self._emit(site + "z_next", k, res.z_next)
+        return res.mu, res.z_next
 
     def _cross_eps(self, k: int, z1: torch.Tensor, running) -> int:
         """The cross terms at model 1's ``z1 = z_t^1`` (eqs. 20-22), as step epsilons: for each
         partner i, eps_theta1(z1, t, y) and eps_thetai(z1, t, y'), with y = y' = y_i when the two
         take one kind of condition, else each model's null condition. Returns the model calls."""
-        t, eta, calls = self.timesteps[k], self.config.ddim_eta, 0
+        calls, first = 0, self.steps[0]
         for i in running:
             if i == 0:
                 continue
@@ -323,9 +286,10 @@ class AMDMSampler:
                 y1 = yi = self.conds[i]
             else:
                 y1, yi = self._null(0), self._null(i)
-            out1, outi = self.models[0](z1, t, y1), self.models[i](z1, t, yi)
-            self._emit(f"model{i}.eps_cross", k, step_epsilon(self.schedulers[0], out1, t, z1, eta))
-            self._emit(f"model{i}.eps_at_z1", k, step_epsilon(self.schedulers[i], outi, t, z1, eta))
+            step = self.steps[i]
+            out1, outi = self.models[0](z1, first.timesteps[k], y1), self.models[i](z1, step.timesteps[k], yi)
+            self._emit(f"model{i}.{first.input_name}_cross", k, first.step_input(out1, k, z1))
+            self._emit(f"model{i}.{step.input_name}_at_z1", k, step.step_input(outi, k, z1))
             calls += 2
         return calls
 
@@ -338,16 +302,17 @@ class AMDMSampler:
     def _aggregate_step(self, k: int, z_next: dict, mu: dict) -> tuple[list[torch.Tensor], int]:
         """Eq. (6) then eq. (7) at step k: the next z of every model, and the model calls the
         shift's means made (eq. 7 as printed evaluates each model at z')."""
-        cfg, t, n, calls = self.config, self.timesteps[k], len(self.models), 0
+        cfg, n, calls = self.config, len(self.models), 0
+        if cfg.shift_mean == "velocity":  # App. G's "set mu = v", as printed: the velocity itself
+            mu = dict(self._out)
 
         def mean_at(i, z_agg):
             nonlocal calls
-            if cfg.shift_mean == "step":  # Algorithm 1: mu_i(z_t^i, t, y_i), already computed
+            if cfg.shift_mean in ("step", "velocity"):  # Algorithm 1: mu_i(z_t^i, t, y_i), already computed
                 return mu[i]
             calls += 1  # eq. (7) as printed: mu_i(z', t, y_i), one more call
-            out = self.models[i](z_agg, t, self.conds[i])
-            return self.schedulers[i].step(out, t, z_agg, eta=cfg.ddim_eta,
-                                           variance_noise=torch.zeros_like(z_agg)).prev_sample
+            step = self.steps[i]
+            return step.location(self.models[i](z_agg, step.timesteps[k], self.conds[i]), k, z_agg)
 
         agg = self._aggregate([z_next[i] for i in range(n)], [mu[i] for i in range(n)], mean_at)
         z = list(agg.z_shift)

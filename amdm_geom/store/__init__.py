@@ -18,9 +18,14 @@ Schema (README, "Store schema"; written down before the code, in the manner of A
 - step coordinates (model 0's schedule): ``t``, ``t_prev``, ``alpha_bar``, ``alpha_bar_prev``,
   ``A``, ``B``, ``sigma`` and boolean ``aggregated``; every model's own ``model_alpha_bar``,
   ``model_alpha_bar_prev``, ``model_A``, ``model_B``, ``model_sigma`` over ``(model, step)``
-  (they differ only in cross-ecosystem runs); ``seed`` over ``sample``.
+  (they differ only in cross-ecosystem runs); ``seed`` over ``sample``. A run with flow models
+  (App. G) stores ``v`` (the velocity) where DDIM stores ``eps``, its ``A``, ``B``, ``sigma``
+  from ``flow_schedules.flow_coefficients`` (mu = A z + B v), NaN ``alpha_bar``, and the flow's
+  own ``flow_sigma``, ``flow_sigma_next``, ``dt`` (and ``model_*`` of each); ``t`` is then the
+  float timestep s * 1000.
 - attrs: ``config`` (the full sampler config and model descriptions, JSON), ``seeds``,
   ``versions`` (JSON), ``created_at``, ``creation_library``, ``dtype``, ``hook_names``,
+  ``step_kinds`` (per model ``"ddim"`` or ``"flow"``; ``reading.step_kinds``),
   ``steps_completed`` (the steps every sample has done: refreshed every few seconds while a run
   is in flight, exact at its end, also when it fails; a run in chunks of samples counts them
   during its last chunk) and ``complete`` (false until the last step of the last chunk is on
@@ -63,9 +68,12 @@ from .reading import (
     require,
     run_config,
     sampler_config,
+    step_input,
+    step_kinds,
     steps_completed,
 )
 from .recorder import ZarrRecorder
 
 __all__ = ["StoreError", "ZarrRecorder", "check_output_path", "completed_steps", "incomplete_note", "is_complete",
-           "is_trace_store", "open_run", "require", "run_config", "sampler_config", "steps_completed"]
+           "is_trace_store", "open_run", "require", "run_config", "sampler_config", "step_input",
+           "step_kinds", "steps_completed"]

@@ -44,6 +44,19 @@ def sampler_config(ds: xr.Dataset) -> SamplerConfig:
     return SamplerConfig.model_validate(run_config(ds)["sampler"])
 
 
+def step_kinds(ds: xr.Dataset) -> list[str]:
+    """Each model's step, ``"ddim"`` or ``"flow"`` (App. G's Euler step, whose store records
+    ``v`` where DDIM records ``eps``); stores written before flow models existed are DDIM."""
+    kinds = ds.attrs.get("step_kinds")
+    n = ds.sizes.get("model", 1)
+    return [str(k) for k in kinds] if kinds is not None else ["ddim"] * n
+
+
+def step_input(ds: xr.Dataset, model: int) -> str:
+    """The variable that multiplies B in ``mu = A z + B <it>`` for ``model``: ``eps`` or ``v``."""
+    return "v" if step_kinds(ds)[model] == "flow" else "eps"
+
+
 def _source(ds: xr.Dataset) -> str:
     return str(ds.encoding.get("source") or "(in memory)")
 
