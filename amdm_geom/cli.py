@@ -9,6 +9,9 @@
 - ``amdm-geom analyze ANALYSIS [STORE...]``: one analysis, results and figures under ``--out``.
 - ``amdm-geom rerun STORE [--out NEW]``: run a store's spec again, bit for bit.
 - ``amdm-geom ecosystem PATH_A PATH_B``: whether two pipelines are one diffusion ecosystem.
+- ``amdm-geom sweep SPEC_FILE [--out DIR --scheduler ADDRESS --workers N]``: a grid of probe specs
+  on dask.distributed (``amdm_geom.sweep``), one store per point; complete stores are skipped.
+- ``amdm-geom clean [FOLDER...]``: remove the stores and results this toolkit wrote.
 
 Each command's options come from a spec (``amdm_geom.spec.Spec``) through tyro, chosen because
 it builds a command line from typed, nested dataclass or pydantic configs with the help taken
@@ -40,6 +43,8 @@ COMMANDS = {
     "rerun": "run a trace store's spec again into a new store: the same arrays, bit for bit",
     "ecosystem": "are two pipelines one diffusion ecosystem? (VAE, SDE, latent shape, proximity)",
     "train": "train a shipped ecosystem's models from their configs (digits: about 45 min on 2 cores)",
+    "sweep": "run a sweep file's grid of probe specs on dask.distributed, one store per point (skips complete ones)",
+    "clean": "remove the trace stores and results this toolkit wrote (default: data/runs data/report)",
 }
 
 
@@ -291,6 +296,8 @@ def _command(name: str, args: list[str]) -> int:
         "rerun": (commands.RerunCommand, commands.rerun, None),
         "ecosystem": (commands.EcosystemCommand, commands.ecosystem, None),
         "train": (commands.TrainCommand, commands.train, None),
+        "sweep": (commands.SweepCommand, commands.sweep, None),
+        "clean": (commands.CleanCommand, commands.clean, None),
     }[name]
     text = description(args) if callable(description) else description
     return run(parse(cls, args, prog=f"amdm-geom {name}", description=text))

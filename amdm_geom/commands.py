@@ -1,9 +1,11 @@
-"""The commands ``analyze``, ``rerun`` and ``ecosystem``: each a spec (its options, checked before
-any work) and the function that runs it. (``probe`` takes each probe's own spec; ``validate`` is
-``amdm_geom.validate``.)"""
+"""The commands ``analyze``, ``rerun``, ``ecosystem``, ``train``, ``sweep`` and ``clean``: each a
+spec (its options, checked before any work) and the function that runs it. (``probe`` takes each
+probe's own spec; ``validate`` is ``amdm_geom.validate``.)"""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,8 +14,9 @@ from pydantic import Field, ValidationInfo, field_validator
 from .denoisers.specs import Device
 from .spec import Spec, SpecError, choice, creatable_dir, existing, flag, integer, optional, seed, writable_file
 
-__all__ = ["AnalyzeCommand", "EcosystemCommand", "RerunCommand", "TrainCommand", "analyze", "analyze_description",
-           "ecosystem", "rerun", "stores_by_name", "train"]
+__all__ = ["AnalyzeCommand", "CleanCommand", "EcosystemCommand", "RerunCommand", "SweepCommand", "TrainCommand",
+           "analyze", "analyze_description", "clean", "clean_folders", "ecosystem", "rerun", "stores_by_name", "sweep",
+           "train"]
 
 Flag = Annotated[bool, flag]
 Folder = Annotated[Path, creatable_dir]
@@ -172,4 +175,137 @@ def train(cmd: TrainCommand) -> int:
 
     done = train_ecosystem(cmd.out, only=cmd.only or None, workers=cmd.workers, init_dir=WEIGHTS)
     print(f"trained {len(done)} model(s) into {cmd.out}: " + ", ".join(f"{k} {v:.0f} s" for k, v in done.items()))
+    return 0
+
+
+class SweepCommand(Spec):
+    """Run a sweep file's grid of probe specs on dask.distributed, one task per grid point, each
+    into OUT/<point>.zarr; every point is checked before any task starts. A sweep started again
+    skips the complete stores and redoes the rest; a failed point is reported and the others go
+    on (exit status 1 if any failed). OUT/sweep.json records the points. Example:
+    examples/sweep.toml."""
+
+    spec_file: Annotated[Path, existing("sweep file")] = Field(json_schema_extra=_POSITIONAL)
+    """the sweep file (TOML or YAML: probe, base, grid)."""
+    out: Path | None = None
+    """where the stores and sweep.json go (default: data/runs/<SPEC_FILE's name>)."""
+    scheduler: str | None = None
+    """address of a running dask scheduler (tcp://host:port); default: a local cluster."""
+    workers: Annotated[int | None, optional(integer(1))] = None
+    """worker processes of the local cluster (default: min(points, cores))."""
+    progress: Flag = True
+    """show a progress bar."""
+
+
+def sweep(cmd: SweepCommand) -> int:
+    from .sweep import sweep as run_sweep
+
+    out = cmd.out if cmd.out is not None else Path("data/runs") / cmd.spec_file.stem
+    rows = run_sweep(cmd.spec_file, out, scheduler=cmd.scheduler, workers=cmd.workers, progress=cmd.progress)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")}
+    print(f"sweep: {counts['done']} done, {counts['skipped']} skipped (complete), {counts['failed']} failed; "
+          f"stores and sweep.json in {out}")
+    for r in rows:
+        if r["status"] == "failed":
+            print(f"  failed {r['name']} {r['values']}: {r['error']}")
+    return 1 if counts["failed"] else 0
+
+
+class CleanCommand(Spec):
+    """Remove what this toolkit wrote under the given folders: trace stores, result folders, the
+    report's index.html and verdicts.json, and sweep records; print each and the bytes freed.
+    Anything else is kept (one line each); a store being written is kept."""
+
+    folders: tuple[Path, ...] = Field((Path("data/runs"), Path("data/report")), alias="folder",
+                                      json_schema_extra=_POSITIONAL)
+    """folders to clean (default: data/runs data/report)."""
+
+
+#: Files of the report folder that ``validate`` writes.
+_REPORT_FILES = ("index.html", "verdicts.json")
+
+
+def _size(path: Path) -> int:
+    if path.is_file() or path.is_symlink():
+        return path.lstat().st_size
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _ours(path: Path, top: bool) -> bool:
+    """Whether ``path`` (not a link) is something this toolkit wrote."""
+    from .runner.output import is_result_folder
+    from .store import is_trace_store
+    from .sweep import LIBRARY, RECORD
+
+    if path.is_dir():
+        return is_trace_store(path) or is_result_folder(path)
+    if top and path.name in _REPORT_FILES:
+        return True
+    if path.name == RECORD:
+        try:
+            return json.loads(path.read_text()).get("creation_library") == LIBRARY
+        except (OSError, ValueError, AttributeError):
+            return False
+    return False
+
+
+def _remove(path: Path, removed: list, kept: list) -> None:
+    from .store import StoreError, _StoreLock
+
+    size = _size(path)
+    if path.is_file():
+        path.unlink()
+        removed.append((path, size))
+        return
+    lock = _StoreLock(path, path)
+    try:
+        lock.acquire()
+    except StoreError as exc:
+        kept.append((path, str(exc)))
+        return
+    try:
+        shutil.rmtree(path)
+    finally:
+        lock.release()
+    removed.append((path, size))
+
+
+def clean_folders(folders, *, top: bool = True) -> tuple[list[tuple[Path, int]], list[tuple[Path, str]]]:
+    """Remove what this toolkit wrote under ``folders`` (never a folder itself, never a link):
+    ``(removed [(path, bytes)], kept [(path, why)])``. A plain folder is searched; one that held
+    only what was removed is removed too, one with nothing of ours is kept as one entry."""
+    removed: list[tuple[Path, int]] = []
+    kept: list[tuple[Path, str]] = []
+    for folder in map(Path, folders):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for entry in sorted(folder.iterdir()):
+            if entry.is_symlink():
+                kept.append((entry, "a link"))
+            elif _ours(entry, top):
+                _remove(entry, removed, kept)
+            elif entry.is_dir():
+                sub_removed, sub_kept = clean_folders([entry], top=False)
+                removed += sub_removed
+                if not sub_removed:
+                    kept.append((entry, "not made by amdm-geom"))
+                elif not any(entry.iterdir()):
+                    entry.rmdir()
+                else:
+                    kept += sub_kept
+            else:
+                kept.append((entry, "not made by amdm-geom"))
+    return removed, kept
+
+
+def clean(cmd: CleanCommand) -> int:
+    for folder in cmd.folders:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"argument FOLDER: {folder} is a file, not a folder")
+    removed, kept = clean_folders(cmd.folders)
+    for path, size in removed:
+        print(f"removed {path} ({size:,} bytes)")
+    for path, why in kept:
+        print(f"kept {path} ({why})")
+    print(f"freed {sum(s for _, s in removed):,} bytes in {len(removed)} item(s)")
     return 0

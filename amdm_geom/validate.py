@@ -5,23 +5,27 @@ In order: the closed-form checks; nineteen probes (fifteen with ``--quick``) int
 of them on the trained digits models; every analysis on the stores that suit it
 (``ANALYSES``); the 2D benchmark and the digits benchmark (in a second process, ``BESIDE``) and
 the ablations, which run their own; the verdict table, ``verdicts.json`` and ``index.html`` in
-``--report``.
+``--report``; last, ``--keep-runs`` prunes the stores in ``--runs`` (``prune_runs``).
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from .denoisers.specs import GMMFamilySpec, TinyUNetPairSpec
 from .sampling.config import SamplerConfig
-from .spec import MAX_SEED, Spec, SpecError, creatable_dir, flag, optional, seed, writable_file
+from .spec import MAX_SEED, Spec, SpecError, choice, creatable_dir, flag, optional, seed, writable_file
 
-__all__ = ["ANALYSES", "PlannedProbe", "ValidateCommand", "plan", "run"]
+__all__ = ["ANALYSES", "KEEP_RUNS", "PlannedProbe", "ValidateCommand", "plan", "prune_runs", "run"]
+
+#: What ``--keep-runs`` may keep of the stores in ``--runs`` once the report is written (``prune_runs``).
+KEEP_RUNS = ("none", "report", "all")
 
 Seed = Annotated[int, seed()]
 
@@ -41,6 +45,9 @@ class ValidateCommand(Spec):
     """where results and figures go."""
     json_path: Annotated[Path | None, optional(writable_file)] = Field(None, alias="json")
     """also write the verdicts as JSON to this file (its folder must exist)."""
+    keep_runs: Annotated[Literal["none", "report", "all"], choice(*KEEP_RUNS)] = "report"
+    """stores kept in --runs after the report: all; report (the probe stores, which the report's analyses read:
+    `amdm-geom analyze` can redo any of them; the ablations' own stores go, their results are in the report); none."""
 
     @model_validator(mode="after")
     def _room_for_every_sample(self):
@@ -167,6 +174,39 @@ def _beside(name: str, report: Path, quick: bool, runs: Path) -> tuple[list, flo
     return run_analysis(name, None, report, quick=quick, runs=runs), time.perf_counter() - t0
 
 
+def prune_runs(runs: Path, keep: str, probes) -> list[Path]:
+    """Remove what ``keep`` (one of ``KEEP_RUNS``) does not keep of the stores validate wrote into
+    ``runs``; returns the removed paths.
+
+    ``all`` removes nothing. ``report`` keeps the stores of the plan's probes ``probes`` (names;
+    ``runs/<name>.zarr``), every analysis of the report reads them, so ``amdm-geom analyze`` can
+    redo any table or figure, and removes the trace stores the ablations ran for themselves in
+    ``runs/ablations`` (their results, tables and figures are all in the report; they are most of the
+    disk a full run leaves). ``none`` removes both. Only trace stores are removed (a foreign folder
+    or file is left alone), with the lock files beside them; ``runs/ablations`` goes once empty."""
+    from .store import is_trace_store
+
+    if keep not in KEEP_RUNS:
+        raise ValueError(f"keep must be one of {', '.join(KEEP_RUNS)}; got {keep!r}")
+    runs = Path(runs)
+    doomed = []
+    if keep != "all":
+        ablations = runs / "ablations"
+        doomed += sorted(ablations.glob("*.zarr")) if ablations.is_dir() else []
+    if keep == "none":
+        doomed += [runs / f"{name}.zarr" for name in probes]
+    removed = []
+    for path in doomed:
+        if not path.is_symlink() and path.is_dir() and is_trace_store(path):
+            shutil.rmtree(path)
+            (path.parent / f".{path.name}.lock").unlink(missing_ok=True)
+            removed.append(path)
+    ablations = runs / "ablations"
+    if keep != "all" and ablations.is_dir() and not any(ablations.iterdir()):
+        ablations.rmdir()
+    return removed
+
+
 def run(cmd: ValidateCommand) -> int:
     """Run the plan; print the table; write ``verdicts.json`` and ``index.html``."""
     from .runner import run_analysis
@@ -219,4 +259,7 @@ def run(cmd: ValidateCommand) -> int:
     print(f"\nreport: {index} ({elapsed:.1f} s)")
     if cmd.json_path is not None:
         cmd.json_path.write_text(to_json(rows))
+    removed = prune_runs(cmd.runs, cmd.keep_runs, [p.name for p in probes])
+    if removed:
+        print(f"removed {len(removed)} stores from {cmd.runs} (--keep-runs {cmd.keep_runs})")
     return 0

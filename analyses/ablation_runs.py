@@ -176,6 +176,7 @@ def run(spec: Spec, *, quiet: bool = True, family=None) -> Path:
     sampler = build(spec, family)
     recorder = ZarrRecorder(spec.run.out, names_filter=list(spec.run.names or ()) or None,
                             overwrite=spec.run.overwrite, steps=recorded_steps(spec.sampler),
+                            compressor=spec.run.compressor,
                             attrs={"spec": spec.model_dump_json(), "analysis": ANALYSIS})
     with sampler.recording(recorder):
         sampler.sample(spec.run.seeds, progress=spec.run.progress and not quiet, chunk_size=spec.run.chunk)

@@ -13,12 +13,18 @@ from scipy import stats
 
 from amdm_geom.store import completed_steps, incomplete_note, open_run, require
 
-__all__ = ["LATENT_HINTS", "both_sampled", "checked_store", "finite_samples", "latent_block", "open_store",
-           "paired_difference", "pooled_partial", "refuse_stores", "rejection_band", "scatter", "slot_written"]
+__all__ = ["CHUNK_BYTES", "LATENT_HINTS", "both_sampled", "checked_store", "finite_samples", "latent_block",
+           "open_store", "paired_difference", "pooled_partial", "refuse_stores", "rejection_band", "sample_slices",
+           "scatter", "slot_written", "store_sample_chunk"]
 
 #: How to record what Prop. 3.1's analyses read, for ``require``'s one-line errors.
 LATENT_HINTS = {"z_next": "record the hook model*.z_next", "z": "record the hook model*.z",
                 "eps": "record the hook model*.eps", "noise": "record the hook model*.noise"}
+
+
+#: The most bytes one float64 block of latents ``(samples, n)`` read by a streaming analysis may take: the
+#: samples are read in slices of the store's own sample chunks, as many whole chunks as fit (at least one).
+CHUNK_BYTES = 32 * 2**20
 
 
 def slot_written(block) -> bool:
@@ -73,16 +79,51 @@ def checked_store(store, variables, hints=LATENT_HINTS) -> tuple[xr.Dataset, int
     return completed_steps(ds), int(ds.sizes["step"]), incomplete_note(ds)
 
 
-def latent_block(ds: xr.Dataset, var: str, k: int, model: int) -> np.ndarray:
-    """``(sample, n)`` float64 values of ``var`` at step k for one model (n: the latent's size)."""
-    a = ds[var].isel(step=k, model=model).values.astype(np.float64)
+def latent_block(ds: xr.Dataset, var: str, k: int, model: int, samples: slice = slice(None)) -> np.ndarray:
+    """``(sample, n)`` float64 values of ``var`` at step k for one model (n: the latent's size),
+    for the samples ``samples`` (all by default; a lazily opened store reads only their chunks)."""
+    a = ds[var].isel(step=k, model=model, sample=samples).values.astype(np.float64)
     return a.reshape(a.shape[0], -1)
 
 
-def both_sampled(ds: xr.Dataset, pair: tuple[int, int]) -> list[int]:
-    """The (completed) steps at which both models of ``pair`` wrote their sampled latent ``z_next``."""
+def store_sample_chunk(ds: xr.Dataset, var: str) -> int:
+    """How many samples one chunk of ``var`` holds in the store (its zarr chunking; all samples for
+    a dataset held in memory): the least a read of some samples decodes."""
+    total = int(ds.sizes["sample"])
+    chunks = ds[var].encoding.get("chunks")
+    if not chunks:
+        return max(total, 1)
+    return max(min(int(chunks[ds[var].dims.index("sample")]), total), 1)
+
+
+def sample_slices(ds: xr.Dataset, var: str, chunk: int | None = None) -> list[slice]:
+    """The slices of samples a streaming analysis reads ``var`` in, covering every sample in order.
+
+    ``chunk`` samples per slice; by default as many whole store chunks (``store_sample_chunk``) as
+    fit a float64 block of ``CHUNK_BYTES``, at least one, so that peak memory depends on the store's
+    chunking and not on its number of samples."""
+    total = int(ds.sizes["sample"])
+    if chunk is None:
+        stored = store_sample_chunk(ds, var)
+        n = int(np.prod([ds.sizes[d] for d in ds[var].dims[ds[var].dims.index("sample") + 1:]]))
+        chunk = max(stored, CHUNK_BYTES // (8 * max(n, 1)) // stored * stored)
+    elif isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"chunk must be a whole number of samples >= 1; got {chunk!r}")
+    return [slice(j, min(j + int(chunk), total)) for j in range(0, total, int(chunk))]
+
+
+def _slot_written_streamed(ds: xr.Dataset, var: str, k: int, model: int, slices: list[slice]) -> bool:
+    """``slot_written`` of one model's slot at step k, read a slice of samples at a time (it stops
+    at the first slice with a value that is not NaN)."""
+    return any(slot_written(ds[var].isel(step=k, model=model, sample=s).values) for s in slices)
+
+
+def both_sampled(ds: xr.Dataset, pair: tuple[int, int], chunk: int | None = None) -> list[int]:
+    """The (completed) steps at which both models of ``pair`` wrote their sampled latent ``z_next``
+    (read in slices of samples, ``sample_slices``)."""
+    slices = sample_slices(ds, "z_next", chunk)
     return [k for k in range(ds.sizes["step"])
-            if all(slot_written(ds["z_next"].isel(step=k, model=m).values) for m in pair)]
+            if all(_slot_written_streamed(ds, "z_next", k, m, slices) for m in pair)]
 
 
 def rejection_band(alpha: float, count: int) -> float:

@@ -40,7 +40,7 @@ from amdm_geom import bounds, geometry
 from amdm_geom.store import run_config
 from amdm_geom.verdicts import Verdict, at_least, at_most, margin_text, qualify, tolerance
 
-from .common import both_sampled, checked_store, finite_samples, latent_block, open_store, scatter
+from .common import both_sampled, checked_store, finite_samples, latent_block, open_store, sample_slices, scatter
 from .norm_angle_figures import prop31_figures
 from .table5 import beside_paper, table5
 
@@ -78,21 +78,73 @@ _NAMES = ("norm_1", "norm_2", "norm_gap", "phi", "delta", "norm_gap_bound", "cos
 _CROSS_NAMES = ("cond_term", "func_term", "start_eps_term", "delta_bound", "delta_bound_q999")
 
 
-def prop31(store, pair: tuple[int, int] = (0, 1)) -> xr.Dataset:
+def _streamed(slices: list[slice], per_slice) -> tuple[dict, np.ndarray]:
+    """``per_slice(samples) -> (ok, values over the ok samples)`` over every slice of samples, put
+    back in place (``scatter``) and joined along the samples: the per-sample arrays of all samples
+    and their finite mask, while no more than one slice's latents are held at a time."""
+    parts = []
+    for samples in slices:
+        ok, values = per_slice(samples)
+        parts.append((ok, scatter(ok, values)))
+    names = parts[0][1].keys()
+    return {name: np.concatenate([p[1][name] for p in parts]) for name in names}, np.concatenate([p[0] for p in parts])
+
+
+def _step_slice(ds, k, pair, cross, n, names):
+    """The per-slice reader of step k for ``_streamed``: Prop. 3.1's quantities on one slice of samples."""
+    i0, i1 = pair
+    coef = (float(ds.model_A[i0, k]), float(ds.model_B[i0, k]), float(ds.model_A[i1, k]),
+            float(ds.model_B[i1, k]), float(ds.model_sigma[i0, k]))
+
+    def per_slice(samples):
+        blocks = [latent_block(ds, v, k, m, samples) for v in ("z_next", "z", "eps", "noise") for m in (i0, i1)]
+        if cross:
+            blocks += [latent_block(ds, "eps_cross", k, i1, samples), latent_block(ds, "eps_at_z1", k, i1, samples)]
+        ok = finite_samples(*blocks)
+        if not ok.any():
+            return ok, {name: np.empty(0) for name in names}
+        a, b, z1, z2, e1, e2, n1, n2, *rest = (x[ok] for x in blocks)
+        return ok, _step_quantities(a, b, z1, z2, e1, e2, n1, n2, coef, n, rest or None)
+
+    return per_slice
+
+
+def _start_slice(ds, pair):
+    """The per-slice reader of the starting latents z_T (step 0's ``z``) for ``_streamed``."""
+    def per_slice(samples):
+        a, b = latent_block(ds, "z", 0, pair[0], samples), latent_block(ds, "z", 0, pair[1], samples)
+        ok = finite_samples(a, b)
+        if not ok.any():
+            return ok, {"z_T_phi": np.empty(0), "z_T_delta": np.empty(0), "z_T_norm_gap": np.empty(0)}
+        a, b = a[ok], b[ok]
+        return ok, {"z_T_phi": geometry.angle(a, b), "z_T_delta": geometry.norm(a - b),
+                    "z_T_norm_gap": geometry.norm_gap(a, b)}
+
+    return per_slice
+
+
+def prop31(store, pair: tuple[int, int] = (0, 1), *, chunk: int | None = None) -> xr.Dataset:
     """Prop. 3.1's quantities per step (where both models sampled) and sample, for one store
     (dims ``step``, ``sample``).
 
     Only completed steps are read (``attrs["incomplete"]`` says when the store is incomplete).
     A sample with a non-finite value in anything a step's quantities use is NaN in all of them
     at that step (``finite`` is false there) and is left out of every verdict, which counts it.
+
+    The latents are streamed: each step is read and reduced a slice of ``chunk`` samples at a time
+    (``common.sample_slices``: by default whole store chunks up to ``common.CHUNK_BYTES``), so
+    peak memory does not grow with the number of samples. Values do not depend on ``chunk`` beyond
+    rounding (an angle may differ in its last bit: torch's vectorised kernels round a batch's
+    remainder differently); a store small enough to read in one slice reads as it always did.
     """
     ds = open_store(store)
     if "model" in ds.sizes and (max(pair) >= ds.sizes["model"] or pair[0] == pair[1]):
         raise ValueError(f"pair must be two model indices in [0, {ds.sizes['model'] - 1}]; got {tuple(pair)}")
     ds, T, note = checked_store(ds, _NEEDS)
     i0, i1 = pair
+    slices = sample_slices(ds, "z_next", chunk)
     cross = "eps_cross" in ds and "eps_at_z1" in ds
-    steps = both_sampled(ds, pair)
+    steps = both_sampled(ds, pair, chunk)
     if not steps:
         raise ValueError(f"models {i0} and {i1} never sampled the same step in this store"
                          + (f" ({note})" if note else ""))
@@ -101,18 +153,8 @@ def prop31(store, pair: tuple[int, int] = (0, 1)) -> xr.Dataset:
     out: dict[str, list] = {name: [] for name in names}
     finite = []
     for k in steps:
-        blocks = [latent_block(ds, v, k, m) for v in ("z_next", "z", "eps", "noise") for m in (i0, i1)]
-        if cross:
-            blocks += [latent_block(ds, "eps_cross", k, i1), latent_block(ds, "eps_at_z1", k, i1)]
-        ok = finite_samples(*blocks)
-        coef = (float(ds.model_A[i0, k]), float(ds.model_B[i0, k]), float(ds.model_A[i1, k]),
-                float(ds.model_B[i1, k]), float(ds.model_sigma[i0, k]))
-        if ok.any():
-            a, b, z1, z2, e1, e2, n1, n2, *rest = (x[ok] for x in blocks)
-            values = _step_quantities(a, b, z1, z2, e1, e2, n1, n2, coef, n, rest or None)
-        else:
-            values = {name: np.empty(0) for name in names}
-        for name, v in scatter(ok, values).items():
+        values, ok = _streamed(slices, _step_slice(ds, k, pair, cross, n, names))
+        for name, v in values.items():
             out[name].append(v)
         finite.append(ok)
     agg = ds.aggregated.values
@@ -132,16 +174,11 @@ def prop31(store, pair: tuple[int, int] = (0, 1)) -> xr.Dataset:
                       "etas": list(cfg["etas"]), "weights": list(cfg["sampler"]["weights"]),
                       "incomplete": note})
     res["cos_phi"] = np.cos(res["phi"])
-    a, b = latent_block(ds, "z", 0, i0), latent_block(ds, "z", 0, i1)
-    ok = finite_samples(a, b)
-    first = scatter(ok, {"z_T_phi": geometry.angle(a[ok], b[ok]), "z_T_delta": geometry.norm(a[ok] - b[ok]),
-                         "z_T_norm_gap": geometry.norm_gap(a[ok], b[ok])} if ok.any() else
-                    {"z_T_phi": np.empty(0), "z_T_delta": np.empty(0), "z_T_norm_gap": np.empty(0)})
+    first, ok = _streamed(slices, _start_slice(ds, pair))
     for name, v in first.items():
         res[name] = ("sample", v)
     res["z_T_finite"] = ("sample", ok)
     return res
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,15 +333,16 @@ def _start_gap_verdict(res: xr.Dataset, name: str) -> list[Verdict]:
 
 
 def compute(stores: Mapping, *, quick: bool = False, seed: int = 0, runs=None,
-            pair: tuple[int, int] = (0, 1)) -> xr.DataTree:
-    """Per store (``{name: path or opened store}``): ``/<name>/results`` (``prop31``) and
-    ``/<name>/table5`` (``table5``, dim ``t``). Every store is checked (``require``) before any
-    is read. ``quick``, ``seed`` and ``runs`` change nothing: every recorded step is read."""
+            pair: tuple[int, int] = (0, 1), chunk: int | None = None) -> xr.DataTree:
+    """Per store (``{name: path or opened store}``): ``/<name>/results`` (``prop31``, read ``chunk``
+    samples at a time) and ``/<name>/table5`` (``table5``, dim ``t``). Every store is checked
+    (``require``) before any is read. ``quick``, ``seed`` and ``runs`` change nothing: every
+    recorded step is read."""
     for store in stores.values():
         checked_store(store, _NEEDS)
     parts = {}
     for name, store in stores.items():
-        parts[f"{name}/results"] = prop31(store, pair)
+        parts[f"{name}/results"] = prop31(store, pair, chunk=chunk)
         parts[f"{name}/table5"] = xr.Dataset.from_dataframe(table5(store, pair))
     return xr.DataTree.from_dict(parts)
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from amdm_geom import geometry
 
-from .common import both_sampled, checked_store, finite_samples, latent_block
+from .common import both_sampled, checked_store, finite_samples, latent_block, sample_slices
 
 __all__ = ["REFERENCE", "beside_paper", "float16_arithmetic", "float16_grid_share", "paper_table5", "table5",
            "table5_partial"]
@@ -44,26 +44,38 @@ def float16_arithmetic(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.nda
     return phi, _f16(geometry.norm(a - b)), _f16(np.abs(na - nb))
 
 
-def table5_partial(store, pair: tuple[int, int] = (0, 1), *,
-                   float16_arithmetic_: bool = False) -> tuple[pd.DataFrame, dict]:
-    """``table5`` and what it left out, as ``qualify``'s keywords (``nonfinite`` samples of
-    ``total``, the store's ``incomplete`` note)."""
-    ds, T, note = checked_store(store, ("z_next", "z"))
-    rows = []
-    latents = [(T, latent_block(ds, "z", 0, pair[0]), latent_block(ds, "z", 0, pair[1]))]
-    latents += [(T - 1 - k, latent_block(ds, "z_next", k, pair[0]), latent_block(ds, "z_next", k, pair[1]))
-                for k in both_sampled(ds, pair)]
-    bad = np.zeros(ds.sizes["sample"], dtype=bool)
-    for t, a, b in latents:
+def _row(ds, var, k, pair, slices, float16_arithmetic_):
+    """phi, delta and norm gap of one row's finite samples (read a slice of samples at a time) and
+    the finite mask over all samples."""
+    parts, oks = [], []
+    for samples in slices:
+        a, b = latent_block(ds, var, k, pair[0], samples), latent_block(ds, var, k, pair[1], samples)
         ok = finite_samples(a, b)
-        bad |= ~ok
         a, b = a[ok], b[ok]
-        row = {"t": t, "samples": int(ok.sum())}
         if ok.any():
-            if float16_arithmetic_:
-                phi, delta, gap = float16_arithmetic(a, b)
-            else:
-                phi, delta, gap = geometry.angle(a, b), geometry.norm(a - b), geometry.norm_gap(a, b)
+            parts.append(float16_arithmetic(a, b) if float16_arithmetic_ else
+                         (geometry.angle(a, b), geometry.norm(a - b), geometry.norm_gap(a, b)))
+        oks.append(ok)
+    values = tuple(np.concatenate([p[i] for p in parts]) for i in range(3)) if parts else None
+    return values, np.concatenate(oks)
+
+
+def table5_partial(store, pair: tuple[int, int] = (0, 1), *,
+                   float16_arithmetic_: bool = False, chunk: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """``table5`` and what it left out, as ``qualify``'s keywords (``nonfinite`` samples of
+    ``total``, the store's ``incomplete`` note). The latents are read ``chunk`` samples at a time
+    (``common.sample_slices``), so memory does not grow with the number of samples."""
+    ds, T, note = checked_store(store, ("z_next", "z"))
+    slices = sample_slices(ds, "z_next", chunk)
+    rows = []
+    latents = [(T, "z", 0)] + [(T - 1 - k, "z_next", k) for k in both_sampled(ds, pair, chunk)]
+    bad = np.zeros(ds.sizes["sample"], dtype=bool)
+    for t, var, k in latents:
+        values, ok = _row(ds, var, k, pair, slices, float16_arithmetic_)
+        bad |= ~ok
+        row = {"t": t, "samples": int(ok.sum())}
+        if values is not None:
+            phi, delta, gap = values
             row.update({"phi": phi.mean(), "delta": delta.mean(), "norm_gap": gap.mean(),
                         "phi_std": phi.std(), "delta_std": delta.std(), "norm_gap_std": gap.std()})
         else:

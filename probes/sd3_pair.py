@@ -115,7 +115,7 @@ def build(spec: Spec):
 
 def run(spec: Spec, *, quiet: bool = False) -> Path:
     """Run the probe into ``spec.run.out`` and decode the final latents into PNG images beside it."""
-    folder = images_folder(Path(spec.run.out))
+    folder = images_folder(spec.run.out)
     built = []
 
     def make():

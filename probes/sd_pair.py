@@ -179,13 +179,18 @@ def build(spec: Spec):
     return AMDMSampler(models, conds, spec.config())
 
 
-def images_folder(out: Path) -> Path:
-    return out.with_name(out.name.removesuffix(".zarr") + "_images")
+def images_folder(out) -> Path:
+    """The folder of PNG images beside a local store (a store at a URL has no "beside": refused)."""
+    from amdm_geom.store import is_url
+
+    if is_url(out):
+        raise ValueError(f"this probe writes PNG images beside its store, so --out must be a local path; got {out}")
+    return Path(out).with_name(Path(out).name.removesuffix(".zarr") + "_images")
 
 
 def run(spec: Spec, *, quiet: bool = False) -> Path:
     """Run the probe into ``spec.run.out`` and decode the final latents into PNG images beside it."""
-    folder = images_folder(Path(spec.run.out))
+    folder = images_folder(spec.run.out)
     built = []
 
     def make():

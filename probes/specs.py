@@ -39,8 +39,9 @@ def store_attrs(spec: Spec, *, probe: str | None = None, analysis: str | None = 
 
 
 def run_probe(spec: ProbeSpec, build: Callable, *, probe: str, quiet: bool = False,
-              after: Callable | None = None, attrs: dict | None = None, steps=None) -> Path:
-    """Run ``build()``'s sampler on the spec's seeds into ``spec.run.out``; return the store's path.
+              after: Callable | None = None, attrs: dict | None = None, steps=None) -> Path | str:
+    """Run ``build()``'s sampler on the spec's seeds into ``spec.run.out`` (a path, or an fsspec URL)
+    with ``spec.run.compressor``; return the store's path (a ``Path``) or URL (text).
 
     The spec was checked when it was made; here the output path is checked (it exists without
     ``overwrite``, is not a trace store, or cannot be created: one line), and only then is
@@ -52,7 +53,7 @@ def run_probe(spec: ProbeSpec, build: Callable, *, probe: str, quiet: bool = Fal
     run = spec.run
     check_output_path(run.out, run.overwrite)
     sampler = build()
-    recorder = ZarrRecorder(run.out, overwrite=run.overwrite, steps=steps,
+    recorder = ZarrRecorder(run.out, overwrite=run.overwrite, steps=steps, compressor=run.compressor,
                             names_filter=list(run.names) if run.names is not None else None,
                             attrs=attrs if attrs is not None else store_attrs(spec, probe=probe))
     start = time.perf_counter()
@@ -63,7 +64,7 @@ def run_probe(spec: ProbeSpec, build: Callable, *, probe: str, quiet: bool = Fal
               f"{time.perf_counter() - start:.1f} s)")
     if after is not None:
         after(out)
-    return Path(run.out)
+    return run.out
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,7 +113,10 @@ def rerun(store, *, out=None, overwrite: bool = False, progress: bool = False, q
     """Run ``store``'s spec again into ``out`` (default: the store itself, which then needs
     ``overwrite``). The same spec, seeds and models give the same arrays, bit for bit."""
     spec = spec_of(store)
-    target = Path(store) if out is None else Path(out)
+    from amdm_geom.store import is_url
+
+    target = store if out is None else out
+    target = str(target) if is_url(target) else Path(target)
     spec = spec.replace(run=spec.run.replace(out=target, overwrite=overwrite, progress=progress))
     return maker(store).run(spec, quiet=quiet)
 

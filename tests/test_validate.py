@@ -40,7 +40,8 @@ REFERENCE = Path(__file__).resolve().parent.parent / "data" / "reference"
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("validate")
     runs, report, out = tmp / "runs", tmp / "report", tmp / "verdicts.json"
-    assert cli.main(["validate", "--quick", "--runs", str(runs), "--report", str(report), "--json", str(out)]) == 0
+    assert cli.main(["validate", "--quick", "--runs", str(runs), "--report", str(report), "--json", str(out),
+                     "--keep-runs", "all"]) == 0
     rows = json.loads(out.read_text())
     return SimpleNamespace(rows={r["key"]: r for r in rows}, ordered=rows, runs=runs, report=report)
 

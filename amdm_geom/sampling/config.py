@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import fnmatch
+import os
+import re
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PlainValidator, ValidationInfo, field_validator, model_validator
 
 from ..denoisers.specs import TRAIN_TIMESTEPS
 from ..spec import (
@@ -34,13 +36,15 @@ from ..spec import (
     sequence,
 )
 
-__all__ = ["DEFAULT_AGG_STEPS", "DEFAULT_WEIGHTS", "DTYPE_NAMES", "MIX_RULES", "SHIFT_MEANS", "RunSettings", "RunSpec",
-           "SamplerConfig",
+__all__ = ["COMPRESSORS", "DEFAULT_AGG_STEPS", "DEFAULT_WEIGHTS", "DTYPE_NAMES", "MIX_RULES", "SHIFT_MEANS",
+           "RunSettings", "RunSpec", "SamplerConfig",
            "as_number", "is_int", "is_real", "is_sequence"]
 
 MIX_RULES = ("slerp", "lerp", "orthogonal_mix")
 SHIFT_MEANS = ("step", "aggregate", "velocity")
 DTYPE_NAMES = ("float16", "float32", "float64")
+#: A trace store's compressors (``RunSettings.compressor``; the codecs are the trace layer's).
+COMPRESSORS = ("none", "zstd", "blosc")
 #: s, the default aggregation window's length (App. F.2), or T if that is smaller.
 DEFAULT_AGG_STEPS = 20
 #: w of eq. (6) for two models (App. F.2)
@@ -197,8 +201,41 @@ def _text(value, info: ValidationInfo):
     return value
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*(://|::)")
+
+
+def _store_target(value, info: ValidationInfo):
+    """A trace store's place: a local path (kept as a ``Path``) or an fsspec URL (kept as text)
+    whose every protocol fsspec knows and can load."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError("must be a path or an fsspec URL (memory://..., s3://bucket/...)", value)
+    if not _URL.match(value):
+        return Path(value)
+    import fsspec
+
+    for part in value.split("::"):
+        protocol = part.split("://", 1)[0]
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except (ValueError, ImportError) as exc:
+            why = " ".join(str(exc).split())
+            raise SpecError(f"has protocol {protocol!r} that fsspec cannot use ({why}); accepted: a path or an "
+                            "fsspec URL such as memory://runs/a.zarr or s3://bucket/a.zarr", value) from None
+    return value
+
+
 class RunSettings(Spec):
-    """The run: samples and their seeds, the dtype, and the trace store."""
+    """The run: samples and their seeds, the dtype, and the trace store.
+
+    ``compressor`` defaults to "none" because of tests/benchmarks/compression.py, run on the float32
+    latents of a gmm_pair run at (4, 32, 32) (every hook quantity, 22 MB): zstd and blosc make
+    stores only 1.20x to 1.25x smaller (noise-like float32 mantissas do not compress) while writing
+    1.4x to 3x slower (e.g. 55 MB/s raw, 18-29 MB/s compressed); the writes run in the recorder's
+    background thread either way, but compressing takes CPU from the model's evaluation. "zstd"
+    (level 1; level 3 gained nothing) or "blosc" (lz4 with byte shuffle, the faster of the two) pay
+    off where bytes cost more than CPU: stores at network URLs, or runs kept for long."""
 
     batch: Annotated[int, integer(1)] = 4
     """samples, one generator each."""
@@ -206,8 +243,11 @@ class RunSettings(Spec):
     """first seed; sample b uses seed + b, all in [0, 2**63)."""
     dtype: Annotated[Literal["float16", "float32", "float64"], choice(*DTYPE_NAMES)] = "float32"
     """model and store dtype."""
-    out: Path = Path("data/runs/run.zarr")
-    """trace store path."""
+    out: Annotated[Path | str, PlainValidator(_store_target)] = Path("data/runs/run.zarr")
+    """trace store: a path, or an fsspec URL (memory://..., s3://bucket/run.zarr) with no writer lock and no
+    atomic overwrite."""
+    compressor: Annotated[Literal["none", "zstd", "blosc"], choice(*COMPRESSORS)] = "none"
+    """the store's compressor: none (fastest), zstd or blosc (lz4, byte shuffle)."""
     overwrite: Annotated[bool, flag] = False
     """replace an existing trace store (nothing else is ever replaced)."""
     names: Annotated[tuple[str, ...] | None,

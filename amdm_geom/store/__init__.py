@@ -1,6 +1,7 @@
 """The trace layer: one sampler run as one zarr group, opened as an ``xarray.Dataset``.
 
-Modules: ``paths`` (what a store is; safe replacement), ``lock`` (one writer per store),
+Modules: ``paths`` (what a store is; safe replacement), ``urls`` (stores at fsspec URLs:
+``memory://``, ``s3://``, ...; what they lack), ``lock`` (one writer per local store),
 ``recorder`` (``ZarrRecorder``), ``reading`` (``open_run`` and the checks analyses need). The
 layout itself (hook names, step coordinates, attributes) is the sampling layer's ``RunPlan``.
 
@@ -33,9 +34,15 @@ Schema (README, "Store schema"; written down before the code, in the manner of A
 
 Writes go into preallocated arrays, one chunk per (step, model) and block of samples (the whole
 batch, or the sampler's chunk of samples), never a per-step append.
-On a local store the recorder writes each chunk's bytes itself (the uncompressed zarr v3
-chunk format, atomically: a temporary file, then a rename) from a background thread, so
-recording overlaps with model evaluation; other stores go through zarr's own assignment.
+On a local, uncompressed store (``compressor="none"``, the default) the recorder writes each
+chunk's bytes itself (the uncompressed zarr v3 chunk format, atomically: a temporary file, then a
+rename) from a background thread, so recording overlaps with model evaluation; compressed stores
+("zstd", "blosc") and URL stores go through zarr's own assignment, from the same thread.
+
+Stores at fsspec URLs (``ZarrRecorder``, ``open_run``, ``is_trace_store``,
+``check_output_path`` take one, with ``storage_options``): the same schema, checks and
+``complete`` flag, but no writer lock and no atomic replacement (``urls``: ``overwrite``
+deletes the old trace store when the new run begins). A ``file://`` URL is a local path.
 
 Safety (nothing lost, nothing faked):
 
@@ -72,8 +79,10 @@ from .reading import (
     step_kinds,
     steps_completed,
 )
-from .recorder import ZarrRecorder
+from .recorder import COMPRESSORS, ZarrRecorder, compressor_codec
+from .urls import UrlStore, is_url, locate
 
-__all__ = ["StoreError", "ZarrRecorder", "check_output_path", "completed_steps", "incomplete_note", "is_complete",
+__all__ = ["COMPRESSORS", "StoreError", "UrlStore", "ZarrRecorder", "check_output_path", "compressor_codec",
+           "is_url", "locate", "completed_steps", "incomplete_note", "is_complete",
            "is_trace_store", "open_run", "require", "run_config", "sampler_config", "step_input",
            "step_kinds", "steps_completed"]

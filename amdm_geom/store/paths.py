@@ -28,8 +28,30 @@ _REQUIRED_ATTRS = ("config", "dtype", "hook_names", "complete", "steps_completed
 _LIBRARY = "amdm-geom"
 
 
+def _doc_problem(text) -> str | None:
+    """Why a ``zarr.json`` holding ``text`` (str or bytes) is not a trace store's, or None."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return "zarr.json is not readable JSON"
+    if not isinstance(doc, dict) or doc.get("zarr_format") != 3:
+        return "not a zarr v3 store"
+    if doc.get("node_type") != "group":
+        return "zarr.json is not a zarr group"
+    attrs = doc.get("attributes")
+    if not isinstance(attrs, dict):
+        attrs = {}
+    for key in _REQUIRED_ATTRS:
+        if key not in attrs:
+            return f"attribute {key!r} missing"
+    library = attrs["creation_library"]
+    if not isinstance(library, str) or not library.startswith(_LIBRARY):
+        return f"written by {library!r}, not {_LIBRARY}"
+    return None
+
+
 def _store_problem(path: Path) -> str | None:
-    """Why ``path`` is not a trace store (a short phrase), or None if it is one."""
+    """Why the local ``path`` is not a trace store (a short phrase), or None if it is one."""
     try:
         if not os.path.lexists(path):
             return "nothing there"
@@ -39,42 +61,39 @@ def _store_problem(path: Path) -> str | None:
         if not meta.is_file():
             return "no zarr.json"
         try:
-            doc = json.loads(meta.read_text())
-        except (OSError, ValueError):
+            text = meta.read_bytes()
+        except OSError:
             return "zarr.json is not readable JSON"
-        if not isinstance(doc, dict) or doc.get("zarr_format") != 3:
-            return "not a zarr v3 store"
-        if doc.get("node_type") != "group":
-            return "zarr.json is not a zarr group"
-        attrs = doc.get("attributes")
-        if not isinstance(attrs, dict):
-            attrs = {}
-        for key in _REQUIRED_ATTRS:
-            if key not in attrs:
-                return f"attribute {key!r} missing"
-        library = attrs["creation_library"]
-        if not isinstance(library, str) or not library.startswith(_LIBRARY):
-            return f"written by {library!r}, not {_LIBRARY}"
-        return None
+        return _doc_problem(text)
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
 
 
-def is_trace_store(path) -> bool:
-    """Whether ``path`` is a folder whose ``zarr.json`` is a zarr v3 group carrying this toolkit's
-    metadata (``creation_library`` starting with "amdm-geom", ``config``, ``dtype``,
-    ``hook_names``, ``complete``, ``steps_completed``). Never raises."""
-    return _store_problem(Path(path)) is None
+def is_trace_store(path, storage_options: dict | None = None) -> bool:
+    """Whether ``path`` (a local path or an fsspec URL, ``storage_options`` passed to its file
+    system) is a folder whose ``zarr.json`` is a zarr v3 group carrying this toolkit's metadata
+    (``creation_library`` starting with "amdm-geom", ``config``, ``dtype``, ``hook_names``,
+    ``complete``, ``steps_completed``). Never raises (an unusable URL is not a trace store)."""
+    from .urls import locate
+
+    try:
+        where = locate(path, storage_options)
+    except ValueError:
+        return False
+    return (where.problem() if not isinstance(where, Path) else _store_problem(where)) is None
 
 
 def _absolute(path) -> Path:
     return Path(os.path.abspath(os.fspath(path)))
 
 
-def check_output_path(path, overwrite: bool = False) -> None:
+def check_output_path(path, overwrite: bool = False, storage_options: dict | None = None) -> None:
     """Check that a trace store may be written at ``path``, without touching anything: the same
     checks ``ZarrRecorder`` makes before it takes its lock, for callers that validate every
-    output path before any work.
+    output path before any work. ``path`` may be an fsspec URL (``urls.locate``; its file system
+    gets ``storage_options``): the same rules, except that whether a URL can be written is only
+    found out when the run writes (a bad protocol or a missing fsspec package is a ``StoreError``
+    here).
 
     - Nothing at ``path``: fine, provided its parent folder exists or can be created, and is
       writable (otherwise ``StoreError``).
@@ -83,7 +102,13 @@ def check_output_path(path, overwrite: bool = False) -> None:
       without ``overwrite``, ``StoreError`` with it (only trace stores are ever replaced).
 
     Every message is one line naming the path and saying why."""
-    target = _absolute(path)
+    from .urls import locate
+
+    where = locate(path, storage_options)
+    if not isinstance(where, Path):
+        where.check_output(overwrite)
+        return
+    target = where
     if target.name in ("", ".", ".."):
         raise StoreError(f"cannot write a trace store at {path}: name a folder for it, such as {path}/run.zarr")
     if os.path.islink(target):

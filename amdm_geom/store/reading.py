@@ -9,25 +9,30 @@ import xarray as xr
 
 from ..sampling.config import SamplerConfig
 from .paths import StoreError, _store_problem
+from .urls import UrlStore, is_url, locate
 
 # --------------------------------------------------------------------------------------------
 # reading
 
 
-def open_run(path) -> xr.Dataset:
-    """Open a trace store lazily (nothing is read until indexed). One-line ``FileNotFoundError``
-    if there is no zarr group at ``path``, one-line ``StoreError`` if there is one but it is not
-    a trace store (a foreign group, or one without this toolkit's attributes). A store whose
-    run is still going, failed or was killed opens too: see ``is_complete``, ``completed_steps``
-    and ``incomplete_note``. The path is kept in ``ds.encoding["source"]``."""
-    path = Path(path)
-    if not (path / "zarr.json").exists():
-        raise FileNotFoundError(f"no trace store at {path}")
-    why = _store_problem(path)
+def open_run(path, storage_options: dict | None = None) -> xr.Dataset:
+    """Open a trace store lazily (nothing is read until indexed): a local path, or an fsspec URL
+    (``memory://...``, ``s3://...``; ``storage_options`` go to its file system) read through
+    zarr's ``FsspecStore``. One-line ``FileNotFoundError`` if there is no zarr group at ``path``,
+    one-line ``StoreError`` if there is one but it is not a trace store (a foreign group, or one
+    without this toolkit's attributes) or the URL cannot be used. A store whose run is still
+    going, failed or was killed opens too: see ``is_complete``, ``completed_steps`` and
+    ``incomplete_note``. The path or URL is kept in ``ds.encoding["source"]``."""
+    where = locate(path, storage_options)
+    shown = str(path) if is_url(path) else Path(path)
+    why = where.problem() if isinstance(where, UrlStore) else _store_problem(where)
+    if why in ("nothing there", "a file, not a folder", "no zarr.json"):
+        raise FileNotFoundError(f"no trace store at {shown}")
     if why is not None:
-        raise StoreError(f"{path} is not an amdm-geom trace store: {why}")
-    ds = xr.open_dataset(path, engine="zarr", consolidated=False, chunks=None, zarr_format=3)
-    ds.encoding["source"] = str(path)
+        raise StoreError(f"{shown} is not an amdm-geom trace store: {why}")
+    store = where.zarr_store(read_only=True) if isinstance(where, UrlStore) else where
+    ds = xr.open_dataset(store, engine="zarr", consolidated=False, chunks=None, zarr_format=3)
+    ds.encoding["source"] = str(shown)
     return ds
 
 

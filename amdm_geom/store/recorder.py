@@ -1,6 +1,7 @@
 """``ZarrRecorder``: a run into a zarr group (the schema of ``amdm_geom.store``), written from a
 background thread into preallocated arrays, one atomic chunk per (step, model) and chunk of
-samples (the whole batch, or the sampler's chunk of samples when it runs in chunks)."""
+samples (the whole batch, or the sampler's chunk of samples when it runs in chunks), at a local
+path or an fsspec URL, uncompressed or with a zarr compressor."""
 
 from __future__ import annotations
 
@@ -15,16 +16,48 @@ import numpy as np
 import torch
 import zarr
 
+from ..sampling.config import COMPRESSORS
 from ..sampling.plan import RunPlan
 from ..sampling.recording import Recorder
 from .lock import _StoreLock
-from .paths import StoreError, _absolute, _clean_leftovers, _remove, _sibling, _swap_into_place, check_output_path
+from .paths import StoreError, _clean_leftovers, _remove, _sibling, _swap_into_place, check_output_path
+from .urls import UrlStore, is_url, locate
 
 _MISSING = object()
 
+#: zstd's level, and blosc's inner codec and level, for the named compressors, chosen by
+#: tests/benchmarks/compression.py on float32 latents (zstd level 3 compressed no better than
+#: level 1; blosc lz4 wrote fastest): see RunSettings' docstring.
+ZSTD_LEVEL = 1
+BLOSC_CNAME, BLOSC_LEVEL = "lz4", 5
+
+
+def compressor_codec(compressor):
+    """The zarr codec for ``compressor``: None for "none" (or None), ``ZstdCodec(level=ZSTD_LEVEL)``
+    for "zstd", ``BloscCodec(cname=BLOSC_CNAME, clevel=BLOSC_LEVEL, shuffle="shuffle")`` for
+    "blosc"; a zarr bytes-to-bytes codec object is used as given. One-line ``ValueError`` otherwise."""
+    from zarr.abc.codec import BytesBytesCodec
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    if compressor is None or compressor == "none":
+        return None
+    if compressor == "zstd":
+        return ZstdCodec(level=ZSTD_LEVEL)
+    if compressor == "blosc":
+        return BloscCodec(cname=BLOSC_CNAME, clevel=BLOSC_LEVEL, shuffle="shuffle")
+    if isinstance(compressor, BytesBytesCodec):
+        return compressor
+    raise ValueError(f"compressor {compressor!r} is not known; accepted: {', '.join(map(repr, COMPRESSORS))} "
+                     "or a zarr bytes-to-bytes codec such as zarr.codecs.ZstdCodec(level=3)")
+
 
 class ZarrRecorder(Recorder):
-    """Records a run into a zarr group at ``path`` (see the module docstring for the schema).
+    """Records a run into a zarr group at ``path`` (see the module docstring for the schema): a
+    local path, or an fsspec URL (``memory://``, ``s3://``, ...; ``storage_options`` go to its
+    file system; a ``file://`` URL is a local path). ``compressor`` is "none" (default: the raw
+    chunk writer below), "zstd", "blosc" or a zarr bytes-to-bytes codec (``compressor_codec``); a
+    compressed store is written by zarr's own assignment, still from the background thread.
+    ``bytes_written`` counts the recorded (uncompressed) bytes.
 
     ``overwrite=False`` (default) refuses an existing path before any work; ``overwrite=True``
     replaces only an amdm-geom trace store (anything else is refused with ``StoreError``), and
@@ -36,7 +69,7 @@ class ZarrRecorder(Recorder):
     dtype than the run's, and says so in the attrs; ``attrs`` adds JSON-able attributes of the
     caller's (e.g. which experiment the run belongs to).
 
-    One writer per store. The constructor takes an exclusive, non-blocking ``fcntl.flock`` on
+    One writer per local store. The constructor takes an exclusive, non-blocking ``fcntl.flock`` on
     the hidden lock file ``<parent>/.<name>.lock`` and writes its PID into it, so a second
     writer of the same path (in this process or another) is refused at once with a
     ``StoreError`` naming the holder's PID. The lock is released by ``end()`` (the sampler calls
@@ -46,24 +79,36 @@ class ZarrRecorder(Recorder):
     the one at the path, else retry); one left by a killed process is harmless: the next writer
     locks it and rewrites the PID. That writer, holding the lock, also removes the ``.partial``
     and ``.trash`` siblings killed runs left. Readers (``open_run``) never take the lock.
+
+    A URL store (``urls.UrlStore``) has no writer lock and no atomic replacement: with
+    ``overwrite`` the old trace store is deleted when the run begins (after the same checks:
+    only a trace store is ever deleted), so a replacement that fails leaves the new, incomplete
+    store. Each chunk is one object written by zarr; ``complete`` is written last, as locally.
     """
 
     MARK_INTERVAL = 2.0  # seconds between refreshes of steps_completed while running
 
     def __init__(self, path, *, names_filter=None, overwrite: bool = False,
-                 store_dtype: torch.dtype | None = None, background: bool = True, steps=None, attrs=None):
+                 store_dtype: torch.dtype | None = None, background: bool = True, steps=None, attrs=None,
+                 compressor="none", storage_options: dict | None = None):
         super().__init__(names_filter, store_dtype, steps, attrs)
-        self.path = Path(path)
+        self._codec = compressor_codec(compressor)
+        where = locate(path, storage_options)
+        self.path = str(path) if is_url(path) else Path(path)
+        self.storage_options = storage_options
         self.overwrite = overwrite
         self.background = background
         self.bytes_written = 0
-        self._target = _absolute(self.path)
+        self._url: UrlStore | None = where if isinstance(where, UrlStore) else None
+        self._target: Path | None = where if self._url is None else None
         self._lock: _StoreLock | None = None
         self._partial: Path | None = None
         self._group = None
         self._queue: queue.Queue | None = None
-        self._begun = self._ended = False
+        self._begun = self._ended = self._closed = False
         self.check_path()
+        if self._url is not None:
+            return  # no lock for a URL store (the class docstring)
         try:
             self._target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -82,7 +127,7 @@ class ZarrRecorder(Recorder):
         """``check_output_path(path, overwrite)``: one-line ``FileExistsError`` if something is
         at the path and ``overwrite`` is off, ``StoreError`` if ``overwrite`` is on and it is
         not a trace store (or the parent folder cannot be written)."""
-        check_output_path(self.path, self.overwrite)
+        check_output_path(self._url if self._url is not None else self.path, self.overwrite)
 
     # -- the lock's lifetime ---------------------------------------------------------------------
 
@@ -95,6 +140,7 @@ class ZarrRecorder(Recorder):
     def close(self) -> None:
         """Release the lock. A run that began and did not end is ended as incomplete first (a
         replacement's partial copy is removed; the old store stays)."""
+        self._closed = True
         if self._begun and not self._ended:
             self.end(False)
         else:
@@ -118,7 +164,7 @@ class ZarrRecorder(Recorder):
     # -- laying out the run ----------------------------------------------------------------------
 
     def begin(self, plan: RunPlan) -> None:
-        if self._lock is None and self.plan is None:
+        if self._closed and self.plan is None:
             raise StoreError(f"the recorder for {self.path} was closed; make a new one")
         try:
             super().begin(plan)
@@ -143,16 +189,20 @@ class ZarrRecorder(Recorder):
     def _open(self, plan: RunPlan) -> None:
         self._begun = True
         self.check_path()
-        if os.path.lexists(self._target):  # a trace store, and overwrite is on: replace it at the end
+        if self._url is not None:
+            if self._url.problem() is None:  # a trace store, and overwrite is on: no swap possible
+                self._url.remove()
+            root = self._url.zarr_store(read_only=False)
+        elif os.path.lexists(self._target):  # a trace store, and overwrite is on: replace it at the end
             self._partial = _sibling(self._target, "partial")
-            root = self._partial
+            root = str(self._partial)
         else:
-            root = self._target
+            root = str(self._target)
         attrs = plan.attrs()  # identifying attrs from the group's creation on
         if self.steps is not None:
             attrs["recorded_steps"] = sorted(self.steps)
         attrs.update(self.extra_attrs)
-        group = zarr.open_group(str(root), mode="w-", zarr_format=3, attributes=attrs)
+        group = zarr.open_group(root, mode="w-", zarr_format=3, attributes=attrs)
         self._group = group
         coords = plan.coords()
         for name, (dims, values) in coords.items():
@@ -168,12 +218,13 @@ class ZarrRecorder(Recorder):
             # "." chunk keys keep each variable's chunks as flat files in one folder (the default
             # "/" nests a folder per dimension, and creating those dominated the write time)
             self._arrays[var] = group.create_array(
-                var, shape=shape, chunks=chunks, dtype=self._np_dtype, compressors=None,
+                var, shape=shape, chunks=chunks, dtype=self._np_dtype,
+                compressors=None if self._codec is None else [self._codec],
                 fill_value=np.nan, dimension_names=dims, attributes={"coordinates": coord_names},
                 chunk_key_encoding={"name": "default", "separator": "."})
         self._made_dirs: set[Path] = set()
         self._steps_done, self._steps_marked_at = 0, time.monotonic()
-        local = isinstance(group.store, zarr.storage.LocalStore)
+        local = isinstance(group.store, zarr.storage.LocalStore) and self._codec is None
         self._direct_root = Path(group.store.root) if local else None
         self._error: BaseException | None = None
         if self.background:
