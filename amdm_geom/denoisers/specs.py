@@ -27,8 +27,9 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 from ..spec import MAX_SEED, Spec, SpecError, choice, existing, integer, optional, real, seed, sequence
 
 __all__ = ["ATTRIBUTES", "DEFAULT_SHAPE", "Device", "FlowGMMModelSpec", "FlowPipelineSpec", "GMMFamilySpec",
-           "GMMModelSpec", "ImageSize", "PipelineSpec", "SDES", "TRAIN_TIMESTEPS", "TRANSFORMER_KINDS",
-           "TinyTransformerPairSpec", "TinyUNetPairSpec", "UNET_VARIANTS", "VP_SCHEDULES", "device"]
+           "GMMModelSpec", "ImageSize", "LocalWeightsSpec", "PipelineSpec", "SDES", "TRAIN_TIMESTEPS",
+           "TRANSFORMER_KINDS", "TinyTransformerPairSpec", "TinyUNetPairSpec", "UNET_VARIANTS", "VP_SCHEDULES",
+           "device"]
 
 #: The latent shape of SD 1.x at 512x512.
 DEFAULT_SHAPE = (4, 64, 64)
@@ -230,10 +231,9 @@ Device = Annotated[str, BeforeValidator(_device)]
 ImageSize = Annotated[int | None, optional(BeforeValidator(_image_size))]
 
 
-class PipelineSpec(Spec):
-    """A diffusers pipeline from local weights as a denoiser (``pipelines.load_pipeline``,
-    ``PipelineDenoiser``): a pipeline folder or a single checkpoint file, with an optional LoRA
-    and IP-Adapter. Nothing is downloaded."""
+class LocalWeightsSpec(Spec):
+    """What every pipeline from local weights takes: where the weights are (a pipeline folder or a
+    single checkpoint file with its config folder), an optional LoRA, the device and the dtype."""
 
     path: Annotated[Path, existing("pipeline folder or checkpoint file")]
     """pipeline folder (save_pretrained layout) or checkpoint file."""
@@ -247,6 +247,13 @@ class PipelineSpec(Spec):
     """cpu, cuda, cuda:N or mps."""
     dtype: Annotated[Literal["float16", "float32", "float64"], choice("float16", "float32", "float64")] = "float32"
     """model dtype."""
+
+
+class PipelineSpec(LocalWeightsSpec):
+    """A diffusers pipeline from local weights as a denoiser (``pipelines.load_pipeline``,
+    ``PipelineDenoiser``): a pipeline folder or a single checkpoint file, with an optional LoRA
+    and IP-Adapter. Nothing is downloaded."""
+
     guidance: NonNegFloat = 7.5
     """classifier-free guidance scale, >= 0; <= 1 is no guidance."""
     height: ImageSize = None
@@ -358,23 +365,11 @@ class TinyTransformerPairSpec(Spec):
                                      shift=self.shift, cond_distance=self.cond_distance, sample_size=self.sample_size)
 
 
-class FlowPipelineSpec(Spec):
+class FlowPipelineSpec(LocalWeightsSpec):
     """A Stable Diffusion 3 pipeline from local weights as a velocity denoiser
     (``flow_pipelines.load_flow_pipeline``, ``FlowPipelineDenoiser``): a pipeline folder or a single
     checkpoint file, with an optional LoRA. Nothing is downloaded."""
 
-    path: Annotated[Path, existing("pipeline folder or checkpoint file")]
-    """pipeline folder (save_pretrained layout) or checkpoint file."""
-    config: Annotated[Path | None, optional(existing("config folder"))] = None
-    """local config folder for a single-file checkpoint."""
-    lora: Annotated[Path | None, optional(existing("LoRA weights file or folder"))] = None
-    """LoRA weights (file or folder)."""
-    lora_scale: Annotated[float, real()] = 1.0
-    """LoRA scale."""
-    device: Device = "cpu"
-    """cpu, cuda, cuda:N or mps."""
-    dtype: Annotated[Literal["float16", "float32", "float64"], choice("float16", "float32", "float64")] = "float32"
-    """model dtype."""
     guidance: NonNegFloat = 7.0
     """classifier-free guidance scale, >= 0; <= 1 is no guidance."""
     height: ImageSize = None

@@ -22,6 +22,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from ..denoisers.guidance import uses_guidance
+from ..sampling.checks import check_inputs
 from ..sampling.rng import as_seed, draw, sample_generators
 from ..schedules import predicted_epsilon
 
@@ -121,16 +122,7 @@ def prepare(models: Sequence, conds: Sequence, seeds: Sequence[int], num_inferen
             method: str, min_models: int = 2) -> PeerRun:
     """Check a peer run's inputs (one-line errors naming the bad value) and set up its scheduler."""
     models, conds = list(models), list(conds)
-    if len(models) < min_models:
-        raise ValueError(f"{method} needs at least {min_models} models; got {len(models)}")
-    if len(conds) != len(models):
-        raise ValueError(f"need one condition per model: {len(models)} models, got {len(conds)} conditions")
-    shapes = [tuple(m.latent_shape) for m in models]
-    if any(s != shapes[0] for s in shapes):
-        raise ValueError(f"models must share one latent shape; got {shapes}")
-    dtypes = [m.dtype for m in models]
-    if any(d != dtypes[0] for d in dtypes):
-        raise ValueError(f"models must share one dtype; got {[str(d) for d in dtypes]}")
+    check_inputs(models, conds, method=method, min_models=min_models)
     _check_schedules(models)
     seeds = [as_seed(s) for s in seeds]
     if not seeds:
@@ -141,8 +133,8 @@ def prepare(models: Sequence, conds: Sequence, seeds: Sequence[int], num_inferen
     sched.set_timesteps(steps)
     timesteps = [int(t) for t in sched.timesteps]
     stride = sched.config.num_train_timesteps // steps  # diffusers' prev_timestep
-    return PeerRun(models, conds, seeds, sched, timesteps, [t - stride for t in timesteps], shapes[0],
-                   dtypes[0], models[0].device)
+    return PeerRun(models, conds, seeds, sched, timesteps, [t - stride for t in timesteps],
+                   tuple(models[0].latent_shape), models[0].dtype, models[0].device)
 
 
 def check_weights(weights, n: int, name: str) -> list[float]:

@@ -9,17 +9,17 @@ from collections.abc import Sequence
 from ..denoisers.base import cross_terms, same_schedule, schedule_kind
 from .config import SamplerConfig
 
-__all__ = ["check_models"]
+__all__ = ["check_inputs", "check_models"]
 
 _KIND_WORDS = {"vp": "a VP diffusion model", "ve": "a VE diffusion model", "flow": "a rectified-flow model"}
 
 
-def check_models(models: Sequence, conds: Sequence, cfg: SamplerConfig) -> dict[int, str]:
-    """Check a run of ``models`` with ``conds`` under ``cfg``; returns how each partner's cross
-    terms are evaluated (``{}`` without ``record_cross_eps``)."""
+def check_inputs(models: Sequence, conds: Sequence, *, method: str = "AMDMSampler", min_models: int = 1) -> None:
+    """What every sampler of several models needs (AMDM's and the peers'): enough models, one
+    condition each, one latent shape and one dtype."""
     n = len(models)
-    if n < 1:
-        raise ValueError("AMDMSampler needs at least 1 model; got 0")
+    if n < min_models:
+        raise ValueError(f"{method} needs at least {min_models} model{'s' if min_models > 1 else ''}; got {n}")
     if len(conds) != n:
         raise ValueError(f"need one condition per model: {n} models, got {len(conds)} conditions")
     shapes = [tuple(m.latent_shape) for m in models]
@@ -28,6 +28,13 @@ def check_models(models: Sequence, conds: Sequence, cfg: SamplerConfig) -> dict[
     dtypes = [m.dtype for m in models]
     if any(d != dtypes[0] for d in dtypes):
         raise ValueError(f"models must share one dtype; got {[str(d) for d in dtypes]}")
+
+
+def check_models(models: Sequence, conds: Sequence, cfg: SamplerConfig) -> dict[int, str]:
+    """Check a run of ``models`` with ``conds`` under ``cfg``; returns how each partner's cross
+    terms are evaluated (``{}`` without ``record_cross_eps``)."""
+    check_inputs(models, conds)
+    n = len(models)
     cfg.check(n)
     for i, m in enumerate(models):
         n_train = m.scheduler.config.get("num_train_timesteps")
