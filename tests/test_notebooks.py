@@ -7,10 +7,10 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
-#: The two slowest notebooks (about 80 s together on 2 cores) run with ``-m slow`` only, so the default
+#: The three slowest notebooks (about 110 s together on 2 cores) run with ``-m slow`` only, so the default
 #: suite stays under 10 minutes; their analyses are tested in the default run (test_toy_mixture.py,
-#: test_shell.py), and their committed form (no outputs) is checked here.
-SLOW = {"toy_mixture", "prop32_shell"}
+#: test_shell.py, test_norm_angle.py), and their committed form (no outputs) is checked here.
+SLOW = {"toy_mixture", "prop32_shell", "prop31_norm_angle"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
