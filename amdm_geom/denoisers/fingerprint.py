@@ -14,7 +14,7 @@ import hashlib
 import numpy as np
 import torch
 
-__all__ = ["SCHEDULER_KEYS", "fingerprint", "weights_hash"]
+__all__ = ["SCHEDULER_KEYS", "fingerprint", "vae_facts", "weights_hash"]
 
 #: The scheduler config entries that define the SDE and its time grid.
 SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
@@ -39,23 +39,29 @@ def _jsonable(value):
     return value
 
 
-def fingerprint(pipe, latent_shape) -> dict:
-    """The ecosystem-defining facts of a pipeline: VAE config and weight hash, SDE, latent shape.
-
-    ``latent_shape`` is ``(C, H, W)``; the VAE's hash is computed once and cached on ``pipe``.
-    """
+def vae_facts(pipe) -> dict:
+    """``{"vae_config": ..., "vae_hash": ...}`` of a pipeline's VAE (None without one); the hash is
+    computed once and cached on ``pipe``."""
     vae = getattr(pipe, "vae", None)
     cache = getattr(pipe, "_amdm_vae_hash", None)
     if vae is not None and cache is None:
         cache = weights_hash(vae)
         pipe._amdm_vae_hash = cache
+    return {"vae_config": None if vae is None else {k: _jsonable(v) for k, v in dict(vae.config).items()
+                                                    if not k.startswith("_")},
+            "vae_hash": cache}
+
+
+def fingerprint(pipe, latent_shape) -> dict:
+    """The ecosystem-defining facts of a pipeline: VAE config and weight hash, SDE, latent shape.
+
+    ``latent_shape`` is ``(C, H, W)``; the VAE's hash is computed once and cached on ``pipe``.
+    """
     sched = pipe.scheduler
     alphas = sched.alphas_cumprod.to(torch.float64).numpy()
     return {
         "latent_shape": list(latent_shape),
-        "vae_config": None if vae is None else {k: _jsonable(v) for k, v in dict(vae.config).items()
-                                                if not k.startswith("_")},
-        "vae_hash": cache,
+        **vae_facts(pipe),
         "scheduler": {k: _jsonable(sched.config.get(k)) for k in SCHEDULER_KEYS},
         "alphas_cumprod_sha": hashlib.sha256(alphas.tobytes()).hexdigest(),
     }

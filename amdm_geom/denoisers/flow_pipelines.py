@@ -27,7 +27,7 @@ import torch
 
 from ..flow_schedules import FLOW_SCHEDULERS, GRID_KEYS, is_flow_scheduler
 from .base import check_latents
-from .fingerprint import SCHEDULER_KEYS, _jsonable, weights_hash
+from .fingerprint import SCHEDULER_KEYS, _jsonable, vae_facts
 from .guidance import guided, uses_guidance
 from .pipelines import CHECKPOINT_SUFFIXES, _dtype, check_device
 
@@ -280,11 +280,6 @@ def flow_fingerprint(pipe, latent_shape) -> dict:
     scheduler's entries (``SCHEDULER_KEYS``, absent ones None, and the flow's ``GRID_KEYS``) and,
     under ``alphas_cumprod_sha``, a hash of the flow's time grid (a flow has no ``alphas_cumprod``:
     its ``GRID_KEYS`` and training sigmas define the interpolant's time grid)."""
-    vae = getattr(pipe, "vae", None)
-    cache = getattr(pipe, "_amdm_vae_hash", None)
-    if vae is not None and cache is None:
-        cache = weights_hash(vae)
-        pipe._amdm_vae_hash = cache
     sched = pipe.scheduler
     keys = {k: _jsonable(sched.config.get(k)) for k in (*SCHEDULER_KEYS, *GRID_KEYS)}
     grid = hashlib.sha256(json.dumps({k: keys[k] for k in GRID_KEYS}, sort_keys=True).encode())
@@ -292,9 +287,7 @@ def flow_fingerprint(pipe, latent_shape) -> dict:
     grid.update(fresh.sigmas.to(torch.float64).cpu().numpy().tobytes())
     return {
         "latent_shape": list(latent_shape),
-        "vae_config": None if vae is None else {k: _jsonable(v) for k, v in dict(vae.config).items()
-                                                if not k.startswith("_")},
-        "vae_hash": cache,
+        **vae_facts(pipe),
         "scheduler": keys,
         "alphas_cumprod_sha": grid.hexdigest(),
     }
