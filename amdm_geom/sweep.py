@@ -68,13 +68,17 @@ def _complete(store: Path) -> bool:
 
 def plan(points: list[Point]) -> dict[str, bool]:
     """``{name: done}``: which points' stores are complete already. The others must be writable:
-    a foreign folder where a store goes is refused (``StoreError``, one line) before any task."""
+    a foreign folder where a store goes is refused (``StoreError``, one line) before any task. An
+    empty folder there is what a point killed as its store was being created leaves (before its
+    zarr.json): it is removed, and the point redone."""
     from .store import check_output_path
 
     done = {}
     for p in points:
         done[p.name] = _complete(p.store)
         if not done[p.name]:
+            if p.store.is_dir() and not p.store.is_symlink() and not any(p.store.iterdir()):
+                p.store.rmdir()
             check_output_path(p.store, overwrite=p.store.exists())
     return done
 

@@ -197,3 +197,20 @@ def test_clean_removes_what_it_wrote_and_keeps_the_rest(reference, tmp_path, cap
     assert f"kept {runs / 'mine'} (not made by amdm-geom)" in out and f"kept {report / 'thesis.tex'}" in out
     assert f"freed {2 * sizes[runs / 'a.zarr'] + sizes[report / 'norm_angle'] + sizes[report / 'index.html']:,} " \
            "bytes in 4 item(s)" in out
+
+
+def test_an_empty_store_folder_left_by_a_kill_is_redone(tmp_path):
+    # a point killed after its store's folder was made and before its zarr.json leaves an empty folder:
+    # the next sweep removes it and redoes the point; a folder with anything else in it stays refused
+    from amdm_geom.sweep import plan
+    from amdm_geom.sweep_spec import load_sweep
+
+    out = tmp_path / "sweep"
+    _, points = load_sweep(EXAMPLE, out)
+    points[0].store.mkdir(parents=True)
+    assert plan(points) == {p.name: False for p in points} and not points[0].store.exists()
+    points[0].store.mkdir()
+    (points[0].store / "thesis.tex").write_text("mine")
+    with pytest.raises(ValueError, match="not an amdm-geom trace store"):
+        plan(points)
+    assert (points[0].store / "thesis.tex").read_text() == "mine"
