@@ -12,6 +12,7 @@ validate: $(STAMP)
 	$(BIN)/amdm-geom validate
 
 test: $(STAMP)
+	bash .ci/browser-deps
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)

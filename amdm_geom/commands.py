@@ -40,6 +40,8 @@ class AnalyzeCommand(Spec):
     """seed of the analysis' own random draws."""
     runs: Folder = Path("data/runs")
     """where an analysis that runs its own trace stores writes them (RUNS/ANALYSIS)."""
+    workers: Annotated[int | None, optional(integer(1))] = None
+    """worker processes for those runs, one thread each (default: the machine's cores)."""
 
     @field_validator("analysis", mode="before")
     @classmethod
@@ -74,11 +76,29 @@ def stores_by_name(paths) -> dict[str, Path]:
 
 
 def analyze(cmd: AnalyzeCommand) -> int:
-    from .runner import run_analysis
+    """Run the analysis; an analysis that plans its own runs (``ablations``) and is given no
+    stores runs them first as tasks on ``amdm_geom.engine``, ``--workers`` at a time."""
+    from .runner import load_analysis, run_analysis
     from .verdicts import format_table
 
-    rows = run_analysis(cmd.analysis, stores_by_name(cmd.stores), cmd.out, quick=cmd.quick, seed=cmd.seed,
-                        runs=cmd.runs)
+    stores = stores_by_name(cmd.stores)
+    if not stores and hasattr(load_analysis(cmd.analysis), "planned"):
+        from .engine import Engine, analysis_tasks
+
+        tasks = analysis_tasks(cmd.analysis, None, cmd.out, quick=cmd.quick, seed=cmd.seed, runs=cmd.runs)
+        with Engine(workers=cmd.workers) as engine:
+            print(engine.describe(), flush=True)
+            done = engine.run(tasks, progress=True, desc=cmd.analysis)
+        failed = [o for o in done.values() if not o.ok]
+        for o in failed:
+            print(f"failed {o.key}: {o.error}")
+        if failed:
+            print(f"{cmd.analysis}: {len(failed)} of {len(done)} tasks failed; nothing written to "
+                  f"{cmd.out / cmd.analysis}")
+            return 1
+        rows = done[tasks[-1].key].value
+    else:
+        rows = run_analysis(cmd.analysis, stores, cmd.out, quick=cmd.quick, seed=cmd.seed, runs=cmd.runs)
     print(format_table(rows))
     print(f"\nresults and figures in {cmd.out / cmd.analysis}")
     return 0

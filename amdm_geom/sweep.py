@@ -1,11 +1,11 @@
 """Sweeps on dask.distributed: every grid point of a sweep file (``amdm_geom.sweep_spec``) is one
 task that runs its probe into its own trace store.
 
-- By default a ``LocalCluster`` of ``min(points, cores)`` worker processes of one thread each;
-  ``scheduler="tcp://host:port"`` uses an existing cluster (``dask scheduler``, ``dask worker
-  ADDR --nworkers N --nthreads 1``; its workers must see the stores' paths, which are made
-  absolute). An address that does not answer is one line within ``CONNECT_TIMEOUT`` seconds.
-- Each task sets torch's threads to 1 and runs ``load_probe(name).run(spec, quiet=True)``.
+- The tasks run on ``amdm_geom.engine`` (the runner ``validate`` uses too): by default a
+  ``LocalCluster`` of ``min(points, cores)`` worker processes of one thread each;
+  ``scheduler="tcp://host:port"`` uses an existing cluster (its workers must see the stores'
+  paths, which are made absolute). An address that does not answer is one line.
+- Each task runs ``load_probe(name).run(spec, quiet=True)`` with one torch thread.
 - A sweep started again skips the stores that are complete (untouched: not opened for writing)
   and redoes the rest (an incomplete store is replaced atomically, see ``amdm_geom.store``).
 - A failed task is reported with its point and error; the others go on. ``OUT/sweep.json``
@@ -15,38 +15,21 @@ task that runs its probe into its own trace store.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
-import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .engine import Engine, EngineError, Outcome, Task, cores, run_spec
 from .sweep_spec import Point, SweepError, load_sweep
 
-__all__ = ["CONNECT_TIMEOUT", "RECORD", "SweepError", "plan", "run_point", "run_sweep", "sweep"]
+__all__ = ["RECORD", "EngineError", "SweepError", "plan", "run_sweep", "sweep"]
 
-#: Seconds to wait for an existing scheduler to answer.
-CONNECT_TIMEOUT = 3
 #: The record of a sweep, beside its stores.
 RECORD = "sweep.json"
 #: ``sweep.json``'s ``creation_library`` (how ``amdm-geom clean`` recognises it).
 LIBRARY = "amdm-geom sweep"
-
-
-def run_point(probe: str, spec_json: str) -> float:
-    """The task: run probe ``probe`` on its spec (JSON) with one torch thread; its seconds."""
-    import torch
-
-    from .runner.registry import load_probe
-
-    torch.set_num_threads(1)
-    module = load_probe(probe)
-    spec = module.Spec.model_validate_json(spec_json)
-    start = time.perf_counter()
-    module.run(spec, quiet=True)
-    return time.perf_counter() - start
 
 
 def _complete(store: Path) -> bool:
@@ -91,44 +74,12 @@ def _record(out: Path, probe: str, source: str, rows: list[dict], address: str) 
     os.replace(tmp, out / RECORD)
 
 
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split()) or '(no message)'}"
-
-
-def _connect(scheduler: str | None, n_workers: int):
-    """``(client, cluster or None)``: a client of the scheduler at ``scheduler``, or of a new
-    ``LocalCluster`` of ``n_workers`` one-thread worker processes."""
-    from distributed import Client, LocalCluster
-
-    if scheduler is not None:
-        try:
-            return Client(scheduler, timeout=CONNECT_TIMEOUT), None
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise SweepError(f"cannot reach the dask scheduler at {scheduler} within {CONNECT_TIMEOUT} s "
-                             f"({_one_line(exc)}); start one with 'dask scheduler' or leave out --scheduler") from None
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           silence_logs=logging.ERROR, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    try:
-        return Client(cluster), cluster
-    except BaseException:
-        cluster.close()
-        raise
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - (not Linux)
-        return os.cpu_count() or 1
-
-
 def run_sweep(probe: str, points: list[Point], out, *, scheduler: str | None = None, workers: int | None = None,
               source: str = "", progress: bool = True) -> list[dict]:
     """Run every point not yet complete as a task on dask.distributed; the rows of
     ``OUT/sweep.json`` (one per point: ``name``, ``values``, ``store``, ``status`` in done /
     skipped / failed, ``seconds``, ``error``)."""
-    from distributed import as_completed
-    from tqdm.auto import tqdm
+    from .runner.registry import load_probe
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,33 +94,24 @@ def run_sweep(probe: str, points: list[Point], out, *, scheduler: str | None = N
     if not todo and scheduler is None:
         _record(out, probe, source, rows, "(none: nothing to do)")
         return rows
-    client, cluster = _connect(scheduler, workers or min(len(todo), _cores()))  # (an address is checked anyway)
-    try:
-        address = client.scheduler.address
-        print(f"dask scheduler {address}; dashboard {client.dashboard_link}", file=sys.stderr)
-        _record(out, probe, source, rows, address)
-        token = uuid.uuid4().hex[:8]
-        futures = {}
-        for p in todo:
-            spec = p.spec.replace(run=p.spec.run.replace(overwrite=p.store.exists()))
-            future = client.submit(run_point, probe, spec.model_dump_json(), key=f"amdm-sweep-{p.name}-{token}",
-                                   pure=False)
-            futures[future] = p
-        bar = tqdm(as_completed(futures), total=len(futures), desc=f"sweep {probe}", unit="point",
-                   disable=not progress, file=sys.stderr)
-        for future in bar:
-            row = by_name[futures[future].name]
-            try:
-                row.update(status="done", seconds=round(float(future.result()), 3))
-            except Exception as exc:  # noqa: BLE001 - (a failed point is reported; the others go on)
-                row.update(status="failed", error=_one_line(exc))
-                bar.write(f"failed {row['name']} ({row['store']}): {row['error']}", file=sys.stderr)
-            _record(out, probe, source, rows, address)
-        bar.close()
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    module = load_probe(probe).__name__
+    tasks = [Task(p.name, run_spec, (module, p.spec.replace(run=p.spec.run.replace(overwrite=p.store.exists()))
+                                     .model_dump_json())) for p in todo]
+    # (an address is checked even with nothing to do)
+    with Engine(scheduler, workers or min(len(todo), cores()) if scheduler is None else None) as engine:
+        print(engine.describe(), file=sys.stderr)
+        _record(out, probe, source, rows, engine.address)
+
+        def done_(outcome: Outcome) -> None:
+            row = by_name[outcome.key]
+            if outcome.ok:
+                row.update(status="done", seconds=round(float(outcome.seconds), 3))
+            else:
+                row.update(status="failed", error=outcome.error)
+                print(f"failed {row['name']} ({row['store']}): {row['error']}", file=sys.stderr)
+            _record(out, probe, source, rows, engine.address)
+
+        engine.run(tasks, on_done=done_, progress=progress, desc=f"sweep {probe}")
     return rows
 
 

@@ -1,16 +1,20 @@
 """``amdm-geom validate``: the main job. Its plan is a list of specs: the probes it runs (each a
 probe's ``Spec``) and the analyses it runs on their stores, then the report.
 
-In order: the closed-form checks; nineteen probes (fifteen with ``--quick``) into ``--runs``, four
-of them on the trained digits models; every analysis on the stores that suit it
-(``ANALYSES``); the 2D benchmark and the digits benchmark (in a second process, ``BESIDE``) and
-the ablations, which run their own; the verdict table, ``verdicts.json`` and ``index.html`` in
-``--report``; last, ``--keep-runs`` prunes the stores in ``--runs`` (``prune_runs``).
+The closed-form checks; nineteen probes (fifteen with ``--quick``) into ``--runs``, four of them
+on the trained digits models; every analysis on the stores that suit it (``ANALYSES``); the 2D
+benchmark, the digits benchmark and the ablations, which run their own. All of it is one graph of
+tasks on ``amdm_geom.engine`` (``tasks``): a local dask cluster of one-thread workers, one per
+core (``--workers``), or an existing cluster (``--scheduler``); an analysis starts as soon as
+the stores it reads are written, the ablations' 41 runs are tasks of their own. Then the verdict
+table, ``verdicts.json`` and ``index.html`` in ``--report``; last, ``--keep-runs`` prunes the
+stores in ``--runs`` (``prune_runs``).
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +24,10 @@ from pydantic import Field, model_validator
 
 from .denoisers.specs import GMMFamilySpec, TinyUNetPairSpec
 from .sampling.config import SamplerConfig
-from .spec import MAX_SEED, Spec, SpecError, choice, creatable_dir, flag, optional, seed, writable_file
+from .spec import MAX_SEED, Spec, SpecError, choice, creatable_dir, flag, integer, optional, seed, writable_file
 
-__all__ = ["ANALYSES", "KEEP_RUNS", "PlannedProbe", "ValidateCommand", "plan", "prune_runs", "run"]
+__all__ = ["ANALYSES", "ANALYSIS_PRIORITY", "FIRST", "KEEP_RUNS", "PlannedProbe", "ValidateCommand", "plan",
+           "prune_runs", "run", "tasks"]
 
 #: What ``--keep-runs`` may keep of the stores in ``--runs`` once the report is written (``prune_runs``).
 KEEP_RUNS = ("none", "report", "all")
@@ -48,6 +53,11 @@ class ValidateCommand(Spec):
     keep_runs: Annotated[Literal["none", "report", "all"], choice(*KEEP_RUNS)] = "report"
     """stores kept in --runs after the report: all; report (the probe stores, which the report's analyses read:
     `amdm-geom analyze` can redo any of them; the ablations' own stores go, their results are in the report); none."""
+    workers: Annotated[int | None, optional(integer(1))] = None
+    """worker processes of the local dask cluster, one torch thread each (default: the machine's cores)."""
+    scheduler: str | None = None
+    """address of a running dask scheduler (tcp://host:port) to run on instead; its workers must see --runs
+    and --report (made absolute)."""
 
     @model_validator(mode="after")
     def _room_for_every_sample(self):
@@ -67,9 +77,12 @@ class PlannedProbe:
     spec: Spec
 
 
-#: The analyses that take no store: they run in a second worker process (one torch thread) beside the
-#: rest, so that validate uses both cores.
-BESIDE = ("toy_mixture", "digits_benchmark")
+#: dask priorities, highest first: the probes (short; every analysis of a store waits for them), then
+#: the two longest analyses (measured on 2 cores), then the other analyses as their stores appear;
+#: an analysis' own runs (the ablations') fill the gaps (priority 0).
+PROBE_PRIORITY = 10
+FIRST = {"digits_benchmark": 9, "toy_mixture": 8}
+ANALYSIS_PRIORITY = 5
 
 #: analysis -> the stores of the plan it runs on (none: it takes none, or runs its own)
 ANALYSES = {
@@ -163,17 +176,6 @@ def plan(quick: bool, seed: int, runs: Path) -> list[PlannedProbe]:
     return probes
 
 
-def _beside(name: str, report: Path, quick: bool, runs: Path) -> tuple[list, float]:
-    """Run one store-free analysis in the worker process (one torch thread): its rows and seconds."""
-    import torch
-
-    from .runner import run_analysis
-
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    return run_analysis(name, None, report, quick=quick, runs=runs), time.perf_counter() - t0
-
-
 def prune_runs(runs: Path, keep: str, probes) -> list[Path]:
     """Remove what ``keep`` (one of ``KEEP_RUNS``) does not keep of the stores validate wrote into
     ``runs``; returns the removed paths.
@@ -207,59 +209,80 @@ def prune_runs(runs: Path, keep: str, probes) -> list[Path]:
     return removed
 
 
+def tasks(cmd: ValidateCommand, probes: list[PlannedProbe]) -> list:
+    """The plan as tasks for ``amdm_geom.engine``: the closed forms, every probe, every analysis
+    after the probes whose stores it reads, the ablations after their own runs. The longest
+    (``FIRST``) start first, so that no worker idles at the end."""
+    from .engine import Task, analysis_tasks, run_spec
+    from .runner import load_probe, run_analysis
+
+    out = {p.name: p.spec.run.out for p in probes}
+    work = [Task("analysis closed_forms", run_analysis, ("closed_forms", None, cmd.report), {"seed": cmd.seed},
+                 priority=ANALYSIS_PRIORITY)]
+    work += [Task(f"probe {p.name}", run_spec, (load_probe(p.probe).__name__, p.spec.model_dump_json()),
+                  priority=PROBE_PRIORITY) for p in probes]
+    for analysis, names in ANALYSES.items():
+        chosen = {n: out[n] for n in names if n in out}
+        work += analysis_tasks(analysis, chosen, cmd.report, quick=cmd.quick, runs=cmd.runs,
+                               after=tuple(f"probe {n}" for n in chosen),
+                               priority=FIRST.get(analysis, ANALYSIS_PRIORITY))
+    return work
+
+
 def run(cmd: ValidateCommand) -> int:
-    """Run the plan; print the table; write ``verdicts.json`` and ``index.html``."""
-    from .runner import run_analysis
-    from .runner.registry import load_probe
+    """Run the plan on ``amdm_geom.engine``; print the table; write ``verdicts.json`` and
+    ``index.html`` (none of them if a task failed: it exits 1 naming each)."""
+    from .engine import Engine
     from .store import check_output_path
     from .verdicts import format_table, to_json
 
     mode = "quick" if cmd.quick else "full"
+    if cmd.scheduler is not None:  # (the workers of another cluster see absolute paths only)
+        cmd = cmd.model_copy(update={"runs": cmd.runs.absolute(), "report": cmd.report.absolute()})
     probes = plan(cmd.quick, cmd.seed, cmd.runs)
     for p in probes:  # (replaced, but only if they are trace stores)
         check_output_path(p.spec.run.out, overwrite=True)
+    work = tasks(cmd, probes)
     start = time.perf_counter()
     cmd.report.mkdir(parents=True, exist_ok=True)
-    print(f"amdm-geom validate ({mode}): closed forms, {len(probes)} probes, analyses", flush=True)
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    for name in ("index.html", "verdicts.json"):  # (a failed run leaves no report that looks complete)
+        (cmd.report / name).unlink(missing_ok=True)
+    print(f"amdm-geom validate ({mode}): closed forms, {len(probes)} probes, analyses: {len(work)} tasks", flush=True)
 
-    import torch
+    def said(o) -> None:
+        what, _, name = o.key.partition(" ")
+        if not o.ok:
+            print(f"  FAILED {o.key}: {o.error}", flush=True)
+        elif what in ("probe", "analysis"):
+            where = o.value if what == "probe" else cmd.report / name
+            print(f"  {o.key}: {where} ({o.seconds:.1f} s)", flush=True)
 
-    found: dict[str, list] = {"closed_forms": run_analysis("closed_forms", None, cmd.report, seed=cmd.seed)}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one core here, one in the worker
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as beside:
-        futures = {name: beside.submit(_beside, name, cmd.report, cmd.quick, cmd.runs) for name in BESIDE}
-        stores = {}
-        for p in probes:
-            t0 = time.perf_counter()
-            stores[p.name] = load_probe(p.probe).run(p.spec, quiet=True)
-            print(f"  probe {p.name}: {p.spec.run.out} ({time.perf_counter() - t0:.1f} s)", flush=True)
-        for analysis, names in ANALYSES.items():
-            if analysis in BESIDE:
-                continue
-            t0 = time.perf_counter()
-            chosen = {n: stores[n] for n in names if n in stores}
-            found[analysis] = run_analysis(analysis, chosen or None, cmd.report, quick=cmd.quick, runs=cmd.runs)
-            print(f"  analysis {analysis}: {cmd.report / analysis} ({time.perf_counter() - t0:.1f} s)", flush=True)
-        for name, future in futures.items():
-            found[name], seconds = future.result()
-            print(f"  analysis {name}: {cmd.report / name} ({seconds:.1f} s, in a second process)", flush=True)
-    torch.set_num_threads(threads)
+    with Engine(cmd.scheduler, cmd.workers) as engine:
+        print(f"  {engine.describe()}", flush=True)
+        workers = f"{engine.n_workers} ({'local cluster' if cmd.scheduler is None else cmd.scheduler})"
+        done = engine.run(work, on_done=said)
+    failed = [o for o in done.values() if not o.ok]
+    if failed:
+        print(f"validate: {len(failed)} of {len(done)} tasks failed (above); no report written", flush=True)
+        return 1
+    found = {o.key.removeprefix("analysis "): o.value for o in done.values() if o.key.startswith("analysis ")}
     rows = [v for name in ("closed_forms", *ANALYSES) for v in found.get(name, [])]
-    print()
-    print(format_table(rows))
     elapsed = time.perf_counter() - start
     (cmd.report / "verdicts.json").write_text(to_json(rows))
     from .report import write_report
+    from .runner.families import format_summary
 
     index = write_report(rows, cmd.report, context={"mode": mode, "seed": cmd.seed, "runs": str(cmd.runs),
-                                                     "seconds": f"{elapsed:.0f}"})
-    print(f"\nreport: {index} ({elapsed:.1f} s)")
+                                                     "seconds": f"{elapsed:.0f}", "workers": workers})
     if cmd.json_path is not None:
         cmd.json_path.write_text(to_json(rows))
     removed = prune_runs(cmd.runs, cmd.keep_runs, [p.name for p in probes])
+    color = sys.stdout.isatty()
+    print()
+    print(format_summary(rows, color=color))
+    print()
+    print(format_table(rows, color=color))
     if removed:
-        print(f"removed {len(removed)} stores from {cmd.runs} (--keep-runs {cmd.keep_runs})")
+        print(f"\nremoved {len(removed)} stores from {cmd.runs} (--keep-runs {cmd.keep_runs})")
+    print(f"\nreport: {index} ({elapsed:.1f} s)")
     return 0

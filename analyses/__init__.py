@@ -22,9 +22,18 @@ The contract. An analysis module has:
   result folder, ``.png`` added if absent) -> figure;
 - optionally ``tables(result) -> dict[str, pandas.DataFrame]``: file name (``.csv`` added if
   absent) -> table;
+- optionally ``RUNS`` (a probe-like module: ``Spec``, ``run(spec, quiet=...)``) and
+  ``planned(*, quick, seed, runs) -> dict[str, RUNS.Spec]``: the trace stores the analysis runs
+  for itself when given none, as specs (each into its ``run.out`` under ``runs / NAME``).
+  ``amdm-geom validate`` and ``amdm-geom analyze`` run them as tasks on ``amdm_geom.engine``
+  (in parallel) and pass their stores to ``compute``, which measures them;
 - optionally ``RESULT: str``: the file stem of a Dataset result (default ``"results"``), and
   ``saved(result) -> xarray.Dataset | xarray.DataTree``: what of the result is written (default:
   all of it).
+- optionally ``CAPTIONS: dict[str, str]``: fnmatch patterns over the figure names (without
+  ``.png``, e.g. ``"*/norm_gap"``) -> the caption the report shows under each figure (first
+  match wins; ``amdm_geom.runner.output.caption_of``); colours of models and methods come from
+  ``amdm_geom.palette``.
 
 What the runner writes, atomically, into ``<out>/<NAME>/`` (a result folder, see
 ``amdm_geom.runner.output``): a Dataset result as ``<RESULT>.zarr``; a DataTree's nodes that

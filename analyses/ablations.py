@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from amdm_geom import geometry
+from amdm_geom import geometry, palette
 from amdm_geom.denoisers.gmm import FineGrainedFamily
 from amdm_geom.store import open_run
 
@@ -46,8 +46,9 @@ from . import ablation_runs
 from .ablation_runs import GROUPS, recorded_steps, run_settings, settings
 from .ablation_verdicts import EQUIVALENCE_MARGIN, LEVEL, verdicts
 
-__all__ = ["EQUIVALENCE_MARGIN", "GROUPS", "LEVEL", "NAME", "RESULT", "RUNS", "STORES", "SUMMARY", "compute",
-           "measure", "plot", "recorded_steps", "run_settings", "saved", "settings", "tables", "verdicts"]
+__all__ = ["CAPTIONS", "EQUIVALENCE_MARGIN", "GROUPS", "LEVEL", "NAME", "RESULT", "RUNS", "STORES", "SUMMARY",
+           "compute", "measure", "planned", "plot", "recorded_steps", "run_settings", "saved", "settings", "tables",
+           "verdicts"]
 
 NAME = "ablations"
 SUMMARY = "Tables 1-4, Figure 5, Table 10 on the exact GMM family (runs its own stores into RUNS/ablations)"
@@ -56,6 +57,30 @@ RESULT = "ablations"
 #: The probe-like module of this analysis' own runs (``Spec``, ``build``, ``run``): ``amdm-geom
 #: rerun`` finds it here for a store whose ``attrs["analysis"]`` is ``"ablations"``.
 RUNS = ablation_runs
+#: The figures' captions (fnmatch patterns over the figure names, ``amdm_geom.runner.output.caption_of``).
+CAPTIONS = {
+    "success_by_run": (
+        "Every ablation run on the exact GMM family, grouped (Tables 1-4, Figure 5, Table 10, variants): the "
+        "posterior mass of the final samples on the target component (position and colour), +-2 SE. Role "
+        "colours: model 1, model 2 (and model 3) alone, AMDM, AMDM swapped, and the mixing rules slerp, lerp "
+        "and orthogonal mix; grey: the other runs, alternating by group. Tables 1-2's claim holds where AMDM's "
+        "bar stands above both single models' bars."),
+    "figure5": (
+        "Figure 5's analogue on the exact GMM family. Left: success (posterior mass on the target, +-2 SE) over "
+        "the number of aggregation steps s for slerp (eq. 6), lerp and the earlier version's orthogonal mix. "
+        "Right: manifold deviation |z_t| / sqrt(E|z_t|^2) - 1 of model 1's latent per step at the largest s "
+        "(symlog). The paper's claims: slerp beats lerp as s grows (left), and lerp leaves the manifold while "
+        "slerp stays near 0, the grey line (right)."),
+    "table4_eta": (
+        "Table 4's analogue: success (posterior mass on the target, +-2 SE) of AMDM over the shift eta of eq. "
+        "(7) (log scale; eta = 0 drawn at 0.01). Grey: the paper's eta = 0.3 (dotted) and the earlier "
+        "version's 35-55 (shaded). The paper's claim: eta = 0.3 is best in [0, 0.5], i.e. the curve peaks at "
+        "the dotted line."),
+}
+#: The role (``amdm_geom.palette``) of the runs that show one (the Figure 5 runs by their mix's prefix).
+RUN_ROLES = {"model1": "model 1", "model2": "model 2", "amdm": "AMDM", "amdm_swapped": "AMDM swapped",
+             "n3_position": "model 1", "n3_colour": "model 2", "n3_style": "model 3"}
+MIXES = ("slerp", "lerp", "orthogonal_mix")
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,6 +141,13 @@ def measure(path, families: dict, *, n_ref: int = 128, cache: dict | None = None
             "T": ds.sizes["step"], "size": math.prod(spec.family.latent_shape)}
 
 
+def planned(*, quick: bool = False, seed: int = 0, runs: Path) -> dict[str, ablation_runs.Spec]:
+    """Every run this analysis needs, as specs into ``runs/ablations/<name>.zarr`` (``{name:
+    spec}``): what ``amdm_geom.engine.analysis_tasks`` runs as tasks, in parallel, before
+    ``compute`` measures their stores."""
+    return {spec.name: spec for spec in settings(quick, seed=seed, out=Path(runs) / NAME)}
+
+
 def compute(stores=None, *, quick: bool = False, seed: int = 0, runs: Path | None = None) -> xr.Dataset:
     """Measure the ablation stores (``{name: path}``); with none given, run every setting into
     ``runs/ablations`` first (``quick``: the small set; ``seed``: the family's and the samples')."""
@@ -162,6 +194,13 @@ def plot(ds: xr.Dataset) -> dict:
     return named_figures(ds)
 
 
+def _run_colour(run: str, group: str) -> str:
+    """The run's role colour (``RUN_ROLES``, a Figure 5 run's mix), else its group's neutral grey."""
+    mix = next((m for m in MIXES if group == "figure5" and run.startswith(m + "_s")), None)
+    role = RUN_ROLES.get(run, mix)
+    return palette.colour(role) if role else palette.NEUTRALS[GROUPS.index(group) % 2]
+
+
 def named_figures(ds: xr.Dataset) -> dict:
     """The figures of ``plot``, by file name."""
     import matplotlib.pyplot as plt
@@ -170,7 +209,7 @@ def named_figures(ds: xr.Dataset) -> dict:
     fig, ax = plt.subplots(figsize=(9, 4.2))
     order = [r for g in GROUPS for r in ds.run.values if str(ds.group.sel(run=r).item()) == g]
     x = np.arange(len(order))
-    colors = [f"C{GROUPS.index(str(ds.group.sel(run=r).item()))}" for r in order]
+    colors = [_run_colour(str(r), str(ds.group.sel(run=r).item())) for r in order]
     ax.bar(x, ds.success.sel(run=order), yerr=2 * ds.success_se.sel(run=order), color=colors)
     ax.set_xticks(x, order, rotation=75, fontsize=7)
     ax.set_ylabel("posterior mass on the target")
@@ -181,13 +220,14 @@ def named_figures(ds: xr.Dataset) -> dict:
     fig5 = [r for r in ds.run.values if str(ds.group.sel(run=r).item()) == "figure5"]
     if fig5:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-        for mix in ("slerp", "lerp", "orthogonal_mix"):
+        for mix in MIXES:
             runs = sorted((r for r in fig5 if r.startswith(mix + "_s")), key=lambda r: int(r.rsplit("_s", 1)[1]))
             s = [int(r.rsplit("_s", 1)[1]) for r in runs]
-            axes[0].errorbar(s, ds.success.sel(run=runs), yerr=2 * ds.success_se.sel(run=runs), marker="o", label=mix)
+            axes[0].errorbar(s, ds.success.sel(run=runs), yerr=2 * ds.success_se.sel(run=runs), marker="o", label=mix,
+                             color=palette.colour(mix))
             last = runs[-1]
             dev = ds.norm_dev.sel(run=last).mean("sample").dropna("step")
-            axes[1].plot(dev.step, dev, "o-", label=f"{mix}, s = {s[-1]}")
+            axes[1].plot(dev.step, dev, "o-", color=palette.colour(mix), label=f"{mix}, s = {s[-1]}")
         axes[0].set_xlabel("aggregation steps s")
         axes[0].set_ylabel("posterior mass on the target")
         axes[0].set_title("Figure 5a analogue: success over s")
@@ -208,9 +248,10 @@ def named_figures(ds: xr.Dataset) -> dict:
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
         e = [max(v, 1e-2) for v, _ in values]
         runs = [r for _, r in values]
-        ax.errorbar(e, ds.success.sel(run=runs), yerr=2 * ds.success_se.sel(run=runs), marker="o")
-        ax.axvline(0.3, color="grey", ls=":", label="paper's eta = 0.3")
-        ax.axvspan(35, 55, color="C1", alpha=0.15, label="earlier version's 35-55")
+        ax.errorbar(e, ds.success.sel(run=runs), yerr=2 * ds.success_se.sel(run=runs), marker="o",
+                    color=palette.colour("AMDM"))
+        ax.axvline(0.3, color=palette.colour("reference"), ls=":", label="paper's eta = 0.3")
+        ax.axvspan(35, 55, color=palette.colour("reference"), alpha=0.15, label="earlier version's 35-55")
         ax.set_xscale("log")
         ax.set_xlabel("eta (0 drawn at 0.01)")
         ax.set_ylabel("posterior mass on the target")

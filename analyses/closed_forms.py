@@ -21,11 +21,19 @@ from amdm_geom.verdicts import CHECK_ULPS, Verdict, implementation_check, resolu
 
 from .common import refuse_stores
 
-__all__ = ["NAME", "STORES", "SUMMARY", "compute", "plot", "verdicts"]
+__all__ = ["CAPTIONS", "NAME", "STORES", "SUMMARY", "compute", "plot", "verdicts"]
 
 NAME = "closed_forms"
 SUMMARY = "eq. (4) against diffusers, and the closed forms of Prop. 3.1 and 3.2 on constructed pairs (no store)"
 STORES = "none"
+#: The figures' captions (fnmatch patterns over the figure names, ``amdm_geom.runner.output.caption_of``).
+CAPTIONS = {
+    "cos_bound_excess": (
+        "Prop. 3.1, eq. (25) on 2-plane pairs: the printed lower bound 1 - d^2/(|a|^2 + |b|^2) minus the true "
+        "cos phi, clipped at 0, over the angle phi (y) and the norm ratio |b|/|a| (x). Black is where the bound "
+        "holds; any bright cell is a failure. Failures lie only above the dotted line phi = pi/2 and off ratio "
+        "1 (obtuse pairs of unequal norm); AMDM's pairs lie far below it."),
+}
 
 N_GRID = 2 ** np.arange(1, 15)  # 2 .. 16384 (SD's 4x64x64 latent), for the delta noise term
 PHI_GRID = np.linspace(0.05, math.pi - 0.05, 60)

@@ -15,7 +15,7 @@ from amdm_geom.store import completed_steps, incomplete_note, open_run, require
 
 __all__ = ["CHUNK_BYTES", "LATENT_HINTS", "both_sampled", "checked_store", "finite_samples", "latent_block",
            "open_store", "paired_difference", "pooled_partial", "refuse_stores", "rejection_band", "sample_slices",
-           "scatter", "slot_written", "store_sample_chunk"]
+           "scatter", "slot_written", "slot_written_streamed", "store_sample_chunk", "streamed"]
 
 #: How to record what Prop. 3.1's analyses read, for ``require``'s one-line errors.
 LATENT_HINTS = {"z_next": "record the hook model*.z_next", "z": "record the hook model*.z",
@@ -79,10 +79,12 @@ def checked_store(store, variables, hints=LATENT_HINTS) -> tuple[xr.Dataset, int
     return completed_steps(ds), int(ds.sizes["step"]), incomplete_note(ds)
 
 
-def latent_block(ds: xr.Dataset, var: str, k: int, model: int, samples: slice = slice(None)) -> np.ndarray:
-    """``(sample, n)`` float64 values of ``var`` at step k for one model (n: the latent's size),
-    for the samples ``samples`` (all by default; a lazily opened store reads only their chunks)."""
-    a = ds[var].isel(step=k, model=model, sample=samples).values.astype(np.float64)
+def latent_block(ds: xr.Dataset, var: str, k: int, model: int | None, samples: slice = slice(None)) -> np.ndarray:
+    """``(sample, n)`` float64 values of ``var`` at step k for one model (``None`` for a variable
+    without a model dim, such as ``agg_z``; n: the latent's size), for the samples ``samples`` (all
+    by default; a lazily opened store reads only their chunks)."""
+    at = {"step": k, "sample": samples} if model is None else {"step": k, "model": model, "sample": samples}
+    a = ds[var].isel(at).values.astype(np.float64)
     return a.reshape(a.shape[0], -1)
 
 
@@ -112,10 +114,24 @@ def sample_slices(ds: xr.Dataset, var: str, chunk: int | None = None) -> list[sl
     return [slice(j, min(j + int(chunk), total)) for j in range(0, total, int(chunk))]
 
 
-def _slot_written_streamed(ds: xr.Dataset, var: str, k: int, model: int, slices: list[slice]) -> bool:
-    """``slot_written`` of one model's slot at step k, read a slice of samples at a time (it stops
-    at the first slice with a value that is not NaN)."""
-    return any(slot_written(ds[var].isel(step=k, model=model, sample=s).values) for s in slices)
+def slot_written_streamed(ds: xr.Dataset, var: str, k: int, model: int | None, slices: list[slice]) -> bool:
+    """``slot_written`` of one model's slot at step k (``model`` None: a variable without a model
+    dim, such as ``agg_z``), read a slice of samples at a time (it stops at the first slice with a
+    value that is not NaN)."""
+    da = ds[var].isel(step=k) if model is None else ds[var].isel(step=k, model=model)
+    return any(slot_written(da.isel(sample=s).values) for s in slices)
+
+
+def streamed(slices: list[slice], per_slice) -> tuple[dict, np.ndarray]:
+    """``per_slice(samples) -> (ok, values over the ok samples)`` over every slice of samples, put
+    back in place (``scatter``) and joined along the samples: the per-sample arrays of all samples
+    and their finite mask, while no more than one slice's latents are held at a time."""
+    parts = []
+    for samples in slices:
+        ok, values = per_slice(samples)
+        parts.append((ok, scatter(ok, values)))
+    names = parts[0][1].keys()
+    return {name: np.concatenate([p[1][name] for p in parts]) for name in names}, np.concatenate([p[0] for p in parts])
 
 
 def both_sampled(ds: xr.Dataset, pair: tuple[int, int], chunk: int | None = None) -> list[int]:
@@ -123,7 +139,7 @@ def both_sampled(ds: xr.Dataset, pair: tuple[int, int], chunk: int | None = None
     (read in slices of samples, ``sample_slices``)."""
     slices = sample_slices(ds, "z_next", chunk)
     return [k for k in range(ds.sizes["step"])
-            if all(_slot_written_streamed(ds, "z_next", k, m, slices) for m in pair)]
+            if all(slot_written_streamed(ds, "z_next", k, m, slices) for m in pair)]
 
 
 def rejection_band(alpha: float, count: int) -> float:

@@ -27,12 +27,34 @@ from .digits_figures import figures
 from .digits_runs import arms, run_arm, targets
 from .digits_verdicts import verdicts
 
-__all__ = ["NAME", "RESULT", "STORES", "SUMMARY", "compute", "plot", "tables", "verdicts"]
+__all__ = ["CAPTIONS", "NAME", "RESULT", "STORES", "SUMMARY", "compute", "plot", "tables", "verdicts"]
 
 NAME = "digits_benchmark"
 SUMMARY = "trained digits ecosystem: AMDM against single models and peers, success read by exact detectors"
 STORES = "none"
 RESULT = "digits"
+#: The figures' captions (fnmatch patterns over the figure names, ``amdm_geom.runner.output.caption_of``).
+CAPTIONS = {
+    "success": (
+        "Digits benchmark: the share of samples per arm whose position and colour (left) or position, colour and "
+        "digit (right) the exact detectors read as the target, with 95% Wilson intervals; network evaluations "
+        "per sample in brackets. Bars in a role's colour: model 1 (position) and model 2 (colour) alone, AMDM "
+        "and AMDM swapped, lerp, the peers; grey: other AMDM variants by group. Fine-grained control (Tables "
+        "1-2's claim) means AMDM's bar above both single models' bars, beyond their intervals."),
+    "by_target": (
+        "Digits benchmark: success per (position, colour) target (rows: position, columns: colour; the share "
+        "in each cell) for the position and colour models alone, AMDM and Composable Diffusion. Look for cells "
+        "where AMDM does better than either model alone, and for targets where every method fails."),
+    "grid_*": (
+        "Digits benchmark: final images of the same seeds (columns) under each method (rows) for the target in "
+        "the title; a green frame means the detectors read the target position and colour, a red one that they "
+        "did not. Compare a row's images with the single models' rows (position, colour) above it."),
+    "proximity": (
+        "Section 3.1's ecosystem check on the digits models: the functional proximity |eps_A - eps_B| / "
+        "|eps_A| of each pair over the training timestep t (log scale; the ecosystem verdict in the legend). "
+        "Fine-tunes of one base (position+colour, position+digit) should stay close at every t; the pairs with "
+        "the position model trained from scratch or on the linear schedule show how far apart other models lie."),
+}
 PAIRS = (("position", "colour"), ("position_scratch", "colour"), ("position_linear", "colour"), ("position", "digit"))
 
 

@@ -7,13 +7,19 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from amdm_geom import palette
 from amdm_geom.digits.data import COLOURS, POSITIONS
+
+from .digits_runs import GROUPS
 
 __all__ = ["figures"]
 
-#: One colour per group of arms, the same in every figure.
-GROUP_COLOURS = {"singles": "#6e7781", "amdm": "#0969da", "s": "#54aeff", "eta": "#218bff", "mix": "#bf8700",
-                 "stage": "#8250df", "partners": "#cf222e", "peers": "#1a7f37", "n3": "#fb8500", "flow": "#0a3069"}
+#: The role (``amdm_geom.palette``) of the arms that show one; every other arm is drawn in a neutral grey,
+#: alternating by group.
+ARM_ROLES = {"position": "model 1", "colour": "model 2", "digit": "model 3", "amdm": "AMDM",
+             "amdm_swapped": "AMDM swapped", "amdm_lerp": "lerp", "composable": "composable",
+             "superdiff_and": "superdiff_and", "ula": "ula", "flow_position": "model 1", "flow_colour": "model 2",
+             "flow_amdm": "AMDM"}
 GRID_ARMS = ("position", "colour", "amdm", "amdm_swapped", "amdm_lerp", "amdm_linear", "composable", "superdiff_and",
              "ula", "amdm3", "flow_amdm")
 
@@ -26,6 +32,11 @@ def _interval(x: np.ndarray) -> tuple[float, float]:
     return ci.low, ci.high
 
 
+def _arm_colour(arm: str, group: str) -> str:
+    """The arm's role colour, or its group's neutral grey (``palette.NEUTRALS``, alternating by group)."""
+    return palette.colour(ARM_ROLES[arm]) if arm in ARM_ROLES else palette.NEUTRALS[GROUPS.index(group) % 2]
+
+
 def success_figure(ds: xr.Dataset):
     import matplotlib.pyplot as plt
 
@@ -36,7 +47,7 @@ def success_figure(ds: xr.Dataset):
                            (axes[1], "success_triple", "triple target (position, colour, digit)")):
         means = ds[var].mean("sample").values
         ci = np.array([_interval(ds[var].sel(arm=a).values) for a in arms])
-        ax.bar(x, means, color=[GROUP_COLOURS[str(g)] for g in ds.group.values],
+        ax.bar(x, means, color=[_arm_colour(a, str(g)) for a, g in zip(arms, ds.group.values)],
                yerr=[means - ci[:, 0], ci[:, 1] - means], capsize=2)
         ax.set_xticks(x, [f"{a} ({int(c)})" for a, c in zip(arms, ds.calls.values)], rotation=75, fontsize=7)
         ax.set_title(f"Success on the {title}", fontsize=9)

@@ -11,10 +11,34 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
-__all__ = ["figures"]
+from amdm_geom.palette import colour  # noqa: E402
 
-_C = {"measured": "#1f77b4", "formula": "#d62728", "sqrt_n": "#7f7f7f", "stochastic": "#ff7f0e",
-      "printed": "#9467bd", "step": "#2ca02c"}
+__all__ = ["CAPTIONS", "figures"]
+
+#: The captions of ``flow_geometry``'s figures (fnmatch patterns, see
+#: ``amdm_geom.runner.output.caption_of``).
+CAPTIONS = {
+    "shell": (
+        "Where rectified-flow latents concentrate (App. G against Lemma A.1), on one exact flow GMM model. Left: "
+        "the latents' RMS radius over sqrt(n) per flow noise level s (sampling runs right to left), deterministic "
+        "and stochastic step, against the exact formula sqrt((1-s)^2 E|x0|^2 + s^2 n) (indigo, dashed) and "
+        "sqrt(n) (grey). Right: the relative spread std|z|/mean|z| against an isotropic Gaussian's (grey). "
+        "Lemma A.1's shell applies only where the measured radius follows the grey line; it dips away mid-path."),
+    "*/g1": (
+        "Prop. G.1 on one flow pair store (medians over samples; s runs right to left). Left: delta = "
+        "|z_next_1 - z_next_2| of the step taken, against eq. (47) as printed (black, dashed), eq. (47) scaled "
+        "by the step size |dt| (dotted) and the starting gap |z_1 - z_2| (grey). Right: the length of diffusers' "
+        "step against |v|, the step eq. (46) prints (black, dashed). Delta above a bound line is a violation; "
+        "a printed step far longer than the real one says eq. (46) omits dt."),
+    "*/mu_v": (
+        "App. G's 'set mu = v' on one flow pair store: per aggregation step the median distance of the shifted "
+        "latent to the step's location mu, before the shift (solid), after eq. (7)'s shift towards mu as "
+        "Algorithm 1 does (dashed) and towards v as App. G prints it (dotted). The printed rule does what the "
+        "shift is for only if the dotted line lies below the solid one."),
+}
+
+_C = {"measured": "#1f77b4", "formula": colour("exact"), "sqrt_n": colour("reference"), "stochastic": "#ff7f0e",
+      "printed": colour("bound"), "step": "#2ca02c"}
 
 
 def _median(da: xr.DataArray) -> np.ndarray:
@@ -24,10 +48,10 @@ def _median(da: xr.DataArray) -> np.ndarray:
 def shell_figure(ds: xr.Dataset):
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6))
     s, root = ds.s.values, float(ds.sqrt_n)
-    for mode, colour in (("deterministic", _C["measured"]), ("stochastic", _C["stochastic"])):
+    for mode, c in (("deterministic", _C["measured"]), ("stochastic", _C["stochastic"])):
         norms = ds.norm.sel(mode=mode).values
-        ax.plot(s, np.sqrt((norms**2).mean(1)) / root, color=colour, label=f"measured, {mode} step")
-        bx.plot(s, norms.std(1) / norms.mean(1), color=colour, label=mode)
+        ax.plot(s, np.sqrt((norms**2).mean(1)) / root, color=c, label=f"measured, {mode} step")
+        bx.plot(s, norms.std(1) / norms.mean(1), color=c, label=mode)
     ax.plot(s, ds.radius_formula.values / root, "--", color=_C["formula"], label="sqrt((1-s)^2 E|x0|^2 + s^2 n)")
     ax.axhline(1.0, color=_C["sqrt_n"], lw=0.8, label="sqrt(n) (Lemma A.1's picture)")
     ax.set(xlabel="s (flow noise level; sampling runs right to left)", ylabel="radius / sqrt(n)",

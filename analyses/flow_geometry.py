@@ -37,11 +37,11 @@ from amdm_geom.store import run_config, step_input, step_kinds
 from amdm_geom.verdicts import Verdict, at_least, at_most, qualify
 
 from . import flow_shell, membership
-from .common import both_sampled, checked_store, finite_samples, latent_block, open_store, scatter
-from .flow_figures import figures
+from .common import both_sampled, checked_store, finite_samples, latent_block, open_store, sample_slices, streamed
+from .flow_figures import CAPTIONS, figures
 from .norm_angle import partial_data
 
-__all__ = ["NAME", "STORES", "SUMMARY", "compute", "g1", "g1_verdicts", "mu_v", "plot", "saved", "tables",
+__all__ = ["CAPTIONS", "NAME", "STORES", "SUMMARY", "compute", "g1", "g1_verdicts", "mu_v", "plot", "saved", "tables",
            "verdicts"]
 
 NAME = "flow_geometry"
@@ -81,9 +81,30 @@ def _g1_step(a, b, z1, z2, v1, v2, dt, B1, sigma, n, cross) -> dict:
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
-def g1(store, pair: tuple[int, int] = (0, 1)) -> xr.Dataset:
+def _g1_slice(ds, k, pair, inputs, cross, n, names):
+    """The per-slice reader of step k for ``streamed``: Prop. G.1's quantities on one slice of samples."""
+    i0, i1 = pair
+    coef = (float(ds.model_dt[i0, k]), float(ds.model_B[i0, k]), float(ds.model_sigma[i0, k]))
+
+    def per_slice(samples):
+        blocks = [latent_block(ds, v, k, m, samples) for v in ("z_next", "z") for m in (i0, i1)]
+        blocks += [latent_block(ds, inputs[0], k, i0, samples), latent_block(ds, inputs[1], k, i1, samples)]
+        if cross:
+            blocks += [latent_block(ds, "v_cross", k, i1, samples), latent_block(ds, "v_at_z1", k, i1, samples)]
+        ok = finite_samples(*blocks)
+        if not ok.any():
+            return ok, {name: np.empty(0) for name in names}
+        a, b, z1, z2, v1, v2, *rest = (x[ok] for x in blocks)
+        return ok, _g1_step(a, b, z1, z2, v1, v2, *coef, n, rest or None)
+
+    return per_slice
+
+
+def g1(store, pair: tuple[int, int] = (0, 1), *, chunk: int | None = None) -> xr.Dataset:
     """Prop. G.1's quantities per step (where both models sampled) and sample (dims ``step``,
-    ``sample``); non-finite samples are NaN at that step (``finite`` false) and counted."""
+    ``sample``); non-finite samples are NaN at that step (``finite`` false) and counted. The
+    latents are streamed, a slice of ``chunk`` samples at a time (``common.sample_slices``), so
+    memory does not grow with the number of samples."""
     ds, T, note = _flow_store(store)
     i0, i1 = pair
     inputs = [step_input(ds, i) for i in pair]  # v, or a VP partner's eps
@@ -91,7 +112,8 @@ def g1(store, pair: tuple[int, int] = (0, 1)) -> xr.Dataset:
         raise ValueError(f"model {i0} of the pair must be a flow model (step kinds {step_kinds(ds)})")
     # eq. (47)'s terms compare velocities: only between two flow models
     cross = "v_cross" in ds and "v_at_z1" in ds and inputs[1] == "v"
-    steps = both_sampled(ds, pair)
+    slices = sample_slices(ds, "z_next", chunk)
+    steps = both_sampled(ds, pair, chunk)
     if not steps:
         raise ValueError("the two models never sampled the same step in this store" + (f" ({note})" if note else ""))
     n = int(np.prod([ds.sizes[d] for d in ds["z"].dims[3:]]))
@@ -99,16 +121,8 @@ def g1(store, pair: tuple[int, int] = (0, 1)) -> xr.Dataset:
     cols: dict[str, list] = {name: [] for name in names}
     finite = []
     for k in steps:
-        blocks = [latent_block(ds, v, k, m) for v in ("z_next", "z") for m in (i0, i1)]
-        blocks += [latent_block(ds, inputs[0], k, i0), latent_block(ds, inputs[1], k, i1)]
-        if cross:
-            blocks += [latent_block(ds, "v_cross", k, i1), latent_block(ds, "v_at_z1", k, i1)]
-        ok = finite_samples(*blocks)
-        a, b, z1, z2, v1, v2, *rest = (x[ok] for x in blocks)
-        values = (_g1_step(a, b, z1, z2, v1, v2, float(ds.model_dt[i0, k]), float(ds.model_B[i0, k]),
-                           float(ds.model_sigma[i0, k]), n, rest or None) if ok.any()
-                  else {name: np.empty(0) for name in names})
-        for name, v in scatter(ok, values).items():
+        values, ok = streamed(slices, _g1_slice(ds, k, pair, inputs, cross, n, names))
+        for name, v in values.items():
             cols[name].append(v)
         finite.append(ok)
     agg = ds.aggregated.values
@@ -126,11 +140,30 @@ def g1(store, pair: tuple[int, int] = (0, 1)) -> xr.Dataset:
     return res
 
 
-def mu_v(store, eta: float | None = None) -> xr.Dataset | None:
+_MU_V = ("d0", "d_mu", "d_v", "cos_dirs")
+
+
+def _mu_v_slice(ds, k, i, eta):
+    """The per-slice reader of step k and flow model i for ``streamed``: ``mu_v``'s distances."""
+    def per_slice(samples):
+        agg, mu, v = (latent_block(ds, var, k, m, samples) for var, m in (("agg_z", None), ("mu", i), ("v", i)))
+        ok = finite_samples(agg, mu, v)
+        if not ok.any():
+            return ok, {name: np.empty(0) for name in _MU_V}
+        z, m, w = agg[ok], mu[ok], v[ok]
+        values = (geometry.norm(z - m), geometry.norm(geometry.radial_shift(z, m, eta) - m),
+                  geometry.norm(geometry.radial_shift(z, w, eta) - m), np.cos(geometry.angle(m - z, w - z)))
+        return ok, {name: np.asarray(val, dtype=np.float64) for name, val in zip(_MU_V, values)}
+
+    return per_slice
+
+
+def mu_v(store, eta: float | None = None, *, chunk: int | None = None) -> xr.Dataset | None:
     """Per aggregation step, flow model and sample: |z' - mu| (before the shift), and after
     eq. (7)'s shift by eta towards the step's location mu (``d_mu``) or towards the velocity v as
     App. G prints it (``d_v``); ``cos_dirs`` the cosine between the two shift directions. None
-    when the store has no aggregation step."""
+    when the store has no aggregation step. The latents are streamed, a slice of ``chunk`` samples
+    at a time (``common.sample_slices``), so memory does not grow with the number of samples."""
     ds, T, note = _flow_store(store)
     if "agg_z" not in ds or not bool(ds.aggregated.any()):
         return None
@@ -138,23 +171,13 @@ def mu_v(store, eta: float | None = None) -> xr.Dataset | None:
     kinds = step_kinds(ds)
     models = [i for i in range(ds.sizes["model"]) if kinds[i] == "flow"]
     steps = [k for k in range(ds.sizes["step"]) if bool(ds.aggregated[k])]
-    out = {name: np.full((len(steps), len(models), ds.sizes["sample"]), np.nan) for name in
-           ("d0", "d_mu", "d_v", "cos_dirs")}
+    slices = sample_slices(ds, "agg_z", chunk)
+    out = {name: np.full((len(steps), len(models), ds.sizes["sample"]), np.nan) for name in _MU_V}
     for a, k in enumerate(steps):
-        agg = ds["agg_z"].isel(step=k).values.astype(np.float64).reshape(ds.sizes["sample"], -1)
         for b, i in enumerate(models):
-            mu, v = latent_block(ds, "mu", k, i), latent_block(ds, "v", k, i)
-            ok = finite_samples(agg, mu, v)
-            if not ok.any():
-                continue
-            z, m, w = agg[ok], mu[ok], v[ok]
-            d0 = geometry.norm(z - m)
-            to_v = geometry.radial_shift(z, w, eta)
-            to_mu = geometry.radial_shift(z, m, eta)
-            cos = np.cos(geometry.angle(m - z, w - z))
-            for name, val in (("d0", d0), ("d_mu", geometry.norm(to_mu - m)), ("d_v", geometry.norm(to_v - m)),
-                              ("cos_dirs", cos)):
-                out[name][a, b] = scatter(ok, {name: np.asarray(val, dtype=np.float64)})[name]
+            values, _ = streamed(slices, _mu_v_slice(ds, k, i, eta))
+            for name, val in values.items():
+                out[name][a, b] = val
     res = xr.Dataset({k: (("step", "model", "sample"), v) for k, v in out.items()},
                      coords={"step": steps, "model": models, "sample": ds.sample.values,
                              "t": ("step", ds.t.values[steps])})

@@ -34,11 +34,11 @@ from amdm_geom.denoisers.gmm import FineGrainedFamily, GaussianMixture, fine_gra
 from amdm_geom.store import completed_steps, incomplete_note, require, run_config
 from amdm_geom.verdicts import Verdict, at_least, at_most, margin_text, qualify
 
-from .common import finite_samples, open_store, rejection_band, slot_written
-from .gaussianity_figures import PAPER_T, figures
+from .common import finite_samples, open_store, rejection_band, sample_slices, slot_written_streamed, streamed
+from .gaussianity_figures import CAPTIONS, PAPER_T, figures
 from .time_scale import printed_time_scale, time_scale_verdict
 
-__all__ = ["NAME", "PAPER_T", "STORES", "SUMMARY", "compute", "coordinate_moments", "default_family",
+__all__ = ["CAPTIONS", "NAME", "PAPER_T", "STORES", "SUMMARY", "compute", "coordinate_moments", "default_family",
            "expected_sq_norm", "figures", "forward_gaussianity", "forward_verdicts", "plot", "schedule_moments",
            "schedule_verdicts", "tables", "trajectory_gaussianity", "trajectory_verdicts", "verdicts"]
 
@@ -268,13 +268,25 @@ def forward_verdicts(res: xr.Dataset) -> list[Verdict]:
 _HINTS = {"z": "record the hook model*.z"}
 
 
+def _trajectory_slice(ds, k, model, expected, coords, alpha):
+    """The per-slice reader of step k for ``streamed``: each sample's norm ratio and AD test."""
+    def per_slice(samples):
+        z = ds.z.isel(step=k, model=model, sample=samples).values.astype(np.float64)
+        z = z.reshape(len(z), -1)
+        ok = finite_samples(z)
+        return ok, {"ratio": geometry.norm(z[ok]) / math.sqrt(expected), "ad_reject": np.array(
+            [stats.anderson(row[coords], "norm", method="interpolate").pvalue <= alpha for row in z[ok]], dtype=bool)}
+    return per_slice
+
+
 def trajectory_gaussianity(store, *, model: int = 0, eps: float = 0.05, alpha: float = 0.01,
-                           max_coords: int = 2048, seed: int = 0) -> xr.Dataset:
+                           max_coords: int = 2048, seed: int = 0, chunk: int | None = None) -> xr.Dataset:
     """Per completed step of a store (model ``model``'s input z_t): |z_t| against
     sqrt(E|z_t|^2) (exact for GMM-family runs, n otherwise) and whether each sample's
     coordinates pass a normality test (AD with estimated mean and variance, on up to
     ``max_coords`` coordinates). Samples with a non-finite entry are NaN (``finite`` false) and
-    left out; ``attrs["incomplete"]`` says when the store is incomplete."""
+    left out; ``attrs["incomplete"]`` says when the store is incomplete. Both are per sample: z_t
+    is streamed, a slice of ``chunk`` samples at a time (``common.sample_slices``)."""
     ds = open_store(store)
     require(ds, variables=("z", "model_alpha_bar", "t"), attrs=("config",), hints=_HINTS)
     cfg = run_config(ds)
@@ -287,26 +299,16 @@ def trajectory_gaussianity(store, *, model: int = 0, eps: float = 0.05, alpha: f
     n = int(np.prod([ds.sizes[d] for d in ds["z"].dims[3:]]))
     rng = np.random.default_rng(seed)
     coords = rng.choice(n, size=min(max_coords, n), replace=False)
-    ratio, reject, finite, steps = [], [], [], []
-    for k in range(ds.sizes["step"]):
-        z = ds.z.isel(step=k, model=model).values.astype(np.float64).reshape(ds.sizes["sample"], -1)
-        if not slot_written(z):
-            continue
-        ok = finite_samples(z)
-        abar = float(ds.model_alpha_bar[model, k])
-        expected = expected_sq_norm(gmm.mixture, cond / cond.sum(), abar) if gmm is not None else float(n)
-        r = np.full(len(z), np.nan)
-        r[ok] = geometry.norm(z[ok]) / math.sqrt(expected)
-        ratio.append(r)
-        reject.append([bool(good) and stats.anderson(row[coords], "norm", method="interpolate").pvalue <= alpha
-                       for row, good in zip(z, ok)])
-        finite.append(ok)
-        steps.append(k)
+    slices = sample_slices(ds, "z", chunk)
+    steps = [k for k in range(ds.sizes["step"]) if slot_written_streamed(ds, "z", k, model, slices)]
     if not steps:
         raise ValueError(f"model {model} has no recorded z_t in this store" + (f" ({note})" if note else ""))
-    res = xr.Dataset({"ratio": (("step", "sample"), np.stack(ratio)),
-                      "ad_reject": (("step", "sample"), np.array(reject)),
-                      "finite": (("step", "sample"), np.stack(finite))},
+    abars = [float(ds.model_alpha_bar[model, k]) for k in steps]
+    expected = [expected_sq_norm(gmm.mixture, cond / cond.sum(), a) if gmm is not None else float(n) for a in abars]
+    parts = [streamed(slices, _trajectory_slice(ds, k, model, e, coords, alpha)) for k, e in zip(steps, expected)]
+    res = xr.Dataset({"ratio": (("step", "sample"), np.stack([p[0]["ratio"] for p in parts])),
+                      "ad_reject": (("step", "sample"), np.stack([p[0]["ad_reject"] for p in parts])),
+                      "finite": (("step", "sample"), np.stack([p[1] for p in parts]))},
                      coords={"step": steps, "t": ("step", ds.t.values[steps]),
                              "t_index": ("step", [T - 1 - k for k in steps])},
                      attrs={"n": n, "eps": eps, "alpha": alpha, "T": T, "incomplete": note,

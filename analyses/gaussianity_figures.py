@@ -10,9 +10,30 @@ import warnings
 
 import xarray as xr
 
+from amdm_geom.palette import colour
+
 from .common import rejection_band
 
-__all__ = ["PAPER_T", "figures"]
+__all__ = ["CAPTIONS", "PAPER_T", "figures"]
+
+#: The captions of ``gaussianity``'s figures (fnmatch patterns, see
+#: ``amdm_geom.runner.output.caption_of``).
+CAPTIONS = {
+    "figure6_moments": (
+        "Figure 6 (App. D.1, eqs. 40-41): the mean m(t) (left) and variance P(t) (right) of p(z_t) over "
+        "continuous time t for SD's scaled_linear schedule (solid) beside the linear and cosine ones (dashed), "
+        "and SD's exact discrete moments (dotted, indigo); the grey vertical line is the paper's t = 0.6. "
+        "The paper's claim holds if m falls to 0 and P rises to 1 right of that line."),
+    "forward_gaussianity": (
+        "Normality along the forward process on exact draws of z_t (App. D.1, Lemma A.1). Left: the share of "
+        "coordinates a Kolmogorov-Smirnov and an Anderson-Darling test reject per t; below the dotted line it is "
+        "what a Gaussian would give. Right: |z_t| / sqrt(E|z_t|^2) (mean, band min to max) against the green band "
+        "1 +- eps, where Lemma A.1 puts the mass; the grey vertical line is the paper's t = 0.6."),
+    "trajectory_*": (
+        "One recorded reverse trajectory of model 1 (time runs right to left): its norm |z_t| against the "
+        "expected size sqrt(E|z_t|^2) (mean over samples, band min to max). Lemma A.1's shell is the green band "
+        "1 +- eps: the sampled latents sit on the shell where the line stays inside it."),
+}
 
 PAPER_T = 0.6  # "when t > 0.6, the mean rapidly converges to 0 while the variance rapidly converges to 1"
 
@@ -34,10 +55,11 @@ def figures(moments: xr.Dataset | None = None, forward: xr.Dataset | None = None
             axes[0].plot(moments.t, sel.m, style, label=f"{kind} (continuous)")
             axes[1].plot(moments.t, sel.P, style, label=kind)
             if kind == "scaled_linear":
-                axes[0].plot(moments.t_discrete, sel.m_discrete, ":", color="k", label="scaled_linear (discrete)")
-                axes[1].plot(moments.t_discrete, sel.P_discrete, ":", color="k")
+                axes[0].plot(moments.t_discrete, sel.m_discrete, ":", color=colour("exact"),
+                             label="scaled_linear (discrete)")
+                axes[1].plot(moments.t_discrete, sel.P_discrete, ":", color=colour("exact"))
         for ax, name in zip(axes, ("mean m(t)", "variance P(t)")):
-            ax.axvline(PAPER_T, color="grey", lw=0.6)
+            ax.axvline(PAPER_T, color=colour("reference"), lw=0.6)
             ax.set_xlabel("t")
             ax.set_title(name)
         axes[0].legend(fontsize=7)
@@ -50,7 +72,7 @@ def figures(moments: xr.Dataset | None = None, forward: xr.Dataset | None = None
         axes[0].plot(forward.t, forward.ad_rate, "s-", label="Anderson-Darling")
         axes[0].axhline(rejection_band(forward.attrs["alpha"], forward.sizes["coord"]), color="grey", ls=":",
                         label="consistent with Gaussian below")
-        axes[0].axvline(PAPER_T, color="grey", lw=0.6)
+        axes[0].axvline(PAPER_T, color=colour("reference"), lw=0.6)
         axes[0].set_xlabel("t")
         axes[0].set_ylabel("share of coordinates rejected")
         axes[0].set_title("Per-coordinate normality along the forward process")
@@ -69,8 +91,8 @@ def figures(moments: xr.Dataset | None = None, forward: xr.Dataset | None = None
             warnings.simplefilter("ignore", RuntimeWarning)
             mean, lo, hi = (trajectory.ratio.mean("sample"), trajectory.ratio.min("sample"),
                             trajectory.ratio.max("sample"))
-        ax.plot(trajectory.t_index, mean, label="|z_t| / sqrt(E|z_t|^2)")
-        ax.fill_between(trajectory.t_index, lo, hi, alpha=0.2)
+        ax.plot(trajectory.t_index, mean, color=colour("model 1"), label="|z_t| / sqrt(E|z_t|^2)")
+        ax.fill_between(trajectory.t_index, lo, hi, color=colour("model 1"), alpha=0.2)
         ax.axhspan(1 - trajectory.attrs["eps"], 1 + trajectory.attrs["eps"], color="C2", alpha=0.1)
         ax.set_xlabel("t (sampling step)")
         ax.invert_xaxis()

@@ -25,19 +25,19 @@ from amdm_geom.denoisers.gmm import from_description
 from amdm_geom.store import completed_steps, incomplete_note, require, run_config
 from amdm_geom.verdicts import Verdict, at_least, margin_text, qualify
 
-from .common import finite_samples, open_store, pooled_partial, scatter, slot_written
+from .common import (
+    finite_samples,
+    latent_block,
+    open_store,
+    pooled_partial,
+    sample_slices,
+    slot_written_streamed,
+    streamed,
+)
 
 __all__ = ["EPS_GRID", "partial_data", "prop32", "prop32_verdicts", "summarize", "sweep"]
 
 EPS_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
-
-
-def _block(ds, var, k, model=None):
-    """``(sample, n)`` float64 values of ``var`` at step k (for one model, unless ``var`` is the
-    aggregate's)."""
-    da = ds[var].isel(step=k) if model is None else ds[var].isel(step=k, model=model)
-    a = da.values.astype(np.float64)
-    return a.reshape(a.shape[0], -1)
 
 
 #: What ``prop32`` reads.
@@ -47,7 +47,7 @@ _HINTS = {v: f"record the hook {'agg.z' if v == 'agg_z' else 'model*.' + v}" for
 
 
 def prop32(store, eps_grid=EPS_GRID, *, level: float = 0.95, n_ref: int = 256, seed: int = 0,
-           partner: int = 1) -> xr.Dataset:
+           partner: int = 1, chunk: int | None = None) -> xr.Dataset:
     """Prop. 3.2 on one run, per aggregation step with sigma_t > 0 and per sample.
 
     Variables: ``radius`` = |z~ - mu_2| / (sigma sqrt n) (1 on model 2's shell), the same for
@@ -59,7 +59,9 @@ def prop32(store, eps_grid=EPS_GRID, *, level: float = 0.95, n_ref: int = 256, s
 
     Only completed steps are read (``attrs["incomplete"]``). ``finite`` marks the (step,
     sample) cells whose inputs are all finite; the others are NaN (False for the memberships)
-    and left out of ``summarize``, which counts them.
+    and left out of ``summarize``, which counts them. The latents are streamed, a slice of
+    ``chunk`` samples at a time (``common.sample_slices``), so memory does not grow with the
+    number of samples.
     """
     ds = open_store(store)
     require(ds, variables=_NEEDS, attrs=("config",), hints=_HINTS)
@@ -71,11 +73,10 @@ def prop32(store, eps_grid=EPS_GRID, *, level: float = 0.95, n_ref: int = 256, s
     w = float(cfg["sampler"]["weights"][partner - 1]) if partner == 1 else math.nan
     eta = float(cfg["etas"][0])
     n = int(np.prod([ds.sizes[d] for d in ds["z"].dims[3:]]))
+    slices = sample_slices(ds, "z_next", chunk)
     steps = [k for k in range(ds.sizes["step"])
              if bool(ds.aggregated[k]) and float(ds.model_sigma[partner, k]) > 0
-             and all(slot_written(ds[v].isel(step=k, model=m).values)
-                     for v, m in (("z_shift", 0), ("mu", partner), ("z_next", 0), ("z_next", partner)))
-             and slot_written(ds["agg_z"].isel(step=k).values)]
+             and all(slot_written_streamed(ds, v, k, m, slices) for v, m in _reads(partner))]
     if not steps:
         raise ValueError("prop32 needs aggregation steps with sigma_t > 0: record a run with --ddim-eta > 0"
                          + (f" ({note})" if note else ""))
@@ -84,24 +85,13 @@ def prop32(store, eps_grid=EPS_GRID, *, level: float = 0.95, n_ref: int = 256, s
     cols: dict[str, list] = {}
     finite = []
     for k in steps:
-        sigma = float(ds.model_sigma[partner, k])
-        blocks = (_block(ds, "z_shift", k, 0), _block(ds, "mu", k, partner), _block(ds, "z_next", k, partner),
-                  _block(ds, "z_next", k, 0), _block(ds, "agg_z", k))
-        ok = finite_samples(*blocks)
-        z_tilde, mu2, own, z1, agg = (b[ok] for b in blocks)
-        values = _step_values(z_tilde, mu2, own, z1, agg, sigma, n, w, eta, eps) if ok.any() else {
-            name: np.empty((0, len(eps)) if name in ("bound", "exact", "printed") else 0) for name in _STEP_NAMES}
-        if gmm is not None:
-            model, cond = gmm
+        domain = None
+        if gmm is not None:  # the step's threshold: once per step, whatever the samples
             abar = float(ds.model_alpha_bar_prev[partner, k])
-            log_p = lambda z: model.mixture.log_prob(torch.from_numpy(z), cond, abar).numpy()  # noqa: E731
-            tau = _level(model, cond, abar, level, n_ref, seed + k)
-            values.update({"in_domain": log_p(z_tilde) >= tau, "in_domain_own": log_p(own) >= tau,
-                           "in_domain_model1": log_p(z1) >= tau} if ok.any() else
-                          {name: np.empty(0, dtype=bool) for name in _DOMAIN_NAMES})
-        full = scatter(ok, values)
-        if gmm is not None:
-            full["tau"] = np.full(ok.shape[0], tau)  # the step's threshold, whatever the samples
+            domain = (gmm, abar, _level(gmm[0], gmm[1], abar, level, n_ref, seed + k))
+        full, ok = streamed(slices, _step_slice(ds, k, partner, (n, w, eta, eps), domain))
+        if domain is not None:
+            full["tau"] = np.full(ok.shape[0], domain[2])
         for name, v in full.items():
             cols.setdefault(name, []).append(v)
         finite.append(ok)
@@ -120,6 +110,36 @@ def prop32(store, eps_grid=EPS_GRID, *, level: float = 0.95, n_ref: int = 256, s
     res.attrs.update({"n": n, "w": w, "eta": eta, "level": level, "partner": partner, "gmm": int(gmm is not None),
                       "ddim_eta": float(cfg["sampler"]["ddim_eta"]), "T": T, "incomplete": note})
     return res
+
+
+def _reads(partner: int) -> tuple:
+    """What ``prop32`` reads at a step, as (variable, model): z~, mu_2, model 2's and model 1's
+    samples, and the aggregate (no model dim)."""
+    return ("z_shift", 0), ("mu", partner), ("z_next", partner), ("z_next", 0), ("agg_z", None)
+
+
+def _step_slice(ds, k, partner, consts, domain):
+    """The per-slice reader of step k for ``streamed``: Prop. 3.2's quantities on one slice of
+    samples (``consts``: n, w, eta and the eps grid; ``domain``: the GMM partner, abar and tau, or
+    None)."""
+    n, w, eta, eps = consts
+    sigma = float(ds.model_sigma[partner, k])
+
+    def per_slice(samples):
+        blocks = [latent_block(ds, v, k, m, samples) for v, m in _reads(partner)]
+        ok = finite_samples(*blocks)
+        z_tilde, mu2, own, z1, agg = (b[ok] for b in blocks)
+        values = _step_values(z_tilde, mu2, own, z1, agg, sigma, n, w, eta, eps) if ok.any() else {
+            name: np.empty((0, len(eps)) if name in ("bound", "exact", "printed") else 0) for name in _STEP_NAMES}
+        if domain is not None:
+            (model, cond), abar, tau = domain
+            log_p = lambda z: model.mixture.log_prob(torch.from_numpy(z), cond, abar).numpy()  # noqa: E731
+            values.update({"in_domain": log_p(z_tilde) >= tau, "in_domain_own": log_p(own) >= tau,
+                           "in_domain_model1": log_p(z1) >= tau} if ok.any() else
+                          {name: np.empty(0, dtype=bool) for name in _DOMAIN_NAMES})
+        return ok, values
+
+    return per_slice
 
 
 _STEP_NAMES = ("radius", "radius_own", "radius_aggregate", "d", "d_scaled", "phi", "bound", "exact", "printed")

@@ -40,12 +40,12 @@ from amdm_geom import bounds, geometry
 from amdm_geom.store import run_config
 from amdm_geom.verdicts import Verdict, at_least, at_most, margin_text, qualify, tolerance
 
-from .common import both_sampled, checked_store, finite_samples, latent_block, open_store, sample_slices, scatter
-from .norm_angle_figures import prop31_figures
+from .common import both_sampled, checked_store, finite_samples, latent_block, open_store, sample_slices, streamed
+from .norm_angle_figures import CAPTIONS, prop31_figures
 from .table5 import beside_paper, table5
 
-__all__ = ["NAME", "STORES", "SUMMARY", "compute", "partial_data", "plot", "prop31", "prop31_verdicts", "saved",
-           "tables", "verdicts"]
+__all__ = ["CAPTIONS", "NAME", "STORES", "SUMMARY", "compute", "partial_data", "plot", "prop31", "prop31_verdicts",
+           "saved", "tables", "verdicts"]
 
 NAME = "norm_angle"
 SUMMARY = "Prop. 3.1: norm gap, angle, delta and its parts per step; Table 5 beside the paper's"
@@ -78,20 +78,8 @@ _NAMES = ("norm_1", "norm_2", "norm_gap", "phi", "delta", "norm_gap_bound", "cos
 _CROSS_NAMES = ("cond_term", "func_term", "start_eps_term", "delta_bound", "delta_bound_q999")
 
 
-def _streamed(slices: list[slice], per_slice) -> tuple[dict, np.ndarray]:
-    """``per_slice(samples) -> (ok, values over the ok samples)`` over every slice of samples, put
-    back in place (``scatter``) and joined along the samples: the per-sample arrays of all samples
-    and their finite mask, while no more than one slice's latents are held at a time."""
-    parts = []
-    for samples in slices:
-        ok, values = per_slice(samples)
-        parts.append((ok, scatter(ok, values)))
-    names = parts[0][1].keys()
-    return {name: np.concatenate([p[1][name] for p in parts]) for name in names}, np.concatenate([p[0] for p in parts])
-
-
 def _step_slice(ds, k, pair, cross, n, names):
-    """The per-slice reader of step k for ``_streamed``: Prop. 3.1's quantities on one slice of samples."""
+    """The per-slice reader of step k for ``streamed``: Prop. 3.1's quantities on one slice of samples."""
     i0, i1 = pair
     coef = (float(ds.model_A[i0, k]), float(ds.model_B[i0, k]), float(ds.model_A[i1, k]),
             float(ds.model_B[i1, k]), float(ds.model_sigma[i0, k]))
@@ -110,7 +98,7 @@ def _step_slice(ds, k, pair, cross, n, names):
 
 
 def _start_slice(ds, pair):
-    """The per-slice reader of the starting latents z_T (step 0's ``z``) for ``_streamed``."""
+    """The per-slice reader of the starting latents z_T (step 0's ``z``) for ``streamed``."""
     def per_slice(samples):
         a, b = latent_block(ds, "z", 0, pair[0], samples), latent_block(ds, "z", 0, pair[1], samples)
         ok = finite_samples(a, b)
@@ -153,7 +141,7 @@ def prop31(store, pair: tuple[int, int] = (0, 1), *, chunk: int | None = None) -
     out: dict[str, list] = {name: [] for name in names}
     finite = []
     for k in steps:
-        values, ok = _streamed(slices, _step_slice(ds, k, pair, cross, n, names))
+        values, ok = streamed(slices, _step_slice(ds, k, pair, cross, n, names))
         for name, v in values.items():
             out[name].append(v)
         finite.append(ok)
@@ -174,7 +162,7 @@ def prop31(store, pair: tuple[int, int] = (0, 1), *, chunk: int | None = None) -
                       "etas": list(cfg["etas"]), "weights": list(cfg["sampler"]["weights"]),
                       "incomplete": note})
     res["cos_phi"] = np.cos(res["phi"])
-    first, ok = _streamed(slices, _start_slice(ds, pair))
+    first, ok = streamed(slices, _start_slice(ds, pair))
     for name, v in first.items():
         res[name] = ("sample", v)
     res["z_T_finite"] = ("sample", ok)

@@ -10,9 +10,33 @@ import warnings
 
 import xarray as xr
 
+from amdm_geom.palette import colour
+
 from .table5 import paper_table5
 
-__all__ = ["prop31_figures"]
+__all__ = ["CAPTIONS", "prop31_figures"]
+
+#: The captions of ``norm_angle``'s figures (``<store>/<figure>``; fnmatch patterns, see
+#: ``amdm_geom.runner.output.caption_of``).
+CAPTIONS = {
+    "*/norm_gap": (
+        "Prop. 3.1, eq. (5) on one store (cf. Figure 7): the norm gap | |z1| - |z2| | of the two models' sampled "
+        "latents per sampling step (line: mean over samples, band: min to max) against eq. (5)'s bound "
+        "sqrt(1 - 2a(1 - cos phi)) delta (black, dashed); time runs right to left and the grey span is the "
+        "aggregation window. The claim holds where the solid band stays below the dashed one; inside the window "
+        "both should fall by orders of magnitude."),
+    "*/angle_delta": (
+        "Prop. 3.1 on one store (cf. Figure 8): left, the angle phi between the two models' sampled latents in "
+        "float64; right, their difference norm delta = |z1 - z2| (line: mean, band: min to max over samples; grey "
+        "span: aggregation window). Grey dots are the paper's Table 5 (computed in float16): compare the curves' "
+        "level and their drop inside the window with them; phi below about 0.03 is under float16's resolution."),
+    "*/delta_parts": (
+        "Delta taken apart (eqs. 20-23) on one store: the measured delta (black, solid) and the norms of its "
+        "parts: the different starting points A(z1 - z2), the eps difference B(eps1 - eps2), the schedules' "
+        "difference and the noise; with --cross-eps also |B|(cond + func) (eqs. 21-22) and the bound "
+        "|B|(cond + func) + sigma sqrt(2n) (black, dashed). The largest part says what drives delta; where the "
+        "start part dominates, the proof's assumption of one common starting point fails."),
+}
 
 _TERMS = ("start_part", "eps_part", "schedule_part", "noise_part")
 
@@ -28,7 +52,7 @@ def prop31_figures(res: xr.Dataset, *, paper: bool = True) -> dict:
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
     band(ax, res.norm_gap, "| |z1| - |z2| |")
-    band(ax, res.norm_gap_bound, "bound, eq. (5)", ls="--")
+    band(ax, res.norm_gap_bound, "bound, eq. (5)", ls="--", color=colour("bound"))
     _shade_window(ax, res)
     ax.set_yscale("log")
     ax.set_xlabel("t (sampling step)")
@@ -44,8 +68,8 @@ def prop31_figures(res: xr.Dataset, *, paper: bool = True) -> dict:
     band(axes[1], res.delta, "delta = |z1 - z2|")
     if paper:
         table = paper_table5()
-        axes[0].plot(table.index, table.phi, "k.", ms=3, label="paper, Table 5 (float16)")
-        axes[1].plot(table.index, table.delta, "k.", ms=3, label="paper, Table 5")
+        axes[0].plot(table.index, table.phi, ".", color=colour("reference"), ms=3, label="paper, Table 5 (float16)")
+        axes[1].plot(table.index, table.delta, ".", color=colour("reference"), ms=3, label="paper, Table 5")
     for ax, label in zip(axes, ("phi (rad)", "delta")):
         _shade_window(ax, res)
         ax.set_yscale("log")
@@ -64,7 +88,7 @@ def prop31_figures(res: xr.Dataset, *, paper: bool = True) -> dict:
         if float(res[part].max()) > 0:
             band(ax, res[part], part.replace("_", " "), ls=style)
     if "delta_bound" in res:
-        band(ax, res.delta_bound, "bound |B|(cond+func) + s sqrt(2n)", ls="--", color="C3")
+        band(ax, res.delta_bound, "bound |B|(cond+func) + s sqrt(2n)", ls="--", color=colour("bound"))
         band(ax, abs(res.B) * (res.cond_term + res.func_term), "|B| (cond + func), eqs. (21)-(22)", ls="-.")
     _shade_window(ax, res)
     ax.set_yscale("log")

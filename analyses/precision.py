@@ -17,19 +17,29 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from amdm_geom.palette import colour
 from amdm_geom.store import require, run_config
 from amdm_geom.verdicts import Verdict, at_least, qualify
 
 from .common import LATENT_HINTS, open_store
 from .table5 import float16_grid_share, paper_table5, table5_partial
 
-__all__ = ["NAME", "RESULT", "STORES", "SUMMARY", "compute", "plot", "precision_study", "precision_verdict",
+__all__ = ["CAPTIONS", "NAME", "RESULT", "STORES", "SUMMARY", "compute", "plot", "precision_study", "precision_verdict",
            "tables", "verdicts"]
 
 NAME = "precision"
 SUMMARY = "Table 5 of one configuration recorded in several dtypes (each store's dtype from its attrs)"
 STORES = "required"
 RESULT = "precision"
+#: The figures' captions (fnmatch patterns over the figure names, ``amdm_geom.runner.output.caption_of``).
+CAPTIONS = {
+    "precision_phi": (
+        "App. D.2, Table 5: the angle phi between the two models' sampled latents per sampling step (time runs "
+        "right to left; symlog scale), one line per recorded dtype, measured in float64, and the float16 run "
+        "measured in float16 arithmetic (line with dots). The dotted grey lines are 0.03125 sqrt(k), the only "
+        "angles float16 can report near 0: the paper's Table 5 sits on them during aggregation, so where the "
+        "float64 line falls below the first one, the paper's phi there says only 'below float16's resolution'."),
+}
 
 
 def _stores_by_dtype(stores) -> dict:
@@ -133,7 +143,7 @@ def plot(prec: xr.Dataset) -> dict:
     for d in prec.dtype.values:
         ax.plot(prec.t, prec.phi.sel(dtype=d), "o-" if d == "float16_arith" else "-", ms=3, label=d)
     for k in range(1, 4):
-        ax.axhline(0.03125 * math.sqrt(k), color="grey", lw=0.6, ls=":")
+        ax.axhline(0.03125 * math.sqrt(k), color=colour("reference"), lw=0.6, ls=":")
     ax.set_yscale("symlog", linthresh=1e-4)
     ax.set_xlabel("t (sampling step)")
     ax.set_ylabel("phi (rad)")

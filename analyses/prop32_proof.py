@@ -25,17 +25,11 @@ from amdm_geom import geometry
 from amdm_geom.store import completed_steps, incomplete_note, require, run_config
 from amdm_geom.verdicts import Verdict, at_least, qualify
 
-from .common import finite_samples, open_store, scatter, slot_written
+from .common import finite_samples, latent_block, open_store, sample_slices, slot_written_streamed, streamed
 
 __all__ = ["proof", "proof_table", "proof_verdicts"]
 
 _NAMES = ("moved", "radius_agg", "eta_own", "eta_partner")
-
-
-def _flat(ds, var, k, model=None) -> np.ndarray:
-    da = ds[var].isel(step=k) if model is None else ds[var].isel(step=k, model=model)
-    a = da.values.astype(np.float64)
-    return a.reshape(a.shape[0], -1)
 
 
 def _values(agg, shifted, mu1, mu2, r1_shell, r2_shell) -> dict:
@@ -53,8 +47,21 @@ def _values(agg, shifted, mu1, mu2, r1_shell, r2_shell) -> dict:
             "eta_partner": np.where(disc >= 0, partner, np.nan)}
 
 
-def proof(store, *, partner: int = 1) -> xr.Dataset:
-    """Eqs. (28)-(30) on one run (see the module's doc); only completed steps are read."""
+def _step_slice(ds, k, reads, shells):
+    """The per-slice reader of step k for ``streamed``: ``_values`` on one slice of samples
+    (``reads``: the aggregate, z~, mu_1 and mu_2 as (variable, model); ``shells``: both radii)."""
+    def per_slice(samples):
+        blocks = [latent_block(ds, v, k, m, samples) for v, m in reads]
+        ok = finite_samples(*blocks)
+        return ok, _values(*(b[ok] for b in blocks), *shells) if ok.any() else {m: np.empty(0) for m in _NAMES}
+
+    return per_slice
+
+
+def proof(store, *, partner: int = 1, chunk: int | None = None) -> xr.Dataset:
+    """Eqs. (28)-(30) on one run (see the module's doc); only completed steps are read. The latents
+    are streamed, a slice of ``chunk`` samples at a time (``common.sample_slices``), so memory does
+    not grow with the number of samples."""
     ds = open_store(store)
     mean = "mu_shift" if "mu_shift" in ds else "mu"
     require(ds, variables=("agg_z", "z_shift", "mu", mean, "model_sigma", "aggregated", "t"), attrs=("config",))
@@ -62,22 +69,20 @@ def proof(store, *, partner: int = 1) -> xr.Dataset:
     T, note = int(ds.sizes["step"]), incomplete_note(ds)
     ds = completed_steps(ds)
     n = int(np.prod(ds["agg_z"].shape[2:]))
+    slices = sample_slices(ds, "agg_z", chunk)
+    reads = (("agg_z", None), ("z_shift", 0), (mean, 0), ("mu", partner))
     steps = [k for k in range(ds.sizes["step"])
              if bool(ds.aggregated[k]) and float(ds.model_sigma[0, k]) > 0 and float(ds.model_sigma[partner, k]) > 0
-             and all(slot_written(ds[v].isel(step=k, model=m).values)
-                     for v, m in (("z_shift", 0), (mean, 0), ("mu", partner)))
-             and slot_written(ds["agg_z"].isel(step=k).values)]
+             and all(slot_written_streamed(ds, v, k, m, slices) for v, m in reads)]
     if not steps:
         raise ValueError("the proof of Prop. 3.2 needs aggregation steps with sigma_t > 0: record a run with "
                          "--ddim-eta > 0" + (f" ({note})" if note else ""))
     cols: dict[str, list] = {name: [] for name in _NAMES}
     finite = []
     for k in steps:
-        blocks = (_flat(ds, "agg_z", k), _flat(ds, "z_shift", k, 0), _flat(ds, mean, k, 0), _flat(ds, "mu", k, partner))
-        ok = finite_samples(*blocks)
         shells = (float(ds.model_sigma[0, k]) * math.sqrt(n), float(ds.model_sigma[partner, k]) * math.sqrt(n))
-        values = _values(*(b[ok] for b in blocks), *shells) if ok.any() else {m: np.empty(0) for m in _NAMES}
-        for name, v in scatter(ok, values).items():
+        values, ok = streamed(slices, _step_slice(ds, k, reads, shells))
+        for name, v in values.items():
             cols[name].append(v)
         finite.append(ok)
     res = xr.Dataset({name: (("step", "sample"), np.stack(v)) for name, v in cols.items()},

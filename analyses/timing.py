@@ -31,11 +31,13 @@ from amdm_geom.verdicts import Verdict
 
 from .common import refuse_stores
 
-__all__ = ["NAME", "PAPER", "STORES", "SUMMARY", "compute", "implied", "plot", "tables", "verdicts"]
+__all__ = ["CAPTIONS", "NAME", "PAPER", "STORES", "SUMMARY", "compute", "implied", "plot", "tables", "verdicts"]
 
 NAME = "timing"
 SUMMARY = "Table 6: AMDM's time against one model's, in model evaluations and wall time"
 STORES = "none"
+#: No captions: ``plot`` draws no figure (the times are a table).
+CAPTIONS: dict[str, str] = {}
 
 #: Table 6 and App. F: InteractDiffusion(+MIGC) and the single model, T steps, s aggregated.
 PAPER = {"time_amdm": 8.8, "time_single": 7.5, "T": 50, "s": 20}

@@ -34,7 +34,7 @@ from amdm_geom.verdicts import CHECK_ULPS, Verdict, implementation_check, qualif
 
 from .common import finite_samples, pooled_partial, slot_written
 
-__all__ = ["NAME", "RESULT", "STORES", "SUMMARY", "compute", "one_model_check", "one_model_flow_check",
+__all__ = ["CAPTIONS", "NAME", "RESULT", "STORES", "SUMMARY", "compute", "one_model_check", "one_model_flow_check",
            "one_model_matches_diffusers", "plot",
            "tables", "verdicts"]
 
@@ -42,6 +42,8 @@ NAME = "trace_checks"
 SUMMARY = ("every recorded step obeys eq. (4) (or a flow's step) and every shift eq. (7); a one-model run is "
            "diffusers' DDIM loop, and a flow model's its flow-matching loop")
 STORES = "required"
+#: No captions: ``plot`` draws no figure (the residuals are a table).
+CAPTIONS: dict[str, str] = {}
 RESULT = "residuals"
 
 

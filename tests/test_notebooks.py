@@ -7,10 +7,11 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
-#: The three slowest notebooks (about 110 s together on 2 cores) run with ``-m slow`` only, so the default
+#: The five slowest notebooks (about 160 s together on 2 cores) run with ``-m slow`` only, so the default
 #: suite stays under 10 minutes; their analyses are tested in the default run (test_toy_mixture.py,
-#: test_shell.py, test_norm_angle.py), and their committed form (no outputs) is checked here.
-SLOW = {"toy_mixture", "prop32_shell", "prop31_norm_angle"}
+#: test_shell.py, test_norm_angle.py, test_digits_benchmark.py, test_flow_analyses.py), and their
+#: committed form (no outputs) is checked here.
+SLOW = {"toy_mixture", "prop32_shell", "prop31_norm_angle", "digits", "flow"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

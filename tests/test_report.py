@@ -1,23 +1,81 @@
-"""The HTML report: the verdict table first, then the figures; escaped; written atomically."""
+"""The HTML report: a summary by claim family, then a section per family with its verdicts (each
+with its anchor and the files behind it) and figures, the implementation checks last; escaped;
+written atomically. (tests/test_report_browser.py renders a real one in Chromium.)"""
+
+import json
 
 from amdm_geom.report import write_report
+from amdm_geom.runner.output import CAPTIONS_FILE, MARKER
 from amdm_geom.verdicts import Verdict
 
 
-def test_report_lists_verdicts_then_figures(tmp_path):
-    (tmp_path / "shell").mkdir()
-    (tmp_path / "shell" / "lemma.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+def _result_folder(report, name, keys, files=()):
+    """A result folder as the runner writes one: marker, verdicts.json with ``keys``, ``files``."""
+    folder = report / name
+    folder.mkdir(parents=True)
+    (folder / MARKER).write_text("")
+    (folder / "verdicts.json").write_text(json.dumps([{"key": k} for k in keys]))
+    for f in files:
+        path = folder / f
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if f.endswith(".zarr"):
+            path.mkdir()
+            (path / "zarr.json").write_text("{}")
+        else:
+            path.write_bytes(b"\x89PNG\r\n\x1a\n" if f.endswith(".png") else b"x\n1\n")
+    return folder
+
+
+def test_report_is_organised_by_claim_family(tmp_path):
+    shell = _result_folder(tmp_path, "shell", ["lemma", "shell_claim_run_gmm_ddpm", "bound"],
+                           ["lemma_a1.png", "membership.png", "summary.csv", "gmm_ddpm/prop32.zarr",
+                            "gmm_pair/prop32.zarr"])
+    (shell / CAPTIONS_FILE).write_text(json.dumps({"membership.png": "z~ against <model 2>'s shell"}))
     (tmp_path / ".shell.tmp").mkdir()  # a half-written folder is not listed
     (tmp_path / ".shell.tmp" / "x.png").write_bytes(b"")
-    rows = [Verdict(claim="a < b & c", where="eq. (5)", status="violated", measured="m", bound="b", detail="<d>"),
-            Verdict(claim="ok", where="eq. (9)", status="holds", measured="m", bound="b")]
-    page = write_report(rows, tmp_path, context={"mode": "quick"}).read_text()
-    assert "a &lt; b &amp; c" in page and "&lt;d&gt;" in page
-    counts = "<h2>Verdicts (1 holds, 1 violated, 0 inconclusive, 0 outside domain, 0 vacuous)"
-    assert page.index(counts) < page.index("<h2>Figures")
-    assert 'src="shell/lemma.png"' in page and ".shell.tmp" not in page
-    assert "mode: quick" in page
+    rows = [Verdict(claim="a < b & c", where="Prop. 3.1, eq. (5)", status="violated", measured="m", bound="b",
+                    detail="<d>", key="gap"),
+            Verdict(claim="step = diffusers", where="eq. (4)", status="holds", measured="r", bound="tol",
+                    kind="implementation check", key="ddim"),
+            Verdict(claim="in the shell", where="Prop. 3.2 (text)", status="holds", measured="m", bound="b",
+                    key="shell_claim_run_gmm_ddpm"),
+            Verdict(claim="chi law", where="Lemma A.1, eq. (9)", status="holds", measured="m", bound="b", key="lemma"),
+            Verdict(claim="eq. (8)", where="Prop. 3.2, eq. (8)", status="holds", measured="m", bound="b", key="bound"),
+            Verdict(claim="flow", where="App. G, eq. (46)", status="inconclusive", measured="m", bound="b", key="g")]
+    page = write_report(rows, tmp_path, context={"mode": "quick", "seed": 7}).read_text()
+    assert "a &lt; b &amp; c" in page and "&lt;d&gt;" in page and "&lt;model 2&gt;" in page
+    order = ["<h2>Summary", 'id="family-prop31"', 'id="family-lemma-a1"', 'id="family-prop32"', 'id="family-app-g"',
+             'id="family-checks"']
+    assert [page.index(x) for x in order] == sorted(page.index(x) for x in order)
+    summary = page[page.index("<h2>Summary"):page.index('<section id="family-prop31"')]
+    assert 'href="#family-prop32"' in summary and "All 2 hold." in summary
+    assert '<td class="count" data-status="violated">1</td>' in summary.split('data-family="prop31"')[1]
+    for key in ("gap", "ddim", "shell_claim_run_gmm_ddpm", "lemma", "g"):
+        assert page.count(f'id="verdict-{key}"') == 1 and f'href="#verdict-{key}"' in page
+    prop32 = page[page.index('id="family-prop32"'):page.index('id="family-app-g"')]
+    # its analysis' files: the run's own subfolder and the folder's own, not another run's
+    row = prop32[prop32.index('id="verdict-shell_claim_run_gmm_ddpm"'):]
+    row = row[:row.index("</tbody>")]
+    assert 'href="shell/gmm_ddpm/prop32.zarr/zarr.json"' in row and 'href="shell/summary.csv"' in row
+    assert "gmm_pair" not in row and 'href="shell/gmm_pair/prop32.zarr/zarr.json"' in prop32  # (the other row: all)
+    # figures go to the family most of their analysis' verdicts are in; Lemma A.1's own to Lemma A.1
+    assert 'src="shell/membership.png"' in prop32 and "z~ against &lt;model 2&gt;&#x27;s shell" in prop32
+    lemma = page[page.index('id="family-lemma-a1"'):page.index('id="family-prop32"')]
+    assert 'src="shell/lemma_a1.png"' in lemma and 'href="shell/lemma_a1.png"' in lemma
+    assert ".shell.tmp" not in page and "mode</dt><dd>quick" in page and "seed</dt><dd>7" in page
+    assert "commit</dt><dd>" in page and "torch</dt><dd>" in page
     assert not (tmp_path / ".index.html.partial").exists()
+
+
+def test_report_refuses_repeated_keys_and_places_unknown_claims(tmp_path):
+    import pytest
+
+    rows = [Verdict(claim="x", where="Sec. 9", status="holds", measured="m", bound="b", key="k"),
+            Verdict(claim="y", where="Sec. 9", status="holds", measured="m", bound="b", key="k")]
+    with pytest.raises(ValueError, match="verdict keys must be distinct .*repeated: k"):
+        write_report(rows, tmp_path)
+    page = write_report(rows[:1], tmp_path).read_text()
+    assert 'id="family-other"' in page and 'id="verdict-k"' in page
 
 
 def test_the_terminal_table_never_cuts_a_status():
@@ -28,21 +86,6 @@ def test_the_terminal_table_never_cuts_a_status():
     assert all(line == line.rstrip() and len(line) <= 120 for line in text.splitlines())
     for s in STATUSES:
         assert f" {s.upper()}" in text
-
-
-def test_report_puts_implementation_checks_in_their_own_section(tmp_path):
-    rows = [Verdict(claim="AMDM beats", where="Table 1", status="inconclusive", measured="+0.05", bound="> 0",
-                    interval=(-0.01, 0.11), level=0.95, n=48, test="paired bootstrap"),
-            Verdict(claim="step = diffusers", where="eq. (4)", status="holds", measured="residual 0.1 x tol",
-                    bound="tol", kind="implementation check", n=160),
-            Verdict(claim="eq. (8) under DDIM", where="eq. (8)", status="outside domain", measured="m", bound="b")]
-    page = write_report(rows, tmp_path).read_text()
-    claims = "<h2>Verdicts (0 holds, 0 violated, 1 inconclusive, 1 outside domain, 0 vacuous)"
-    checks = "<h2>Implementation checks (1 holds, 0 violated, 0 inconclusive, 0 outside domain, 0 vacuous)"
-    assert page.index(claims) < page.index("AMDM beats") < page.index(checks) < page.index("step = diffusers")
-    assert page.index("eq. (8) under DDIM") < page.index(checks) < page.index("<h2>Figures")
-    assert "<td>[-0.01, 0.11]</td><td>48</td>" in page and "95% interval [-0.01, 0.11]; n = 48; test: paired" in page
-    assert "<td>160</td>" in page
 
 
 def test_terminal_table_sections_intervals_and_json(tmp_path):
@@ -74,7 +117,7 @@ def test_report_prints_the_power_of_each_comparison(tmp_path):
                     interval=(0.02, 0.16), level=0.95, extra=extra),
             Verdict(claim="no power here", where="eq. (5)", status="holds", measured="m", bound="b")]
     page = write_report(rows, tmp_path).read_text()
-    assert "<h3>Power of the comparisons</h3>" in page and page.index("Power of the") < page.index("<h2>Figures")
+    assert "<h3>Power of the comparisons</h3>" in page
     row = page[page.index("<h3>Power of the"):]
     assert "<td>256</td><td>0.566</td><td>2</td><td>1219</td><td>0.31</td>" in row
     assert "no power here" not in row.split("</table>")[0]

@@ -102,13 +102,17 @@ def fake(stores_kind="none", result=None, **extra):
 def test_the_runner_writes_every_part_atomically(tmp_path):
     tables = {"plain": pd.DataFrame({"a": [1.5, 2.0]}),
               "indexed": pd.DataFrame({"a": [1.0, 2.0]}, index=pd.Index(["p", "q"], name="store"))}
-    module = fake(tables=lambda res: tables, RESULT="grid")
+    module = fake(tables=lambda res: tables, RESULT="grid", CAPTIONS={"sub/*": "the inner figure: look at its line"})
     rows = run_analysis(module, None, tmp_path, seed=7, quick=True)
     assert module.calls == [("compute", {}, True, 7, None)]
     folder = tmp_path / "fake"
     names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and ".zarr" not in
                    p.as_posix())
-    assert names == sorted([MARKER, "indexed.csv", "plain.csv", "sub/inner.png", "top.png", "verdicts.json"])
+    assert names == sorted([MARKER, "figures.json", "indexed.csv", "plain.csv", "sub/inner.png", "top.png",
+                            "verdicts.json"])
+    # each figure's caption: the first CAPTIONS pattern its name matches, "" where none does
+    assert json.loads((folder / "figures.json").read_text()) == {"top.png": "",
+                                                                 "sub/inner.png": "the inner figure: look at its line"}
     assert xr.open_zarr(folder / "grid.zarr", consolidated=False).attrs["seed"] == 7
     assert (folder / "plain.csv").read_text().splitlines() == ["a", "1.5", "2"]  # an unnamed RangeIndex is left out
     assert (folder / "indexed.csv").read_text().splitlines()[0] == "store,a"

@@ -214,3 +214,24 @@ def test_an_empty_store_folder_left_by_a_kill_is_redone(tmp_path):
     with pytest.raises(ValueError, match="not an amdm-geom trace store"):
         plan(points)
     assert (points[0].store / "thesis.tex").read_text() == "mine"
+
+
+def test_a_yaml_sweep_reports_a_point_that_fails_at_run_time_and_runs_the_rest(scheduler, tmp_path, capsys):
+    # shift_mean="velocity" is a valid setting that only a flow model can take: the point passes the
+    # file's checks and fails when its sampler is built, on a worker
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text("probe: gmm_pair\nbase:\n  family: {latent_shape: [4, 8, 8]}\n  sampler: {steps: 4}\n"
+                    "  run: {batch: 2}\ngrid:\n  sampler.shift_mean: [step, velocity]\n")
+    out = tmp_path / "out"
+    assert main(["sweep", str(spec), "--out", str(out), "--scheduler", scheduler, "--no-progress"]) == 1
+    said = capsys.readouterr()
+    rows = {r["name"]: r for r in json.loads((out / "sweep.json").read_text())["points"]}
+    assert rows["shift_mean=step"]["status"] == "done" and _complete(out / "shift_mean=step.zarr")
+    failed = rows["shift_mean=velocity"]
+    assert failed["status"] == "failed" and failed["values"] == {"sampler.shift_mean": "velocity"}
+    assert failed["error"].startswith("ValueError: ") and "velocity" in failed["error"] and "\n" not in failed["error"]
+    assert not _complete(out / "shift_mean=velocity.zarr")
+    assert "sweep: 1 done, 0 skipped (complete), 1 failed" in said.out
+    assert f"failed shift_mean=velocity {{'sampler.shift_mean': 'velocity'}}: {failed['error']}" in said.out
+    assert f"failed shift_mean=velocity ({out / 'shift_mean=velocity.zarr'}): {failed['error']}" in said.err
+

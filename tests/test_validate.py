@@ -12,7 +12,6 @@ recomputation fails this test.
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,6 @@ from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 from scipy import stats
 from torch import distributions as D
 
-from amdm_geom import cli
 from amdm_geom.denoisers.flow_gmm import flow_family_model
 from amdm_geom.denoisers.gmm import fine_grained_family, from_description
 from amdm_geom.probes import spec_of
@@ -37,13 +35,8 @@ REFERENCE = Path(__file__).resolve().parent.parent / "data" / "reference"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("validate")
-    runs, report, out = tmp / "runs", tmp / "report", tmp / "verdicts.json"
-    assert cli.main(["validate", "--quick", "--runs", str(runs), "--report", str(report), "--json", str(out),
-                     "--keep-runs", "all"]) == 0
-    rows = json.loads(out.read_text())
-    return SimpleNamespace(rows={r["key"]: r for r in rows}, ordered=rows, runs=runs, report=report)
+def run(quick_validate):
+    return quick_validate
 
 
 # --------------------------------------------------------------------------------------------
@@ -663,10 +656,14 @@ def test_report_and_every_verdict_exist(run):
     page = (run.report / "index.html").read_text()
     for r in run.ordered:
         assert r["status"] in STATUSES and r["claim"] and r["where"] and r["measured"]
-    assert page.index("<h2>Verdicts") < page.index("<h2>Figures")  # the table first, then the figures
+    assert page.index("<h2>Summary") < page.index('id="family-prop31"') < page.index('id="family-checks"')
+    for r in run.ordered:  # (the paper's families first, the implementation checks last)
+        family = page.rindex('<section id="family-', 0, page.index(f'id="verdict-{r["key"]}"'))
+        assert page.startswith('<section id="family-checks"', family) == (r["kind"] == "implementation check")
     for r in run.ordered:
         assert r["claim"].replace("'", "&#x27;").replace("<", "&lt;").replace(">", "&gt;") in page
-    figures = sorted(p.relative_to(run.report).as_posix() for p in run.report.rglob("*.png"))
+    figures = sorted(p.relative_to(run.report).as_posix() for p in run.report.rglob("*.png")
+                     if p.name != "screenshot.png")  # (the browser test's, tests/test_report_browser.py)
     assert len(figures) >= 15 and all(f'src="{f}"' in page for f in figures)
     assert json.loads((run.report / "verdicts.json").read_text()) == run.ordered
     for group in ("closed_forms", "trace_checks", "norm_angle", "shell", "precision", "gaussianity", "toy_mixture",

@@ -70,7 +70,7 @@ def write_outcome(outcome: Outcome, out) -> Path:
     module = outcome.module
     saved = module.saved(outcome.result) if hasattr(module, "saved") else outcome.result
     return write_result(Path(out) / module.NAME, saved, outcome.verdicts, outcome.figures, outcome.tables,
-                        stem=getattr(module, "RESULT", "results"))
+                        stem=getattr(module, "RESULT", "results"), captions=getattr(module, "CAPTIONS", None))
 
 
 def run_analysis(name_or_module: str | ModuleType, stores: Mapping | None, out, *, quick: bool = False, seed: int = 0,

@@ -20,11 +20,13 @@ import xarray as xr
 
 from amdm_geom.verdicts import Verdict, to_json
 
-__all__ = ["MARKER", "check_replaceable", "is_result_folder", "result_folder", "save_dataset", "save_figures",
-           "save_result", "save_tables", "save_verdicts", "write_result"]
+__all__ = ["CAPTIONS_FILE", "MARKER", "caption_of", "check_replaceable", "is_result_folder", "result_folder",
+           "save_dataset", "save_figures", "save_result", "save_tables", "save_verdicts", "write_result"]
 
 #: The file that makes a folder a result folder of this toolkit (and so replaceable).
 MARKER = ".amdm-geom-result"
+#: ``{figure file: caption}`` of a result folder (the report reads it).
+CAPTIONS_FILE = "figures.json"
 
 
 def is_result_folder(path) -> bool:
@@ -78,14 +80,21 @@ def result_folder(path):
 
 
 def save_dataset(ds: xr.Dataset, path) -> None:
-    """A results dataset as a zarr group (attrs made JSON-safe)."""
+    """A results dataset as a zarr group (attrs made JSON-safe), its numeric variables compressed
+    with zstd (results are read rarely and kept in the report folder: small beats fast here)."""
+    from zarr.codecs import ZstdCodec
+
     ds = ds.copy()
     ds.attrs = {k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in ds.attrs.items()}
     for name, var in ds.variables.items():  # fixed-width unicode has no zarr v3 spec; strings do
         if var.dtype.kind == "U":
             ds[name] = var.astype(object)
+    for var in ds.variables.values():  # (encodings read from another store do not carry over)
+        var.encoding = {}
+    encoding = {name: {"compressors": (ZstdCodec(level=3),)} for name, var in ds.variables.items()
+                if var.dtype.kind in "biuf" and var.size > 1}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    ds.to_zarr(path, mode="w", consolidated=False, zarr_format=3)
+    ds.to_zarr(path, mode="w", consolidated=False, zarr_format=3, encoding=encoding)
 
 
 def save_result(result: xr.Dataset | xr.DataTree, folder, stem: str = "results") -> list[Path]:
@@ -117,16 +126,29 @@ def _file(folder: Path, name: str, suffix: str) -> Path:
     return path
 
 
-def save_figures(figures: Mapping, folder) -> list[Path]:
-    """Each figure (``{file name: figure}``) as ``<name>.png`` in ``folder``; closed afterwards."""
+def caption_of(name: str, captions: Mapping[str, str]) -> str:
+    """The caption of figure ``name`` (its file name without ``.png``): the first pattern of
+    ``captions`` (``fnmatch`` patterns, e.g. ``"*/norm_gap"``) it matches, "" if none does."""
+    from fnmatch import fnmatchcase
+
+    stem = name.removesuffix(".png")
+    return next((text for pattern, text in captions.items() if fnmatchcase(stem, pattern)), "")
+
+
+def save_figures(figures: Mapping, folder, captions: Mapping[str, str] | None = None) -> list[Path]:
+    """Each figure (``{file name: figure}``) as ``<name>.png`` in ``folder``, closed afterwards;
+    ``captions`` (patterns, see ``caption_of``) give ``figures.json``'s captions."""
     import matplotlib.pyplot as plt
 
-    paths = []
+    paths, said = [], {}
     for name, fig in figures.items():
         path = _file(Path(folder), name, ".png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
+        said[path.relative_to(folder).as_posix()] = caption_of(name, captions or {})
+    if said:
+        (Path(folder) / CAPTIONS_FILE).write_text(json.dumps(said, indent=1))
     return paths
 
 
@@ -147,12 +169,12 @@ def save_verdicts(rows: list[Verdict], folder) -> None:
 
 
 def write_result(target, result: xr.Dataset | xr.DataTree, rows: list[Verdict], figures: Mapping | None = None,
-                 tables: Mapping | None = None, *, stem: str = "results") -> Path:
-    """The whole result folder ``target``, atomically: the result's zarr groups, the figures,
-    the tables and ``verdicts.json``."""
+                 tables: Mapping | None = None, *, stem: str = "results", captions: Mapping | None = None) -> Path:
+    """The whole result folder ``target``, atomically: the result's zarr groups, the figures
+    (with ``figures.json``, their ``captions``), the tables and ``verdicts.json``."""
     with result_folder(target) as tmp:
         save_result(result, tmp, stem)
-        save_figures(figures or {}, tmp)
+        save_figures(figures or {}, tmp, captions)
         save_tables(tables or {}, tmp)
         save_verdicts(rows, tmp)
     return Path(target)

@@ -1,30 +1,42 @@
-"""The validation report: ``data/report/index.html``, the paper's claims first (claim, where in
-the paper, measured value, bound or paper value, interval, n, verdict; the level, test and
-detail beneath), then App. G's rectified-flow claims, then the implementation checks in their own
-table, then every analysis' figures, rendered from the jinja2 template ``templates/report.html.j2``
-with every value HTML-escaped.
+"""The validation report, ``data/report/index.html``: organised as the paper is.
 
-The page links the PNG figures the analyses wrote in their folders under the report folder,
-and is written to a temporary file and renamed, so a half-written report never looks complete.
+At the top the run's provenance (commit, versions, seeds, mode, time: ``provenance``), then the
+summary: one line per claim family (``families``: Prop. 3.1, Lemma A.1, Prop. 3.2, App. D.1,
+App. E, the ablations, the trained ecosystem, App. G) with its counts by status and its finding.
+Then one section per family: its verdicts (status, measured value with interval, bound or paper
+value, n, detail), each with a stable anchor ``#verdict-<key>`` and links to the CSV and zarr
+results of the analysis that computed it; the power of its comparisons; and the figures that
+support it (an analysis' figures go to the family most of its verdicts are in, ``FIGURE_FAMILY``
+excepted), each with its caption, a click enlarging it to full resolution. The implementation
+checks come last, in their own section.
+
+The page is one folder with the analyses' result folders: no network request, no CDN; the small
+script that enlarges a figure is inline, and without it a click opens the image itself. Rendered
+from the jinja2 template ``templates/report.html.j2`` with every value HTML-escaped, written to a
+temporary file and renamed, so a half-written report never looks complete.
 """
 
 from __future__ import annotations
 
 import html
 import os
-import platform
-from datetime import datetime, timezone
+from collections import Counter
 from pathlib import Path
 
 import jinja2
 
-from amdm_geom import __version__
-from amdm_geom.verdicts import Verdict, counts_line, interval_text, verdict_note
+from amdm_geom.verdicts import STATUSES, Verdict, interval_text, verdict_note
 
-__all__ = ["render_report", "write_report"]
+from .families import family_of, finding, group, status_counts
+from .provenance import provenance
+from .results_index import index
+
+__all__ = ["COLOURS", "FIGURE_FAMILY", "anchor", "render_report", "write_report"]
 
 COLOURS = {"holds": "#1a7f37", "violated": "#cf222e", "inconclusive": "#6e7781", "outside domain": "#0969da",
            "vacuous": "#9a6700"}
+#: Figures that belong to another family than most of their analysis' verdicts.
+FIGURE_FAMILY = {"shell/lemma_a1.png": "lemma-a1"}
 
 
 def _escape(value) -> str:
@@ -37,41 +49,10 @@ _ENV = jinja2.Environment(loader=jinja2.PackageLoader("amdm_geom.runner", "templ
                           finalize=_escape, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
 
 
-def _figure_groups(folder: Path) -> list[dict]:
-    """One group per analysis folder (hidden, half-written folders skipped) with its PNGs."""
-    groups = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        images = sorted(sub.rglob("*.png"))
-        if images:
-            groups.append({"name": sub.name, "figures": [
-                {"src": img.relative_to(folder).as_posix(), "caption": str(img.relative_to(sub).with_suffix(""))}
-                for img in images]})
-    return groups
-
-
-def render_report(rows: list[Verdict], folder, *, title: str = "amdm-geom validation report",
-                  context: dict | None = None) -> str:
-    """The page's HTML for the verdict rows and the PNGs under ``folder``: the paper's claims,
-    those on App. G's rectified-flow extension, then the implementation checks, each section with
-    its counts line."""
-    folder = Path(folder)
-    claims = [v for v in rows if v.kind != "implementation check"]
-    checks = [v for v in rows if v.kind == "implementation check"]
-    flow = [v for v in claims if "App. G" in v.where]  # the rectified-flow extension, its own section
-    claims = [v for v in claims if "App. G" not in v.where]
-    info = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "amdm-geom": __version__, "python": platform.python_version(), **(context or {})}
-    sections = [{"title": "Verdicts", "counts": counts_line(claims), "rows": claims, "checks": False,
-                 "power": _power_rows(claims)}]
-    if flow:
-        sections.append({"title": "Rectified flow (App. G)", "counts": counts_line(flow), "rows": flow,
-                         "checks": False, "power": _power_rows(flow)})
-    if checks:
-        sections.append({"title": "Implementation checks", "counts": counts_line(checks), "rows": checks,
-                         "checks": True, "power": []})
-    return _ENV.get_template("report.html.j2").render(
-        title=title, info=info, sections=sections, interval=interval_text, note=verdict_note, colours=COLOURS,
-        groups=_figure_groups(folder))
+def anchor(key: str) -> str:
+    """The stable anchor id of verdict ``key``: ``verdict-<key>`` (characters other than letters,
+    digits, ``-``, ``_`` and ``.`` become ``-``)."""
+    return "verdict-" + "".join(c if c.isalnum() or c in "-_." else "-" for c in key)
 
 
 def _power_rows(rows: list[Verdict]) -> list[dict]:
@@ -83,16 +64,67 @@ def _power_rows(rows: list[Verdict]) -> list[dict]:
         e = v.extra or {}
         if "n_to_resolve" not in e:
             continue
-        out.append({"claim": v.claim, "where": v.where, "status": v.status, "n": "" if v.n is None else v.n,
-                    "sd": f"{e['paired_sd']:.3f}", "needed": e["n_to_resolve"] or "unknown",
+        out.append({"claim": v.claim, "anchor": anchor(v.key or v.claim), "where": v.where, "status": v.status,
+                    "n": "" if v.n is None else v.n, "sd": f"{e['paired_sd']:.3f}",
+                    "needed": e["n_to_resolve"] or "unknown",
                     "power": "" if e.get("power_at_n") is None else f"{e['power_at_n']:.2f}",
                     "comparisons": e.get("comparisons", 1), "delta": f"{e['delta']:g}", "target": f"{e['power']:g}"})
     return out
 
 
+def _figure_homes(results: dict, rows: list[Verdict]) -> dict[str, str]:
+    """``{figure src: family id}``: each analysis' figures go to the family most of its verdicts
+    are in (``FIGURE_FAMILY`` excepted); an analysis with no verdict among ``rows``, nowhere."""
+    family = {v.key: family_of(v).id for v in rows if v.key}
+    homes = {}
+    for res in results.values():
+        votes = Counter(family[k] for k in res.keys if k in family)
+        if not votes:
+            continue
+        home = votes.most_common(1)[0][0]
+        for fig in res.figures:
+            homes[fig.src] = FIGURE_FAMILY.get(fig.src, home)
+    return homes
+
+
+def _sections(rows: list[Verdict], folder: Path) -> list[dict]:
+    results = index(folder) if folder.is_dir() else {}
+    owner = {k: res for res in results.values() for k in res.keys}
+    homes = _figure_homes(results, rows)
+    figures = {fig.src: fig for res in results.values() for fig in res.figures}
+    sections = []
+    for fam, members in group(rows):
+        entries = []
+        for v in members:
+            res = owner.get(v.key)
+            entries.append({"v": v, "anchor": anchor(v.key or v.claim), "interval": interval_text(v),
+                            "note": verdict_note(v), "analysis": res.name if res else "",
+                            "files": res.files_for(v.key) if res else []})
+        sections.append({"id": fam.id, "title": fam.title, "question": fam.question, "rows": entries,
+                         "counts": status_counts(members), "finding": finding(members),
+                         "checks": fam.id == "checks", "power": _power_rows(members),
+                         "figures": [figures[src] for src, home in homes.items() if home == fam.id]})
+    return sections
+
+
+def render_report(rows: list[Verdict], folder, *, title: str = "amdm-geom validation report",
+                  context: dict | None = None) -> str:
+    """The page's HTML for the verdict rows and the result folders under ``folder``."""
+    folder = Path(folder)
+    keys = [v.key for v in rows if v.key]
+    dup = sorted(k for k, n in Counter(keys).items() if n > 1)
+    if dup:
+        raise ValueError(f"verdict keys must be distinct (each is an anchor); repeated: {', '.join(dup)}")
+    sections = _sections(rows, folder)
+    totals = status_counts(rows)
+    return _ENV.get_template("report.html.j2").render(
+        title=title, info=provenance(**(context or {})), sections=sections, totals=totals, statuses=STATUSES,
+        colours=COLOURS)
+
+
 def write_report(rows: list[Verdict], folder, *, title: str = "amdm-geom validation report",
                  context: dict | None = None) -> Path:
-    """Write ``folder/index.html`` from the verdict rows and the PNGs under ``folder``."""
+    """Write ``folder/index.html`` from the verdict rows and the result folders under ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     page = render_report(rows, folder, title=title, context=context)

@@ -12,6 +12,7 @@ import torch
 import xarray as xr
 
 from amdm_geom import geometry
+from amdm_geom.palette import colour
 
 from . import targets
 from .benchmark import DU_METHODS, best_method, mean_over_seeds
@@ -27,6 +28,16 @@ def _contours(ax, mix, extent, alpha_bar: float = 1.0, levels: int = 8, cmap: st
     lp = targets.log_prob(mix, np.stack([X.ravel(), Y.ravel()], 1), alpha_bar).reshape(X.shape)
     top = lp.max()
     ax.contour(X, Y, lp, levels=np.linspace(top - 12, top, levels), cmap=cmap, linewidths=0.7)
+
+
+#: The role (``amdm_geom.palette``) of each method's panel.
+_ROLES = {"target": "exact", "AMDM": "AMDM", "summed_score": "product of experts", "du_ula": "ula",
+          "du_mala": "mcmc", "du_hmc": "mcmc", "oracle": "exact"}
+
+
+def _panel_colour(title: str) -> str:
+    """The colour of the panel titled ``title``: its method's role, matplotlib's C3 for any other."""
+    return next((colour(role) for start, role in _ROLES.items() if title.startswith(start)), "C3")
 
 
 def samples_figure(ds: xr.Dataset, expert: str, panels: dict | None = None):
@@ -47,7 +58,7 @@ def samples_figure(ds: xr.Dataset, expert: str, panels: dict | None = None):
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.0 * rows), squeeze=False)
     for ax, (title, x) in zip(axes.flat, panels.items()):
         _contours(ax, tk.target, ext)
-        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.35, color="C3")
+        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.35, color=_panel_colour(title))
         ax.set_title(f"{title}\nLL {targets.log_prob(tk.target, x).mean():.2f}", fontsize=8)
         ax.set_xlim(ext[0], ext[1])
         ax.set_ylim(ext[2], ext[3])
@@ -75,8 +86,8 @@ def trajectory_figure(ds: xr.Dataset):
         z = ds.trajectory.isel(snapshot=i).values
         span = 3.5 if t > 20 else (2.0 if t >= 0 else max(abs(e) for e in tk.extent))
         outside = float(np.mean(np.abs(z).max(1) > span))
-        _contours(ax, tk.target, (-span, span, -span, span), 1.0 if t < 0 else float(sched.abar[t]), cmap="Blues")
-        ax.scatter(z[:, 0], z[:, 1], s=2, alpha=0.4, color="C3")
+        _contours(ax, tk.target, (-span, span, -span, span), 1.0 if t < 0 else float(sched.abar[t]))
+        ax.scatter(z[:, 0], z[:, 1], s=2, alpha=0.4, color=colour("model 1"))
         ax.set_xlim(-span, span)
         ax.set_ylim(-span, span)
         ax.set_title((f"t = {t}" if t >= 0 else "output x0") + f"\n{100 * outside:.0f}% outside", fontsize=8)
@@ -85,7 +96,7 @@ def trajectory_figure(ds: xr.Dataset):
     ax = axes.flat[k]
     phi = ds.trajectory_phi.values.ravel()
     ax.hist(phi, bins=36, range=(0, math.pi), density=True, color="C0", alpha=0.7)
-    ax.axhline(1 / math.pi, color="k", lw=0.8, ls="--")
+    ax.axhline(1 / math.pi, color=colour("reference"), lw=0.8, ls="--")
     near = float(np.mean(math.pi - phi < 0.1) if phi.size else math.nan)
     ax.set_title(f"angle phi(z1_next, z2_next), all steps\npi - phi < 0.1: {100 * near:.1f}%", fontsize=8)
     ax.set_xlabel("phi (independent 2D: uniform, dashed)", fontsize=7)
