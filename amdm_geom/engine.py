@@ -122,10 +122,15 @@ class Engine:
             return self
         import dask
 
-        # dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc hand every
-        # freed tensor back to the OS: torch code runs 1.5 times slower (measured, the digits benchmark
-        # 33 s -> 51 s); unset it (None) for the workers this engine starts, and restarts
-        self._config = dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+        # Two dask defaults that slow torch code on its workers (measured on 2 cores): the nanny starts
+        # them with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc hand every freed tensor back to the OS
+        # (the quick digits benchmark 33 s -> 51 s); and each worker samples its stacks every 10 ms for
+        # the dashboard's profile (the quick 2D benchmark 16.9 s -> 18.7 s). Both are off for the workers
+        # this engine starts (and restarts). And a worker is handed a task only when its thread is free
+        # (saturation 1.0), so no ready task waits behind a busy worker while the other idles.
+        self._config = dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                                        "distributed.worker.profile.enabled": False,
+                                        "distributed.scheduler.worker-saturation": 1.0})
         try:
             self.cluster = LocalCluster(n_workers=self.workers or cores(), threads_per_worker=1, processes=True,
                                         dashboard_address=":0", silence_logs=logging.ERROR,

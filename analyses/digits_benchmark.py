@@ -27,7 +27,7 @@ from .digits_figures import figures
 from .digits_runs import arms, run_arm, targets
 from .digits_verdicts import verdicts
 
-__all__ = ["CAPTIONS", "NAME", "RESULT", "STORES", "SUMMARY", "compute", "plot", "tables", "verdicts"]
+__all__ = ["CAPTIONS", "NAME", "RESULT", "STORES", "SUMMARY", "compute", "plot", "saved", "tables", "verdicts"]
 
 NAME = "digits_benchmark"
 SUMMARY = "trained digits ecosystem: AMDM against single models and peers, success read by exact detectors"
@@ -135,3 +135,13 @@ def tables(ds: xr.Dataset) -> dict:
     main = [a for a in ("position", "colour", "amdm", "amdm_swapped", "composable", "superdiff_and") if a in ds.arm]
     return {"digits_success": table, "digits_by_target": per[main]}
 
+
+
+def saved(ds: xr.Dataset) -> xr.Dataset:
+    """What the result folder keeps: everything, the images as 8-bit pixels (``round(255 (x + 1) /
+    2)`` of the model's image x in [-1, 1], as the figures show them; the detectors read the float
+    images during ``compute``), which keeps the report folder small."""
+    out = ds.copy()
+    pixels = np.clip(np.round((ds.images.values.astype(np.float64) + 1) / 2 * 255), 0, 255).astype(np.uint8)
+    out["images"] = (ds.images.dims, pixels, {"encoding": "uint8 = round(255 (x + 1) / 2), x in [-1, 1]"})
+    return out

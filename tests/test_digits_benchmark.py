@@ -81,3 +81,18 @@ def test_tables_figures_and_bad_input(small, tmp_path):
         db.compute(quick=True, only=("nope",))
     with pytest.raises(ValueError, match="takes no stores"):
         db.compute({"a": tmp_path})
+
+
+def test_the_result_keeps_images_as_8_bit_pixels():
+    import xarray as xr
+
+    from amdm_geom.analyses import digits_benchmark
+
+    x = np.array([-1.5, -1.0, -0.2, 0.0, 0.33, 1.0, 1.2], dtype=np.float32).reshape(1, 1, 1, 1, 7)
+    ds = xr.Dataset({"images": (("arm", "sample", "channel", "y", "x"), x), "calls": ("arm", [3])})
+    kept = digits_benchmark.saved(ds)
+    assert kept.images.dtype == np.uint8 and ds.images.dtype == np.float32  # (the run's own result is untouched)
+    back = kept.images.values.astype(np.float64) / 255 * 2 - 1  # the stated encoding, decoded
+    assert np.abs(back - np.clip(x, -1, 1)).max() <= 1 / 255 + 1e-9
+    assert kept.images.values.ravel().tolist()[:2] == [0, 0] and kept.images.values.ravel()[-1] == 255
+    assert kept.calls.values.tolist() == [3]
