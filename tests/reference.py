@@ -19,3 +19,16 @@ def ref_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def ref_norm(z) -> np.ndarray:
     z = z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
     return np.linalg.norm(z.astype(np.float64).reshape(len(z), -1), axis=1)
+
+
+def assert_same_datasets(a, b, rtol: float) -> None:
+    """Two xarray Datasets alike: the same variables and coordinates, floats equal to ``rtol``
+    relative (NaN where NaN; torch's vectorised kernels may round a batch's remainder differently),
+    everything else exactly, and the same attrs."""
+    assert set(a.variables) == set(b.variables)
+    for name in a.variables:
+        if a[name].dtype.kind == "f":
+            np.testing.assert_allclose(a[name].values, b[name].values, rtol=rtol, atol=0, err_msg=name)
+        else:
+            np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    assert a.attrs == b.attrs

@@ -18,6 +18,7 @@ from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.spec import SpecError
 from amdm_geom.store import ZarrRecorder, is_trace_store, open_run
 from amdm_geom.validate import ValidateCommand, prune_runs
+from tests.reference import assert_same_datasets
 
 SHAPE, STEPS, S, SAMPLES, STORE_CHUNK = (2, 4, 4), 6, 3, 5, 2
 
@@ -41,16 +42,9 @@ def store(tmp_path_factory):
 
 
 def assert_same(a: xr.Dataset, b: xr.Dataset):
-    """Every variable and coordinate equal (NaN where NaN): bit for bit, but for floats to 1e-14
-    relative (an angle may differ in its last bit with the batch size: torch's vectorised kernels),
-    and the same attrs."""
-    assert set(a.variables) == set(b.variables)
-    for name in a.variables:
-        if a[name].dtype.kind == "f":
-            np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-14, atol=0, err_msg=name)
-        else:
-            np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
-    assert a.attrs == b.attrs
+    """Bit for bit, but for floats to 1e-14 relative (an angle may differ in its last bit with the batch
+    size): ``reference.assert_same_datasets``."""
+    assert_same_datasets(a, b, rtol=1e-14)
 
 
 def test_store_is_chunked_by_samples(store):

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from amdm_geom.analyses import common, flow_geometry, gaussianity, membership, prop32_proof
 from amdm_geom.denoisers.gmm import fine_grained_family
 from amdm_geom.denoisers.specs import GMMFamilySpec
 from amdm_geom.probes import RunSettings, flow_pair
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run
-from analyses import common, flow_geometry, gaussianity, membership, prop32_proof
+from tests.reference import assert_same_datasets
 
 SHAPE, STEPS, AGG, SAMPLES, STORE_CHUNK = (2, 4, 4), 6, 3, 5, 2
 
@@ -42,16 +43,8 @@ CASES = {"prop32": (membership.prop32, "gmm"), "proof": (prop32_proof.proof, "gm
 
 
 def assert_same(a: xr.Dataset, b: xr.Dataset):
-    """Every variable and coordinate equal (NaN where NaN), the same attrs: floats to 1e-12
-    relative (torch's vectorised kernels may round a batch's remainder differently), booleans,
-    masks and the rest exactly."""
-    assert set(a.variables) == set(b.variables)
-    for name in a.variables:
-        if a[name].dtype.kind == "f":
-            np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-12, atol=0, err_msg=name)
-        else:
-            np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
-    assert a.attrs == b.attrs
+    """Floats to 1e-12 relative, the rest exactly (``reference.assert_same_datasets``)."""
+    assert_same_datasets(a, b, rtol=1e-12)
 
 
 @pytest.fixture(scope="module")
