@@ -19,7 +19,11 @@ from their docstrings: a nested spec's fields appear without a prefix (``--steps
 ``--sampler.steps``), under a field's alias if it has one. tyro passes the options' text to the
 spec unparsed, so that the spec's own validators check it and an error names the option and
 shows the value as typed. Every bad input is one line, ``amdm-geom COMMAND: error: ...``, exit
-code 2, before any work and before any file is written.
+code 2, before any work and before any file is written. The environment's errors met during the
+work are one line too, found wherever they were raised (``main``): a file system that refuses a
+write (full, over quota, read-only, permission denied: exit code 74) names the path, what to do
+and what the run left; Ctrl-C (exit code 130) says what the run left; a file that is not UTF-8
+text (exit code 2) is named.
 """
 
 from __future__ import annotations
@@ -268,7 +272,7 @@ def _top_help() -> str:
             "'amdm-geom COMMAND --help' lists a command's options.")
 
 
-def _probe(args: list[str]) -> int:
+def _probe(args: list[str]) -> tuple[Spec, typing.Callable[[], int]]:
     from .runner.registry import load_probe, probe_names, summary
 
     if not args or args[0] in ("-h", "--help"):
@@ -281,11 +285,17 @@ def _probe(args: list[str]) -> int:
     except ValueError as exc:
         raise UsageError(f"argument NAME: {exc}") from None
     spec = parse(module.Spec, args[1:], prog=f"amdm-geom probe {args[0]}", description=module.__doc__)
-    module.run(spec)
-    return 0
+
+    def run() -> int:
+        module.run(spec)
+        return 0
+
+    return spec, run
 
 
-def _command(name: str, args: list[str]) -> int:
+def _prepared(name: str, args: list[str]) -> tuple[Spec, typing.Callable[[], int]]:
+    """The command's spec (parsed and checked: a bad option raises ``UsageError``) and a function
+    that runs it."""
     if name == "probe":
         return _probe(args)
     from . import commands, validate
@@ -300,7 +310,8 @@ def _command(name: str, args: list[str]) -> int:
         "clean": (commands.CleanCommand, commands.clean, None),
     }[name]
     text = description(args) if callable(description) else description
-    return run(parse(cls, args, prog=f"amdm-geom {name}", description=text))
+    spec = parse(cls, args, prog=f"amdm-geom {name}", description=text)
+    return spec, lambda: run(spec)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -309,8 +320,13 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; a bad option or input is one line on stderr,
-    ``amdm-geom COMMAND: error: ...``, exit code 2, before any work or any file is written."""
+    """Run the command line. A bad option or input is one line on stderr,
+    ``amdm-geom COMMAND: error: ...``, exit code 2, before any work or any file is written; an
+    error of the environment met during the work (a full disk, a read-only file system, denied
+    permissions: an ``OSError`` anywhere in the exception's chain) is one line naming the path,
+    what to do and what was left, exit code 74; Ctrl-C is one line saying what was left, exit
+    code 130 (``runner.failures``). Any other exception is an internal error, with its traceback."""
+    script = argv is None  # (the process ends with this call)
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_top_help(), file=sys.stdout if argv else sys.stderr)
@@ -319,17 +335,52 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amdm-geom {__version__}")
         return 0
     command = argv[0]
+    prefix = f"amdm-geom {command}" if command in COMMANDS else "amdm-geom"
+    spec, outputs, before = None, [], {}
     try:
         if command not in COMMANDS:
             raise UsageError(f"argument COMMAND: invalid choice: {command!r} (choose from {', '.join(COMMANDS)})")
-        return _command(command, argv[1:])
-    except USER_ERRORS as exc:
-        prefix = f"amdm-geom {command}" if command in COMMANDS else "amdm-geom"
-        if isinstance(exc, SpecError):  # (a spec made by the command itself, e.g. from a store)
-            exc = UsageError(str(exc))
-        print(f"{prefix}: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        spec, run = _prepared(command, argv[1:])
+        from .runner.failures import mark, outputs_of
 
+        outputs = outputs_of(command, spec)
+        before = {str(path): mark(path) for _, path, _ in outputs}
+        return run()
+    except (KeyboardInterrupt, Exception) as exc:
+        reported = _report(exc, spec, outputs, before)
+        if reported is None:  # an internal error: its traceback
+            raise
+        line, code = reported
+        if script:
+            from .runner.failures import quiet_exit
+
+            quiet_exit()
+        print(f"{prefix}: error: {_one_line(line)}", file=sys.stderr)
+        return code
+
+
+def _report(exc: BaseException, spec, outputs, before) -> tuple[str, int] | None:
+    """``(the one line, the exit code)`` for an interrupt, an error of the environment, a file
+    that is not text or a refused input raised by a command; None for an internal error."""
+    from .runner import failures
+
+    chain = list(failures.chain(exc))
+    if any(isinstance(e, KeyboardInterrupt) for e in chain):
+        left = failures.left(outputs, before) if outputs else ""
+        return "interrupted" + (f"; {left}" if left else ""), failures.EXIT_INTERRUPTED
+    found = failures.environment_error(exc)
+    if found is not None:
+        return failures.environment_line(found, outputs, before), failures.EXIT_ENVIRONMENT
+    undecodable = next((e for e in chain if isinstance(e, UnicodeDecodeError)), None)
+    if undecodable is not None and (exc is undecodable or not isinstance(exc, USER_ERRORS)):
+        where = failures.undecodable_file(undecodable, failures.inputs_of(spec))
+        return (f"{where} is not UTF-8 text ({undecodable.reason} at byte {undecodable.start}); give a text file "
+                "saved as UTF-8", failures.EXIT_USAGE)
+    if not isinstance(exc, USER_ERRORS):
+        return None
+    if isinstance(exc, SpecError):  # (a spec made by the command itself, e.g. from a store)
+        exc = UsageError(str(exc))
+    return str(exc), failures.EXIT_USAGE
 
 if __name__ == "__main__":
     sys.exit(main())

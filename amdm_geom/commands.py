@@ -5,7 +5,7 @@ probe's own spec; ``validate`` is ``amdm_geom.validate``.)"""
 from __future__ import annotations
 
 import json
-import shutil
+import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,7 +15,7 @@ from .denoisers.specs import Device
 from .spec import Spec, SpecError, choice, creatable_dir, existing, flag, integer, optional, seed, writable_file
 
 __all__ = ["AnalyzeCommand", "CleanCommand", "EcosystemCommand", "RerunCommand", "SweepCommand", "TrainCommand",
-           "analyze", "analyze_description", "clean", "clean_folders", "ecosystem", "rerun", "stores_by_name", "sweep",
+           "analyze", "analyze_description", "clean", "ecosystem", "rerun", "stores_by_name", "sweep",
            "train"]
 
 Flag = Annotated[bool, flag]
@@ -101,7 +101,11 @@ def analyze(cmd: AnalyzeCommand) -> int:
         rows = run_analysis(cmd.analysis, stores, cmd.out, quick=cmd.quick, seed=cmd.seed, runs=cmd.runs)
     print(format_table(rows))
     print(f"\nresults and figures in {cmd.out / cmd.analysis}")
-    return 0
+    damaged = sorted({r.extra["damaged"] for r in rows if "damaged" in r.extra and r.key.startswith(
+        f"{cmd.analysis}_damaged_")})
+    for why in damaged:  # every verdict that read it is inconclusive; exit 1 says the input was damaged
+        print(f"amdm-geom analyze: error: {why}", file=sys.stderr)
+    return 1 if damaged else 0
 
 
 class RerunCommand(Spec):
@@ -116,12 +120,15 @@ class RerunCommand(Spec):
     """replace an existing trace store at OUT."""
     progress: Flag = True
     """show a progress bar."""
+    force_size: Flag = False
+    """run even if the estimated trace store or memory is above the free disk, the memory available or a cap
+    (README, "Sizes and caps")."""
 
 
 def rerun(cmd: RerunCommand) -> int:
     from .probes import rerun as run_again
 
-    run_again(cmd.store, out=cmd.out, overwrite=cmd.overwrite, progress=cmd.progress)
+    run_again(cmd.store, out=cmd.out, overwrite=cmd.overwrite, progress=cmd.progress, force_size=cmd.force_size)
     return 0
 
 
@@ -148,7 +155,6 @@ class EcosystemCommand(Spec):
 
 
 def ecosystem(cmd: EcosystemCommand) -> int:
-    import json
 
     from .ecosystem import check, format_report
 
@@ -215,13 +221,18 @@ class SweepCommand(Spec):
     """worker processes of the local cluster (default: min(points, cores))."""
     progress: Flag = True
     """show a progress bar."""
+    force_size: Flag = False
+    """run even if the estimated stores or memory are above the free disk, the memory available or a cap
+    (README, "Sizes and caps")."""
+    folder = property(lambda self: self.out if self.out is not None else Path("data/runs") / self.spec_file.stem)
 
 
 def sweep(cmd: SweepCommand) -> int:
     from .sweep import sweep as run_sweep
 
-    out = cmd.out if cmd.out is not None else Path("data/runs") / cmd.spec_file.stem
-    rows = run_sweep(cmd.spec_file, out, scheduler=cmd.scheduler, workers=cmd.workers, progress=cmd.progress)
+    out = cmd.folder
+    rows = run_sweep(cmd.spec_file, out, scheduler=cmd.scheduler, workers=cmd.workers, progress=cmd.progress,
+                     force_size=cmd.force_size)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")}
     print(f"sweep: {counts['done']} done, {counts['skipped']} skipped (complete), {counts['failed']} failed; "
           f"stores and sweep.json in {out}")
@@ -234,98 +245,34 @@ def sweep(cmd: SweepCommand) -> int:
 class CleanCommand(Spec):
     """Remove what this toolkit wrote under the given folders: trace stores, result folders, the
     report's index.html and verdicts.json, and sweep records; print each and the bytes freed.
-    Anything else is kept (one line each); a store being written is kept."""
+    Only what it can show it wrote is removed: a store holding nothing but its writer's files, a
+    result folder whose every file is in its manifest, unchanged, a report file listed in the report
+    folder's manifest. A user's file inside any of them makes the command refuse before it removes
+    anything, naming the file; anything beside them is kept (one line each); a store being written
+    is kept. `/`, the home folder and a missing folder are refused."""
 
     folders: tuple[Path, ...] = Field((Path("data/runs"), Path("data/report")), alias="folder",
                                       json_schema_extra=_POSITIONAL)
     """folders to clean (default: data/runs data/report)."""
-
-
-#: Files of the report folder that ``validate`` writes.
-_REPORT_FILES = ("index.html", "verdicts.json")
-
-
-def _size(path: Path) -> int:
-    if path.is_file() or path.is_symlink():
-        return path.lstat().st_size
-    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
-
-
-def _ours(path: Path, top: bool) -> bool:
-    """Whether ``path`` (not a link) is something this toolkit wrote."""
-    from .runner.output import is_result_folder
-    from .store import is_trace_store
-    from .sweep import LIBRARY, RECORD
-
-    if path.is_dir():
-        return is_trace_store(path) or is_result_folder(path)
-    if top and path.name in _REPORT_FILES:
-        return True
-    if path.name == RECORD:
-        try:
-            return json.loads(path.read_text()).get("creation_library") == LIBRARY
-        except (OSError, ValueError, AttributeError):
-            return False
-    return False
-
-
-def _remove(path: Path, removed: list, kept: list) -> None:
-    from .store import StoreError, _StoreLock
-
-    size = _size(path)
-    if path.is_file():
-        path.unlink()
-        removed.append((path, size))
-        return
-    lock = _StoreLock(path, path)
-    try:
-        lock.acquire()
-    except StoreError as exc:
-        kept.append((path, str(exc)))
-        return
-    try:
-        shutil.rmtree(path)
-    finally:
-        lock.release()
-    removed.append((path, size))
-
-
-def clean_folders(folders, *, top: bool = True) -> tuple[list[tuple[Path, int]], list[tuple[Path, str]]]:
-    """Remove what this toolkit wrote under ``folders`` (never a folder itself, never a link):
-    ``(removed [(path, bytes)], kept [(path, why)])``. A plain folder is searched; one that held
-    only what was removed is removed too, one with nothing of ours is kept as one entry."""
-    removed: list[tuple[Path, int]] = []
-    kept: list[tuple[Path, str]] = []
-    for folder in map(Path, folders):
-        if not folder.is_dir() or folder.is_symlink():
-            continue
-        for entry in sorted(folder.iterdir()):
-            if entry.is_symlink():
-                kept.append((entry, "a link"))
-            elif _ours(entry, top):
-                _remove(entry, removed, kept)
-            elif entry.is_dir():
-                sub_removed, sub_kept = clean_folders([entry], top=False)
-                removed += sub_removed
-                if not sub_removed:
-                    kept.append((entry, "not made by amdm-geom"))
-                elif not any(entry.iterdir()):
-                    entry.rmdir()
-                else:
-                    kept += sub_kept
-            else:
-                kept.append((entry, "not made by amdm-geom"))
-    return removed, kept
+    dry_run: Flag = False
+    """list what would be removed, and remove nothing."""
 
 
 def clean(cmd: CleanCommand) -> int:
-    for folder in cmd.folders:
-        if folder.exists() and not folder.is_dir():
-            raise NotADirectoryError(f"argument FOLDER: {folder} is a file, not a folder")
-    removed, kept = clean_folders(cmd.folders)
+    from .cleaning import Foreign, clean_folders
+
+    try:
+        folders = cmd.folders
+        if folders == CleanCommand.model_fields["folders"].default:  # the defaults: those that exist
+            folders = tuple(f for f in folders if f.exists() or f.is_symlink())
+        removed, kept = clean_folders(folders, dry_run=cmd.dry_run)
+    except Foreign as exc:
+        raise ValueError(str(exc)) from None
+    verb = "would remove" if cmd.dry_run else "removed"
     for path, size in removed:
-        print(f"removed {path} ({size:,} bytes)")
+        print(f"{verb} {path} ({size:,} bytes)")
     for path, why in kept:
         print(f"kept {path} ({why})")
-    print(f"freed {sum(s for _, s in removed):,} bytes in {len(removed)} item(s)")
+    total = sum(s for _, s in removed)
+    print(f"{'would free' if cmd.dry_run else 'freed'} {total:,} bytes in {len(removed)} item(s)")
     return 0

@@ -6,7 +6,8 @@ waits for (an analysis waits for the probes whose stores it reads). ``Engine`` c
 scheduler, by default a ``LocalCluster`` of one-thread worker processes sized to the machine, or
 an existing cluster at ``scheduler="tcp://host:port"`` (``dask scheduler``; ``dask worker ADDR
 --nworkers N --nthreads 1``; its workers must see the paths the tasks write, so give them
-absolute); an address that does not answer is one line within ``CONNECT_TIMEOUT`` seconds.
+absolute); an address that does not answer, or answers but is not a dask scheduler (an HTTP
+server, a silent port), is one line within ``CONNECT_TIMEOUT`` seconds (``handshake``).
 ``Engine.run`` submits every task, reports each as it finishes (``on_done``) and returns their
 outcomes: a failed task is reported with its error and does not stop the others (the tasks that
 wait for it are "not run").
@@ -27,10 +28,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CONNECT_TIMEOUT", "Engine", "EngineError", "Outcome", "Task", "analysis_tasks", "cores", "one_line",
-           "run_spec", "timed"]
+__all__ = ["CONNECT_TIMEOUT", "Engine", "EngineError", "Outcome", "Task", "analysis_tasks", "cores", "handshake",
+           "one_line", "run_spec", "timed"]
 
-#: Seconds to wait for an existing scheduler to answer.
+#: Seconds to wait for an existing scheduler to answer: to connect, and to reply to the handshake.
 CONNECT_TIMEOUT = 3
 
 
@@ -89,6 +90,59 @@ def run_spec(module: str, spec_json: str) -> str:
     return str(mod.run(mod.Spec.model_validate_json(spec_json), quiet=True))
 
 
+def handshake(address: str, timeout: float = CONNECT_TIMEOUT) -> dict:
+    """Ask the dask scheduler at ``address`` who it is (the comm's handshake and one ``identity``
+    message, as a client starts); its reply, a dict whose ``type`` is ``"Scheduler"``.
+    ``EngineError`` (one line) if nothing is reached within ``timeout`` seconds (a closed port:
+    ``distributed``'s own connect gives up), if the handshake or the reply takes a second more
+    (its connect bounds the TCP connection but not the handshake after it, so a port that
+    accepts and never answers, e.g. an HTTP server waiting for a request, would hold a
+    ``Client`` for ever), or if what answers is not a dask scheduler. At most 2 ``timeout`` + 1
+    seconds. Runs in a thread of its own, so it works under a running event loop too (a
+    notebook)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    class Silent(Exception):
+        """Connected, but no handshake or reply in time."""
+
+    async def ask() -> object:
+        try:
+            comm = await asyncio.wait_for(connect(address, timeout=timeout, **Security().get_connection_args("client")),
+                                          timeout + 1)
+        except asyncio.TimeoutError:
+            raise Silent from None
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await asyncio.wait_for(comm.read(), timeout)
+        except asyncio.TimeoutError:
+            raise Silent from None
+        finally:
+            comm.abort()
+
+    hint = "start one with 'dask scheduler' or leave out --scheduler"
+    pool = ThreadPoolExecutor(1, thread_name_prefix="amdm-geom-handshake")
+    try:
+        reply = pool.submit(asyncio.run, ask()).result(2 * timeout + 3)
+    except (Silent, FutureTimeout):
+        raise EngineError(f"no dask scheduler answered at {address}: something accepts connections there but did "
+                          f"not complete dask's handshake within {timeout + 1:g} s (another service?); {hint}"
+                          ) from None
+    except Exception as exc:  # noqa: BLE001 - (any failure to connect or to read a reply is one line)
+        raise EngineError(f"cannot reach the dask scheduler at {address} within {timeout:g} s ({one_line(exc)}); "
+                          f"{hint}") from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    if not (isinstance(reply, dict) and reply.get("type") == "Scheduler"):
+        shown = reply.get("type") if isinstance(reply, dict) else type(reply).__name__
+        raise EngineError(f"what answers at {address} is not a dask scheduler (it says it is {shown!r}); {hint}")
+    return reply
+
+
 def cores() -> int:
     """The cores this process may use."""
     try:
@@ -113,6 +167,7 @@ class Engine:
         from distributed import Client, LocalCluster
 
         if self.scheduler is not None:
+            handshake(self.scheduler)
             try:
                 self.client = Client(self.scheduler, timeout=CONNECT_TIMEOUT)
             except (OSError, TimeoutError, ValueError) as exc:

@@ -8,6 +8,9 @@ task that runs its probe into its own trace store.
 - Each task runs ``load_probe(name).run(spec, quiet=True)`` with one torch thread.
 - A sweep started again skips the stores that are complete (untouched: not opened for writing)
   and redoes the rest (an incomplete store is replaced atomically, see ``amdm_geom.store``).
+- The folder OUT is checked before any work (a file there, a read-only file system or a folder
+  not writable is one line) and made only once the cluster answers, so that a refused sweep or
+  an address that does not answer leaves nothing behind.
 - A failed task is reported with its point and error; the others go on. ``OUT/sweep.json``
   records every point (values, store, status, seconds, error), rewritten as tasks finish.
 """
@@ -24,7 +27,7 @@ from pathlib import Path
 from .engine import Engine, EngineError, Outcome, Task, cores, run_spec
 from .sweep_spec import Point, SweepError, load_sweep
 
-__all__ = ["RECORD", "EngineError", "SweepError", "plan", "run_sweep", "sweep"]
+__all__ = ["RECORD", "EngineError", "SweepError", "check_folder", "plan", "run_sweep", "sweep"]
 
 #: The record of a sweep, beside its stores.
 RECORD = "sweep.json"
@@ -47,6 +50,27 @@ def _complete(store: Path) -> bool:
                 return is_complete(ds)
     except (OSError, ValueError, KeyError):
         return False
+
+
+def check_folder(out) -> None:
+    """Check, without creating anything, that the sweep's folder ``out`` can be written: it is a
+    folder or can be made in the nearest existing folder above it, which is writable. One line
+    (``SweepError``) naming it otherwise, e.g. on a read-only file system."""
+    path = Path(os.path.abspath(out))
+    if os.path.lexists(path) and not path.is_dir():
+        raise SweepError(f"the sweep's folder {out} is a file, not a folder; choose another --out")
+    base = path
+    while not os.path.lexists(base):
+        base = base.parent
+    if not base.is_dir():
+        raise SweepError(f"cannot make the sweep's folder {out}: {base} is a file, not a folder; choose another --out")
+    if not os.access(base, os.W_OK | os.X_OK):
+        try:
+            read_only = bool(os.statvfs(base).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        why = "is on a read-only file system" if read_only else "is not writable"
+        raise SweepError(f"cannot write the sweep into {out}: {base} {why}; choose another --out")
 
 
 def plan(points: list[Point]) -> dict[str, bool]:
@@ -78,11 +102,12 @@ def run_sweep(probe: str, points: list[Point], out, *, scheduler: str | None = N
               source: str = "", progress: bool = True) -> list[dict]:
     """Run every point not yet complete as a task on dask.distributed; the rows of
     ``OUT/sweep.json`` (one per point: ``name``, ``values``, ``store``, ``status`` in done /
-    skipped / failed, ``seconds``, ``error``)."""
+    skipped / failed, ``seconds``, ``error``). ``out`` is checked before anything else and made
+    only once the cluster is up, so a refused folder or address leaves nothing behind."""
     from .runner.registry import load_probe
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_folder(out)
     done = plan(points)
     rows = [{"name": p.name, "values": p.values, "store": str(p.store), "status": "skipped" if done[p.name] else
              "pending", "seconds": None, "error": None} for p in points]
@@ -92,6 +117,7 @@ def run_sweep(probe: str, points: list[Point], out, *, scheduler: str | None = N
         if done[p.name]:
             print(f"skipped {p.name}: {p.store} is complete", file=sys.stderr)
     if not todo and scheduler is None:
+        out.mkdir(parents=True, exist_ok=True)
         _record(out, probe, source, rows, "(none: nothing to do)")
         return rows
     module = load_probe(probe).__name__
@@ -100,6 +126,7 @@ def run_sweep(probe: str, points: list[Point], out, *, scheduler: str | None = N
     # (an address is checked even with nothing to do)
     with Engine(scheduler, workers or min(len(todo), cores()) if scheduler is None else None) as engine:
         print(engine.describe(), file=sys.stderr)
+        out.mkdir(parents=True, exist_ok=True)
         _record(out, probe, source, rows, engine.address)
 
         def done_(outcome: Outcome) -> None:
@@ -116,9 +143,11 @@ def run_sweep(probe: str, points: list[Point], out, *, scheduler: str | None = N
 
 
 def sweep(spec_file, out, *, scheduler: str | None = None, workers: int | None = None,
-          progress: bool = True) -> list[dict]:
+          progress: bool = True, force_size: bool = False) -> list[dict]:
     """Read, check and run the sweep file ``spec_file`` into ``out`` (``run_sweep``'s rows).
-    Every point is checked before any task starts (``SweepError`` naming the point and field)."""
-    probe, points = load_sweep(spec_file, out)
+    Every point, and the folder, is checked before any task starts (``SweepError`` naming the
+    point and field, or the folder); so are the points' sizes, unless ``force_size``."""
+    check_folder(out)
+    probe, points = load_sweep(spec_file, out, force_size=force_size)
     return run_sweep(probe, points, out, scheduler=scheduler, workers=workers, source=str(spec_file),
                      progress=progress)

@@ -12,17 +12,37 @@ read from TOML (or YAML) and expanded into typed probe specs, every one checked 
 Each grid point becomes ``Spec.model_validate(base + point)`` of the probe, with ``run.out =
 OUT/<name>.zarr``, where the name is made from the point's values (``eta=0.3_agg_steps=8``), so
 that a sweep started again finds its own stores.
+
+Sizes are bounded before any work (``amdm_geom.budget``): the file is read only up to
+``MAX_SWEEP_FILE_BYTES`` (1 MiB), a YAML file with at most ``MAX_YAML_ALIASES`` aliases and
+``MAX_YAML_NODES`` nodes once they are followed (a "billion laughs" is refused, not expanded); the
+grid's points, the product of its axes' lengths, are counted before the grid is expanded (at
+most ``MAX_SWEEP_POINTS``); then each point's store and sampler (``probes.specs.check_size``) and
+the points' stores together against the free disk. ``force_size`` (``--force-size``) lifts the
+size checks, not the file's bounds.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FILE_KEYS", "Point", "SweepError", "expand", "load_sweep", "point_name", "read_sweep_file"]
+from .budget import (
+    MAX_SWEEP_FILE_BYTES,
+    MAX_YAML_ALIASES,
+    MAX_YAML_NODES,
+    SizeError,
+    check_points,
+    check_sweep,
+    human,
+)
+
+__all__ = ["FILE_KEYS", "Point", "SweepError", "check_sizes", "expand", "load_sweep", "point_name", "read_sweep_file",
+           "read_yaml"]
 
 #: The keys of a sweep file.
 FILE_KEYS = ("probe", "base", "grid")
@@ -46,26 +66,93 @@ class Point:
     spec: Any = field(repr=False)
 
 
+def read_yaml(text: str, source: str):
+    """The YAML document ``text`` as Python data (yaml's safe loader), refused in one line naming
+    ``source`` if it uses more than ``MAX_YAML_ALIASES`` aliases (counted as the parser meets
+    them), or holds more than ``MAX_YAML_NODES`` nodes once its aliases are followed (counted on
+    the parsed graph, each alias as the node it names, before anything is built from it), or an
+    alias inside the node it names."""
+    import yaml
+
+    class Bounded(yaml.SafeLoader):
+        aliases = 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_YAML_ALIASES:
+                    raise SweepError(f"sweep file {source} uses more than {MAX_YAML_ALIASES} YAML aliases (*name); "
+                                     f"a sweep file may use at most {MAX_YAML_ALIASES}, so that a small file cannot "
+                                     "expand without bound")
+            return super().compose_node(parent, index)
+
+    loader = Bounded(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        nodes = _expanded(node, {}, source)
+        if nodes > MAX_YAML_NODES:
+            raise SweepError(f"sweep file {source} holds {nodes:,} values once its YAML aliases are followed, above "
+                             f"the {MAX_YAML_NODES:,} a sweep file may hold")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded(node, memo: dict, source: str) -> int:
+    """Nodes under ``node`` (itself included) with every alias followed; each node counted once
+    per place it appears, each shared node's count computed once."""
+    key = id(node)
+    if key in memo:
+        if memo[key] is None:
+            raise SweepError(f"sweep file {source} has a YAML alias inside the node it names (a recursive "
+                             "structure), which a sweep file cannot hold")
+        return memo[key]
+    memo[key] = None
+    value = node.value
+    if isinstance(value, list):
+        children = [c for pair in value for c in pair] if value and isinstance(value[0], tuple) else value
+        total = 1 + sum(_expanded(child, memo, source) for child in children)
+    else:
+        total = 1
+    memo[key] = total
+    return total
+
+
 def read_sweep_file(path) -> dict:
     """The sweep file at ``path`` (``.toml``, ``.yaml`` or ``.yml``) as a dict; one line if it
-    cannot be read or parsed."""
+    cannot be read or parsed, is larger than ``MAX_SWEEP_FILE_BYTES``, or (YAML) expands beyond
+    its bounds (``read_yaml``)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".toml", ".yaml", ".yml"):
         raise SweepError(f"sweep file {path} must end in .toml, .yaml or .yml; got {suffix or 'no suffix'!r}")
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_SWEEP_FILE_BYTES + 1)
     except OSError as exc:
         raise SweepError(f"cannot read sweep file {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_SWEEP_FILE_BYTES:
+        size = path.stat().st_size if path.is_file() else len(data)
+        raise SweepError(f"sweep file {path} holds {human(size)}, above the {MAX_SWEEP_FILE_BYTES >> 20} MiB a sweep "
+                         "file may hold")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SweepError(f"sweep file {path} is not UTF-8 text (byte {exc.start}: {data[exc.start]:#04x}); a sweep "
+                         "file is TOML or YAML") from None
     try:
         if suffix == ".toml":
             import tomllib
 
             doc = tomllib.loads(text)
         else:
-            import yaml
-
-            doc = yaml.safe_load(text)
+            doc = read_yaml(text, str(path))
+    except SweepError:
+        raise
+    except RecursionError:
+        raise SweepError(f"sweep file {path} is nested too deeply to read") from None
     except Exception as exc:  # noqa: BLE001 - (tomllib's and yaml's errors, shown as one line)
         raise SweepError(f"sweep file {path} is not valid {suffix[1:].upper()}: {' '.join(str(exc).split())}") \
             from None
@@ -128,9 +215,13 @@ def _with(base: dict, key: str, value) -> dict:
     return out
 
 
-def expand(probe_name: str, base: dict, grid: dict, out, *, source: str = "sweep") -> list[Point]:
+def expand(probe_name: str, base: dict, grid: dict, out, *, source: str = "sweep",
+           force_size: bool = False) -> list[Point]:
     """Every grid point as a checked probe spec writing ``out/<name>.zarr``. The first refused
-    point raises ``SweepError`` naming the point and the field (the spec's own message)."""
+    point raises ``SweepError`` naming the point and the field (the spec's own message). The
+    grid's points are counted first, from its axes, and more than the cap are refused
+    (``amdm_geom.budget.check_points``) unless ``force_size``, which also sets each point's
+    ``run.force_size`` where its spec has it."""
     from .runner.registry import load_probe
     from .spec import SpecError
 
@@ -140,6 +231,14 @@ def expand(probe_name: str, base: dict, grid: dict, out, *, source: str = "sweep
         raise SweepError(f"{source}: {exc}") from None
     if not hasattr(module, "Spec"):
         raise SweepError(f"{source}: probe {probe_name!r} has no Spec, so it cannot be swept")
+    lengths = [len(values) for values in grid.values()]
+    if not force_size:
+        try:
+            check_points(math.prod(lengths), lengths, source=source)
+        except SizeError as exc:
+            raise SweepError(str(exc)) from None
+    run_field = module.Spec.model_fields.get("run")
+    forced = force_size and "force_size" in getattr(run_field.annotation, "model_fields", {}) if run_field else False
     out = Path(out).absolute()
     keys = list(grid)
     points: list[Point] = []
@@ -156,6 +255,8 @@ def expand(probe_name: str, base: dict, grid: dict, out, *, source: str = "sweep
             data = _with(data, key, value)
         store = out / f"{name}.zarr"
         data = _with(_with(data, "run.out", str(store)), "run.overwrite", False)
+        if forced:
+            data = _with(data, "run.force_size", True)
         try:
             spec = module.Spec.model_validate(data)
         except (SpecError, ValueError) as exc:
@@ -165,9 +266,51 @@ def expand(probe_name: str, base: dict, grid: dict, out, *, source: str = "sweep
     return points
 
 
-def load_sweep(path, out) -> tuple[str, list[Point]]:
+def _done(store: Path) -> bool:
+    """Whether a complete trace store is at ``store`` already (its point is skipped)."""
+    import warnings
+
+    from .store import is_complete, is_trace_store, open_run
+
+    if not store.exists() or not is_trace_store(store):
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with open_run(store) as ds:
+                return bool(is_complete(ds))
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def check_sizes(points: list[Point], out, *, source: str = "sweep", force_size: bool = False) -> None:
+    """Refuse (``SweepError``, one line) a point whose store or sampler is too large
+    (``probes.specs.check_size``, unless its ``run.force_size``), or points whose stores, those
+    not complete already, together do not fit on the disk at ``out``; nothing if ``force_size``."""
+    if force_size:
+        return
+    from .probes.specs import check_size, latent_shape, size_of
+
+    stores = []
+    for p in points:
+        try:
+            check_size(p.spec)
+        except SizeError as exc:
+            raise SweepError(f"{source}: grid point {p.name}: {exc}") from None
+        shape = latent_shape(p.spec)
+        stores.append(0 if shape is None or _done(p.store) else size_of(p.spec, shape).store_bytes)
+    try:
+        check_sweep(stores, out, source=source)
+    except SizeError as exc:
+        raise SweepError(str(exc)) from None
+
+
+def load_sweep(path, out, *, force_size: bool = False) -> tuple[str, list[Point]]:
     """``(probe name, points)`` of the sweep file at ``path``, every point checked, stores under
-    ``out``."""
+    ``out``; the grid's size, each point's sizes and their stores' total are checked before any
+    work (``expand``, ``check_sizes``) unless ``force_size``."""
     doc = read_sweep_file(path)
     probe, base, grid = _check_doc(doc, str(path))
-    return probe, expand(probe, base, grid, out, source=str(path))
+    points = expand(probe, base, grid, out, source=str(path), force_size=force_size)
+    check_sizes(points, out, source=str(path), force_size=force_size)
+    return probe, points

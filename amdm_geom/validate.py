@@ -184,9 +184,10 @@ def prune_runs(runs: Path, keep: str, probes) -> list[Path]:
     ``runs/<name>.zarr``), every analysis of the report reads them, so ``amdm-geom analyze`` can
     redo any table or figure, and removes the trace stores the ablations ran for themselves in
     ``runs/ablations`` (their results, tables and figures are all in the report; they are most of the
-    disk a full run leaves). ``none`` removes both. Only trace stores are removed (a foreign folder
-    or file is left alone), with the lock files beside them; ``runs/ablations`` goes once empty."""
-    from .store import is_trace_store
+    disk a full run leaves). ``none`` removes both. Only trace stores holding nothing but what their
+    writer wrote are removed (a foreign folder or file, or a store with one inside, is left alone),
+    with the lock files beside them; ``runs/ablations`` goes once empty."""
+    from .store import foreign_files, is_trace_store
 
     if keep not in KEEP_RUNS:
         raise ValueError(f"keep must be one of {', '.join(KEEP_RUNS)}; got {keep!r}")
@@ -199,7 +200,7 @@ def prune_runs(runs: Path, keep: str, probes) -> list[Path]:
         doomed += [runs / f"{name}.zarr" for name in probes]
     removed = []
     for path in doomed:
-        if not path.is_symlink() and path.is_dir() and is_trace_store(path):
+        if not path.is_symlink() and path.is_dir() and is_trace_store(path) and not foreign_files(path):
             shutil.rmtree(path)
             (path.parent / f".{path.name}.lock").unlink(missing_ok=True)
             removed.append(path)
@@ -244,9 +245,10 @@ def run(cmd: ValidateCommand) -> int:
         check_output_path(p.spec.run.out, overwrite=True)
     work = tasks(cmd, probes)
     start = time.perf_counter()
-    cmd.report.mkdir(parents=True, exist_ok=True)
-    for name in ("index.html", "verdicts.json"):  # (a failed run leaves no report that looks complete)
-        (cmd.report / name).unlink(missing_ok=True)
+    from .runner.output import remove_owned, write_owned
+
+    # (a failed run leaves no report that looks complete; a user's file of that name is refused)
+    remove_owned(cmd.report, ("index.html", "verdicts.json"))
     print(f"amdm-geom validate ({mode}): closed forms, {len(probes)} probes, analyses: {len(work)} tasks", flush=True)
 
     def said(o) -> None:
@@ -257,7 +259,8 @@ def run(cmd: ValidateCommand) -> int:
             where = o.value if what == "probe" else cmd.report / name
             print(f"  {o.key}: {where} ({o.seconds:.1f} s)", flush=True)
 
-    with Engine(cmd.scheduler, cmd.workers) as engine:
+    with Engine(cmd.scheduler, cmd.workers) as engine:  # (the report folder is made once the cluster answers)
+        cmd.report.mkdir(parents=True, exist_ok=True)
         print(f"  {engine.describe()}", flush=True)
         workers = f"{engine.n_workers} ({'local cluster' if cmd.scheduler is None else cmd.scheduler})"
         done = engine.run(work, on_done=said)
@@ -268,7 +271,7 @@ def run(cmd: ValidateCommand) -> int:
     found = {o.key.removeprefix("analysis "): o.value for o in done.values() if o.key.startswith("analysis ")}
     rows = [v for name in ("closed_forms", *ANALYSES) for v in found.get(name, [])]
     elapsed = time.perf_counter() - start
-    (cmd.report / "verdicts.json").write_text(to_json(rows))
+    write_owned(cmd.report, "verdicts.json", to_json(rows))
     from .report import write_report
     from .runner.families import format_summary
 

@@ -40,7 +40,7 @@ import xarray as xr
 
 from amdm_geom import geometry, palette
 from amdm_geom.denoisers.gmm import FineGrainedFamily
-from amdm_geom.store import open_run
+from amdm_geom.store import open_run, verify_run
 
 from . import ablation_runs
 from .ablation_runs import GROUPS, recorded_steps, run_settings, settings
@@ -110,7 +110,10 @@ def spec_of(ds: xr.Dataset) -> ablation_runs.Spec:
 
 def measure(path, families: dict, *, n_ref: int = 128, cache: dict | None = None) -> dict:
     """Success and deviation of one ablation store (``families``: built families by spec, filled
-    as needed)."""
+    as needed). The store is verified whole first (``verify_run``): a damaged run is one line
+    naming its store, variable and chunk, never numbers read from it."""
+    if not isinstance(path, xr.Dataset):
+        verify_run(path)
     ds = open_run(path)
     spec = spec_of(ds)
     if spec.family not in families:

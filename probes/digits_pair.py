@@ -39,6 +39,12 @@ class Spec(ProbeSpec):
     def n_models(self) -> int:
         return len(self.digits.models)
 
+    def latent_shape(self) -> tuple[int, int, int]:
+        """The digits models' pixels: 3 x 16 x 16."""
+        from amdm_geom.digits.data import SIZE
+
+        return (3, SIZE, SIZE)
+
     def check_models(self) -> None:
         if self.run.dtype != "float32":
             raise SpecError("must be float32: the digits models are float32", self.run.dtype, loc=("run", "dtype"))

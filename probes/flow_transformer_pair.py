@@ -53,6 +53,10 @@ class Spec(ProbeSpec):
     def step_kinds(self) -> tuple[str, ...]:
         return ("flow", "flow")
 
+    def latent_shape(self) -> tuple[int, int, int]:
+        """The transformers' latents: 4 channels of ``sample_size`` x ``sample_size``."""
+        return (4, self.sample_size, self.sample_size)
+
 
 def build(spec: Spec):
     """The ``AMDMSampler`` of the two transformers."""

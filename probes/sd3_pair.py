@@ -20,7 +20,7 @@ from amdm_geom.denoisers.specs import Device, FlowPipelineSpec, ImageSize
 from amdm_geom.sampling.config import SamplerConfig
 from amdm_geom.spec import SpecError, existing, integer, optional, real
 
-from .sd_pair import images_folder
+from .sd_pair import images_folder, pipeline_latent_shape
 from .specs import ProbeSpec, RunSettings, run_probe
 
 __all__ = ["NAME", "SUMMARY", "Spec", "build", "images_folder", "run"]
@@ -79,6 +79,10 @@ class Spec(ProbeSpec):
 
     def config(self) -> SamplerConfig:
         return self.sampler.replace(weights=()) if self.model_b is None else self.sampler
+
+    def latent_shape(self) -> tuple[int, int, int] | None:
+        """Model A's latent shape from its configs (``pipeline_latent_shape``), or None."""
+        return pipeline_latent_shape(self.config_a or self.model_a, "transformer", self.height, self.width)
 
     def check_models(self) -> None:
         if self.model_b is None:

@@ -22,7 +22,7 @@ from amdm_geom.spec import SpecError, choice, existing, optional, real, sequence
 
 from .specs import ProbeSpec, RunSettings, run_probe
 
-__all__ = ["MAX_GLIGEN_OBJECTS", "NAME", "SUMMARY", "Spec", "build", "images_folder", "run"]
+__all__ = ["MAX_GLIGEN_OBJECTS", "NAME", "SUMMARY", "Spec", "build", "images_folder", "pipeline_latent_shape", "run"]
 
 NAME = "sd"
 SUMMARY = "AMDM over real Stable Diffusion pipelines from local weights (GLIGEN, IP-Adapter, LoRA)"
@@ -33,6 +33,26 @@ Model = Annotated[Path, existing("pipeline folder or checkpoint file")]
 
 def _maybe(what: str):
     return Annotated[Path | None, optional(existing(what))]
+
+
+def pipeline_latent_shape(folder, net: str, height: int | None, width: int | None) -> tuple[int, int, int] | None:
+    """A pipeline folder's latent shape from its configs alone, as the pipeline denoisers set it:
+    ``(C, height / f, width / f)`` with C the ``net``'s (``"unet"`` or ``"transformer"``)
+    in_channels, f the VAE's scale factor (2 ** (its blocks - 1)) and height and width by default
+    the net's sample_size x f; ``None`` where the configs cannot be read (then the run's sizes are
+    checked once the pipeline is loaded)."""
+    import json
+
+    try:
+        vae = json.loads((Path(folder) / "vae" / "config.json").read_text())
+        cfg = json.loads((Path(folder) / net / "config.json").read_text())
+        factor = 2 ** (len(vae["block_out_channels"]) - 1)
+        channels, size = int(cfg["in_channels"]), int(cfg["sample_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    height = size * factor if height is None else int(height)
+    width = size * factor if width is None else int(width)
+    return (channels, height // factor, width // factor)
 
 
 class Spec(ProbeSpec):
@@ -100,6 +120,10 @@ class Spec(ProbeSpec):
 
     def config(self) -> SamplerConfig:
         return self.sampler.replace(weights=()) if self.model_b is None else self.sampler
+
+    def latent_shape(self) -> tuple[int, int, int] | None:
+        """Model A's latent shape from its configs (``pipeline_latent_shape``), or None."""
+        return pipeline_latent_shape(self.config_a or self.model_a, "unet", self.height, self.width)
 
     def boxes(self) -> list[tuple[float, ...]] | None:
         """The GLIGEN boxes, four numbers each."""

@@ -40,6 +40,10 @@ class Spec(ProbeSpec):
             return self.sampler.replace(allow_schedule_mismatch=True)
         return self.sampler
 
+    def latent_shape(self) -> tuple[int, int, int]:
+        """The tiny UNets' latents: 4 channels of ``sample_size`` x ``sample_size``."""
+        return (4, self.family.sample_size, self.family.sample_size)
+
     def check_models(self) -> None:
         if self.run.dtype != "float32":
             raise SpecError("must be float32: unet_pair builds float32 UNets", self.run.dtype, loc=("run", "dtype"))

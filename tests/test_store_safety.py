@@ -23,6 +23,7 @@ from amdm_geom import cli
 from amdm_geom.denoisers.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import (
+    DamagedStoreError,
     StoreError,
     ZarrRecorder,
     check_output_path,
@@ -466,7 +467,8 @@ def test_completed_steps_and_notes(interrupted, old_store):
     assert completed_steps(full).sizes["step"] == STEPS
     clipped = full.copy()
     clipped.attrs = {**full.attrs, "steps_completed": 99}
-    assert steps_completed(clipped) == STEPS
+    with pytest.raises(DamagedStoreError, match="99 steps recorded as completed but its arrays hold"):
+        steps_completed(clipped)  # (never clipped to what is there: issue 22)
     clipped.attrs["steps_completed"] = -3
     assert steps_completed(clipped) == 0 and not is_complete(clipped)
 

@@ -170,7 +170,9 @@ def test_unreachable_scheduler_is_one_line(tmp_path, capsys):
 
 
 def test_clean_removes_what_it_wrote_and_keeps_the_rest(reference, tmp_path, capsys):
-    from amdm_geom.runner.output import MARKER
+    import xarray as xr
+
+    from amdm_geom.runner.output import REPORT_MARKER, write_owned, write_result
 
     runs, report = tmp_path / "runs", tmp_path / "report"
     store = next(iter(reference.values()))
@@ -180,23 +182,25 @@ def test_clean_removes_what_it_wrote_and_keeps_the_rest(reference, tmp_path, cap
     (runs / "mine" / "notes.txt").write_text("keep me")
     (runs / "mine" / "c.zarr").mkdir()  # (a folder named like a store, not one)
     (runs / "mine" / "c.zarr" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
-    (report / "norm_angle").mkdir(parents=True)
-    (report / "norm_angle" / MARKER).write_text("")
-    (report / "norm_angle" / "results.csv").write_text("x\n1\n")
-    (report / "index.html").write_text("<html></html>")
+    write_result(report / "norm_angle", xr.Dataset({"x": ("i", [1.0, 2.0])}), [])
+    write_owned(report, "index.html", "<html></html>")
     (report / "thesis.tex").write_text("keep me")
-    sizes = {runs / "a.zarr": sum(p.stat().st_size for p in store.rglob("*") if p.is_file()),
-             report / "norm_angle": len("x\n1\n"), report / "index.html": len("<html></html>")}
+
+    def size(path):
+        return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+    sizes = {p: size(p) for p in (runs / "a.zarr", report / "norm_angle", report / "index.html",
+                                  report / REPORT_MARKER)}
     assert main(["clean", str(runs), str(report)]) == 0
     out = capsys.readouterr().out
     assert not (runs / "a.zarr").exists() and not (runs / "ablations").exists()
     assert not (report / "norm_angle").exists() and not (report / "index.html").exists()
+    assert not (report / REPORT_MARKER).exists()
     assert (runs / "mine" / "notes.txt").read_text() == "keep me" and (runs / "mine" / "c.zarr" / "zarr.json").exists()
     assert (report / "thesis.tex").read_text() == "keep me"
     assert f"removed {runs / 'a.zarr'} ({sizes[runs / 'a.zarr']:,} bytes)" in out
     assert f"kept {runs / 'mine'} (not made by amdm-geom)" in out and f"kept {report / 'thesis.tex'}" in out
-    assert f"freed {2 * sizes[runs / 'a.zarr'] + sizes[report / 'norm_angle'] + sizes[report / 'index.html']:,} " \
-           "bytes in 4 item(s)" in out
+    assert f"freed {sum(sizes.values()) + sizes[runs / 'a.zarr']:,} bytes in 5 item(s)" in out
 
 
 def test_an_empty_store_folder_left_by_a_kill_is_redone(tmp_path):

@@ -19,7 +19,6 @@ temporary file and renamed, so a half-written report never looks complete.
 from __future__ import annotations
 
 import html
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import jinja2
 from amdm_geom.verdicts import STATUSES, Verdict, interval_text, verdict_note
 
 from .families import family_of, finding, group, status_counts
+from .output import write_owned
 from .provenance import provenance
 from .results_index import index
 
@@ -128,7 +128,4 @@ def write_report(rows: list[Verdict], folder, *, title: str = "amdm-geom validat
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     page = render_report(rows, folder, title=title, context=context)
-    tmp = folder / ".index.html.partial"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, folder / "index.html")
-    return folder / "index.html"
+    return write_owned(folder, "index.html", page)

@@ -43,7 +43,7 @@ on exit) or call ``run_with_cache``; with nothing attached an emit is one ``if``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -61,7 +61,7 @@ from .rng import as_seed, draw, sample_generators
 from .step import AggregateStep, aggregate_step
 from .steppers import make_step
 
-__all__ = ["CHUNK_BYTES", "AMDMSampler", "SampleOutput", "describe_condition"]
+__all__ = ["CHUNK_BYTES", "AMDMSampler", "SampleOutput", "as_config", "describe_condition"]
 
 #: The largest float64 temporary one chunk of an aggregation step makes (``AMDMSampler._aggregate``).
 CHUNK_BYTES = 4 << 20
@@ -80,17 +80,38 @@ class SampleOutput:
     stopped_at: list[int] = field(default_factory=list)  # the step after each model's last
 
 
+def as_config(config) -> SamplerConfig:
+    """``config`` as a ``SamplerConfig``: one as it is, a mapping of its fields (by name or
+    option alias) checked into one (``SpecError`` naming a bad field), None as the defaults; a
+    one-line ``TypeError`` naming any other type."""
+    if config is None:
+        return SamplerConfig()
+    if isinstance(config, SamplerConfig):
+        return config
+    if isinstance(config, Mapping):
+        return SamplerConfig.model_validate(dict(config))
+    kind = type(config)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    shown = repr(config)
+    shown = shown if len(shown) <= 60 and "\n" not in shown else shown[:57].split("\n")[0] + "..."
+    raise TypeError(f"config must be a SamplerConfig, a dict of its fields (e.g. {{'steps': 50}}) or None; "
+                    f"got {name} {shown}")
+
+
 class AMDMSampler:
     """Algorithm 1 for N >= 1 models, each with its condition.
 
     ``models`` satisfy ``amdm_geom.denoisers.base.Denoiser``; ``conds[i]`` is model i's
-    condition y_i. Every setting is checked before any work, with a one-line error.
+    condition y_i; ``config`` is a ``SamplerConfig``, a dict of its fields (``{"steps": 3}``,
+    checked into one) or None (the paper's defaults). Every setting is checked before any work,
+    with a one-line error.
     """
 
-    def __init__(self, models: Sequence[Denoiser], conds: Sequence, config: SamplerConfig | None = None):
+    def __init__(self, models: Sequence[Denoiser], conds: Sequence,
+                 config: SamplerConfig | Mapping[str, object] | None = None):
         self.models = list(models)
         self.conds = list(conds)
-        self.config = config or SamplerConfig()
+        self.config = as_config(config)
         self.cross_modes = check_models(self.models, self.conds, self.config)
         cfg = self.config = self.config.for_models(len(self.models))  # a one-model run: no weight
         self.etas = self._per_model_eta()

@@ -46,6 +46,13 @@ deletes the old trace store when the new run begins). A ``file://`` URL is a loc
 
 Safety (nothing lost, nothing faked):
 
+- A store proves its own integrity (``integrity``): every chunk ends with its CRC-32C (zarr's
+  ``crc32c`` codec, checked on every read); the root attributes record the planned layout of
+  every array and which (step, model) slots are on disk, so ``open_run`` finds a missing,
+  truncated or shortened chunk or array before anything is read, and ``verify_run`` checks
+  every checksum. A damaged store is a ``DamagedStoreError`` naming the store, the variable and
+  the chunk; the runner turns every verdict that would read it into "inconclusive".
+
 - A trace store is recognisable: ``is_trace_store`` checks that a folder's ``zarr.json`` is a
   zarr v3 group whose attributes carry this toolkit's metadata (``creation_library`` starting
   with ``amdm-geom``, ``config``, ``dtype``, ``hook_names``, ``complete``,
@@ -65,6 +72,7 @@ Safety (nothing lost, nothing faked):
   analyses say what a store lacks instead of crashing on a ``KeyError``.
 """
 
+from .integrity import CHECKSUM, DamagedStoreError, foreign_files
 from .lock import _StoreLock  # noqa: F401  (for tests that inspect the lock)
 from .paths import StoreError, check_output_path, is_trace_store
 from .reading import (
@@ -78,11 +86,13 @@ from .reading import (
     step_input,
     step_kinds,
     steps_completed,
+    verify_run,
 )
 from .recorder import COMPRESSORS, ZarrRecorder, compressor_codec
 from .urls import UrlStore, is_url, locate
 
-__all__ = ["COMPRESSORS", "StoreError", "UrlStore", "ZarrRecorder", "check_output_path", "compressor_codec",
+__all__ = ["CHECKSUM", "COMPRESSORS", "DamagedStoreError", "StoreError", "foreign_files", "verify_run",
+           "UrlStore", "ZarrRecorder", "check_output_path", "compressor_codec",
            "is_url", "locate", "completed_steps", "incomplete_note", "is_complete",
            "is_trace_store", "open_run", "require", "run_config", "sampler_config", "step_input",
            "step_kinds", "steps_completed"]

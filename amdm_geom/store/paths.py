@@ -101,6 +101,12 @@ def check_output_path(path, overwrite: bool = False, storage_options: dict | Non
     - Anything else (a plain folder, a file, a link, a foreign zarr group): ``FileExistsError``
       without ``overwrite``, ``StoreError`` with it (only trace stores are ever replaced).
 
+    - A path inside a trace store or an analysis' result folder: ``StoreError`` (nothing is ever
+      written inside a store but by its own writer).
+    - With ``overwrite``, a trace store holding a file its writer did not write (a user's notes,
+      a folder of figures, a store nested inside): ``StoreError`` naming that file, since
+      replacing the store would delete it.
+
     Every message is one line naming the path and saying why."""
     from .urls import locate
 
@@ -115,10 +121,13 @@ def check_output_path(path, overwrite: bool = False, storage_options: dict | Non
         if overwrite:
             raise StoreError(f"refusing to overwrite {path}: it is a symbolic link (name the store's real path)")
         raise FileExistsError(f"{path} exists (a symbolic link); choose another --out")
+    _check_not_inside(target, path)
     if os.path.lexists(target):
         why = _store_problem(target)
         if why is None and not overwrite:
             raise FileExistsError(f"trace store {path} exists; pass overwrite=True (--overwrite) to replace it")
+        if why is None:
+            check_only_ours(target, path)
         if why is not None:
             if overwrite:
                 raise StoreError(f"refusing to overwrite {path}: not an amdm-geom trace store ({why})")
@@ -130,6 +139,28 @@ def check_output_path(path, overwrite: bool = False, storage_options: dict | Non
         raise StoreError(f"cannot write trace store {path}: {probe} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise StoreError(f"cannot write trace store {path}: {probe} is not writable")
+
+
+def _check_not_inside(target: Path, shown) -> None:
+    """``StoreError`` if an ancestor of ``target`` is a trace store or a result folder."""
+    for parent in target.parents:
+        if _store_problem(parent) is None:
+            raise StoreError(f"cannot write a trace store at {shown}: it is inside the trace store {parent} "
+                             "(only a store's own writer writes in it); choose a path outside it")
+        if (parent / ".amdm-geom-result").is_file():
+            raise StoreError(f"cannot write a trace store at {shown}: it is inside the result folder {parent}; "
+                             "choose a path outside it")
+
+
+def check_only_ours(target: Path, shown) -> None:
+    """``StoreError`` naming the first file in the trace store ``target`` that its writer did not
+    write (``integrity.foreign_files``): such a store is never deleted or replaced."""
+    from .integrity import foreign_files
+
+    foreign = foreign_files(target)
+    if foreign:
+        raise StoreError(f"refusing to replace or delete {shown}: {target / foreign[0]} was not written by "
+                         f"amdm-geom; move it out of the store first")
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,7 +241,10 @@ def _exchange(a: Path, b: Path) -> bool:
 def _swap_into_place(new: Path, target: Path) -> None:
     """Put the finished store ``new`` at ``target`` (an existing store) and remove the old one.
     Atomic where ``renameat2`` can exchange the two; elsewhere two renames (old aside to a
-    ``.trash`` sibling, new into place) that a later writer repairs if killed between them."""
+    ``.trash`` sibling, new into place) that a later writer repairs if killed between them. The
+    old store is checked again first: if a file not of its writer appeared in it meanwhile,
+    ``StoreError`` (the new run is dropped, the old store and that file stay)."""
+    check_only_ours(target, target)
     if _exchange(new, target):
         _remove(new)  # now the old store
         return

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from pathlib import Path
 
 import xarray as xr
 
 from ..sampling.config import SamplerConfig
+from .integrity import LEGACY_NOTE, DamagedStoreError, check_store
 from .paths import StoreError, _store_problem
 from .urls import UrlStore, is_url, locate
+
+_log = logging.getLogger("amdm_geom.store")
+_LEGACY_SAID: set[str] = set()
 
 # --------------------------------------------------------------------------------------------
 # reading
@@ -22,7 +28,15 @@ def open_run(path, storage_options: dict | None = None) -> xr.Dataset:
     one-line ``StoreError`` if there is one but it is not a trace store (a foreign group, or one
     without this toolkit's attributes) or the URL cannot be used. A store whose run is still
     going, failed or was killed opens too: see ``is_complete``, ``completed_steps`` and
-    ``incomplete_note``. The path or URL is kept in ``ds.encoding["source"]``."""
+    ``incomplete_note``. The path or URL is kept in ``ds.encoding["source"]``.
+
+    Before anything is read, the store's structure is checked against what its writer recorded
+    (``integrity.check_store``: every array's shape and chunks as planned, every chunk of every
+    completed step present and, uncompressed, of its written size): a damaged store raises
+    ``DamagedStoreError``, one line naming the store, the variable and the chunk. Each chunk's
+    CRC-32C is then checked by zarr whenever it is read (``verify_run`` checks them all at once).
+    A store written before checksums opens as before, said once per store on the
+    ``amdm_geom.store`` logger."""
     where = locate(path, storage_options)
     shown = str(path) if is_url(path) else Path(path)
     why = where.problem() if isinstance(where, UrlStore) else _store_problem(where)
@@ -30,10 +44,47 @@ def open_run(path, storage_options: dict | None = None) -> xr.Dataset:
         raise FileNotFoundError(f"no trace store at {shown}")
     if why is not None:
         raise StoreError(f"{shown} is not an amdm-geom trace store: {why}")
+    _checked(where, shown, checksums=False)
     store = where.zarr_store(read_only=True) if isinstance(where, UrlStore) else where
-    ds = xr.open_dataset(store, engine="zarr", consolidated=False, chunks=None, zarr_format=3)
+    with warnings.catch_warnings():  # (a file a user put in the store is not read, and not ours to warn about)
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component of a Zarr")
+        ds = xr.open_dataset(store, engine="zarr", consolidated=False, chunks=None, zarr_format=3)
     ds.encoding["source"] = str(shown)
     return ds
+
+
+def _root_attrs(where, shown) -> dict:
+    text = where.fs.cat_file(f"{where.root}/zarr.json") if isinstance(where, UrlStore) else \
+        (where / "zarr.json").read_bytes()
+    try:
+        return dict(json.loads(text).get("attributes") or {})
+    except (ValueError, AttributeError):
+        raise DamagedStoreError(f"damaged store {shown}: its zarr.json is not readable") from None
+
+
+def _checked(where, shown, *, checksums: bool) -> bool:
+    """``check_store`` on the store at ``where``; the legacy note once per store."""
+    if check_store(where, _root_attrs(where, shown), str(shown), checksums=checksums):
+        return True
+    if str(shown) not in _LEGACY_SAID:
+        _LEGACY_SAID.add(str(shown))
+        _log.warning("store %s was %s", shown, LEGACY_NOTE)
+    return False
+
+
+def verify_run(path, storage_options: dict | None = None) -> bool:
+    """Check a trace store whole before an analysis reads it: ``open_run``'s structural check and
+    every chunk's CRC-32C. Raises ``DamagedStoreError`` (one line naming the store, the variable
+    and the chunk), ``FileNotFoundError`` or ``StoreError`` as ``open_run`` does. Returns False
+    for a store written before checksums (nothing more can be verified), True otherwise."""
+    where = locate(path, storage_options)
+    shown = str(path) if is_url(path) else Path(path)
+    why = where.problem() if isinstance(where, UrlStore) else _store_problem(where)
+    if why in ("nothing there", "a file, not a folder", "no zarr.json"):
+        raise FileNotFoundError(f"no trace store at {shown}")
+    if why is not None:
+        raise StoreError(f"{shown} is not an amdm-geom trace store: {why}")
+    return _checked(where, shown, checksums=True)
 
 
 def run_config(ds: xr.Dataset) -> dict:
@@ -83,15 +134,19 @@ def require(ds: xr.Dataset, variables=(), attrs=(), hints: dict | None = None) -
 
 
 def steps_completed(ds: xr.Dataset) -> int:
-    """How many steps, from the first, are on disk (``attrs["steps_completed"]``, clipped to
-    [0, number of steps])."""
+    """How many steps, from the first, are on disk (``attrs["steps_completed"]``, at least 0).
+    A count above the store's number of steps means its arrays were cut after the run: a
+    ``DamagedStoreError``, never a silent clip."""
     require(ds, attrs=("steps_completed",))
     try:
         k = int(ds.attrs["steps_completed"])
     except (TypeError, ValueError):
         raise StoreError(f"store {_source(ds)} has a steps_completed that is not a count: "
                          f"{ds.attrs['steps_completed']!r}") from None
-    return min(max(k, 0), int(ds.sizes.get("step", 0)))
+    n = int(ds.sizes.get("step", 0))
+    if k > n:
+        raise DamagedStoreError(f"damaged store {_source(ds)}: {k} steps recorded as completed but its arrays hold {n}")
+    return max(k, 0)
 
 
 def is_complete(ds: xr.Dataset) -> bool:

@@ -19,6 +19,7 @@ import zarr
 from ..sampling.config import COMPRESSORS
 from ..sampling.plan import RunPlan
 from ..sampling.recording import Recorder
+from .integrity import CHECKSUM, append_checksum
 from .lock import _StoreLock
 from .paths import StoreError, _clean_leftovers, _remove, _sibling, _swap_into_place, check_output_path
 from .urls import UrlStore, is_url, locate
@@ -87,6 +88,9 @@ class ZarrRecorder(Recorder):
     """
 
     MARK_INTERVAL = 2.0  # seconds between refreshes of steps_completed while running
+    #: Every chunk ends with its CRC-32C (``integrity``). Off only in a subclass of the recorder
+    #: benchmark (tests/benchmarks/bench_recorder.py) that measures what the checksum costs.
+    _checksums = True
 
     def __init__(self, path, *, names_filter=None, overwrite: bool = False,
                  store_dtype: torch.dtype | None = None, background: bool = True, steps=None, attrs=None,
@@ -202,26 +206,38 @@ class ZarrRecorder(Recorder):
         if self.steps is not None:
             attrs["recorded_steps"] = sorted(self.steps)
         attrs.update(self.extra_attrs)
+        coords = plan.coords()
+        self._sample_chunk = plan.sample_chunk
+        chunking = {}
+        for var, (dims, shape) in self._layout.items():
+            lead = (1, 1) if "model" in dims else (1,)  # then (sample, *latent)
+            chunking[var] = (*lead, self._sample_chunk, *shape[len(lead) + 1:])
+        # the plan the run is laid out by, and which (step, model) slots are on disk (integrity.py)
+        layout = {name: [list(values.shape), list(values.shape)] for name, (_, values) in coords.items()}
+        layout.update({var: [list(shape), list(chunking[var])] for var, (_, shape) in self._layout.items()})
+        if self._checksums:
+            attrs["integrity"] = {"checksum": CHECKSUM, "layout": layout}
+        self._written = {var: [[] for _ in range(shape[0])] for var, (_, shape) in self._layout.items()}
+        attrs["written"] = self._written
         group = zarr.open_group(root, mode="w-", zarr_format=3, attributes=attrs)
         self._group = group
-        coords = plan.coords()
+        crc = [zarr.codecs.Crc32cCodec()] if self._checksums else []
+        every_chunk = {"write_empty_chunks": True}  # (a chunk equal to the fill value is written too: it was written)
         for name, (dims, values) in coords.items():
             arr = group.create_array(name, shape=values.shape, chunks=values.shape, dtype=values.dtype,
-                                     compressors=None, fill_value=0, dimension_names=dims)
+                                     compressors=crc, fill_value=0, dimension_names=dims, config=every_chunk)
             arr[...] = values
         coord_names = " ".join(n for n, (dims, _) in coords.items() if n not in dims)
         self._arrays = {}
-        self._sample_chunk = plan.sample_chunk
         for var, (dims, shape) in self._layout.items():
-            lead = (1, 1) if "model" in dims else (1,)  # then (sample, *latent)
-            chunks = (*lead, self._sample_chunk, *shape[len(lead) + 1:])
             # "." chunk keys keep each variable's chunks as flat files in one folder (the default
-            # "/" nests a folder per dimension, and creating those dominated the write time)
+            # "/" nests a folder per dimension, and creating those dominated the write time); every
+            # chunk ends with its CRC-32C, checked by zarr on every read
             self._arrays[var] = group.create_array(
-                var, shape=shape, chunks=chunks, dtype=self._np_dtype,
-                compressors=None if self._codec is None else [self._codec],
+                var, shape=shape, chunks=chunking[var], dtype=self._np_dtype,
+                compressors=crc if self._codec is None else [self._codec, *crc],
                 fill_value=np.nan, dimension_names=dims, attributes={"coordinates": coord_names},
-                chunk_key_encoding={"name": "default", "separator": "."})
+                chunk_key_encoding={"name": "default", "separator": "."}, config=every_chunk)
         self._made_dirs: set[Path] = set()
         self._steps_done, self._steps_marked_at = 0, time.monotonic()
         local = isinstance(group.store, zarr.storage.LocalStore) and self._codec is None
@@ -262,7 +278,7 @@ class ZarrRecorder(Recorder):
                 self._queue.put(None)
                 self._thread.join()
             ok = bool(complete and self._error is None)
-            self._group.attrs.update({"steps_completed": self._steps_done, "complete": ok})
+            self._group.attrs.update({"steps_completed": self._steps_done, "written": self._written, "complete": ok})
             if self._partial is not None and ok:
                 _swap_into_place(self._partial, self._target)
                 self._partial = None
@@ -297,7 +313,7 @@ class ZarrRecorder(Recorder):
             # exactly at the end, also when the run fails
             self._steps_done = item[1] + 1
             if time.monotonic() - self._steps_marked_at >= self.MARK_INTERVAL:
-                self._group.attrs["steps_completed"] = self._steps_done
+                self._group.attrs.update({"steps_completed": self._steps_done, "written": self._written})
                 self._steps_marked_at = time.monotonic()
             return
         _, var, index, offset, block = item
@@ -314,13 +330,25 @@ class ZarrRecorder(Recorder):
             if path.parent not in self._made_dirs:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._made_dirs.add(path.parent)
-            _write_atomic(path, np.ascontiguousarray(block).astype(block.dtype.newbyteorder("<"), copy=False))
+            _write_atomic(path, np.ascontiguousarray(block).astype(block.dtype.newbyteorder("<"), copy=False),
+                          self._checksums)
+        models = self._written[var][index[0]]
+        slot = index[1] if len(index) > 1 else 0
+        if slot not in models:
+            models.append(slot)
         self.bytes_written += block.nbytes
 
 
-def _write_atomic(path: Path, block: np.ndarray) -> None:
-    """The bytes of one uncompressed little-endian C-order chunk, via a temporary file and a rename."""
+def _write_atomic(path: Path, block: np.ndarray, checksum: bool = True) -> None:
+    """The bytes of one uncompressed little-endian C-order chunk followed by their CRC-32C (zarr's
+    ``crc32c`` codec), via a temporary file and a rename."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    with open(tmp, "wb") as fh:
-        fh.write(memoryview(block).cast("B"))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(memoryview(block).cast("B"))
+            if checksum:
+                fh.write(append_checksum(block))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

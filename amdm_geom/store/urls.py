@@ -83,6 +83,13 @@ class UrlStore:
             raise StoreError(f"cannot write trace store {self.url}: it {why}")
         if why is None and not overwrite:
             raise FileExistsError(f"trace store {self.url} exists; pass overwrite=True (--overwrite) to replace it")
+        if why is None:
+            from .integrity import foreign_files
+
+            foreign = foreign_files(self)
+            if foreign:
+                raise StoreError(f"refusing to replace {self.url}: {self.url}/{foreign[0]} was not written by "
+                                 "amdm-geom; move it out of the store first")
         if why is not None:
             if overwrite:
                 raise StoreError(f"refusing to overwrite {self.url}: not an amdm-geom trace store ({why})")
