@@ -210,6 +210,7 @@ def test_ctrl_c_during_a_probe_is_one_line_and_the_store_is_incomplete(tmp_path)
     assert not (tmp_path / ".run.zarr.lock").exists()  # its lock is released
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_an_overwrite_keeps_the_old_store(tmp_path):
     store = tmp_path / "run.zarr"
     assert amdm("probe", "gmm_pair", *TINY, "--out", store, cwd=tmp_path).returncode == 0
@@ -238,7 +239,7 @@ def test_a_binary_sweep_file_is_one_line_naming_it(tmp_path):
     assert listing(tmp_path) == before
 
 
-@pytest.mark.parametrize("command", ["sweep", "validate"])
+@pytest.mark.parametrize("command", ["sweep", pytest.param("validate", marks=pytest.mark.slow)])
 def test_an_unreachable_scheduler_creates_nothing(tmp_path, command):
     scheduler = f"tcp://127.0.0.1:{closed_port()}"
     argv = {"sweep": ["sweep", EXAMPLE, "--out", tmp_path / "new" / "sweep"],

@@ -261,7 +261,8 @@ def test_a_damaged_store_beside_an_intact_one(good, damaged):
     assert not any(k.endswith("_bad") and k != "norm_angle_damaged_bad" for k in keys)
 
 
-@pytest.mark.parametrize("kind", ["zeroed", "deleted", "shortened", "truncated"])
+@pytest.mark.parametrize("kind", ["zeroed", "deleted", pytest.param("shortened", marks=pytest.mark.slow),
+                                  pytest.param("truncated", marks=pytest.mark.slow)])
 def test_cli_analyze_names_the_damage_and_never_holds(damaged, tmp_path, kind):
     """`amdm-geom analyze norm_angle zero.zarr`: one error line naming store, variable and chunk,
     exit 1, no HOLDS in the table; `trace_checks` no longer says "All stores complete"."""

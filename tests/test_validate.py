@@ -9,6 +9,7 @@ recomputed from those saved arrays. Every verdict key must be covered: a new one
 recomputation fails this test.
 """
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -669,7 +670,11 @@ def test_report_and_every_verdict_exist(run):
     for group in ("closed_forms", "trace_checks", "norm_angle", "shell", "precision", "gaussianity", "toy_mixture",
                   "ablations", "digits_benchmark"):
         assert (run.report / group).is_dir(), group
-    assert not list(run.report.glob(".*"))  # nothing half-written left behind
+    # nothing half-written left behind; the one hidden file is the manifest of the report's own files
+    assert [p.name for p in run.report.glob(".*")] == [".amdm-geom-report"]
+    listed = json.loads((run.report / ".amdm-geom-report").read_text())["files"]
+    assert listed == {name: hashlib.sha256((run.report / name).read_bytes()).hexdigest()
+                      for name in ("index.html", "verdicts.json")}
 
 
 def test_every_verdict_key_has_a_recomputation(run):
