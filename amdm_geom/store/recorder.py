@@ -341,13 +341,21 @@ class ZarrRecorder(Recorder):
 
 def _write_atomic(path: Path, block: np.ndarray, checksum: bool = True) -> None:
     """The bytes of one uncompressed little-endian C-order chunk followed by their CRC-32C (zarr's
-    ``crc32c`` codec), via a temporary file and a rename."""
+    ``crc32c`` codec), via a temporary file and a rename; one ``writev`` of both where it can."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    parts = [memoryview(block).cast("B")]
+    if checksum:
+        parts.append(memoryview(append_checksum(block)))
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(memoryview(block).cast("B"))
-            if checksum:
-                fh.write(append_checksum(block))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            done, total = os.writev(fd, parts), sum(p.nbytes for p in parts)
+            if done < total:  # (a short write: the rest, piece by piece)
+                rest = memoryview(b"".join(parts))[done:]
+                while rest:
+                    rest = rest[os.write(fd, rest):]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
