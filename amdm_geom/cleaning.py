@@ -33,18 +33,14 @@ def _ours(path: Path, top: bool) -> bool:
     from .sweep import LIBRARY, RECORD
 
     if path.is_dir():
-        if is_trace_store(path):
-            foreign = foreign_files(path)
-            if foreign:
-                raise Foreign(f"refusing to clean: {path / foreign[0]} inside the trace store {path} was not written "
-                               "by amdm-geom; move it out first (nothing was removed)")
-            return True
-        if is_result_folder(path):
-            foreign = foreign_in_result(path)
-            if foreign:
-                raise Foreign(f"refusing to clean: {path / foreign[0]} inside the result folder {path} was not "
-                               "written by amdm-geom (or changed since); move it out first (nothing was removed)")
-            return True
+        for kind, ours, foreign_in in (("trace store", is_trace_store, foreign_files),
+                                       ("result folder", is_result_folder, foreign_in_result)):
+            if ours(path):
+                foreign = foreign_in(path)
+                if foreign:
+                    raise Foreign(f"refusing to clean: {path / foreign[0]} inside the {kind} {path} was not written "
+                                  "by amdm-geom (or changed since); move it out first (nothing was removed)")
+                return True
         return False
     if path.name in ("index.html", "verdicts.json"):
         return owned(path.parent, path.name)

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from amdm_geom import cli
+from tests.test_cli_errors import check_one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "sweep.toml"
@@ -41,13 +42,7 @@ def amdm(*args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def one_line(err: str, command: str, *expected: str) -> str:
-    assert "Traceback" not in err, err
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    line = err.rstrip("\n")
-    assert line.startswith(f"amdm-geom {command}: error: "), line
-    for text in expected:
-        assert text in line, (text, line)
-    return line
+    return check_one_line(err, command, list(expected))
 
 
 def listing(root: Path) -> list[str]:

@@ -37,13 +37,7 @@ def open_run(path, storage_options: dict | None = None) -> xr.Dataset:
     CRC-32C is then checked by zarr whenever it is read (``verify_run`` checks them all at once).
     A store written before checksums opens as before, said once per store on the
     ``amdm_geom.store`` logger."""
-    where = locate(path, storage_options)
-    shown = str(path) if is_url(path) else Path(path)
-    why = where.problem() if isinstance(where, UrlStore) else _store_problem(where)
-    if why in ("nothing there", "a file, not a folder", "no zarr.json"):
-        raise FileNotFoundError(f"no trace store at {shown}")
-    if why is not None:
-        raise StoreError(f"{shown} is not an amdm-geom trace store: {why}")
+    where, shown = _located(path, storage_options)
     _checked(where, shown, checksums=False)
     store = where.zarr_store(read_only=True) if isinstance(where, UrlStore) else where
     with warnings.catch_warnings():  # (a file a user put in the store is not read, and not ours to warn about)
@@ -51,6 +45,19 @@ def open_run(path, storage_options: dict | None = None) -> xr.Dataset:
         ds = xr.open_dataset(store, engine="zarr", consolidated=False, chunks=None, zarr_format=3)
     ds.encoding["source"] = str(shown)
     return ds
+
+
+def _located(path, storage_options):
+    """``(where, shown)`` of a trace store: one-line ``FileNotFoundError`` if there is none,
+    ``StoreError`` if what is there is not one."""
+    where = locate(path, storage_options)
+    shown = str(path) if is_url(path) else Path(path)
+    why = where.problem() if isinstance(where, UrlStore) else _store_problem(where)
+    if why in ("nothing there", "a file, not a folder", "no zarr.json"):
+        raise FileNotFoundError(f"no trace store at {shown}")
+    if why is not None:
+        raise StoreError(f"{shown} is not an amdm-geom trace store: {why}")
+    return where, shown
 
 
 def _root_attrs(where, shown) -> dict:
@@ -77,13 +84,7 @@ def verify_run(path, storage_options: dict | None = None) -> bool:
     every chunk's CRC-32C. Raises ``DamagedStoreError`` (one line naming the store, the variable
     and the chunk), ``FileNotFoundError`` or ``StoreError`` as ``open_run`` does. Returns False
     for a store written before checksums (nothing more can be verified), True otherwise."""
-    where = locate(path, storage_options)
-    shown = str(path) if is_url(path) else Path(path)
-    why = where.problem() if isinstance(where, UrlStore) else _store_problem(where)
-    if why in ("nothing there", "a file, not a folder", "no zarr.json"):
-        raise FileNotFoundError(f"no trace store at {shown}")
-    if why is not None:
-        raise StoreError(f"{shown} is not an amdm-geom trace store: {why}")
+    where, shown = _located(path, storage_options)
     return _checked(where, shown, checksums=True)
 
 
