@@ -187,7 +187,12 @@ def interrupt(store: Path, *extra: str, cwd: Path) -> subprocess.CompletedProces
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(started(store, "--overwrite" in extra), proc, "the store to be written")
-        proc.send_signal(signal.SIGINT)
+        # stopped first, so that Ctrl-C lands mid-run however fast the rest of the run would be
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            proc.send_signal(signal.SIGINT)
+        finally:
+            proc.send_signal(signal.SIGCONT)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
