@@ -183,8 +183,11 @@ def test_a_sweep_into_a_read_only_file_system_is_refused_before_any_work(tmp_pat
 
 
 def interrupt(store: Path, *extra: str, cwd: Path) -> subprocess.CompletedProcess:
+    # (Ctrl-C's default disposition in the child, as in a user's shell: a test run that ignores SIGINT, as
+    # some libraries leave it, would pass SIG_IGN on, and Python keeps an inherited SIG_IGN)
     proc = subprocess.Popen([str(EXE), "probe", "gmm_pair", *LONG, "--out", str(store), *extra], cwd=cwd, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(started(store, "--overwrite" in extra), proc, "the store to be written")
         # stopped first, so that Ctrl-C lands mid-run however fast the rest of the run would be
