@@ -246,6 +246,7 @@ def test_a_grid_of_a_million_points_is_refused_at_once(tmp_path):
     assert listing(tmp_path) == ["sweep.toml"]
 
 
+@pytest.mark.slow
 def test_a_grid_over_the_points_cap_set_small(tmp_path):
     path = sweep_file(tmp_path, {"sampler.eta": [0.0, 0.1, 0.2]})
     done = amdm("sweep", path, "--out", tmp_path / "out", cwd=tmp_path, env={"AMDM_GEOM_MAX_SWEEP_POINTS": "2"})
@@ -262,6 +263,7 @@ def test_a_sweep_point_too_large_is_refused_before_a_cluster_starts(tmp_path):
     assert listing(tmp_path) == ["sweep.toml"]
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_stores_together_do_not_fit_on_the_disk_is_refused(tmp_path):
     """Two points, each store 0.6 of the free disk (the cap on one store lifted): each fits, the
     two do not."""
@@ -328,6 +330,7 @@ def test_a_yaml_billion_laughs_is_refused_naming_the_file(tmp_path):
     assert listing(tmp_path) == ["laughs.yaml"], line
 
 
+@pytest.mark.slow
 def test_a_yaml_list_repeated_through_few_aliases_is_refused(tmp_path):
     """Few aliases (29), each level repeating a long list four times: the document as read is
     bounded too, not only the aliases."""
