@@ -116,16 +116,25 @@ def snapshot(store: Path) -> dict[str, bytes]:
     return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
 
 
-def probe_filling_the_disk(disk: Path, store: Path, *extra: str) -> subprocess.CompletedProcess:
-    """``probe gmm_pair`` into ``store`` on ``disk``; the disk is made full once the run writes
-    (so the run starts, whatever it checks first, and then meets the full disk)."""
-    proc = subprocess.Popen([str(EXE), "probe", "gmm_pair", *LONG, "--out", str(store), *extra], cwd=disk.parent,
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def ctrl_c_as_in_a_shell() -> None:
+    """In the child before it starts: SIGINT delivered and at its default, as a user's shell leaves it. A
+    test session whose main thread ignores or blocks SIGINT (as the full suite's did, by the time this
+    test ran) would pass either on, and the probe would never see Ctrl-C."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def probe_paused(store: Path, *extra: str, cwd: Path, while_stopped) -> subprocess.CompletedProcess:
+    """``probe gmm_pair`` into ``store``, stopped (SIGSTOP) once the run writes, ``while_stopped(proc)``
+    done, then continued: what it does lands mid-run however fast the rest of the run would be. SIGINT
+    is delivered to the child and at its default, as a user's shell leaves it (``ctrl_c_as_in_a_shell``)."""
+    proc = subprocess.Popen([str(EXE), "probe", "gmm_pair", *LONG, "--out", str(store), *extra], cwd=cwd, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_in_a_shell)
     try:
         wait_for(started(store, "--overwrite" in extra), proc, "the store to be written")
         proc.send_signal(signal.SIGSTOP)
         try:
-            fill(disk)
+            while_stopped(proc)
         finally:
             proc.send_signal(signal.SIGCONT)
         out, err = proc.communicate(timeout=300)
@@ -134,6 +143,12 @@ def probe_filling_the_disk(disk: Path, store: Path, *extra: str) -> subprocess.C
             proc.kill()
             proc.wait()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def probe_filling_the_disk(disk: Path, store: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``probe gmm_pair`` into ``store`` on ``disk``; the disk is made full once the run writes
+    (so the run starts, whatever it checks first, and then meets the full disk)."""
+    return probe_paused(store, *extra, cwd=disk.parent, while_stopped=lambda proc: fill(disk))
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,31 +197,8 @@ def test_a_sweep_into_a_read_only_file_system_is_refused_before_any_work(tmp_pat
 # Ctrl-C
 
 
-def ctrl_c_as_in_a_shell() -> None:
-    """In the child before it starts: SIGINT delivered and at its default, as a user's shell leaves it. A
-    test session whose main thread ignores or blocks SIGINT (as the full suite's did, by the time this
-    test ran) would pass either on, and the probe would never see Ctrl-C."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def interrupt(store: Path, *extra: str, cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen([str(EXE), "probe", "gmm_pair", *LONG, "--out", str(store), *extra], cwd=cwd, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_in_a_shell)
-    try:
-        wait_for(started(store, "--overwrite" in extra), proc, "the store to be written")
-        # stopped first, so that Ctrl-C lands mid-run however fast the rest of the run would be
-        proc.send_signal(signal.SIGSTOP)
-        try:
-            proc.send_signal(signal.SIGINT)
-        finally:
-            proc.send_signal(signal.SIGCONT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return probe_paused(store, *extra, cwd=cwd, while_stopped=lambda proc: proc.send_signal(signal.SIGINT))
 
 
 def test_ctrl_c_during_a_probe_is_one_line_and_the_store_is_incomplete(tmp_path):
