@@ -288,7 +288,8 @@ def foreign_files(where) -> list[str]:
         if folder and len(parts) == 1 and doc:
             continue  # an array's own folder
         if not doc:
-            out.append(rel + "/" if folder else rel)
+            if folder or len(parts) > 1 or not _leftover_metadata(rel):
+                out.append(rel + "/" if folder else rel)
             continue
         inner = "/".join(parts[1:])
         if folder:
@@ -300,9 +301,23 @@ def foreign_files(where) -> list[str]:
 
 
 def _leftover_chunk(doc: dict, inner: str) -> bool:
-    """A chunk's temporary file that a killed writer left (``.<chunk key>.<32 hex>.partial``)."""
-    m = re.fullmatch(r"\.(.+)\.[0-9a-f]{32}\.partial", inner)
-    return m is not None and _in_grid(doc, m.group(1))
+    """A temporary file that a killed writer left next to one of the array's chunks or its
+    ``zarr.json``: this toolkit's raw writer names it ``.<chunk name>.<32 hex>.partial``, zarr's
+    local store ``<chunk name less its last suffix>.<32 hex>.partial`` (``Path.with_suffix``)."""
+    head, _, base = inner.rpartition("/")
+    m = re.fullmatch(r"(\.?)(.+)\.[0-9a-f]{32}\.partial", base)
+    if m is None:
+        return False
+    key = f"{head}/{m.group(2)}" if head else m.group(2)
+    if m.group(1):
+        return _in_grid(doc, key) or (not head and m.group(2) == "zarr.json")
+    # zarr's own: the suffix it dropped was a "."-separated last index, or nothing, or ".json"
+    return _in_grid(doc, key) or _in_grid(doc, key + ".0") or (not head and m.group(2) == "zarr")
+
+
+def _leftover_metadata(rel: str) -> bool:
+    """The group's ``zarr.json`` as a killed writer left it half-written (zarr's temporary name)."""
+    return re.fullmatch(r"zarr\.[0-9a-f]{32}\.partial", rel) is not None
 
 
 def _in_grid(doc: dict, inner: str, prefix: bool = False) -> bool:
