@@ -1,6 +1,6 @@
 """Analyses: one module per question the paper raises, all following one contract, registered
 by name under the entry-point group ``amdm_geom.analyses`` (a user's package adds its own the
-same way) and run by one runner, ``amdm_geom.runner.run_analysis``, for ``amdm-geom analyze``,
+same way) and run by one runner, ``amdm_geom.app.runner.run_analysis``, for ``amdm-geom analyze``,
 ``amdm-geom validate`` and the notebooks alike.
 
 The contract. An analysis module has:
@@ -17,7 +17,7 @@ The contract. An analysis module has:
   where it runs none. Further keyword-only parameters with defaults are allowed; the runner
   passes only these. A DataTree is for results whose parts have different dims (one node per
   part, e.g. one per store);
-- ``verdicts(result) -> list[amdm_geom.verdicts.Verdict]``: from ``compute``'s result alone;
+- ``verdicts(result) -> list[amdm_geom.core.verdicts.Verdict]``: from ``compute``'s result alone;
 - ``plot(result) -> dict[str, matplotlib.figure.Figure]``: file name (a path relative to the
   result folder, ``.png`` added if absent) -> figure;
 - optionally ``tables(result) -> dict[str, pandas.DataFrame]``: file name (``.csv`` added if
@@ -25,18 +25,18 @@ The contract. An analysis module has:
 - optionally ``RUNS`` (a probe-like module: ``Spec``, ``run(spec, quiet=...)``) and
   ``planned(*, quick, seed, runs) -> dict[str, RUNS.Spec]``: the trace stores the analysis runs
   for itself when given none, as specs (each into its ``run.out`` under ``runs / NAME``).
-  ``amdm-geom validate`` and ``amdm-geom analyze`` run them as tasks on ``amdm_geom.engine``
+  ``amdm-geom validate`` and ``amdm-geom analyze`` run them as tasks on ``amdm_geom.app.engine``
   (in parallel) and pass their stores to ``compute``, which measures them;
 - optionally ``RESULT: str``: the file stem of a Dataset result (default ``"results"``), and
   ``saved(result) -> xarray.Dataset | xarray.DataTree``: what of the result is written (default:
   all of it).
 - optionally ``CAPTIONS: dict[str, str]``: fnmatch patterns over the figure names (without
   ``.png``, e.g. ``"*/norm_gap"``) -> the caption the report shows under each figure (first
-  match wins; ``amdm_geom.runner.output.caption_of``); colours of models and methods come from
-  ``amdm_geom.palette``.
+  match wins; ``amdm_geom.app.runner.output.caption_of``); colours of models and methods come from
+  ``amdm_geom.core.palette``.
 
 What the runner writes, atomically, into ``<out>/<NAME>/`` (a result folder, see
-``amdm_geom.runner.output``): a Dataset result as ``<RESULT>.zarr``; a DataTree's nodes that
+``amdm_geom.app.runner.output``): a Dataset result as ``<RESULT>.zarr``; a DataTree's nodes that
 hold variables each as ``<node path>.zarr`` (node ``/moments`` -> ``moments.zarr``, node
 ``/gmm_pair/results`` -> ``gmm_pair/results.zarr``; the root's own variables as
 ``<RESULT>.zarr``); each figure as ``<name>.png`` (dpi 110); each table as ``<name>.csv``

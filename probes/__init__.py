@@ -19,6 +19,6 @@ The probe contract. A probe module, registered under the entry-point group
 it again.
 """
 
-from .specs import DTYPE_NAMES, ProbeSpec, RunSettings, maker, rerun, run_probe, spec_of, store_attrs
+from amdm_geom.probes.specs import DTYPE_NAMES, ProbeSpec, RunSettings, maker, rerun, run_probe, spec_of, store_attrs
 
 __all__ = ["DTYPE_NAMES", "ProbeSpec", "RunSettings", "maker", "rerun", "run_probe", "spec_of", "store_attrs"]

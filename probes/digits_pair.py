@@ -1,4 +1,4 @@
-"""Probe: trained models of the digits ecosystem (``amdm_geom.digits``) aggregated by AMDM.
+"""Probe: trained models of the digits ecosystem (``amdm_geom.models.digits``) aggregated by AMDM.
 
 By default model 1 is the position fine-tune and model 2 the colour fine-tune, the target
 quadrant 0 and colour 0 (red): two fine-tunes of one base, each controlling one aspect, each
@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amdm_geom.digits.specs import DigitsSpec
+from amdm_geom.core.spec import SpecError
+from amdm_geom.models.digits.specs import DigitsSpec
+from amdm_geom.probes.specs import ProbeSpec, RunSettings, run_probe
 from amdm_geom.sampling.config import SamplerConfig
-from amdm_geom.spec import SpecError
-
-from .specs import ProbeSpec, RunSettings, run_probe
 
 __all__ = ["NAME", "SUMMARY", "Spec", "build", "images_folder", "run", "save_grid"]
 
@@ -41,7 +40,7 @@ class Spec(ProbeSpec):
 
     def latent_shape(self) -> tuple[int, int, int]:
         """The digits models' pixels: 3 x 16 x 16."""
-        from amdm_geom.digits.data import SIZE
+        from amdm_geom.models.digits.data import SIZE
 
         return (3, SIZE, SIZE)
 
@@ -97,7 +96,7 @@ def run(spec: Spec, *, quiet: bool = False) -> Path:
     folder = images_folder(spec.run.out)
 
     def after(out) -> None:
-        from amdm_geom.digits.detectors import detect
+        from amdm_geom.models.digits.detectors import detect
 
         path = save_grid(out.z0.numpy(), folder / "grid.png")
         read = detect(out.z0)

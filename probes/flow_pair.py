@@ -2,7 +2,7 @@
 VP diffusion model (another ecosystem, Table 10's analogue).
 
 The fine-grained GMM family of ``gmm_pair`` under the flow interpolant z_s = (1 - s) x0 + s eps
-(``amdm_geom.denoisers.flow_gmm``: exact velocities): model 1 conditioned on a position, model 2
+(``amdm_geom.models.flow_gmm``: exact velocities): model 1 conditioned on a position, model 2
 on a colour; ``--perturb`` moves model 2's means (a "fine-tune"). The sampler steps both with
 diffusers' ``FlowMatchEulerDiscreteScheduler`` (deterministic, or with ``--flow-stochastic True``
 its stochastic step). ``--partner vp`` makes model 2 the same family's VP model on SD's schedule:
@@ -16,11 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
+from amdm_geom.core.spec import choice, real
+from amdm_geom.probes import gmm_pair
+from amdm_geom.probes.specs import RunSettings, run_probe
 from amdm_geom.sampling.config import SamplerConfig
-from amdm_geom.spec import choice, real
-
-from . import gmm_pair
-from .specs import RunSettings, run_probe
 
 __all__ = ["NAME", "SUMMARY", "Spec", "build", "run"]
 
@@ -48,7 +47,7 @@ class Spec(gmm_pair.PairSpec):
 
 def build(spec: Spec):
     """The ``AMDMSampler`` of the two models."""
-    from amdm_geom.denoisers.flow_gmm import flow_family_model
+    from amdm_geom.models.flow_gmm import flow_family_model
     from amdm_geom.sampling import AMDMSampler
 
     fam = spec.family.build()

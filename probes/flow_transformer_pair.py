@@ -2,7 +2,7 @@
 
 A tiny ``SD3Transformer2DModel``, ``FluxTransformer2DModel`` or ``DiTTransformer2DModel`` built
 offline from a seed, and its weight-perturbed copy (a "fine-tune"), both velocity models under
-one ``FlowMatchEulerDiscreteScheduler`` (``amdm_geom.denoisers.transformers``), with nearby
+one ``FlowMatchEulerDiscreteScheduler`` (``amdm_geom.models.transformers``), with nearby
 conditions: Prop. G.1 on recorded transformer trajectories. The networks are untrained: what is
 measured is the geometry of two nearby velocity fields, not sample quality.
 
@@ -14,10 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
+from amdm_geom.core.spec import choice, integer, real, seed
+from amdm_geom.probes.specs import ProbeSpec, RunSettings, run_probe
 from amdm_geom.sampling.config import SamplerConfig
-from amdm_geom.spec import choice, integer, real, seed
-
-from .specs import ProbeSpec, RunSettings, run_probe
 
 __all__ = ["NAME", "SUMMARY", "Spec", "build", "run"]
 
@@ -60,7 +59,7 @@ class Spec(ProbeSpec):
 
 def build(spec: Spec):
     """The ``AMDMSampler`` of the two transformers."""
-    from amdm_geom.denoisers.transformers import tiny_transformer_pair
+    from amdm_geom.models.transformers import tiny_transformer_pair
     from amdm_geom.sampling import AMDMSampler
 
     models, conds = tiny_transformer_pair(spec.kind, seed=spec.model_seed, scale=spec.scale, shift=spec.shift,

@@ -13,11 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
+from amdm_geom.core.spec import choice
+from amdm_geom.probes import gmm_pair
+from amdm_geom.probes.specs import RunSettings, run_probe
 from amdm_geom.sampling.config import SamplerConfig
-from amdm_geom.spec import choice
-
-from . import gmm_pair
-from .specs import RunSettings, run_probe
 
 __all__ = ["NAME", "SUMMARY", "Spec", "build", "run"]
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from amdm_geom.denoisers.specs import GMMFamilySpec, GMMModelSpec
+from amdm_geom.core.spec import SpecError, integer, real
+from amdm_geom.models.specs import GMMFamilySpec, GMMModelSpec
+from amdm_geom.probes.specs import ProbeSpec, RunSettings, run_probe
 from amdm_geom.sampling.config import SamplerConfig
-from amdm_geom.spec import SpecError, integer, real
-
-from .specs import ProbeSpec, RunSettings, run_probe
 
 __all__ = ["NAME", "SUMMARY", "PairSpec", "Spec", "build", "run"]
 

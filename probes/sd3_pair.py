@@ -16,12 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, ClassVar
 
-from amdm_geom.denoisers.specs import Device, FlowPipelineSpec, ImageSize
+from amdm_geom.core.spec import SpecError, existing, integer, optional, real
+from amdm_geom.models.specs import Device, FlowPipelineSpec, ImageSize
+from amdm_geom.probes.sd_pair import images_folder, pipeline_latent_shape
+from amdm_geom.probes.specs import ProbeSpec, RunSettings, run_probe
 from amdm_geom.sampling.config import SamplerConfig
-from amdm_geom.spec import SpecError, existing, integer, optional, real
-
-from .sd_pair import images_folder, pipeline_latent_shape
-from .specs import ProbeSpec, RunSettings, run_probe
 
 __all__ = ["NAME", "SUMMARY", "Spec", "build", "images_folder", "run"]
 

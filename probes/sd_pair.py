@@ -16,17 +16,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from amdm_geom.denoisers.specs import Device, ImageSize, PipelineSpec
+from amdm_geom.core.spec import SpecError, choice, existing, optional, real, sequence
+from amdm_geom.models.specs import Device, ImageSize, PipelineSpec
+from amdm_geom.probes.specs import ProbeSpec, RunSettings, run_probe
 from amdm_geom.sampling.config import SamplerConfig
-from amdm_geom.spec import SpecError, choice, existing, optional, real, sequence
-
-from .specs import ProbeSpec, RunSettings, run_probe
 
 __all__ = ["MAX_GLIGEN_OBJECTS", "NAME", "SUMMARY", "Spec", "build", "images_folder", "pipeline_latent_shape", "run"]
 
 NAME = "sd"
 SUMMARY = "AMDM over real Stable Diffusion pipelines from local weights (GLIGEN, IP-Adapter, LoRA)"
-MAX_GLIGEN_OBJECTS = 30  # as StableDiffusionGLIGENPipeline (amdm_geom.denoisers.pipelines)
+MAX_GLIGEN_OBJECTS = 30  # as StableDiffusionGLIGENPipeline (amdm_geom.models.pipelines)
 
 Model = Annotated[Path, existing("pipeline folder or checkpoint file")]
 

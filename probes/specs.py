@@ -4,7 +4,7 @@ anything is built), running a sampler into a trace store that keeps its spec (``
 and getting a store's spec back (``spec_of``) to run it again (``rerun``).
 
 Before anything is built or created, a run's sizes are estimated from its spec (``size_of``:
-the trace store's bytes and the sampler's peak, ``amdm_geom.budget``) and a run too large for the
+the trace store's bytes and the sampler's peak, ``amdm_geom.core.budget``) and a run too large for the
 machine or a cap is refused in one line (``check_size``), unless ``--force-size``
 (``RunSettings.force_size``). The latent shape comes from the spec (``latent_shape``: a probe
 spec's own ``latent_shape()``, or a nested spec's ``latent_shape`` field such as the GMM
@@ -25,11 +25,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated
 
-from amdm_geom.budget import FORCE_OPTION, RunSize, check_run, run_size
-from amdm_geom.denoisers.specs import TRAIN_TIMESTEPS
+from amdm_geom.core.budget import FORCE_OPTION, RunSize, check_run, run_size
+from amdm_geom.core.spec import MAX_SEED, Spec, flag
+from amdm_geom.models.specs import TRAIN_TIMESTEPS
 from amdm_geom.sampling import config as _config
 from amdm_geom.sampling.config import DTYPE_NAMES, RunSpec
-from amdm_geom.spec import MAX_SEED, Spec, flag
 
 __all__ = ["DTYPE_NAMES", "FORCE_OPTION", "ITEMSIZE", "MAX_SEED", "ProbeSpec", "RunSettings", "TRAIN_TIMESTEPS",
            "check_size", "latent_shape", "maker", "rerun", "run_probe", "size_of", "spec_of", "store_attrs"]
@@ -73,7 +73,7 @@ def latent_shape(spec: Spec) -> tuple[int, ...] | None:
 
 
 def size_of(spec: RunSpec, shape: tuple[int, ...], *, steps=None) -> RunSize:
-    """The estimated sizes of ``spec``'s run with latents of ``shape`` (``amdm_geom.budget.run_size``):
+    """The estimated sizes of ``spec``'s run with latents of ``shape`` (``amdm_geom.core.budget.run_size``):
     the variables its recorder keeps (``run.names``), its steps (or only ``steps``), models,
     samples, chunk and dtype."""
     from amdm_geom.sampling.hooks import parse_hook_name, planned_hook_names
@@ -93,7 +93,7 @@ def size_of(spec: RunSpec, shape: tuple[int, ...], *, steps=None) -> RunSize:
 
 
 def check_size(spec: RunSpec, shape: tuple[int, ...] | None = None, *, steps=None, force: bool = False) -> bool:
-    """Refuse ``spec``'s run in one line (``amdm_geom.budget.SizeError``, a ``ValueError``) if its
+    """Refuse ``spec``'s run in one line (``amdm_geom.core.budget.SizeError``, a ``ValueError``) if its
     store or its sampler's peak is above the free disk, the memory available or a cap, unless
     ``force`` or ``spec.run.force_size``. ``shape``: the latent shape (default: ``latent_shape(spec)``).
     Returns whether the sizes were checked (False: forced, or no shape known yet)."""

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amdm_geom.denoisers.specs import UNET_VARIANTS, TinyUNetPairSpec
+from amdm_geom.core.spec import SpecError
+from amdm_geom.models.specs import UNET_VARIANTS, TinyUNetPairSpec
+from amdm_geom.probes.specs import ProbeSpec, RunSettings, run_probe
 from amdm_geom.sampling.config import SamplerConfig
-from amdm_geom.spec import SpecError
-
-from .specs import ProbeSpec, RunSettings, run_probe
 
 __all__ = ["NAME", "SUMMARY", "Spec", "VARIANTS", "build", "run"]
 

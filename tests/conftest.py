@@ -32,7 +32,7 @@ def quick_validate(tmp_path_factory):
     import json
     from types import SimpleNamespace
 
-    from amdm_geom import cli
+    from amdm_geom.app import cli
 
     tmp = tmp_path_factory.mktemp("validate")
     runs, report, out = tmp / "runs", tmp / "report", tmp / "verdicts.json"

@@ -9,9 +9,10 @@ import torch
 import xarray as xr
 from scipy import stats
 
-from amdm_geom import geometry
-from amdm_geom import stats as stats_
-from amdm_geom.analyses import ablation_runs, ablations
+from amdm_geom.analyses.ablations import ablations
+from amdm_geom.analyses.ablations import runs as ablation_runs
+from amdm_geom.core import geometry
+from amdm_geom.core import stats as stats_
 from amdm_geom.store import open_run
 
 

@@ -14,14 +14,17 @@ import torch
 import xarray as xr
 import zarr
 
-from amdm_geom.analyses import gaussianity, norm_angle, precision, shell, table5, trace_checks
+from amdm_geom.analyses.checks import trace_checks
 from amdm_geom.analyses.common import paired_difference
-from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.runner import run_analysis
-from amdm_geom.runner.output import MARKER, result_folder
+from amdm_geom.analyses.gaussianity import gaussianity
+from amdm_geom.analyses.prop31 import norm_angle, precision, table5
+from amdm_geom.analyses.prop32 import shell
+from amdm_geom.app.runner import run_analysis
+from amdm_geom.app.runner.output import MARKER, result_folder
+from amdm_geom.core.verdicts import Verdict, at_least, at_most, margin_text, qualify, tolerance
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import StoreError, ZarrRecorder, open_run
-from amdm_geom.verdicts import Verdict, at_least, at_most, margin_text, qualify, tolerance
 
 SHAPE, STEPS, S, SAMPLES = (4, 4, 4), 6, 3, 3
 PER_MODEL = ("z", "eps", "x0", "mu", "noise", "z_next", "mu_shift", "z_shift", "eps_cross", "eps_at_z1")

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.denoisers.unet import condition_pair, tiny_unet_family
+from amdm_geom.models.gmm import fine_grained_family
+from amdm_geom.models.unet import condition_pair, tiny_unet_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 
 NAMES = ["model*.z", "model*.z_next", "agg.z"]

@@ -1,4 +1,4 @@
-"""Each bound of amdm_geom.bounds against the exact quantity it bounds.
+"""Each bound of amdm_geom.core.bounds against the exact quantity it bounds.
 
 Exact quantities come from independent computations: numpy norms and angles, scipy's
 chi-square law (the bounds module uses the chi law), and Monte Carlo. Where the paper's
@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from amdm_geom import bounds
-from amdm_geom import geometry as geo
+from amdm_geom.core import bounds
+from amdm_geom.core import geometry as geo
 from tests.reference import ref_angle, ref_norm
 
 seeds = st.integers(0, 2**32 - 1)

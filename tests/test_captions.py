@@ -1,15 +1,15 @@
 """Every figure of the report has a caption (each analysis' ``CAPTIONS``, read by
-``amdm_geom.runner.output.caption_of``), and every role of a figure has one colour
-(``amdm_geom.palette``). Nothing here runs an analysis: the figure names are those a full run
+``amdm_geom.app.runner.output.caption_of``), and every role of a figure has one colour
+(``amdm_geom.core.palette``). Nothing here runs an analysis: the figure names are those a full run
 writes, listed below."""
 
 import re
 
 import pytest
 
-from amdm_geom import palette
-from amdm_geom.runner.output import caption_of
-from amdm_geom.runner.registry import analysis_names, load_analysis
+from amdm_geom.app.runner.output import caption_of
+from amdm_geom.app.runner.registry import analysis_names, load_analysis
+from amdm_geom.core import palette
 
 #: The figure names (as ``plot()`` returns them) each analysis writes in a full or quick run;
 #: ``<store>`` stands for a store's name.

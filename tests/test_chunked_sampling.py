@@ -17,7 +17,7 @@ import pytest
 import torch
 import zarr
 
-from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, MemoryRecorder, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run
 

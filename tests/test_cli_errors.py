@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from amdm_geom import cli
+from amdm_geom.app import cli
 
 SMALL = ["--steps", "2", "--batch", "1", "--no-progress"]
 CUDA = torch.cuda.is_available()

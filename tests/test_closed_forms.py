@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from amdm_geom.analyses import closed_forms
-from amdm_geom.verdicts import STATUSES, Verdict, format_table
+from amdm_geom.analyses.checks import closed_forms
+from amdm_geom.core.verdicts import STATUSES, Verdict, format_table
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,6 @@ def test_verdict_status_is_checked_and_table_counts():
 
 
 def test_console_script_runs_as_a_module():
-    proc = subprocess.run([sys.executable, "-m", "amdm_geom.cli", "--version"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "amdm_geom.app.cli", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("amdm-geom ")
     assert (Path(sys.executable).parent / "amdm-geom").exists()

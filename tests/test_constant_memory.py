@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from amdm_geom import cli
-from amdm_geom.analyses import common, norm_angle
-from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.analyses import common
+from amdm_geom.analyses.prop31 import norm_angle
+from amdm_geom.app import cli
+from amdm_geom.app.validate import ValidateCommand, prune_runs
+from amdm_geom.core.spec import SpecError
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
-from amdm_geom.spec import SpecError
 from amdm_geom.store import ZarrRecorder, is_trace_store, open_run
-from amdm_geom.validate import ValidateCommand, prune_runs
 from tests.reference import assert_same_datasets
 
 SHAPE, STEPS, S, SAMPLES, STORE_CHUNK = (2, 4, 4), 6, 3, 5, 2

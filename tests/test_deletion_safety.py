@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-CLI = [sys.executable, "-m", "amdm_geom.cli"]
+CLI = [sys.executable, "-m", "amdm_geom.app.cli"]
 T = ["--steps", "3", "--batch", "1", "--latent-shape", "4", "8", "8", "--no-progress"]
 
 
@@ -25,7 +25,7 @@ def amdm(*args, cwd: Path, env: dict | None = None, subprocess_: bool = False) -
     if subprocess_:
         return subprocess.run([*CLI, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300,
                               env={**os.environ, **(env or {})})
-    from amdm_geom import cli
+    from amdm_geom.app import cli
 
     out, err = io.StringIO(), io.StringIO()
     old_cwd, old_env = os.getcwd(), dict(os.environ)

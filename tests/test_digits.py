@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from amdm_geom.digits import data, detectors, zoo
-from amdm_geom.digits.net import DigitsDenoiser, DigitsNet, as_condition, null_condition
-from amdm_geom.digits.train import ECOSYSTEM, TrainSpec, file_sha256, scheduler_of, train, train_ecosystem
+from amdm_geom.models.digits import data, detectors, zoo
+from amdm_geom.models.digits.net import DigitsDenoiser, DigitsNet, as_condition, null_condition
+from amdm_geom.models.digits.train import ECOSYSTEM, TrainSpec, file_sha256, scheduler_of, train, train_ecosystem
 
 
 def test_rendering_places_the_tinted_digit_in_its_quadrant():
@@ -117,7 +117,7 @@ def test_the_shipped_weights_match_their_recorded_hashes(name):
 
 
 def test_the_ecosystem_check_tells_the_other_schedule_model_apart():
-    from amdm_geom.ecosystem import check_denoisers
+    from amdm_geom.models.ecosystem import check_denoisers
 
     same = check_denoisers(zoo.load("position"), zoo.load("colour"), batch=4)
     other = check_denoisers(zoo.load("position"), zoo.load("position_linear"), batch=4)
@@ -129,7 +129,7 @@ def test_the_ecosystem_check_tells_the_other_schedule_model_apart():
 
 
 def test_the_specs_list_the_ecosystem_as_trained():
-    from amdm_geom.digits.specs import DIGITS_MODELS, MODEL_ATTRIBUTES
+    from amdm_geom.models.digits.specs import DIGITS_MODELS, MODEL_ATTRIBUTES
 
     assert MODEL_ATTRIBUTES == {s.name: s.attributes for s in ECOSYSTEM}
     assert DIGITS_MODELS == zoo.names()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from amdm_geom.analyses import digits_benchmark as db
-from amdm_geom.analyses.digits_runs import arms, conditions, targets
+from amdm_geom.analyses.digits import digits_benchmark as db
+from amdm_geom.analyses.digits.runs import arms, conditions, targets
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_tables_figures_and_bad_input(small, tmp_path):
 def test_the_result_keeps_images_as_8_bit_pixels():
     import xarray as xr
 
-    from amdm_geom.analyses import digits_benchmark
+    from amdm_geom.analyses.digits import digits_benchmark
 
     x = np.array([-1.5, -1.0, -0.2, 0.0, 0.33, 1.0, 1.2], dtype=np.float32).reshape(1, 1, 1, 1, 7)
     ds = xr.Dataset({"images": (("arm", "sample", "channel", "y", "x"), x), "calls": ("arm", [3])})

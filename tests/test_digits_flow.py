@@ -10,11 +10,11 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
-from amdm_geom.digits import detectors, zoo
-from amdm_geom.digits.net import DigitsDenoiser, DigitsNet, as_condition, null_condition
-from amdm_geom.digits.specs import MODEL_ECOSYSTEM, DigitsSpec
-from amdm_geom.digits.train import ECOSYSTEM, TrainSpec, file_sha256, noised_batch, scheduler_of, train
-from amdm_geom.spec import SpecError
+from amdm_geom.core.spec import SpecError
+from amdm_geom.models.digits import detectors, zoo
+from amdm_geom.models.digits.net import DigitsDenoiser, DigitsNet, as_condition, null_condition
+from amdm_geom.models.digits.specs import MODEL_ECOSYSTEM, DigitsSpec
+from amdm_geom.models.digits.train import ECOSYSTEM, TrainSpec, file_sha256, noised_batch, scheduler_of, train
 
 FLOW_MODELS = ("flow_base", "flow_position", "flow_colour")
 

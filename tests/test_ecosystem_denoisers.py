@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from amdm_geom.denoisers.unet import condition_pair, tiny_unet_family
-from amdm_geom.ecosystem import check_denoisers, format_report
+from amdm_geom.core.schedules import make_scheduler
+from amdm_geom.core.spec import SpecError
+from amdm_geom.models.ecosystem import check_denoisers, format_report
+from amdm_geom.models.unet import condition_pair, tiny_unet_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
-from amdm_geom.schedules import make_scheduler
-from amdm_geom.spec import SpecError
 from amdm_geom.store import ZarrRecorder, open_run, run_config
 
 SHAPE = (2, 4, 4)

@@ -1,4 +1,4 @@
-"""``amdm_geom.engine``: the dask runner behind sweep, validate and the ablations. Tasks wait for
+"""``amdm_geom.app.engine``: the dask runner behind sweep, validate and the ablations. Tasks wait for
 the tasks they name, a failure is reported and stops only what waits for it, and a run made on
 a worker equals the same run made here; validate's plan puts every analysis after the stores it
 reads."""
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import zarr
 
-from amdm_geom.engine import Engine, EngineError, Task, analysis_tasks, run_spec
+from amdm_geom.app.engine import Engine, EngineError, Task, analysis_tasks, run_spec
 
 
 def write_after(path: str, text: str, pause: float = 0.0) -> str:
@@ -69,7 +69,8 @@ def test_bad_task_lists_are_refused_before_any_runs(engine, tmp_path):
 def test_an_ablation_run_on_a_worker_equals_the_run_made_here(engine, tmp_path):
     """The ablations' runs go through ``analysis_tasks``: the store a worker writes equals, array by
     array and bit for bit, the one ``ablation_runs.run`` writes in this process."""
-    from amdm_geom.analyses import ablation_runs, ablations
+    from amdm_geom.analyses.ablations import ablations
+    from amdm_geom.analyses.ablations import runs as ablation_runs
 
     runs = ablations.planned(quick=True, seed=3, runs=tmp_path / "engine")
     tasks = analysis_tasks("ablations", None, tmp_path / "report", quick=True, seed=3, runs=tmp_path / "engine")
@@ -88,7 +89,7 @@ def test_an_ablation_run_on_a_worker_equals_the_run_made_here(engine, tmp_path):
 
 
 def test_run_spec_runs_a_registered_probe_by_module(tmp_path):
-    from amdm_geom.denoisers.specs import GMMFamilySpec
+    from amdm_geom.models.specs import GMMFamilySpec
     from amdm_geom.probes import RunSettings, gmm_pair
     from amdm_geom.sampling.config import SamplerConfig
 
@@ -99,7 +100,7 @@ def test_run_spec_runs_a_registered_probe_by_module(tmp_path):
 
 
 def test_validate_plan_puts_every_analysis_after_its_stores(tmp_path):
-    from amdm_geom.validate import ANALYSES, ANALYSIS_PRIORITY, FIRST, PROBE_PRIORITY, ValidateCommand, plan, tasks
+    from amdm_geom.app.validate import ANALYSES, ANALYSIS_PRIORITY, FIRST, PROBE_PRIORITY, ValidateCommand, plan, tasks
 
     cmd = ValidateCommand(quick=True, runs=tmp_path / "runs", report=tmp_path / "report")
     probes = plan(True, 0, cmd.runs)
@@ -116,7 +117,7 @@ def test_validate_plan_puts_every_analysis_after_its_stores(tmp_path):
         stores = t.args[1] or {}
         assert {n: Path(p) for n, p in stores.items()} == {n: cmd.runs / f"{n}.zarr" for n in names
                                                             if f"probe {n}" in by_key} or analysis == "ablations"
-    from amdm_geom.analyses.ablation_runs import settings
+    from amdm_geom.analyses.ablations.runs import settings
 
     runs = [k for k in by_key if k.startswith("ablations run ")]
     assert runs == [f"ablations run {s.name}" for s in settings(True)] and len(runs) == 29
@@ -130,7 +131,7 @@ def test_validate_plan_puts_every_analysis_after_its_stores(tmp_path):
 def test_analyze_runs_the_ablations_own_runs_on_the_engine(quick_validate, tmp_path, capsys):
     """``amdm-geom analyze ablations`` with no stores runs its planned runs as tasks (two workers)
     and measures them: its verdicts equal those validate computed from the same runs."""
-    from amdm_geom.cli import main
+    from amdm_geom.app.cli import main
 
     out, runs = tmp_path / "report", tmp_path / "runs"
     assert main(["analyze", "ablations", "--quick", "--out", str(out), "--runs", str(runs), "--workers", "2"]) == 0

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from amdm_geom import cli
+from amdm_geom.app import cli
 from tests.test_cli_errors import check_one_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,18 +296,18 @@ def _undecodable(path: Path) -> BaseException:
 def test_environment_errors_raised_anywhere_are_one_line(tmp_path, capsys, monkeypatch, make, code, expected):
     (tmp_path / "points.yaml").write_bytes(b"\xff\xfe\x00bad")
     out = tmp_path / "out"
-    import amdm_geom.sweep
+    import amdm_geom.app.sweep
 
-    monkeypatch.setattr(amdm_geom.sweep, "sweep", _raising(lambda: make(tmp_path)))
+    monkeypatch.setattr(amdm_geom.app.sweep, "sweep", _raising(lambda: make(tmp_path)))
     assert cli.main(["sweep", str(EXAMPLE), "--out", str(out)]) == code
     said = capsys.readouterr()
     one_line(said.err, "sweep", *(e.format(out=out, dir=tmp_path) for e in expected))
 
 
 def test_an_internal_error_is_still_a_traceback(monkeypatch):
-    import amdm_geom.sweep
+    import amdm_geom.app.sweep
 
-    monkeypatch.setattr(amdm_geom.sweep, "sweep", _raising(lambda: ZeroDivisionError("a bug")))
+    monkeypatch.setattr(amdm_geom.app.sweep, "sweep", _raising(lambda: ZeroDivisionError("a bug")))
     with pytest.raises(ZeroDivisionError):
         cli.main(["sweep", str(EXAMPLE), "--out", "/nonexistent-never-created"])
 
@@ -317,9 +317,9 @@ def test_an_internal_error_is_still_a_traceback(monkeypatch):
 
 
 def test_the_sampler_takes_a_dict_config_and_refuses_other_types_in_one_line():
-    from amdm_geom.denoisers.gmm import fine_grained_family
+    from amdm_geom.core.spec import SpecError
+    from amdm_geom.models.gmm import fine_grained_family
     from amdm_geom.sampling import AMDMSampler, SamplerConfig
-    from amdm_geom.spec import SpecError
 
     fam = fine_grained_family((4, 8, 8), separation=6.0, seed=2)
     models, conds = [fam.model(name="a"), fam.model(name="b")], [fam.condition(position=0), fam.condition(colour=1)]

@@ -13,13 +13,14 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from scipy import stats
 from torch import distributions as D
 
-from amdm_geom.denoisers.flow_gmm import flow_family_model
-from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.denoisers.specs import GMMFamilySpec
+from amdm_geom.analyses.checks import trace_checks
+from amdm_geom.analyses.flow import flow_benchmark, flow_geometry
+from amdm_geom.models.flow_gmm import flow_family_model
+from amdm_geom.models.gmm import fine_grained_family
+from amdm_geom.models.specs import GMMFamilySpec
 from amdm_geom.probes import RunSettings, flow_pair
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import open_run, run_config
-from analyses import flow_benchmark, flow_geometry, trace_checks
 
 SHAPE = (4, 8, 8)
 T, AGG, BATCH = 10, 4, 4
@@ -291,7 +292,7 @@ def test_an_arm_mass_is_the_posterior_of_its_final_samples(bench, arm, models, o
 
 
 def t_interval(d, level):
-    if np.ptp(d) <= 1e-9:  # all equal: the exact binomial bound on a differing pair (amdm_geom.stats)
+    if np.ptp(d) <= 1e-9:  # all equal: the exact binomial bound on a differing pair (amdm_geom.core.stats)
         p = 1 - ((1 - level) / 2) ** (1 / len(d))
         m = float(d.mean())
         return m + p * (-1 - m), m + p * (1 - m)

@@ -12,11 +12,11 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from amdm_geom.denoisers import gmm
-from amdm_geom.denoisers.flow_gmm import FlowGMMDenoiser, flow_family_model, flow_from_description, flow_vp_map
-from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.denoisers.mixture import GaussianMixture
-from amdm_geom.flow_schedules import make_flow_scheduler
+from amdm_geom.core.flow_schedules import make_flow_scheduler
+from amdm_geom.models import gmm
+from amdm_geom.models.flow_gmm import FlowGMMDenoiser, flow_family_model, flow_from_description, flow_vp_map
+from amdm_geom.models.gmm import fine_grained_family
+from amdm_geom.models.mixture import GaussianMixture
 
 N_TRAIN = 1000
 S_GRID = (0.001, 0.1, 0.37, 0.5, 0.9, 0.99, 0.999)
@@ -214,7 +214,7 @@ def test_bad_input_is_one_line(call, match):
 
 
 def test_the_flow_model_spec_builds_the_family_model():
-    from amdm_geom.denoisers.specs import FlowGMMModelSpec, GMMFamilySpec
+    from amdm_geom.models.specs import FlowGMMModelSpec, GMMFamilySpec
 
     fam_spec = GMMFamilySpec(latent_shape=(2, 4, 4), positions=2, colours=3)
     spec = FlowGMMModelSpec(attribute="colour", value=2, shift=3.0, guidance=2.0, perturb=0.1)

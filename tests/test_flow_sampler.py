@@ -13,15 +13,15 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 
-from amdm_geom import bounds
-from amdm_geom.denoisers.base import same_schedule, schedule_kind
-from amdm_geom.denoisers.flow_gmm import FlowGMMDenoiser, flow_family_model
-from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.denoisers.specs import GMMFamilySpec
-from amdm_geom.flow_schedules import flow_coefficients, flow_shell_radius, make_flow_scheduler
+from amdm_geom.core import bounds
+from amdm_geom.core.flow_schedules import flow_coefficients, flow_shell_radius, make_flow_scheduler
+from amdm_geom.core.schedules import VESchedule, make_scheduler
+from amdm_geom.models.base import same_schedule, schedule_kind
+from amdm_geom.models.flow_gmm import FlowGMMDenoiser, flow_family_model
+from amdm_geom.models.gmm import fine_grained_family
+from amdm_geom.models.specs import GMMFamilySpec
 from amdm_geom.probes import RunSettings, flow_pair
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
-from amdm_geom.schedules import VESchedule, make_scheduler
 from amdm_geom.store import open_run
 
 SHAPE = (4, 8, 8)
@@ -422,7 +422,7 @@ def test_flow_delta_bound_is_eq47():
 def test_the_ecosystem_check_takes_flow_models(fam):
     # Section 3.1's check for any two denoisers: two flow models of one shift are one ecosystem, and their
     # functional proximity compares velocities on the flow's own interpolant; a flow and a VP model are not
-    from amdm_geom.ecosystem import check_denoisers
+    from amdm_geom.models.ecosystem import check_denoisers
 
     a, b = flow_family_model(fam), flow_family_model(fam, perturb=0.05)
     cond = fam.condition(position=0)

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from amdm_geom.analyses import gaussianity
-from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.runner import run_analysis
+from amdm_geom.analyses.gaussianity import gaussianity
+from amdm_geom.app.runner import run_analysis
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run
 

@@ -1,4 +1,4 @@
-"""Property tests of amdm_geom.geometry: slerp (eq. 6), chains (Algorithm 1), the earlier
+"""Property tests of amdm_geom.core.geometry: slerp (eq. 6), chains (Algorithm 1), the earlier
 version's orthogonal mix, the radial shift (eq. 7) and the measurements of Prop. 3.1.
 
 Every expected value comes from an independent computation (numpy, a different formula, or a
@@ -12,7 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from amdm_geom import geometry as geo
+from amdm_geom.core import geometry as geo
 from tests.reference import ref_angle, ref_norm
 
 seeds = st.integers(0, 2**32 - 1)
@@ -320,7 +320,7 @@ def test_integer_latents_are_refused():
 def test_per_sample_maximum_against_numpy():
     """``amax_abs`` (the one reduction behind finiteness, scales and zero norms) is numpy's
     max |x| per row: NaN wins over inf, inf over finite values, and an empty row gives 0."""
-    from amdm_geom import _latent64 as f64
+    from amdm_geom.core import latent64 as f64
 
     rows = np.array([[1.0, -3.0, 2.0], [np.nan, np.inf, 1.0], [-np.inf, 0.5, 0.0], [-0.0, 0.0, -0.0],
                      [5e-324, -1e-310, 0.0], [1e308, -1.7e308, 3.0]])

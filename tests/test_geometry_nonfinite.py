@@ -1,4 +1,4 @@
-"""Non-finite values in amdm_geom.geometry (issue 10, "NaN never becomes a number").
+"""Non-finite values in amdm_geom.core.geometry (issue 10, "NaN never becomes a number").
 
 - A sample with a NaN or inf entry in any latent input gives NaN: a NaN measurement, an all-NaN
   latent. The other samples of the batch are unaffected: they equal both an independent numpy
@@ -19,7 +19,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from amdm_geom import geometry as geo
+from amdm_geom.core import geometry as geo
 
 seeds = st.integers(0, 2**32 - 1)
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import distributions as D
 
-from amdm_geom.denoisers.base import Denoiser, same_schedule
-from amdm_geom.denoisers.gmm import GaussianMixture, GMMDenoiser, fine_grained_family, from_description
+from amdm_geom.core.schedules import make_scheduler
+from amdm_geom.models.base import Denoiser, same_schedule
+from amdm_geom.models.gmm import GaussianMixture, GMMDenoiser, fine_grained_family, from_description
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
-from amdm_geom.schedules import make_scheduler
 
 
 def reference_mixture(mix: GaussianMixture, weights, abar):
@@ -322,7 +322,7 @@ def test_unshared_variances_keep_the_general_formula():
 def test_chunked_evaluation_matches_one_sample_at_a_time(monkeypatch, guidance_scale):
     """With chunks of 2 rows (5 samples: chunks of 2, 2, 1), per-sample conditions go with their
     rows: each sample's eps equals that sample evaluated alone."""
-    from amdm_geom.denoisers import gmm
+    from amdm_geom.models import gmm
 
     fam = fine_grained_family((4, 4, 4), seed=1)
     model = fam.model(dtype=torch.float64, guidance_scale=guidance_scale)

@@ -15,12 +15,12 @@ import torch
 import zarr
 from diffusers import DDIMScheduler
 
-from amdm_geom import schedules
-from amdm_geom.analyses import closed_forms, trace_checks
-from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.analyses.checks import closed_forms, trace_checks
+from amdm_geom.core import schedules
+from amdm_geom.core.verdicts import CHECK_ULPS, format_table, resolution, to_json
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run, run_config
-from amdm_geom.verdicts import CHECK_ULPS, format_table, resolution, to_json
 
 SHAPE, STEPS, S, SAMPLES = (4, 8, 8), 6, 3, 4
 

@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 import zarr
 
-from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.runner import analyze
-from amdm_geom.runner.output import open_result, write_result
+from amdm_geom.app.runner import analyze
+from amdm_geom.app.runner.output import open_result, write_result
+from amdm_geom.core.verdicts import Verdict
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import DamagedStoreError, ZarrRecorder, open_run, verify_run
-from amdm_geom.verdicts import Verdict
 
-CLI = [sys.executable, "-m", "amdm_geom.cli"]
+CLI = [sys.executable, "-m", "amdm_geom.app.cli"]
 STEPS = 6
 
 
@@ -219,7 +219,7 @@ def test_a_store_written_before_checksums_still_opens_said_once(good, tmp_path, 
 
 
 def store_analyses() -> list[str]:
-    from amdm_geom.runner.registry import analysis_names, load_analysis
+    from amdm_geom.app.runner.registry import analysis_names, load_analysis
 
     return [n for n in analysis_names() if load_analysis(n).STORES == "required"]
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 import xarray as xr
 
-from amdm_geom import cli
-from amdm_geom.analyses import norm_angle, precision, table5
-from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.runner import run_analysis
-from amdm_geom.runner.output import MARKER
+from amdm_geom.analyses.prop31 import norm_angle, precision, table5
+from amdm_geom.app import cli
+from amdm_geom.app.runner import run_analysis
+from amdm_geom.app.runner.output import MARKER
+from amdm_geom.core.verdicts import to_json
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run
-from amdm_geom.verdicts import to_json
 from tests.reference import ref_angle
 
 SHAPE, STEPS, S = (4, 8, 8), 10, 4

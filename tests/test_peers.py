@@ -9,9 +9,9 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.core.schedules import make_scheduler
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.peers import composable, du_ula, solve_kappa, superdiff_and
-from amdm_geom.schedules import make_scheduler
 
 SEEDS = [3, 7, 11, 19]
 
@@ -339,7 +339,7 @@ def test_a_model_that_guides_itself_counts_two_evaluations_per_call():
 
 def test_the_three_run_on_digits_denoisers_with_their_null_condition():
     """The benchmark's models: v-prediction, x0 clipped, conditions (1, 3) int64 (an untrained net)."""
-    from amdm_geom.digits.net import DigitsDenoiser, DigitsNet, as_condition
+    from amdm_geom.models.digits.net import DigitsDenoiser, DigitsNet, as_condition
 
     torch.manual_seed(0)
     sched = make_scheduler(prediction_type="v_prediction", clip_sample=True, clip_sample_range=1.0)

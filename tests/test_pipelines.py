@@ -16,9 +16,9 @@ import torch
 from diffusers import StableDiffusionGLIGENPipeline, StableDiffusionPipeline
 from PIL import Image
 
-from amdm_geom import cli
-from amdm_geom.denoisers.pipelines import PipelineDenoiser, load_pipeline
-from amdm_geom.ecosystem import check
+from amdm_geom.app import cli
+from amdm_geom.models.ecosystem import check
+from amdm_geom.models.pipelines import PipelineDenoiser, load_pipeline
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import open_run, run_config
 from tests.tiny_pipelines import build

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amdm_geom.runner import analysis_names, load_analysis, run_analysis
+from amdm_geom.app.runner import analysis_names, load_analysis, run_analysis
 
 PLUGIN = '''
 """A plugin analysis: the norms of n standard normal draws against sqrt(n) (Lemma A.1's centre)."""
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from amdm_geom.verdicts import Verdict
+from amdm_geom.core.verdicts import Verdict
 
 NAME = "{name}"
 SUMMARY = "a plugin: mean |X| / sqrt(n) of standard normal draws"
@@ -109,8 +109,8 @@ def test_a_plugin_missing_part_of_the_contract_is_refused_in_one_line(tmp_path, 
 
 
 def test_the_plugin_shows_in_analyze_help(plugin):
-    # NOTE for the lead: this check depends on the CLI (amdm_geom/cli.py, H1's part) listing the analyses from
-    # amdm_geom.runner.registry (analysis_names / analysis_summaries); it fails until that CLI lands.
+    # NOTE for the lead: this check depends on the CLI (amdm_geom/app/cli.py, H1's part) listing the analyses from
+    # amdm_geom.app.runner.registry (analysis_names / analysis_summaries); it fails until that CLI lands.
     exe = Path(sys.executable).parent / "amdm-geom"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([str(exe), "analyze", "--help"], capture_output=True, text=True, env=env, timeout=300)

@@ -18,8 +18,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
+from amdm_geom.core.schedules import make_scheduler
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
-from amdm_geom.schedules import make_scheduler
 
 SHAPE = (2, 4, 4)
 STEPS = 10

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from amdm_geom import cli
-from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.app import cli
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.store import open_run, run_config
 
 SMALL = ["--steps", "6", "--agg-steps", "3", "--batch", "2", "--no-progress"]
@@ -56,10 +56,10 @@ def test_probe_refuses_an_existing_store_and_bad_options(tmp_path, capsys):
 
 
 def test_probe_constants_match_the_library():
-    from amdm_geom.denoisers.specs import TRAIN_TIMESTEPS, VP_SCHEDULES
-    from amdm_geom.denoisers.unet import FAMILY_VARIANTS
+    from amdm_geom.core.schedules import SCHEDULE_KINDS, make_scheduler
+    from amdm_geom.models.specs import TRAIN_TIMESTEPS, VP_SCHEDULES
+    from amdm_geom.models.unet import FAMILY_VARIANTS
     from amdm_geom.probes import DTYPE_NAMES, unet_pair
-    from amdm_geom.schedules import SCHEDULE_KINDS, make_scheduler
 
     assert tuple(unet_pair.VARIANTS) == tuple(FAMILY_VARIANTS)
     assert TRAIN_TIMESTEPS == make_scheduler().config.num_train_timesteps
@@ -68,8 +68,8 @@ def test_probe_constants_match_the_library():
 
 
 def test_every_probe_follows_the_probe_contract():
+    from amdm_geom.app.runner.registry import load_probe, probe_names
     from amdm_geom.probes import ProbeSpec
-    from amdm_geom.runner.registry import load_probe, probe_names
 
     assert set(probe_names()) >= {"gmm_pair", "gmm_cross_ecosystem", "unet_pair", "sd"}
     for name in probe_names():
@@ -80,8 +80,8 @@ def test_every_probe_follows_the_probe_contract():
 
 
 def test_run_probe_checks_the_output_path_before_building(tmp_path):
+    from amdm_geom.core.spec import SpecError
     from amdm_geom.probes import gmm_pair, run_probe
-    from amdm_geom.spec import SpecError
 
     (tmp_path / "taken").mkdir()
     spec = gmm_pair.Spec(family={"latent_shape": (8,)}, sampler={"num_inference_steps": 2},

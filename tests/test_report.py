@@ -4,9 +4,9 @@ written atomically. (tests/test_report_browser.py renders a real one in Chromium
 
 import json
 
-from amdm_geom.report import write_report
-from amdm_geom.runner.output import CAPTIONS_FILE, MARKER
-from amdm_geom.verdicts import Verdict
+from amdm_geom.app.report import write_report
+from amdm_geom.app.runner.output import CAPTIONS_FILE, MARKER
+from amdm_geom.core.verdicts import Verdict
 
 
 def _result_folder(report, name, keys, files=()):
@@ -79,7 +79,7 @@ def test_report_refuses_repeated_keys_and_places_unknown_claims(tmp_path):
 
 
 def test_the_terminal_table_never_cuts_a_status():
-    from amdm_geom.verdicts import STATUSES, format_table
+    from amdm_geom.core.verdicts import STATUSES, format_table
 
     rows = [Verdict(claim="c" * 80, where="w" * 60, status=s, measured="m" * 60, bound="b" * 60) for s in STATUSES]
     text = format_table(rows)
@@ -91,7 +91,7 @@ def test_the_terminal_table_never_cuts_a_status():
 def test_terminal_table_sections_intervals_and_json(tmp_path):
     import json
 
-    from amdm_geom.verdicts import format_table, to_json
+    from amdm_geom.core.verdicts import format_table, to_json
 
     rows = [Verdict(claim="AMDM beats", where="Table 1", status="holds", measured="+0.12", bound="> 0",
                     interval=(0.0412, 0.2), level=0.9, n=480, test="paired bootstrap", value=0.12),

@@ -5,8 +5,9 @@ array of the new store equals the old one's, bit for bit (NaN where the run wrot
 import numpy as np
 import pytest
 
-from amdm_geom import cli
-from amdm_geom.analyses import ablation_runs, ablations
+from amdm_geom.analyses.ablations import ablations
+from amdm_geom.analyses.ablations import runs as ablation_runs
+from amdm_geom.app import cli
 from amdm_geom.probes import gmm_pair, spec_of, unet_pair
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run, run_config
@@ -65,7 +66,7 @@ def test_rerun_repeats_an_ablation_run_bit_for_bit(tmp_path):
 
 def test_rerun_refuses_in_one_line(tmp_path, capsys):
     plain = tmp_path / "plain.zarr"  # a trace store written by code, without a spec
-    from amdm_geom.denoisers.gmm import fine_grained_family
+    from amdm_geom.models.gmm import fine_grained_family
 
     fam = fine_grained_family((8,))
     sampler = AMDMSampler([fam.model()], [fam.condition(position=0)], SamplerConfig(num_inference_steps=2, weights=()))
@@ -90,7 +91,7 @@ def test_rerun_refuses_in_one_line(tmp_path, capsys):
 
 def test_sampler_config_round_trips_through_the_store(tmp_path):
     """The typed settings a store gives back equal the ones the run was made with."""
-    from amdm_geom.denoisers.gmm import fine_grained_family
+    from amdm_geom.models.gmm import fine_grained_family
     from amdm_geom.sampling import AMDMSampler, SamplerConfig
     from amdm_geom.store import ZarrRecorder, open_run, sampler_config
 

@@ -6,7 +6,7 @@ Every subprocess runs under an address-space limit (``LIMIT_BYTES``) and a wall-
 a case that is not refused fails fast (a ``MemoryError`` traceback, or the timeout) instead of
 taking the machine's memory: no case here allocates much, refused or not.
 
-The caps (``amdm_geom.budget``) are made small through their environment variables where a case
+The caps (``amdm_geom.core.budget``) are made small through their environment variables where a case
 needs a run over a cap; ``--force-size`` lets such a run through.
 """
 
@@ -31,7 +31,7 @@ LIMIT_BYTES = 3 << 30
 #: Seconds a command may take before the case counts as a hang.
 TIMEOUT = 90
 _SCRIPT = Path(sys.executable).with_name("amdm-geom")
-AMDM = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "amdm_geom.cli"]
+AMDM = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "amdm_geom.app.cli"]
 SMALL = ["--steps", "3", "--batch", "1", "--latent-shape", "4", "8", "8", "--no-progress"]
 
 
@@ -143,7 +143,7 @@ def test_a_run_whose_random_generators_do_not_fit_in_memory_is_refused(tmp_path)
 
 def test_a_rerun_of_an_edited_spec_is_refused(tmp_path):
     """``rerun`` of a store whose kept spec was edited to a latent of 4 x 100000 x 100000."""
-    from amdm_geom.denoisers.specs import GMMFamilySpec
+    from amdm_geom.models.specs import GMMFamilySpec
     from amdm_geom.probes import RunSettings, gmm_pair
     from amdm_geom.sampling.config import SamplerConfig
 
@@ -179,7 +179,7 @@ def test_the_store_estimate_is_what_the_store_holds(tmp_path, agg_steps, exact):
     """Every step aggregated, every model running to the end: the estimate is the chunk files'
     values exactly (3 samples in chunks of 2: the last chunk is stored whole). A shorter window
     leaves chunks unwritten: the estimate is then an upper bound."""
-    from amdm_geom.denoisers.specs import GMMFamilySpec
+    from amdm_geom.models.specs import GMMFamilySpec
     from amdm_geom.probes import RunSettings, gmm_pair
     from amdm_geom.probes.specs import latent_shape, size_of
     from amdm_geom.sampling.config import SamplerConfig
@@ -282,7 +282,7 @@ def test_a_sweep_whose_stores_together_do_not_fit_on_the_disk_is_refused(tmp_pat
 def test_load_sweep_with_force_size_lifts_the_caps_and_forces_each_point(tmp_path, monkeypatch):
     """What ``amdm-geom sweep --force-size`` passes on (``load_sweep(..., force_size=True)``): the
     points cap and the sizes are not checked, and every point's run is forced."""
-    from amdm_geom.sweep_spec import SweepError, load_sweep
+    from amdm_geom.app.sweep_spec import SweepError, load_sweep
 
     monkeypatch.setenv("AMDM_GEOM_MAX_SWEEP_POINTS", "1")
     monkeypatch.setenv("AMDM_GEOM_MAX_STORE_BYTES", "10000")

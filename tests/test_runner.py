@@ -12,14 +12,15 @@ import pytest
 import torch
 import xarray as xr
 
-from amdm_geom.analyses import closed_forms, precision, trace_checks
-from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.runner import analysis_names, analyze, load_analysis, load_probe, probe_names, run_analysis
-from amdm_geom.runner.output import MARKER
-from amdm_geom.runner.registry import ANALYSIS_CONTRACT, analysis_summaries
+from amdm_geom.analyses.checks import closed_forms, trace_checks
+from amdm_geom.analyses.prop31 import precision
+from amdm_geom.app.runner import analysis_names, analyze, load_analysis, load_probe, probe_names, run_analysis
+from amdm_geom.app.runner.output import MARKER
+from amdm_geom.app.runner.registry import ANALYSIS_CONTRACT, analysis_summaries
+from amdm_geom.core.verdicts import Verdict, to_json
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder
-from amdm_geom.verdicts import Verdict, to_json
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

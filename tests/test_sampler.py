@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig, hook_names, sample_generators
 
 SHAPE = (4, 8, 8)
@@ -320,7 +320,7 @@ def test_late_window_runs_models_independently_until_it_closes(fam):
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
 def test_one_tiny_unet_is_a_plain_diffusers_loop_bit_for_bit(guidance):
-    from amdm_geom.denoisers.unet import UNetDenoiser, make_condition, make_tiny_unet
+    from amdm_geom.models.unet import UNetDenoiser, make_condition, make_tiny_unet
 
     model = UNetDenoiser(make_tiny_unet(0, sample_size=16, block_out_channels=(8, 16)), guidance_scale=guidance)
     cond = make_condition(1, dim=model.cross_attention_dim)

@@ -1,4 +1,4 @@
-"""amdm_geom.schedules against diffusers itself, the DDPM posterior written independently, and
+"""amdm_geom.core.schedules against diffusers itself, the DDPM posterior written independently, and
 a numerical solution of the moment ODEs (38)-(39)."""
 
 import math
@@ -9,7 +9,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from scipy.integrate import solve_ivp
 
-from amdm_geom import schedules
+from amdm_geom.core import schedules
 
 
 def _check_against_step(ref, coeffs, steps, eta, atol):

@@ -23,9 +23,9 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel, T5Tokenizer
 
-from amdm_geom import cli
-from amdm_geom.denoisers.flow_pipelines import FlowPipelineDenoiser, flow_fingerprint, load_flow_pipeline
-from amdm_geom.ecosystem import compare
+from amdm_geom.app import cli
+from amdm_geom.models.ecosystem import compare
+from amdm_geom.models.flow_pipelines import FlowPipelineDenoiser, flow_fingerprint, load_flow_pipeline
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import open_run, run_config
 from tests.tiny_pipelines import _seeded, tokenizer
@@ -198,8 +198,8 @@ def test_the_fingerprint_tells_flow_pipelines_apart(folders):
     shift = compare(base, fp("other_shift"))["sde"]
     assert shift["same"] is False
     assert compare(base, fp("large"))["latent_shape"]["same"] is False
-    from amdm_geom.denoisers.fingerprint import fingerprint
-    from amdm_geom.denoisers.pipelines import load_pipeline
+    from amdm_geom.models.fingerprint import fingerprint
+    from amdm_geom.models.pipelines import load_pipeline
 
     sd15 = fingerprint(load_pipeline(folders["sd15"]), [16, 8, 8])
     assert compare(base, sd15)["sde"]["same"] is False  # a VP schedule is not a flow

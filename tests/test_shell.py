@@ -11,10 +11,10 @@ import xarray as xr
 from scipy import stats
 from torch import distributions as D
 
-from amdm_geom import cli
-from amdm_geom.analyses import shell
-from amdm_geom.denoisers.gmm import fine_grained_family, from_description
-from amdm_geom.runner import run_analysis
+from amdm_geom.analyses.prop32 import shell
+from amdm_geom.app import cli
+from amdm_geom.app.runner import run_analysis
+from amdm_geom.models.gmm import fine_grained_family, from_description
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run, run_config
 from tests.reference import ref_angle
@@ -222,7 +222,7 @@ def test_prop32_proof_on_a_constructed_step():
     # one step built by hand in 2 coordinates: z' at distance 3 from mu_1 = 0, shell radius
     # sigma sqrt n = 5, eta = 1: eq. (7) gives |z~ - mu_1| = 2 (moved -1), eta_1* = 3 - 5 = -2;
     # mu_2 = (0, 4): along z' - eta (1, 0) from z' = (3, 0), |(3 - eta, -4)| = 5 at eta = 0 or 6
-    from amdm_geom.analyses.prop32_proof import _values
+    from amdm_geom.analyses.prop32.proof import _values
 
     agg = np.array([[3.0, 0.0]])
     out = _values(agg, agg - np.array([[1.0, 0.0]]), np.zeros((1, 2)), np.array([[0.0, 4.0]]), 5.0, 5.0)

@@ -1,4 +1,4 @@
-"""The one config language: typed, frozen, self-validating specs (``amdm_geom.spec``) that check
+"""The one config language: typed, frozen, self-validating specs (``amdm_geom.core.spec``) that check
 every value in one place, refuse in one line naming the field, the value and what is accepted,
 round-trip through JSON, and from which the command line is generated (not retyped)."""
 
@@ -12,12 +12,12 @@ import pytest
 import torch
 from pydantic import Field
 
-from amdm_geom import cli
-from amdm_geom.analyses import ablations
-from amdm_geom.denoisers.specs import GMMFamilySpec, GMMModelSpec, ImageSize, TinyUNetPairSpec, device
+from amdm_geom.analyses.ablations import ablations
+from amdm_geom.app import cli
+from amdm_geom.core.spec import Spec, SpecError, choice, flag, integer, optional, real, seed, sequence
+from amdm_geom.models.specs import GMMFamilySpec, GMMModelSpec, ImageSize, TinyUNetPairSpec, device
 from amdm_geom.probes import gmm_cross_ecosystem, gmm_pair, unet_pair
 from amdm_geom.sampling import SamplerConfig
-from amdm_geom.spec import Spec, SpecError, choice, flag, integer, optional, real, seed, sequence
 
 
 class Example(Spec):
@@ -197,6 +197,6 @@ def test_the_readme_example_parses_to_the_expected_spec():
 
 
 def test_the_spec_layer_imports_nothing_heavy():
-    code = "import sys, amdm_geom.spec; print(sorted({'torch', 'diffusers', 'zarr'} & set(sys.modules)))"
+    code = "import sys, amdm_geom.core.spec; print(sorted({'torch', 'diffusers', 'zarr'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from amdm_geom import stats
+from amdm_geom.core import stats
 
 
 def correlated(n, p_a, p_b, rho_u, rng):

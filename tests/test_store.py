@@ -8,9 +8,9 @@ import pytest
 import torch
 import xarray as xr
 
-from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.core.schedules import ddim_coefficients
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import MODEL_QUANTITIES, AMDMSampler, MemoryRecorder, SamplerConfig
-from amdm_geom.schedules import ddim_coefficients
 from amdm_geom.store import ZarrRecorder, open_run, run_config
 
 SHAPE = (4, 8, 8)

@@ -12,10 +12,10 @@ import pytest
 import zarr
 from zarr.codecs import ZstdCodec
 
-from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.core.spec import SpecError
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.sampling.config import RunSettings
-from amdm_geom.spec import SpecError
 from amdm_geom.store import (
     StoreError,
     ZarrRecorder,

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import zarr
 
-from amdm_geom import cli
-from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.app import cli
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import (
     DamagedStoreError,
@@ -43,7 +43,7 @@ STEPS = 10
 # the child processes build exactly this sampler (kept in step with make_sampler below)
 CHILD = r"""
 import sys, time
-from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder
 path, mode, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from amdm_geom.analyses import common, flow_geometry, gaussianity, membership, prop32_proof
-from amdm_geom.denoisers.gmm import fine_grained_family
-from amdm_geom.denoisers.specs import GMMFamilySpec
+from amdm_geom.analyses import common
+from amdm_geom.analyses.common import membership
+from amdm_geom.analyses.flow import flow_geometry
+from amdm_geom.analyses.gaussianity import gaussianity
+from amdm_geom.analyses.prop32 import proof as prop32_proof
+from amdm_geom.models.gmm import fine_grained_family
+from amdm_geom.models.specs import GMMFamilySpec
 from amdm_geom.probes import RunSettings, flow_pair
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder, open_run

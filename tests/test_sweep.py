@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import zarr
 
-from amdm_geom.cli import main
-from amdm_geom.sweep import _complete
-from amdm_geom.sweep_spec import load_sweep, point_name
+from amdm_geom.app.cli import main
+from amdm_geom.app.sweep import _complete
+from amdm_geom.app.sweep_spec import load_sweep, point_name
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "sweep.toml"
@@ -69,7 +69,7 @@ def scheduler(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The example's points run serially in this process: ``{name: store}``."""
-    from amdm_geom.runner.registry import load_probe
+    from amdm_geom.app.runner.registry import load_probe
 
     out = tmp_path_factory.mktemp("serial")
     probe, points = load_sweep(EXAMPLE, out)
@@ -172,7 +172,7 @@ def test_unreachable_scheduler_is_one_line(tmp_path, capsys):
 def test_clean_removes_what_it_wrote_and_keeps_the_rest(reference, tmp_path, capsys):
     import xarray as xr
 
-    from amdm_geom.runner.output import REPORT_MARKER, write_owned, write_result
+    from amdm_geom.app.runner.output import REPORT_MARKER, write_owned, write_result
 
     runs, report = tmp_path / "runs", tmp_path / "report"
     store = next(iter(reference.values()))
@@ -206,8 +206,8 @@ def test_clean_removes_what_it_wrote_and_keeps_the_rest(reference, tmp_path, cap
 def test_an_empty_store_folder_left_by_a_kill_is_redone(tmp_path):
     # a point killed after its store's folder was made and before its zarr.json leaves an empty folder:
     # the next sweep removes it and redoes the point; a folder with anything else in it stays refused
-    from amdm_geom.sweep import plan
-    from amdm_geom.sweep_spec import load_sweep
+    from amdm_geom.app.sweep import plan
+    from amdm_geom.app.sweep_spec import load_sweep
 
     out = tmp_path / "sweep"
     _, points = load_sweep(EXAMPLE, out)

@@ -4,7 +4,7 @@ linear system (an independent route), and the toolkit's own timing run's evaluat
 import numpy as np
 import pytest
 
-from amdm_geom.analyses import timing
+from amdm_geom.analyses.ablations import timing
 
 
 def test_what_the_papers_times_imply():

@@ -10,10 +10,10 @@ import torch
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from amdm_geom import geometry
 from amdm_geom.analyses.toy import experts, mcmc, metrics, samplers, targets
+from amdm_geom.core import geometry
+from amdm_geom.core.schedules import make_scheduler
 from amdm_geom.sampling import step
-from amdm_geom.schedules import make_scheduler
 
 # --------------------------------------------------------------------------------------------
 # helpers (independent of the package)

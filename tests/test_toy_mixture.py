@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from amdm_geom.analyses import toy_mixture as tm
 from amdm_geom.analyses.toy import targets
-from amdm_geom.runner import Outcome, write_outcome
-from amdm_geom.runner.registry import check_analysis, load_analysis
+from amdm_geom.analyses.toy import toy_mixture as tm
+from amdm_geom.app.runner import Outcome, write_outcome
+from amdm_geom.app.runner.registry import check_analysis, load_analysis
 
 from .test_toy_benchmark import ddpm_gaussian_std
 

@@ -10,7 +10,8 @@ import torch
 from diffusers import DDIMScheduler, FluxPipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
-from amdm_geom.denoisers.transformers import (
+from amdm_geom.core.flow_schedules import make_flow_scheduler
+from amdm_geom.models.transformers import (
     KINDS,
     DiTFlowDenoiser,
     FluxFlowDenoiser,
@@ -24,8 +25,7 @@ from amdm_geom.denoisers.transformers import (
     tiny_transformer_pair,
     unpack_latents,
 )
-from amdm_geom.denoisers.unet import make_tiny_unet
-from amdm_geom.flow_schedules import make_flow_scheduler
+from amdm_geom.models.unet import make_tiny_unet
 
 T = torch.tensor(687.5)  # a scheduler timestep s * 1000 (float32, 0-d)
 
@@ -206,7 +206,7 @@ def test_bad_latents_timesteps_and_guidance_shapes_are_one_line():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_pair_spec_builds_the_pair(kind):
-    from amdm_geom.denoisers.specs import TinyTransformerPairSpec
+    from amdm_geom.models.specs import TinyTransformerPairSpec
 
     (m1, m2), (y1, y2) = TinyTransformerPairSpec(kind=kind, sample_size=6, scale=0.02, model_seed=3).build()
     (w1, _), (z1, _) = tiny_transformer_pair(kind, seed=3, scale=0.02, sample_size=6)
@@ -216,7 +216,7 @@ def test_the_pair_spec_builds_the_pair(kind):
 
 
 def test_the_pair_spec_refuses_odd_sizes_and_unknown_kinds():
-    from amdm_geom.denoisers.specs import TinyTransformerPairSpec
+    from amdm_geom.models.specs import TinyTransformerPairSpec
 
     for kwargs, match in [({"sample_size": 7}, "sample_size must be an even int >= 2"), ({"kind": "unet"}, "kind")]:
         with pytest.raises(ValueError, match=match) as info:

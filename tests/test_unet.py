@@ -1,4 +1,4 @@
-"""amdm_geom.denoisers.unet against direct calls of the diffusers UNet, the CFG formula written
+"""amdm_geom.models.unet against direct calls of the diffusers UNet, the CFG formula written
 out by hand, parameter distances computed from the state dicts, and a save/load round trip."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from amdm_geom.denoisers.base import Denoiser, same_schedule
-from amdm_geom.denoisers.guidance import guided, uses_guidance
-from amdm_geom.denoisers.unet import (
+from amdm_geom.models.base import Denoiser, same_schedule
+from amdm_geom.models.guidance import guided, uses_guidance
+from amdm_geom.models.unet import (
     ConvAdapter,
     UNetDenoiser,
     condition_pair,

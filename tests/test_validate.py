@@ -23,14 +23,14 @@ from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 from scipy import stats
 from torch import distributions as D
 
-from amdm_geom.denoisers.flow_gmm import flow_family_model
-from amdm_geom.denoisers.gmm import fine_grained_family, from_description
+from amdm_geom.app.validate import ANALYSES
+from amdm_geom.core.schedules import make_scheduler
+from amdm_geom.core.verdicts import STATUSES
+from amdm_geom.models.flow_gmm import flow_family_model
+from amdm_geom.models.gmm import fine_grained_family, from_description
 from amdm_geom.probes import spec_of
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
-from amdm_geom.schedules import make_scheduler
 from amdm_geom.store import open_run, run_config
-from amdm_geom.validate import ANALYSES
-from amdm_geom.verdicts import STATUSES
 
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "reference"
 
@@ -705,7 +705,7 @@ def test_statuses_follow_their_numbers(run):
     assert r["prop31_delta_noise"]["status"] == "violated"  # P(covered) < 1
     assert r["lemma_a1_grid"]["status"] == ("holds" if r["lemma_a1_grid"]["value"] >= 1 else "violated")
     assert r["sd_converged_from"]["status"] == ("holds" if r["sd_converged_from"]["value"] <= 0.6 else "violated")
-    lo, hi = r["ablation_table3"]["interval"]  # decided by its interval (amdm_geom.stats.best_of)
+    lo, hi = r["ablation_table3"]["interval"]  # decided by its interval (amdm_geom.core.stats.best_of)
     assert r["ablation_table3"]["status"] == ("holds" if lo > 0 else "violated" if hi <= 0 else "inconclusive")
     assert r["table5_resolution"]["status"] == "violated"
     # the rows added with Prop. 3.2's proof, Prop. 3.1's start gap, App. D.1's time scale and Table 6

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from amdm_geom.denoisers.base import same_schedule
-from amdm_geom.denoisers.gmm import fine_grained_family, from_description
-from amdm_geom.denoisers.ve import VEDenoiser
+from amdm_geom.core.schedules import ddim_coefficients
+from amdm_geom.models.base import same_schedule
+from amdm_geom.models.gmm import fine_grained_family, from_description
+from amdm_geom.models.ve import VEDenoiser
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
-from amdm_geom.schedules import ddim_coefficients
 
 
 @pytest.fixture(scope="module")

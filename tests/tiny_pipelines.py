@@ -14,7 +14,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from amdm_geom.schedules import SCHEDULE_KINDS, SD15_SCHEDULER_CONFIG
+from amdm_geom.core.schedules import SCHEDULE_KINDS, SD15_SCHEDULER_CONFIG
 
 CROSS_DIM = 32
 

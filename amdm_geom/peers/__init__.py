@@ -1,5 +1,5 @@
 """The peers of AMDM: training-free composition of N diffusion models sharing one schedule, as
-samplers for any denoiser (``amdm_geom.denoisers.base.Denoiser``), on the same models and seeds as
+samplers for any denoiser (``amdm_geom.models.base.Denoiser``), on the same models and seeds as
 AMDM's sampler, for a benchmark.
 
 - ``composable``: Composable Diffusion's conjunction (Liu et al. 2022), DDIM;
@@ -12,9 +12,9 @@ model_calls_per_sample, extra)``; every random draw comes from one generator per
 the sampling layer, the models and the core, nothing above.
 """
 
-from .common import PeerOutput
-from .composable import composable
-from .du import DEFAULT_STEP_SCALE, du_ula
-from .superdiff import solve_kappa, superdiff_and
+from amdm_geom.peers.common import PeerOutput
+from amdm_geom.peers.composable import composable
+from amdm_geom.peers.du import DEFAULT_STEP_SCALE, du_ula
+from amdm_geom.peers.superdiff import solve_kappa, superdiff_and
 
 __all__ = ["DEFAULT_STEP_SCALE", "PeerOutput", "composable", "du_ula", "solve_kappa", "superdiff_and"]

@@ -2,7 +2,7 @@
 output converted to epsilon, the epsilon-prediction copy of the shared scheduler, and the DDPM
 noise level of a step.
 
-Every peer runs N denoisers (``amdm_geom.denoisers.base.Denoiser``) on ONE shared latent
+Every peer runs N denoisers (``amdm_geom.models.base.Denoiser``) on ONE shared latent
 ``z_t (B, *latent_shape)``, so the models must share one noise schedule (the same
 ``alphas_cumprod`` and timestep grid, the same clipping of x0); their prediction types may
 differ, since every output is converted to epsilon first (``schedules.predicted_epsilon``). Steps are diffusers'
@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler
 
-from ..denoisers.guidance import uses_guidance
-from ..sampling.checks import check_inputs
-from ..sampling.rng import as_seed, draw, sample_generators
-from ..schedules import predicted_epsilon
+from amdm_geom.core.schedules import predicted_epsilon
+from amdm_geom.models.guidance import uses_guidance
+from amdm_geom.sampling.checks import check_inputs
+from amdm_geom.sampling.rng import as_seed, draw, sample_generators
 
 __all__ = ["PeerOutput", "PeerRun", "check_weights", "ddpm_sigma", "evaluations_per_call", "prepare"]
 

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
-from ..denoisers.base import has_null_condition
-from .common import PeerOutput, PeerRun, check_weights, evaluations_per_call, prepare
+from amdm_geom.models.base import has_null_condition
+from amdm_geom.peers.common import PeerOutput, PeerRun, check_weights, evaluations_per_call, prepare
 
 __all__ = ["composable"]
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .common import PeerOutput, PeerRun, evaluations_per_call, prepare
+from amdm_geom.peers.common import PeerOutput, PeerRun, evaluations_per_call, prepare
 
 __all__ = ["DEFAULT_STEP_SCALE", "du_ula"]
 

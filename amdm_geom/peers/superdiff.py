@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
-from .common import PeerOutput, PeerRun, ddpm_sigma, evaluations_per_call, prepare
+from amdm_geom.peers.common import PeerOutput, PeerRun, ddpm_sigma, evaluations_per_call, prepare
 
 __all__ = ["solve_kappa", "superdiff_and"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..denoisers.base import cross_terms, same_schedule, schedule_kind
-from .config import SamplerConfig
+from amdm_geom.models.base import cross_terms, same_schedule, schedule_kind
+from amdm_geom.sampling.config import SamplerConfig
 
 __all__ = ["check_inputs", "check_models"]
 
@@ -77,7 +77,7 @@ def _check_ecosystem(models: Sequence) -> None:
             raise ValueError(f"model {i}'s noise schedule differs from model 0's (a different SDE, another "
                              "ecosystem); pass --insist (allow_schedule_mismatch=True) to aggregate them anyway")
     if all(hasattr(m, "ecosystem") for m in models):  # pipelines: VAE and latent space too
-        from ..ecosystem import compare
+        from amdm_geom.models.ecosystem import compare
 
         ref = first.ecosystem()
         for i, m in enumerate(models[1:], start=1):

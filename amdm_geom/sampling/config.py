@@ -1,4 +1,4 @@
-"""The specs of a sampler run (``amdm_geom.spec``: frozen, self-validating, JSON round-trip).
+"""The specs of a sampler run (``amdm_geom.core.spec``: frozen, self-validating, JSON round-trip).
 
 - ``SamplerConfig``: Algorithm 1's settings, stored with every run (``describe()["sampler"]``)
   and given back from a store by ``SamplerConfig.model_validate``;
@@ -17,8 +17,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, PlainValidator, ValidationInfo, field_validator, model_validator
 
-from ..denoisers.specs import TRAIN_TIMESTEPS
-from ..spec import (
+from amdm_geom.core.spec import (
     MAX_SEED,
     Spec,
     SpecError,
@@ -35,6 +34,7 @@ from ..spec import (
     seed,
     sequence,
 )
+from amdm_geom.models.specs import TRAIN_TIMESTEPS
 
 __all__ = ["COMPRESSORS", "DEFAULT_AGG_STEPS", "DEFAULT_WEIGHTS", "DTYPE_NAMES", "MIX_RULES", "SHIFT_MEANS",
            "RunSettings", "RunSpec", "SamplerConfig",
@@ -319,7 +319,7 @@ class RunSpec(Spec):
         except SpecError as exc:
             raise exc.within("sampler") from None
         if self.run.names is not None:
-            from .hooks import planned_hook_names
+            from amdm_geom.sampling.hooks import planned_hook_names
 
             names = planned_hook_names(self.n_models, self.config(), kinds=self.step_kinds())
             for glob in self.run.names:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 
-from .config import SamplerConfig
+from amdm_geom.sampling.config import SamplerConfig
 
 __all__ = ["AGG_QUANTITIES", "CROSS_EPS", "FLOW_QUANTITIES", "MODEL_QUANTITIES", "OUTPUT", "hook_names", "latent_dims",
            "matches", "parse_hook_name", "planned_hook_names"]

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .. import __version__
-from .hooks import latent_dims, parse_hook_name
+from amdm_geom import __version__
+from amdm_geom.sampling.hooks import latent_dims, parse_hook_name
 
 __all__ = ["FLOW_COORDS", "STEP_COORDS", "RunPlan", "dtype_name", "numpy_dtype"]
 

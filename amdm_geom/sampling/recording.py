@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .hooks import parse_hook_name
-from .plan import RunPlan, numpy_dtype
+from amdm_geom.sampling.hooks import parse_hook_name
+from amdm_geom.sampling.plan import RunPlan, numpy_dtype
 
 __all__ = ["MemoryRecorder", "Recorder"]
 

@@ -19,7 +19,7 @@ DDIM loop, and reproduces diffusers' ``DDIMScheduler.step`` bit for bit, for any
 type, clipped or not: the state update *is* diffusers' step on the model's output, in the
 model's dtype; ``model{i}.eps`` records the epsilon for which eq. (4) holds
 (``schedules.step_epsilon``: the output itself for an epsilon model without clipping).
-Aggregation and the shift are computed in float64 by ``amdm_geom.geometry`` and returned in the
+Aggregation and the shift are computed in float64 by ``amdm_geom.core.geometry`` and returned in the
 model's dtype. A rectified-flow model (App. G) is stepped the same way by diffusers'
 ``FlowMatchEulerDiscreteScheduler`` (``steppers.FlowStep``: its own instance per model): out is
 its velocity v, mu the step's deterministic location z + dt v (the part DDIM's mean plays in
@@ -51,15 +51,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..denoisers.base import Denoiser
-from .checks import check_models
-from .config import SamplerConfig, is_sequence
-from .hooks import matches, planned_hook_names
-from .plan import RunPlan
-from .recording import MemoryRecorder
-from .rng import as_seed, draw, sample_generators
-from .step import AggregateStep, aggregate_step
-from .steppers import make_step
+from amdm_geom.models.base import Denoiser
+from amdm_geom.sampling.checks import check_models
+from amdm_geom.sampling.config import SamplerConfig, is_sequence
+from amdm_geom.sampling.hooks import matches, planned_hook_names
+from amdm_geom.sampling.plan import RunPlan
+from amdm_geom.sampling.recording import MemoryRecorder
+from amdm_geom.sampling.rng import as_seed, draw, sample_generators
+from amdm_geom.sampling.step import AggregateStep, aggregate_step
+from amdm_geom.sampling.steppers import make_step
 
 __all__ = ["CHUNK_BYTES", "AMDMSampler", "SampleOutput", "as_config", "describe_condition"]
 
@@ -101,7 +101,7 @@ def as_config(config) -> SamplerConfig:
 class AMDMSampler:
     """Algorithm 1 for N >= 1 models, each with its condition.
 
-    ``models`` satisfy ``amdm_geom.denoisers.base.Denoiser``; ``conds[i]`` is model i's
+    ``models`` satisfy ``amdm_geom.models.base.Denoiser``; ``conds[i]`` is model i's
     condition y_i; ``config`` is a ``SamplerConfig``, a dict of its fields (``{"steps": 3}``,
     checked into one) or None (the paper's defaults). Every setting is checked before any work,
     with a one-line error.

@@ -9,7 +9,7 @@ At an aggregation step, given each model's sampled latent ``z_next_i`` (B, *late
 ``mu_i`` is the mean model i's shift moves towards: Algorithm 1 takes the reverse-step mean at
 the model's own z_t^i; eq. (7) as printed evaluates it at z'. The caller decides by passing the
 means, or a function ``mean(i, z_agg)`` that computes them from the aggregate. Mixing and
-shifting are ``amdm_geom.geometry``'s, computed in float64 and returned in the inputs' dtype.
+shifting are ``amdm_geom.core.geometry``'s, computed in float64 and returned in the inputs' dtype.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import geometry
+from amdm_geom.core import geometry
 
 __all__ = ["MIXERS", "AggregateStep", "aggregate_step", "mix"]
 
@@ -53,7 +53,7 @@ def aggregate_step(z_next: Sequence[torch.Tensor], weights: Sequence[float], eta
     """Mix the models' ``z_next`` (eq. 6), then shift the aggregate towards each model's mean by
     its ``eta`` (eq. 7). ``mean`` is the list of means, or ``mean(i, z_agg)`` (called for
     i = 0..N-1 in order, after the mix). Each weight and eta is a float or a ``(B,)`` array of
-    per-sample values (as ``amdm_geom.geometry`` accepts)."""
+    per-sample values (as ``amdm_geom.core.geometry`` accepts)."""
     z_agg = mix(z_next, weights, rule)
     mus, shifted = [], []
     for i, eta in enumerate(etas):

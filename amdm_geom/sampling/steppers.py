@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..flow_schedules import flow_coefficients, flow_stepper, is_flow_scheduler
-from ..schedules import ddim_coefficients, step_epsilon, stepper
-from .rng import draw
+from amdm_geom.core.flow_schedules import flow_coefficients, flow_stepper, is_flow_scheduler
+from amdm_geom.core.schedules import ddim_coefficients, step_epsilon, stepper
+from amdm_geom.sampling.rng import draw
 
 __all__ = ["DDIMStep", "FlowStep", "StepResult", "make_step"]
 

@@ -72,10 +72,10 @@ Safety (nothing lost, nothing faked):
   analyses say what a store lacks instead of crashing on a ``KeyError``.
 """
 
-from .integrity import CHECKSUM, DamagedStoreError, foreign_files
-from .lock import _StoreLock  # noqa: F401  (for tests that inspect the lock)
-from .paths import StoreError, check_output_path, is_trace_store
-from .reading import (
+from amdm_geom.store.integrity import CHECKSUM, DamagedStoreError, foreign_files
+from amdm_geom.store.lock import _StoreLock  # noqa: F401  (for tests that inspect the lock)
+from amdm_geom.store.paths import StoreError, check_output_path, is_trace_store
+from amdm_geom.store.reading import (
     completed_steps,
     incomplete_note,
     is_complete,
@@ -88,8 +88,8 @@ from .reading import (
     steps_completed,
     verify_run,
 )
-from .recorder import COMPRESSORS, ZarrRecorder, compressor_codec
-from .urls import UrlStore, is_url, locate
+from amdm_geom.store.recorder import COMPRESSORS, ZarrRecorder, compressor_codec
+from amdm_geom.store.urls import UrlStore, is_url, locate
 
 __all__ = ["CHECKSUM", "COMPRESSORS", "DamagedStoreError", "StoreError", "foreign_files", "verify_run",
            "UrlStore", "ZarrRecorder", "check_output_path", "compressor_codec",

@@ -11,7 +11,7 @@ import time
 import weakref
 from pathlib import Path
 
-from .paths import StoreError
+from amdm_geom.store.paths import StoreError
 
 # --------------------------------------------------------------------------------------------
 # one writer per store: an OS lock beside it

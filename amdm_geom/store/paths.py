@@ -74,7 +74,7 @@ def is_trace_store(path, storage_options: dict | None = None) -> bool:
     system) is a folder whose ``zarr.json`` is a zarr v3 group carrying this toolkit's metadata
     (``creation_library`` starting with "amdm-geom", ``config``, ``dtype``, ``hook_names``,
     ``complete``, ``steps_completed``). Never raises (an unusable URL is not a trace store)."""
-    from .urls import locate
+    from amdm_geom.store.urls import locate
 
     try:
         where = locate(path, storage_options)
@@ -108,7 +108,7 @@ def check_output_path(path, overwrite: bool = False, storage_options: dict | Non
       replacing the store would delete it.
 
     Every message is one line naming the path and saying why."""
-    from .urls import locate
+    from amdm_geom.store.urls import locate
 
     where = locate(path, storage_options)
     if not isinstance(where, Path):
@@ -155,7 +155,7 @@ def _check_not_inside(target: Path, shown) -> None:
 def check_only_ours(target: Path, shown) -> None:
     """``StoreError`` naming the first file in the trace store ``target`` that its writer did not
     write (``integrity.foreign_files``): such a store is never deleted or replaced."""
-    from .integrity import foreign_files
+    from amdm_geom.store.integrity import foreign_files
 
     foreign = foreign_files(target)
     if foreign:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import xarray as xr
 
-from ..sampling.config import SamplerConfig
-from .integrity import LEGACY_NOTE, DamagedStoreError, check_store
-from .paths import StoreError, _store_problem
-from .urls import UrlStore, is_url, locate
+from amdm_geom.sampling.config import SamplerConfig
+from amdm_geom.store.integrity import LEGACY_NOTE, DamagedStoreError, check_store
+from amdm_geom.store.paths import StoreError, _store_problem
+from amdm_geom.store.urls import UrlStore, is_url, locate
 
 _log = logging.getLogger("amdm_geom.store")
 _LEGACY_SAID: set[str] = set()

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 import zarr
 
-from ..sampling.config import COMPRESSORS
-from ..sampling.plan import RunPlan
-from ..sampling.recording import Recorder
-from .integrity import CHECKSUM, append_checksum
-from .lock import _StoreLock
-from .paths import StoreError, _clean_leftovers, _remove, _sibling, _swap_into_place, check_output_path
-from .urls import UrlStore, is_url, locate
+from amdm_geom.sampling.config import COMPRESSORS
+from amdm_geom.sampling.plan import RunPlan
+from amdm_geom.sampling.recording import Recorder
+from amdm_geom.store.integrity import CHECKSUM, append_checksum
+from amdm_geom.store.lock import _StoreLock
+from amdm_geom.store.paths import StoreError, _clean_leftovers, _remove, _sibling, _swap_into_place, check_output_path
+from amdm_geom.store.urls import UrlStore, is_url, locate
 
 _MISSING = object()
 

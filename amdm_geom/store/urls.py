@@ -20,7 +20,7 @@ import os
 import re
 from pathlib import Path
 
-from .paths import StoreError, _absolute, _doc_problem
+from amdm_geom.store.paths import StoreError, _absolute, _doc_problem
 
 #: ``protocol://...`` or a chained ``a::b://...`` URL (fsspec's syntax).
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*(://|::)")
@@ -84,7 +84,7 @@ class UrlStore:
         if why is None and not overwrite:
             raise FileExistsError(f"trace store {self.url} exists; pass overwrite=True (--overwrite) to replace it")
         if why is None:
-            from .integrity import foreign_files
+            from amdm_geom.store.integrity import foreign_files
 
             foreign = foreign_files(self)
             if foreign:

@@ -1,9 +1,9 @@
-"""The 2D composition benchmark of App. E (Table 7), in its parts; ``amdm_geom.analyses.toy_mixture``
+"""The 2D composition benchmark of App. E (Table 7), in its parts; ``amdm_geom.analyses.toy.toy_mixture``
 is the analysis that runs it and judges the paper's claim.
 
 - ``targets``: the 2D mixtures (Du et al.'s ring, a Gaussian-mixture bar, two full-covariance
   mixtures) and the composition tasks ``p = p1 p2 / Z``, all built with the one Gaussian-mixture
-  engine (``amdm_geom.denoisers.mixture``), with numpy views of their densities and samples.
+  engine (``amdm_geom.models.mixture``), with numpy views of their densities and samples.
 - ``experts``: the cosine VP schedule with T = 100, exact experts (eps of eq. (4) from the exact
   diffused score) and small MLP experts trained by denoising score matching.
 - ``samplers``: AMDM (Algorithm 1 through ``amdm_geom.sampling.step.aggregate_step``),

@@ -19,11 +19,21 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 
-from . import targets
-from .experts import ExactExpert, Schedule, make_schedule, train_mlp
-from .mcmc import du_mcmc
-from .metrics import BANDWIDTHS, cov_error, kernel_means, ln_mmd, log_likelihood, mmd2, mode_coverage, sq_distances, w2
-from .samplers import STREAMS, amdm, oracle, summed_score
+from amdm_geom.analyses.toy import targets
+from amdm_geom.analyses.toy.experts import ExactExpert, Schedule, make_schedule, train_mlp
+from amdm_geom.analyses.toy.mcmc import du_mcmc
+from amdm_geom.analyses.toy.metrics import (
+    BANDWIDTHS,
+    cov_error,
+    kernel_means,
+    ln_mmd,
+    log_likelihood,
+    mmd2,
+    mode_coverage,
+    sq_distances,
+    w2,
+)
+from amdm_geom.analyses.toy.samplers import STREAMS, amdm, oracle, summed_score
 
 __all__ = ["DU_METHODS", "EXPERTS", "METHODS", "Scores", "best_method", "floor_sizes", "mean_over_seeds", "method_rows",
            "run_benchmark", "run_method"]

@@ -1,10 +1,10 @@
 """The schedule and the experts of the 2D composition benchmark (App. E, Table 7).
 
 Schedule (``make_schedule``): Du et al.'s cosine VP schedule with T = 100, as diffusers'
-``squaredcos_cap_v2`` through ``amdm_geom.schedules.make_scheduler("cosine",
+``squaredcos_cap_v2`` through ``amdm_geom.core.schedules.make_scheduler("cosine",
 num_train_timesteps=100, steps_offset=0, set_alpha_to_one=True)``; the 100 sampling steps cover
 t = 99 .. 0 (checked), the last one going to abar = 1. Every method steps with the DDPM
-coefficients of ``amdm_geom.schedules.ddim_coefficients(..., eta=1)``.
+coefficients of ``amdm_geom.core.schedules.ddim_coefficients(..., eta=1)``.
 
 Experts: ``ExactExpert``, eps_i(z, t) = -sqrt(1 - abar_t) grad log p_i,t(z) (eq. 4) from the
 exact diffused mixture; ``MLPExpert``, a small MLP per expert (3 hidden SiLU layers of 48;
@@ -26,11 +26,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from amdm_geom.denoisers.mixture import GaussianMixture
-from amdm_geom.schedules import ddim_coefficients, make_scheduler
-
-from . import targets
-from .mlp import MLP, pair_forward
+from amdm_geom.analyses.toy import targets
+from amdm_geom.analyses.toy.mlp import MLP, pair_forward
+from amdm_geom.core.schedules import ddim_coefficients, make_scheduler
+from amdm_geom.models.mixture import GaussianMixture
 
 __all__ = ["MLP", "ExactExpert", "MLPExpert", "Schedule", "eps_pair", "eps_sum", "make_schedule", "score_sum",
            "train_mlp"]

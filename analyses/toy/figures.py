@@ -11,12 +11,11 @@ import numpy as np
 import torch
 import xarray as xr
 
-from amdm_geom import geometry
-from amdm_geom.palette import colour
-
-from . import targets
-from .benchmark import DU_METHODS, best_method, mean_over_seeds
-from .experts import make_schedule
+from amdm_geom.analyses.toy import targets
+from amdm_geom.analyses.toy.benchmark import DU_METHODS, best_method, mean_over_seeds
+from amdm_geom.analyses.toy.experts import make_schedule
+from amdm_geom.core import geometry
+from amdm_geom.core.palette import colour
 
 __all__ = ["figures", "norm_law_figure", "samples_figure", "sweep_figure", "trajectory_figure"]
 
@@ -30,7 +29,7 @@ def _contours(ax, mix, extent, alpha_bar: float = 1.0, levels: int = 8, cmap: st
     ax.contour(X, Y, lp, levels=np.linspace(top - 12, top, levels), cmap=cmap, linewidths=0.7)
 
 
-#: The role (``amdm_geom.palette``) of each method's panel.
+#: The role (``amdm_geom.core.palette``) of each method's panel.
 _ROLES = {"target": "exact", "AMDM": "AMDM", "summed_score": "product of experts", "du_ula": "ula",
           "du_mala": "mcmc", "du_hmc": "mcmc", "oracle": "exact"}
 

@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
-from .experts import eps_sum, score_sum
-from .samplers import STREAMS, Noise, as_seed_list, blocks, reverse
+from amdm_geom.analyses.toy.experts import eps_sum, score_sum
+from amdm_geom.analyses.toy.samplers import STREAMS, Noise, as_seed_list, blocks, reverse
 
 __all__ = ["KINDS", "AnnealedMCMC", "du_mcmc", "energy_difference"]
 

@@ -21,9 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from amdm_geom.denoisers.mixture import GaussianMixture
-
-from . import targets
+from amdm_geom.analyses.toy import targets
+from amdm_geom.models.mixture import GaussianMixture
 
 __all__ = ["BANDWIDTHS", "cov_error", "kernel_means", "ln_mmd", "log_likelihood", "mmd2", "mode_coverage",
            "sq_distances", "target_modes", "w2"]

@@ -30,11 +30,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from amdm_geom import geometry
-from amdm_geom.denoisers.mixture import GaussianMixture
+from amdm_geom.analyses.toy.experts import ExactExpert, Schedule, eps_pair, eps_sum
+from amdm_geom.core import geometry
+from amdm_geom.models.mixture import GaussianMixture
 from amdm_geom.sampling.step import aggregate_step
-
-from .experts import ExactExpert, Schedule, eps_pair, eps_sum
 
 __all__ = ["STREAMS", "Noise", "SlerpOrLerp", "amdm", "as_seed_list", "blocks", "ddpm_step", "oracle", "reverse",
            "slerp_or_lerp", "summed_score"]

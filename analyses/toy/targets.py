@@ -1,7 +1,7 @@
 """The 2D targets of App. E's composition benchmark (Table 7), with an exact ground truth.
 
 Each task's target is ``p = p1 p2 / Z`` in 2D with p1, p2 Gaussian mixtures, built with the one
-engine ``amdm_geom.denoisers.mixture.GaussianMixture`` (full covariances; a product of mixtures
+engine ``amdm_geom.models.mixture.GaussianMixture`` (full covariances; a product of mixtures
 is a mixture, and under the VP forward process a component N(mu, S) becomes
 N(sqrt(abar) mu, abar S + (1 - abar) I), so every density and score is exact):
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from amdm_geom.denoisers.mixture import GaussianMixture
+from amdm_geom.models.mixture import GaussianMixture
 
 __all__ = ["TASKS", "Task", "bar", "log_prob", "log_prob_and_score", "make_task", "mixture", "ring", "sample",
            "score"]

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amdm_geom.denoisers.unet import condition_pair, tiny_unet_family
+from amdm_geom.models.unet import condition_pair, tiny_unet_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import ZarrRecorder
 

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from amdm_geom.denoisers.gmm import fine_grained_family
+from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 
 

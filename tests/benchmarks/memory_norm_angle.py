@@ -33,8 +33,8 @@ CHILD = r"""
 import json, resource, sys, time, tracemalloc
 import torch
 torch.set_num_threads(1)
-from amdm_geom.analyses import norm_angle
-from amdm_geom.runner import run_analysis
+from amdm_geom.analyses.prop31 import norm_angle
+from amdm_geom.app.runner import run_analysis
 from amdm_geom.store import open_run
 
 def rss_mib():
@@ -63,7 +63,7 @@ print(json.dumps({"rss_before": before, "rss_peak": rss_mib(), "traced_peak": tr
 def make_store(path: Path, shape: tuple[int, ...], batch: int, steps: int, chunk: int) -> Path:
     """The exact GMM pair (model 2 perturbed) at ``shape``, ``batch`` samples, float32, recorded in
     chunks of ``chunk`` samples."""
-    from amdm_geom.denoisers.gmm import fine_grained_family
+    from amdm_geom.models.gmm import fine_grained_family
     from amdm_geom.sampling import AMDMSampler, SamplerConfig
     from amdm_geom.store import ZarrRecorder
 

@@ -1,5 +1,0 @@
-"""The validation report, ``data/report/index.html``: see ``amdm_geom.runner.report``."""
-
-from amdm_geom.runner.report import render_report, write_report
-
-__all__ = ["render_report", "write_report"]

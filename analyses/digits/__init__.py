@@ -1,0 +1,1 @@
+"""The trained digits ecosystem: AMDM against single models and peers."""

@@ -1,0 +1,147 @@
+"""The digits benchmark (issue: a trained mini-ecosystem): AMDM on trained networks, fine-tunes of
+one base that each control one aspect, beside the single models and the peer methods, with
+success read by exact detectors.
+
+Every arm (``digits_runs.arms``: the single models; AMDM in both role orders, over s, over eta,
+with lerp, in the middle and late windows; with the from-scratch and the other-schedule
+position model; Composable Diffusion, SUPERDIFF AND and Du et al.'s ULA on the same models and
+seeds, and AMDM at ULA's number of evaluations; three models on (position, colour, digit)) runs
+on the same seeds and per-sample targets. Success of a sample on the pair target: the detectors
+read its target position and colour; on the triple: also its digit class. Comparisons are paired
+by sample and decided by ``amdm_geom.core.stats`` (``digits_verdicts``).
+
+The analysis contract (``amdm_geom.analyses``): ``compute`` runs the arms (no stores: the
+result keeps every arm's final images), ``verdicts``, ``plot`` and ``tables`` read its Dataset.
+Also in the result: the functional proximity per t of each pair of models
+(``amdm_geom.models.ecosystem``) and the ecosystem verdict of each pair.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from amdm_geom.analyses.digits.figures import figures
+from amdm_geom.analyses.digits.runs import arms, run_arm, targets
+from amdm_geom.analyses.digits.verdicts import verdicts
+
+__all__ = ["CAPTIONS", "NAME", "RESULT", "STORES", "SUMMARY", "compute", "plot", "saved", "tables", "verdicts"]
+
+NAME = "digits_benchmark"
+SUMMARY = "trained digits ecosystem: AMDM against single models and peers, success read by exact detectors"
+STORES = "none"
+RESULT = "digits"
+#: The figures' captions (fnmatch patterns over the figure names, ``amdm_geom.app.runner.output.caption_of``).
+CAPTIONS = {
+    "success": (
+        "Digits benchmark: the share of samples per arm whose position and colour (left) or position, colour and "
+        "digit (right) the exact detectors read as the target, with 95% Wilson intervals; network evaluations "
+        "per sample in brackets. Bars in a role's colour: model 1 (position) and model 2 (colour) alone, AMDM "
+        "and AMDM swapped, lerp, the peers; grey: other AMDM variants by group. Fine-grained control (Tables "
+        "1-2's claim) means AMDM's bar above both single models' bars, beyond their intervals."),
+    "by_target": (
+        "Digits benchmark: success per (position, colour) target (rows: position, columns: colour; the share "
+        "in each cell) for the position and colour models alone, AMDM and Composable Diffusion. Look for cells "
+        "where AMDM does better than either model alone, and for targets where every method fails."),
+    "grid_*": (
+        "Digits benchmark: final images of the same seeds (columns) under each method (rows) for the target in "
+        "the title; a green frame means the detectors read the target position and colour, a red one that they "
+        "did not. Compare a row's images with the single models' rows (position, colour) above it."),
+    "proximity": (
+        "Section 3.1's ecosystem check on the digits models: the functional proximity |eps_A - eps_B| / "
+        "|eps_A| of each pair over the training timestep t (log scale; the ecosystem verdict in the legend). "
+        "Fine-tunes of one base (position+colour, position+digit) should stay close at every t; the pairs with "
+        "the position model trained from scratch or on the linear schedule show how far apart other models lie."),
+}
+PAIRS = (("position", "colour"), ("position_scratch", "colour"), ("position_linear", "colour"), ("position", "digit"))
+
+
+def _proximity(seed: int, quick: bool) -> xr.Dataset:
+    """Functional proximity per t and the ecosystem verdict of each pair (``ecosystem.check_denoisers``)."""
+    from amdm_geom.models.digits import zoo
+    from amdm_geom.models.ecosystem import check_denoisers
+
+    rows, verdict, ts = [], [], None
+    for a, b in PAIRS:
+        rep = check_denoisers(zoo.load(a), zoo.load(b), seed=seed, batch=8 if quick else 32)
+        ts = sorted(rep.proximity)
+        rows.append([rep.proximity[t] for t in ts])
+        verdict.append(rep.verdict)
+    return xr.Dataset({"proximity": (("pair", "t"), np.array(rows, dtype=np.float64))},
+                      coords={"pair": [f"{a}+{b}" for a, b in PAIRS], "t": np.asarray(ts),
+                              "ecosystem": ("pair", verdict)})
+
+
+def compute(stores=None, *, quick: bool = False, seed: int = 0, runs: Path | None = None,
+            progress: bool = False, only=None, batch: int | None = None, proximity: bool = True) -> xr.Dataset:
+    """Run every arm (``quick``: the small set; ``only``: these arms; ``batch``: another number of
+    samples per arm) and measure it; ``proximity``: also each pair's functional proximity."""
+    if stores:
+        raise ValueError(f"{NAME} takes no stores; got {len(stores)}: {', '.join(map(str, stores))}")
+    from tqdm import tqdm
+
+    plan = arms(quick, seed=seed)
+    unknown = sorted(set(only or ()) - {a.name for a in plan})
+    if unknown:
+        raise ValueError(f"unknown arm(s) {', '.join(unknown)}; the benchmark has {', '.join(a.name for a in plan)}")
+    plan = [a.replace(batch=batch) if batch else a for a in plan if only is None or a.name in only]
+    tgt = targets(plan[0].batch, seed)
+    results = {}
+    for arm in tqdm(plan, desc=NAME, disable=not progress):
+        results[arm.name] = run_arm(arm, tgt)
+    names = [a.name for a in plan]
+    stack = lambda key: np.stack([results[n][key] for n in names])  # noqa: E731
+    detected = stack("detected")
+    pair = (detected[:, :, :2] == tgt[None, :, :2]).all(-1)
+    ds = xr.Dataset(
+        {"images": (("arm", "sample", "channel", "y", "x"), stack("images").astype(np.float32)),
+         "detected": (("arm", "sample", "attribute"), detected),
+         "target": (("sample", "attribute"), tgt),
+         "success": (("arm", "sample"), pair.astype(np.float64)),
+         "success_triple": (("arm", "sample"), (detected == tgt[None]).all(-1).astype(np.float64)),
+         "calls": ("arm", np.array([results[n]["calls"] for n in names], dtype=np.int64)),
+         "seconds": ("arm", np.array([results[n]["seconds"] for n in names]))},
+        coords={"arm": names, "group": ("arm", [a.group for a in plan]), "label": ("arm", [a.label for a in plan]),
+                "method": ("arm", [a.method for a in plan]), "models": ("arm", ["+".join(a.models) for a in plan]),
+                "steps": ("arm", [a.sampler.num_inference_steps for a in plan]),
+                "attribute": ["position", "colour", "digit"], "sample": np.arange(len(tgt))},
+        attrs={"quick": int(quick), "seed": seed, "specs": "[" + ",".join(a.model_dump_json() for a in plan) + "]"})
+    return ds.merge(_proximity(seed, quick)) if proximity else ds
+
+
+def plot(ds: xr.Dataset) -> dict:
+    """Success per arm with intervals, image grids per method and target, proximity per t."""
+    return figures(ds)
+
+
+def tables(ds: xr.Dataset) -> dict:
+    """Success per arm (pair and triple) with the detectors' per-attribute accuracy and the
+    evaluations per sample; success per (position, colour) target for the main arms."""
+    import pandas as pd
+
+    acc = (ds.detected == ds.target).mean("sample")
+    table = pd.DataFrame({"label": ds.label.values, "method": ds.method.values, "models": ds.models.values,
+                          "evaluations_per_sample": ds.calls.values, "success": ds.success.mean("sample").values,
+                          "success_triple": ds.success_triple.mean("sample").values,
+                          "position_acc": acc.sel(attribute="position").values,
+                          "colour_acc": acc.sel(attribute="colour").values,
+                          "digit_acc": acc.sel(attribute="digit").values, "seconds": ds.seconds.values},
+                         index=pd.Index(ds.arm.values, name="arm"))
+    key = ds.target.sel(attribute="position") * 4 + ds.target.sel(attribute="colour")
+    per = ds.success.groupby(key.rename("pc")).mean().to_pandas().T
+    per.index = [f"position {k // 4}, colour {k % 4}" for k in per.index]
+    main = [a for a in ("position", "colour", "amdm", "amdm_swapped", "composable", "superdiff_and") if a in ds.arm]
+    return {"digits_success": table, "digits_by_target": per[main]}
+
+
+
+def saved(ds: xr.Dataset) -> xr.Dataset:
+    """What the result folder keeps: everything, the images as 8-bit pixels (``round(255 (x + 1) /
+    2)`` of the model's image x in [-1, 1], as the figures show them; the detectors read the float
+    images during ``compute``), which keeps the report folder small."""
+    out = ds.copy()
+    pixels = np.clip(np.round((ds.images.values.astype(np.float64) + 1) / 2 * 255), 0, 255).astype(np.uint8)
+    out["images"] = (ds.images.dims, pixels, {"encoding": "uint8 = round(255 (x + 1) / 2), x in [-1, 1]"})
+    return out

@@ -1,0 +1,145 @@
+"""The digits benchmark's verdicts, from ``digits_benchmark.compute``'s Dataset (per arm and
+sample: ``success`` on the (position, colour) target, ``success_triple`` on (position, colour,
+digit); per arm: ``calls``, the network evaluations per sample).
+
+Every comparison is paired by sample (same seeds, same targets) and decided by
+``amdm_geom.core.stats`` as the ablations' are (``ablation_verdicts.paired_verdict`` and
+``best_verdict``: a paired t interval at 95%, Bonferroni over a best-of-k claim's rivals,
+``inconclusive`` with the sample size that would decide it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from amdm_geom.analyses.ablations.verdicts import EQUIVALENCE_MARGIN, LEVEL, PAIRED, best_verdict, paired_verdict
+from amdm_geom.core import stats
+from amdm_geom.core.verdicts import Verdict
+
+__all__ = ["verdicts"]
+
+WHERE = "digits ecosystem (trained)"
+
+
+def _o(ds: xr.Dataset, arm: str, var: str = "success") -> np.ndarray:
+    return ds[var].sel(arm=arm).values.astype(np.float64)
+
+
+def _s(ds: xr.Dataset, arm: str, var: str = "success") -> str:
+    return f"{float(ds[var].sel(arm=arm).mean()):.3f}"
+
+
+def _evals(ds: xr.Dataset, *arms: str) -> str:
+    return ", ".join(f"{a} {int(ds.calls.sel(arm=a))}" for a in arms)
+
+
+def _best(ds, claimed: str, rivals, *, key: str, claim: str, where: str, var: str = "success", detail: str = ""):
+    present = [r for r in rivals if r in ds.arm]
+    if claimed not in ds.arm or not present:
+        return []
+    b = stats.best_of({a: _o(ds, a, var) for a in (claimed, *present)}, claimed, LEVEL, **PAIRED)
+    return [best_verdict(b, key=key, claim=claim, where=where, measured=f"{_s(ds, claimed, var)} vs "
+                         f"{_s(ds, b.deciding, var)}", bound=f"> {', '.join(present)}", reference=0.0,
+                         detail=(f"{detail} Success ({'triple' if var != 'success' else 'pair'} target): "
+                                 + ", ".join(f"{a} {_s(ds, a, var)}" for a in (claimed, *present))
+                                 + f"; evaluations per sample: {_evals(ds, claimed, *present)}.").strip())]
+
+
+def _beats(ds, a: str, b: str, *, key: str, claim: str, where: str, detail: str = ""):
+    if a not in ds.arm or b not in ds.arm:
+        return []
+    p = stats.paired_interval(_o(ds, a), _o(ds, b), LEVEL, **PAIRED)
+    return [paired_verdict(p, stats.decide(p.interval), key=key, claim=claim, where=where,
+                           measured=f"{_s(ds, a)} vs {_s(ds, b)}", bound="> 0", reference=0.0,
+                           detail=(f"{detail} {a} minus {b}: {stats.interval_text(p)}; evaluations per sample: "
+                                   f"{_evals(ds, a, b)}.").strip())]
+
+
+def _same(ds, a: str, b: str, *, key: str, claim: str, where: str, detail: str = ""):
+    if a not in ds.arm or b not in ds.arm:
+        return []
+    p = stats.paired_interval(_o(ds, a), _o(ds, b), LEVEL, **PAIRED)
+    m = EQUIVALENCE_MARGIN
+    return [paired_verdict(p, stats.decide_equivalence(p.interval, m), key=key, claim=claim, where=where,
+                           measured=f"{_s(ds, a)} vs {_s(ds, b)}", bound=f"|diff| <= {m:g}", reference=m,
+                           test=f"{p.test}, equivalence within +-{m:g}",
+                           detail=f"{detail} {a} minus {b}: {stats.interval_text(p)}.".strip())]
+
+
+def _arms(ds, group: str) -> list[str]:
+    return [str(a) for a in ds.arm.values if str(ds.group.sel(arm=a).item()) == group]
+
+
+def verdicts(ds: xr.Dataset) -> list[Verdict]:
+    """AMDM against the single models (both role orders), the role order, s, eta, slerp against
+    lerp, the aggregation stage, the partners of Section 3.1 / Table 10, the peers, and N = 3."""
+    out = []
+    singles = ("position", "colour")
+    out += _best(ds, "amdm", singles, key="digits_amdm_beats_singles", claim="AMDM raises fine-grained success",
+                 where=f"Tables 1-2 ({WHERE})", detail="Position fine-tune first, colour fine-tune second.")
+    out += _best(ds, "amdm_swapped", singles, key="digits_amdm_swapped_beats_singles",
+                 claim="AMDM raises it with roles swapped", where=f"Tables 1-2 ({WHERE})")
+    out += _same(ds, "amdm", "amdm_swapped", key="digits_role_order", claim="which model comes first does not matter",
+                 where=f"Algorithm 1 ({WHERE})")
+    s_arms = ["amdm", *_arms(ds, "s")]
+    if len(s_arms) > 1:
+        by_s = {a: _agg_steps(ds, a) for a in s_arms}
+        lo, hi = min(by_s, key=by_s.get), max(by_s, key=by_s.get)
+        text = ", ".join(f"s = {by_s[a]}: {_s(ds, a)}" for a in sorted(by_s, key=by_s.get)) + "."
+        out += _beats(ds, hi, lo, key="digits_s", claim="more aggregation steps raise success",
+                      where=f"Figure 5a ({WHERE})", detail=text)
+    etas = [a for a in _arms(ds, "eta") if _eta(ds, a) <= 0.5]
+    out += _best(ds, "amdm", etas, key="digits_eta", claim="eta = 0.3 is best in [0, 0.5]", where=f"Table 4 ({WHERE})",
+                 detail=", ".join(f"eta {_eta(ds, a):g}: {_s(ds, a)}" for a in ["amdm", *_arms(ds, "eta")]) + ".")
+    out += _beats(ds, "amdm", "amdm_lerp", key="digits_slerp_lerp", claim="slerp beats lerp",
+                  where=f"Figure 5a ({WHERE})")
+    out += _best(ds, "amdm", _arms(ds, "stage"), key="digits_stage", claim="early aggregation is best",
+                 where=f"Table 3 ({WHERE})")
+    out += _best(ds, "amdm_scratch", ("position_scratch", "colour"), key="digits_scratch_partner",
+                 claim="a same-ecosystem partner trained from scratch works too", where=f"Sec. 3.1 ({WHERE})",
+                 detail="Position model trained from another initialisation (same schedule and data) with the colour "
+                        "fine-tune.")
+    out += _beats(ds, "amdm", "amdm_linear", key="digits_cross_ecosystem", claim="AMDM fails across ecosystems",
+                  where=f"App. F.3, Table 10 ({WHERE})",
+                  detail="Same-ecosystem AMDM against AMDM with a position model on DDPM's linear schedule.")
+    for peer in _arms(ds, "peers"):
+        if peer == "amdm_matched":
+            continue
+        out += _beats(ds, "amdm", peer, key=f"digits_vs_{peer}", claim=f"AMDM beats {ds.label.sel(arm=peer).item()}",
+                      where=f"Sec. 4 ({WHERE})")
+    out += _beats(ds, "amdm_matched", "ula", key="digits_vs_ula_matched",
+                  claim="AMDM beats ULA at matched evaluations", where=f"Sec. 4 ({WHERE})")
+    out += _best(ds, "amdm3", ("position", "colour", "digit"), key="digits_n3",
+                 claim="AMDM of three raises the triple target", where=f"Sec. 4.1 ({WHERE})", var="success_triple")
+    return out + _flow(ds)
+
+
+def _flow(ds: xr.Dataset) -> list[Verdict]:
+    """App. G on the flow-matching fine-tunes: AMDM against each alone, mu = v, and a VP + flow pair."""
+    where = f"App. G ({WHERE}, flow matching)"
+    out = _best(ds, "flow_amdm", ("flow_position", "flow_colour"), key="digits_flow_amdm_beats_singles",
+                claim="AMDM raises fine-grained success under flow", where=where,
+                detail="Flow-matching position and colour fine-tunes of one flow base, diffusers' flow-matching Euler "
+                       "step, the shift towards each step's location z + dt v.")
+    out += _same(ds, "flow_amdm_v", "flow_amdm", key="digits_flow_mu_v", claim="AMDM with mu = v does as well",
+                 where=where, detail="The shift's target the velocity, as App. G prints it, against the step's "
+                                     "location.")
+    out += _beats(ds, "flow_amdm", "flow_vp", key="digits_flow_cross_ecosystem",
+                  claim="AMDM fails across ecosystems (flow + VP)", where=where,
+                  detail="The flow pair against the VP position fine-tune with the flow colour fine-tune (insist).")
+    return out
+
+
+def _spec(ds: xr.Dataset, arm: str) -> dict:
+    import json
+
+    specs = {s["name"]: s for s in json.loads(ds.attrs["specs"])}
+    return specs[arm]
+
+
+def _agg_steps(ds: xr.Dataset, arm: str) -> int:
+    return int(_spec(ds, arm)["sampler"]["agg_steps"])
+
+
+def _eta(ds: xr.Dataset, arm: str) -> float:
+    return float(_spec(ds, arm)["sampler"]["eta"])

@@ -1,0 +1,1 @@
+"""App. G: rectified flow (geometry, and AMDM on exact flow models)."""
