@@ -16,11 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from amdm_geom.core.spec import SpecError
+from amdm_geom.models.digits.data import SIZE
+from amdm_geom.models.digits.detectors import detect
 from amdm_geom.models.digits.specs import DigitsSpec
-from amdm_geom.probes.specs import ProbeSpec, RunSettings, run_probe
+from amdm_geom.probes.specs import ProbeSpec, RunSettings, images_folder, run_probe
+from amdm_geom.sampling import AMDMSampler
 from amdm_geom.sampling.config import SamplerConfig
 
-__all__ = ["NAME", "SUMMARY", "Spec", "build", "images_folder", "run", "save_grid"]
+__all__ = ["NAME", "SUMMARY", "Spec", "build", "run", "save_grid"]
 
 NAME = "digits_pair"
 SUMMARY = "trained digits models (fine-tunes of one base, or the controls) aggregated by AMDM"
@@ -40,8 +43,6 @@ class Spec(ProbeSpec):
 
     def latent_shape(self) -> tuple[int, int, int]:
         """The digits models' pixels: 3 x 16 x 16."""
-        from amdm_geom.models.digits.data import SIZE
-
         return (3, SIZE, SIZE)
 
     def check_models(self) -> None:
@@ -56,19 +57,8 @@ class Spec(ProbeSpec):
 
 def build(spec: Spec):
     """The ``AMDMSampler`` of the models."""
-    from amdm_geom.sampling import AMDMSampler
-
     models, conds = spec.digits.build()
     return AMDMSampler(models, conds, spec.config())
-
-
-def images_folder(out) -> Path:
-    """The folder of PNG images beside a local store (a store at a URL has no "beside": refused)."""
-    from amdm_geom.store import is_url
-
-    if is_url(out):
-        raise ValueError(f"this probe writes PNG images beside its store, so --out must be a local path; got {out}")
-    return Path(out).with_name(Path(out).name.removesuffix(".zarr") + "_images")
 
 
 def save_grid(images, path: Path, *, columns: int = 8, scale: int = 4) -> Path:
@@ -96,8 +86,6 @@ def run(spec: Spec, *, quiet: bool = False) -> Path:
     folder = images_folder(spec.run.out)
 
     def after(out) -> None:
-        from amdm_geom.models.digits.detectors import detect
-
         path = save_grid(out.z0.numpy(), folder / "grid.png")
         read = detect(out.z0)
         (folder / "detected.csv").write_text("seed,position,colour,digit\n" + "".join(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from amdm_geom.core.spec import choice, real
+from amdm_geom.models.specs import GMMModelSpec
 from amdm_geom.probes import gmm_pair
 from amdm_geom.probes.specs import RunSettings, run_probe
 from amdm_geom.sampling.config import SamplerConfig
@@ -36,32 +37,27 @@ class Spec(gmm_pair.PairSpec):
 
     shift: Annotated[float, real(0.0, low_open=True)] = 1.0
     """the flow scheduler's time shift (SD3 uses 3.0), > 0."""
-    partner: Annotated[Literal["flow", "vp"], choice(*PARTNERS)] = "flow"
+    partner: Annotated[Literal[*PARTNERS], choice(*PARTNERS)] = "flow"
     """model 2: a flow model (one ecosystem) or the same data's VP model on SD's schedule (another)."""
     sampler: SamplerConfig = SamplerConfig(num_inference_steps=50, agg_steps=20)
     run: RunSettings = RunSettings(out=Path("data/runs/flow_pair.zarr"))
 
+    def models(self) -> tuple[GMMModelSpec, GMMModelSpec]:
+        """The two models: y1 = position under the flow, y2 = colour under the flow or SD's VP schedule."""
+        flow = self.partner == "flow"
+        return (GMMModelSpec(attribute="position", value=self.position, sde="flow", shift=self.shift,
+                             guidance=self.guidance, name=f"position={self.position} (flow)"),
+                GMMModelSpec(attribute="colour", value=self.colour, sde="flow" if flow else "scaled_linear",
+                             shift=self.shift if flow else 1.0, guidance=self.guidance, perturb=self.perturb,
+                             name=f"colour={self.colour} ({'flow' if flow else 'VP'})"))
+
     def step_kinds(self) -> tuple[str, ...]:
-        return ("flow", "flow" if self.partner == "flow" else "ddim")
+        return tuple(m.step_kind for m in self.models())
 
 
 def build(spec: Spec):
     """The ``AMDMSampler`` of the two models."""
-    from amdm_geom.models.flow_gmm import flow_family_model
-    from amdm_geom.sampling import AMDMSampler
-
-    fam = spec.family.build()
-    dtype = spec.run.torch_dtype()
-    one = flow_family_model(fam, shift=spec.shift, guidance_scale=spec.guidance, dtype=dtype,
-                            name=f"position={spec.position} (flow)")
-    if spec.partner == "flow":
-        two = flow_family_model(fam, shift=spec.shift, guidance_scale=spec.guidance, dtype=dtype,
-                                name=f"colour={spec.colour} (flow)", perturb=spec.perturb)
-    else:
-        two = fam.model(guidance_scale=spec.guidance, dtype=dtype, name=f"colour={spec.colour} (VP)",
-                        perturb=spec.perturb)
-    conds = [fam.condition(position=spec.position), fam.condition(colour=spec.colour)]
-    return AMDMSampler([one, two], conds, spec.config())
+    return gmm_pair.build(spec)
 
 
 def run(spec: Spec, *, quiet: bool = False) -> Path:

@@ -15,6 +15,7 @@ from typing import Annotated
 from amdm_geom.core.spec import SpecError, integer, real
 from amdm_geom.models.specs import GMMFamilySpec, GMMModelSpec
 from amdm_geom.probes.specs import ProbeSpec, RunSettings, run_probe
+from amdm_geom.sampling import AMDMSampler
 from amdm_geom.sampling.config import SamplerConfig
 
 __all__ = ["NAME", "SUMMARY", "PairSpec", "Spec", "build", "run"]
@@ -67,8 +68,6 @@ class Spec(PairSpec):
 
 def build(spec: PairSpec):
     """The ``AMDMSampler`` of the two models."""
-    from amdm_geom.sampling import AMDMSampler
-
     fam = spec.family.build()
     built = [m.build(fam, spec.run.torch_dtype()) for m in spec.models()]
     return AMDMSampler([m for m, _ in built], [c for _, c in built], spec.config())

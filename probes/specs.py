@@ -1,7 +1,7 @@
 """What every probe shares: the probe spec's base class (``ProbeSpec``, the sampling layer's
 ``RunSpec``: models + Algorithm 1's settings + the run's ``RunSettings``, checked together before
 anything is built), running a sampler into a trace store that keeps its spec (``run_probe``),
-and getting a store's spec back (``spec_of``) to run it again (``rerun``).
+and running a store's kept spec again (``rerun``).
 
 Before anything is built or created, a run's sizes are estimated from its spec (``size_of``:
 the trace store's bytes and the sampler's peak, ``amdm_geom.core.budget``) and a run too large for the
@@ -13,15 +13,14 @@ family's); a spec that cannot say is checked once its sampler is built, before i
 A store made by a probe keeps ``attrs["spec"]`` (the spec as JSON) and ``attrs["probe"]`` (the
 probe's registered name); a store made by an analysis' own runs (the ablations) keeps
 ``attrs["analysis"]`` instead, and that analysis' module names the probe-like module of its runs
-as ``RUNS``. Both are found through the entry points of ``amdm_geom.probes`` and
-``amdm_geom.analyses``.
+as ``RUNS``. The app finds that module through the registry (``amdm_geom.app.runner.registry.maker``)
+and gives its ``run`` to ``rerun``; nothing here loads a module by name.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated
 
@@ -29,10 +28,12 @@ from amdm_geom.core.budget import FORCE_OPTION, RunSize, check_run, run_size
 from amdm_geom.core.spec import MAX_SEED, Spec, flag
 from amdm_geom.models.specs import TRAIN_TIMESTEPS
 from amdm_geom.sampling import config as _config
-from amdm_geom.sampling.config import DTYPE_NAMES, RunSpec
+from amdm_geom.sampling.config import DTYPE_NAMES, RunSpec, planned_hook_names
+from amdm_geom.sampling.hooks import parse_hook_name
+from amdm_geom.store import ZarrRecorder, check_output_path, is_url
 
 __all__ = ["DTYPE_NAMES", "FORCE_OPTION", "ITEMSIZE", "MAX_SEED", "ProbeSpec", "RunSettings", "TRAIN_TIMESTEPS",
-           "check_size", "latent_shape", "maker", "rerun", "run_probe", "size_of", "spec_of", "store_attrs"]
+           "check_size", "latent_shape", "rerun", "run_probe", "size_of", "store_attrs"]
 
 #: A probe's spec is a run's spec: its models, then ``sampler`` and ``run``.
 ProbeSpec = RunSpec
@@ -76,8 +77,6 @@ def size_of(spec: RunSpec, shape: tuple[int, ...], *, steps=None) -> RunSize:
     """The estimated sizes of ``spec``'s run with latents of ``shape`` (``amdm_geom.core.budget.run_size``):
     the variables its recorder keeps (``run.names``), its steps (or only ``steps``), models,
     samples, chunk and dtype."""
-    from amdm_geom.sampling.hooks import parse_hook_name, planned_hook_names
-
     config, n = spec.config(), spec.n_models
     names = planned_hook_names(n, config, list(spec.run.names) if spec.run.names is not None else None,
                                kinds=spec.step_kinds())
@@ -111,6 +110,14 @@ def check_size(spec: RunSpec, shape: tuple[int, ...] | None = None, *, steps=Non
     return True
 
 
+def images_folder(out) -> Path:
+    """The folder of PNG images beside a local store ``out`` (``<out>_images``; a store at a URL has
+    no "beside": refused in one line)."""
+    if is_url(out):
+        raise ValueError(f"this probe writes PNG images beside its store, so --out must be a local path; got {out}")
+    return Path(out).with_name(Path(out).name.removesuffix(".zarr") + "_images")
+
+
 def store_attrs(spec: Spec, *, probe: str | None = None, analysis: str | None = None) -> dict:
     """The attributes that let a store be run again: the spec as JSON and who made it."""
     attrs = {"spec": spec.model_dump_json()}
@@ -133,8 +140,6 @@ def run_probe(spec: ProbeSpec, build: Callable, *, probe: str, quiet: bool = Fal
     the spec (``store_attrs``).
     ``after(output)`` is called with the ``SampleOutput`` (e.g. to decode images); ``steps``
     keeps only those steps."""
-    from amdm_geom.store import ZarrRecorder, check_output_path
-
     run = spec.run
     check_output_path(run.out, run.overwrite)
     known = latent_shape(spec) is not None
@@ -160,59 +165,17 @@ def run_probe(spec: ProbeSpec, build: Callable, *, probe: str, quiet: bool = Fal
 # a store's spec, and running it again
 
 
-def _registered(group: str, name: str):
-    found = [ep for ep in entry_points(group=group) if ep.name == name]
-    if not found:
-        raise ValueError(f"{name!r} is not installed in the entry-point group {group}")
-    return found[0].load()
-
-
-def _attrs(store) -> tuple[dict, str]:
-    import xarray as xr
-
-    from amdm_geom.store import open_run
-
-    ds = store if isinstance(store, xr.Dataset) else open_run(store)
-    source = ds.encoding.get("source") or "(in memory)"
-    if "spec" not in ds.attrs or not ({"probe", "analysis"} & set(ds.attrs)):
-        raise ValueError(f"store {source} keeps no spec (it was made before stores kept their spec, or by code "
-                         "outside a probe), so it cannot be run again")
-    return dict(ds.attrs), source
-
-
-def maker(store):
-    """The probe-like module that made ``store`` (a path or an opened store): a probe's module,
-    or the ``RUNS`` module of an analysis. It has ``Spec``, ``build`` and ``run``."""
-    attrs, _ = _attrs(store)
-    if "probe" in attrs:
-        return _registered("amdm_geom.probes", attrs["probe"])
-    module = _registered("amdm_geom.analyses", attrs["analysis"])
-    if not hasattr(module, "RUNS"):
-        raise ValueError(f"analysis {attrs['analysis']!r} runs no stores of its own (it has no RUNS)")
-    return module.RUNS
-
-
-def spec_of(store) -> Spec:
-    """The typed spec ``store`` (a path or an opened store) was made from, as it was made."""
-    attrs, _ = _attrs(store)
-    return maker(store).Spec.model_validate_json(attrs["spec"])
-
-
-def rerun(store, *, out=None, overwrite: bool = False, progress: bool = False, quiet: bool = False,
-          force_size: bool = False) -> Path:
-    """Run ``store``'s spec again into ``out`` (default: the store itself, which then needs
-    ``overwrite``). The same spec, seeds and models give the same arrays, bit for bit. The run's
-    sizes are checked again here (``check_size``: the kept spec may have been edited), unless
-    ``force_size``."""
-    spec = spec_of(store)
-    from amdm_geom.store import is_url
-
-    target = store if out is None else out
-    target = str(target) if is_url(target) else Path(target)
+def rerun(spec: RunSpec, run: Callable, *, out, overwrite: bool = False, progress: bool = False,
+          quiet: bool = False, force_size: bool = False) -> Path | str:
+    """Run ``spec`` (a store's kept spec, ``amdm_geom.store.spec_of``) again with ``run`` (the
+    ``run`` of the probe, or of the analysis' runs, that made the store: the registry's
+    ``maker``) into ``out``, a path or an fsspec URL. The same spec, seeds and models give the
+    same arrays, bit for bit. The run's sizes are checked again here (``check_size``: the kept
+    spec may have been edited), unless ``force_size``."""
+    target = str(out) if is_url(out) else Path(out)
     changes = {"out": target, "overwrite": overwrite, "progress": progress}
     if "force_size" in type(spec.run).model_fields:
         changes["force_size"] = force_size
     spec = spec.replace(run=spec.run.replace(**changes))
     check_size(spec, force=force_size)
-    return maker(store).run(spec, quiet=quiet)
-
+    return run(spec, quiet=quiet)

@@ -14,15 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from amdm_geom.core.spec import SpecError
-from amdm_geom.models.specs import UNET_VARIANTS, TinyUNetPairSpec
+from amdm_geom.models.specs import TinyUNetPairSpec
 from amdm_geom.probes.specs import ProbeSpec, RunSettings, run_probe
+from amdm_geom.sampling import AMDMSampler
 from amdm_geom.sampling.config import SamplerConfig
 
-__all__ = ["NAME", "SUMMARY", "Spec", "VARIANTS", "build", "run"]
+__all__ = ["NAME", "SUMMARY", "Spec", "build", "run"]
 
 NAME = "unet_pair"
 SUMMARY = "two tiny diffusers UNets (perturbed, adapter or independent pair)"
-VARIANTS = UNET_VARIANTS
 
 
 class Spec(ProbeSpec):
@@ -50,8 +50,6 @@ class Spec(ProbeSpec):
 
 def build(spec: Spec):
     """The ``AMDMSampler`` of the two UNets."""
-    from amdm_geom.sampling import AMDMSampler
-
     models, conds = spec.family.build()
     return AMDMSampler(models, conds, spec.config())
 

@@ -11,6 +11,7 @@ from scipy import stats
 
 from amdm_geom.analyses.ablations import ablations
 from amdm_geom.analyses.ablations import runs as ablation_runs
+from amdm_geom.analyses.common import paired
 from amdm_geom.core import geometry
 from amdm_geom.core import stats as stats_
 from amdm_geom.store import open_run
@@ -26,7 +27,7 @@ def test_settings_cover_every_group_with_unique_names():
     assert full["amdm"].sampler.num_inference_steps == 50 and full["amdm"].sampler.agg_steps == 20
     assert full["n3_amdm"].sampler.weights == (0.5, 0.65)
     assert full["stage_late"].sampler.agg_window == (10, 20)
-    assert {float(s.params["eta"]) for s in full.values() if s.group == "table4"} >= {0.0, 0.3, 0.5, 40.0}
+    assert {s.sampler.eta for s in full.values() if s.group == "table4"} >= {0.0, 0.3, 0.5, 40.0}
     # each run is a typed spec: its models, not role strings
     cross = full["cross_ve"]
     assert [(m.attribute, m.sde) for m in cross.models] == [("position", "scaled_linear"), ("colour", "ve")]
@@ -38,7 +39,7 @@ def test_a_run_spec_round_trips_and_refuses_bad_models():
     assert ablation_runs.Spec.model_validate_json(spec.model_dump_json()) == spec
     with pytest.raises(ValueError, match=r"^models\.0\.attribute style needs a family with styles > 1; got 'style'$"):
         spec.replace(models=(spec.models[0].replace(attribute="style"),))
-    with pytest.raises(ValueError, match=r"^models\.0\.sde must be one of scaled_linear, linear, cosine, ve; "
+    with pytest.raises(ValueError, match=r"^models\.0\.sde must be one of scaled_linear, linear, cosine, ve, flow; "
                                          r"got 'colour:ve'$"):
         ablation_runs.Spec.model_validate({**spec.model_dump(), "models": [{"attribute": "colour",
                                                                              "sde": "colour:ve"}]})
@@ -56,15 +57,18 @@ def test_runs_keep_model_one_at_the_recorded_steps(tmp_path):
     assert kept == steps and np.isnan(ds.z_next.isel(model=1).values).all()
 
 
-def fake(success: dict, group: dict) -> xr.Dataset:
-    """A compute()-like dataset with given per-sample masses (to test the verdict rules)."""
-    names = list(success)
-    mass = np.stack([np.asarray(success[n], dtype=float) for n in names])
-    ds = xr.Dataset({"mass": (("run", "sample"), mass)},
-                    coords={"run": names, "group": ("run", [group[n] for n in names]),
-                            "label": ("run", [f"{n}: x" for n in names])}, attrs={"quick": 1})
-    ds["success"] = ds.mass.mean("sample")
-    ds["success_se"] = ds.mass.std("sample", ddof=1) / math.sqrt(mass.shape[1])
+#: Every run's spec, quick and full, by name (a fake result's arms).
+SPECS = {s.name: s for s in [*ablations.settings(True), *ablations.settings(False)]}
+
+
+def fake(success: dict) -> xr.Dataset:
+    """A compute()-like dataset with given per-sample masses (to test the verdict rules): the
+    named runs' specs as arms, their settings as coordinates."""
+    arms = [SPECS[n] for n in success]
+    outcomes = {n: {"mass": np.asarray(v, dtype=float)} for n, v in success.items()}
+    ds = paired.arm_dataset(arms, outcomes, settings=ablations.SETTINGS, exclude=("run",),
+                            attrs={"quick": 1, "latent_size": 1024})
+    ds = paired.with_mean(ds, "mass", "success")
     ds["hard_rate"] = ds.success
     ds["max_norm_dev"] = ds.success * 0
     ds["min_logp_z"] = ds.success * 0
@@ -82,12 +86,9 @@ def t_interval(d, level):
     return ci.low, ci.high
 
 
-T3 = {"stage_early": "table3", "stage_middle": "table3", "stage_late": "table3"}
-
-
 def test_ties_are_never_best():
     same = ones(100, 200)
-    ds = fake({"stage_early": same, "stage_middle": same, "stage_late": ones(0, 200)}, T3)
+    ds = fake({"stage_early": same, "stage_middle": same, "stage_late": ones(0, 200)})
     (row,) = ablations.verdicts(ds)
     # 200 equal pairs bound a differing pair's rate (Clopper-Pearson at 97.5%, Bonferroni over 2) but not to 0
     bound = stats.binomtest(0, 200).proportion_ci(0.975).high
@@ -98,17 +99,17 @@ def test_ties_are_never_best():
 def test_early_best_holds_or_is_violated_by_its_intervals():
     n = 200
     early, middle = ones(120, n), ones(40, n)
-    ds = fake({"stage_early": early, "stage_middle": middle, "stage_late": ones(30, n)}, T3)
+    ds = fake({"stage_early": early, "stage_middle": middle, "stage_late": ones(30, n)})
     (row,) = ablations.verdicts(ds)
     assert row.status == "holds" and row.value == pytest.approx(0.4)
     assert row.interval == pytest.approx(t_interval(np.subtract(early, middle), 0.975), rel=1e-9)
-    ds = fake({"stage_early": middle, "stage_middle": early, "stage_late": ones(30, n)}, T3)
+    ds = fake({"stage_early": middle, "stage_middle": early, "stage_late": ones(30, n)})
     (row,) = ablations.verdicts(ds)
     assert row.status == "violated" and row.value == pytest.approx(-0.4)
     # a small, noisy difference: inconclusive, with the sample size that would decide it
     rng = np.random.default_rng(0)
     a, b = (rng.random(48) < 0.5).astype(float), (rng.random(48) < 0.45).astype(float)
-    ds = fake({"stage_early": a, "stage_middle": b, "stage_late": b}, T3)
+    ds = fake({"stage_early": a, "stage_middle": b, "stage_late": b})
     (row,) = ablations.verdicts(ds)
     sd = np.std(a - b, ddof=1)  # (middle and late are the same run here)
     z = stats.norm.ppf(1 - 0.05 / 4) + stats.norm.ppf(0.8)
@@ -117,12 +118,11 @@ def test_early_best_holds_or_is_violated_by_its_intervals():
 
 
 def test_amdm_against_both_single_models_is_paired():
-    g = {n: "tables12" for n in ("model1", "model2", "amdm", "amdm_swapped")}
     n = 300
     # the single models' successes overlap AMDM's, differently: each difference is 0 or +1
     model1, model2 = ones(100, n), ones(0, 50) + ones(100, n - 50)
     amdm = ones(150, n)
-    ds = fake({"model1": model1, "model2": model2, "amdm": amdm, "amdm_swapped": ones(20, n)}, g)
+    ds = fake({"model1": model1, "model2": model2, "amdm": amdm, "amdm_swapped": ones(20, n)})
     rows = {r.key: r for r in ablations.verdicts(ds)}
     assert rows["ablation_tables12"].status == "holds"
     assert rows["ablation_tables12"].value == pytest.approx(150 / n - 100 / n)
@@ -131,21 +131,20 @@ def test_amdm_against_both_single_models_is_paired():
 
 
 def test_the_mean_variant_is_an_equivalence():
-    g = {"amdm": "tables12", "mean_at_aggregate": "variants"}
     same = ones(150, 400)
-    (row,) = ablations.verdicts(fake({"amdm": same, "mean_at_aggregate": same}, g))
+    (row,) = ablations.verdicts(fake({"amdm": same, "mean_at_aggregate": same}))
     assert row.status == "holds" and row.reference == 0.05 and row.interval[1] < 0.05
-    (row,) = ablations.verdicts(fake({"amdm": same, "mean_at_aggregate": ones(300, 400)}, g))
+    (row,) = ablations.verdicts(fake({"amdm": same, "mean_at_aggregate": ones(300, 400)}))
     assert row.status == "violated" and row.value == pytest.approx(-0.375)
     rng = np.random.default_rng(1)
     a = (rng.random(48) < 0.4).astype(float)
-    (row,) = ablations.verdicts(fake({"amdm": a, "mean_at_aggregate": 1 - a}, g))
+    (row,) = ablations.verdicts(fake({"amdm": a, "mean_at_aggregate": 1 - a}))
     assert row.status in ("inconclusive", "violated") and row.n == 48
 
 
 def test_eta_best_of_the_paper_range():
     etas = {0.0: ones(60, 300), 0.3: ones(150, 300), 0.5: ones(90, 300), 40.0: ones(290, 300)}
-    ds = fake({f"eta_{e:g}": v for e, v in etas.items()}, {f"eta_{e:g}": "table4" for e in etas})
+    ds = fake({f"eta_{e:g}": v for e, v in etas.items()})
     (row,) = ablations.verdicts(ds)
     # eta = 40 is outside [0, 0.5]: 0.3 is compared with 0 and 0.5 only
     assert row.status == "holds" and row.value == pytest.approx(60 / 300) and row.extra["rival"] == "eta_0.5"
@@ -171,10 +170,10 @@ def test_the_earlier_rule_inflates_near_parallel_latents(w):
 def test_no_status_disagrees_with_its_interval(seed):
     # every comparison verdict, on random paired outcomes of every run: its status is its interval's decision
     rng = np.random.default_rng(seed)
-    names = {s.name: s.group for s in ablations.settings(True)}
+    names = [s.name for s in ablations.settings(True)]
     u = rng.random(40)
     p = {n: rng.uniform(0.1, 0.9) for n in names}
-    ds = fake({n: (np.where(rng.random(40) < 0.5, u, rng.random(40)) < p[n]).astype(float) for n in names}, names)
+    ds = fake({n: (np.where(rng.random(40) < 0.5, u, rng.random(40)) < p[n]).astype(float) for n in names})
     ds["max_norm_dev"] = ds.success * 0 + rng.random(len(names))
     checked = 0
     for row in ablations.verdicts(ds):

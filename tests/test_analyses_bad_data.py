@@ -278,7 +278,7 @@ def test_a_foreign_group_is_refused_in_one_line(foreign, entry):
     with pytest.raises(StoreError) as info:
         ENTRIES[entry](foreign)
     assert_one_line(info.value)
-    assert str(foreign) in str(info.value) and "'config'" in str(info.value)
+    assert str(foreign) in str(info.value) and "'spec'" in str(info.value)
 
 
 @pytest.mark.parametrize("entry", list(ENTRIES))

@@ -30,8 +30,8 @@ KNOWN_FIGURES = {
 
 
 def captions(name: str) -> dict:
-    """The analysis' ``CAPTIONS``."""
-    return load_analysis(name).CAPTIONS
+    """The analysis' ``captions``."""
+    return load_analysis(name).captions
 
 
 def test_every_registered_analysis_is_listed():

@@ -32,8 +32,8 @@ def unet(*extra):
                       "--out", str(d / "run.zarr"), *extra]
 
 
-def sd(*extra):  # --model-a exists (an empty folder): every check below comes before loading it
-    return lambda d: ["probe", "sd", "--model-a", str(d / "model"), "--prompt", "x", *SMALL,
+def sd(*extra):  # --model-a.path exists (an empty folder): every check below comes before loading it
+    return lambda d: ["probe", "sd", "--model-a.path", str(d / "model"), "--prompt", "x", *SMALL,
                       "--out", str(d / "run.zarr"), *extra]
 
 
@@ -64,13 +64,14 @@ CASES = [
     ("unet-channels-one", unet("--channels", "8"), ["--channels", "8", "two or more"]),
     ("unet-channels-odd", unet("--channels", "3", "6"), ["--channels", "3 6"]),
     ("unet-dtype", unet("--dtype", "float64"), ["--dtype", "float64"]),
-    ("sd-height-negative", sd("--height", "-64"), ["--height", "-64", "multiple of 8"]),
-    ("sd-height-zero", sd("--height", "0"), ["--height", "0"]),
-    ("sd-width-not-multiple", sd("--width", "60"), ["--width", "60"]),
+    ("sd-height-negative", sd("--model-a.height", "-64"), ["--model-a.height", "-64", "multiple of 8"]),
+    ("sd-height-zero", sd("--model-a.height", "0"), ["--model-a.height", "0"]),
+    ("sd-width-not-multiple", sd("--model-a.width", "60"), ["--model-a.width", "60"]),
     # devices
-    no_cuda(case("sd-device-cuda", sd("--device", "cuda"), ["--device", "cuda", "CPU build", "available here: cpu"])),
-    ("sd-device-tpu", sd("--device", "tpu"), ["--device", "tpu", "cpu, cuda, cuda:N or mps"]),
-    ("sd-device-cuda-99", sd("--device", "cuda:99"), ["--device", "cuda:99"]),
+    no_cuda(case("sd-device-cuda", sd("--model-a.device", "cuda"),
+                 ["--model-a.device", "cuda", "CPU build", "available here: cpu"])),
+    ("sd-device-tpu", sd("--model-a.device", "tpu"), ["--model-a.device", "tpu", "cpu, cuda, cuda:N or mps"]),
+    ("sd-device-cuda-99", sd("--model-a.device", "cuda:99"), ["--model-a.device", "cuda:99"]),
     no_cuda(case("ecosystem-device-cuda", ecosystem("--device", "cuda"), ["--device", "cuda"])),
     ("ecosystem-device-tpu", ecosystem("--device", "tpu"), ["--device", "tpu"]),
     # float options: finite and in range
@@ -94,17 +95,17 @@ CASES = [
     ("gmm-eta-minus-exponent", gmm("--eta", "-1e-3"), ["--eta", "-1e-3"]),
     ("gmm-w-minus-nan", gmm("--w", "-nan"), ["--w", "-nan"]),
     ("unet-cond-distance-negative", unet("--cond-distance", "-1"), ["--cond-distance", "-1"]),
-    ("sd-guidance-nan", sd("--guidance", "nan"), ["--guidance", "nan"]),
-    ("sd-lora-scale-inf", sd("--lora-scale", "inf"), ["--lora-scale", "inf"]),
-    ("sd-gligen-beta", sd("--gligen-beta", "2"), ["--gligen-beta", "2"]),
-    ("sd-ip-adapter-scale-nan", sd("--ip-adapter-scale", "nan"), ["--ip-adapter-scale", "nan"]),
+    ("sd-guidance-nan", sd("--model-a.guidance", "nan"), ["--model-a.guidance", "nan"]),
+    ("sd-lora-scale-inf", sd("--model-a.lora-scale", "inf"), ["--model-a.lora-scale", "inf"]),
+    ("sd-gligen-beta", sd("--model-a.gligen-beta", "2"), ["--model-a.gligen-beta", "2"]),
+    ("sd-ip-adapter-scale-nan", sd("--model-a.ip-adapter-scale", "nan"), ["--model-a.ip-adapter-scale", "nan"]),
     ("sd-gligen-box-outside", sd("--gligen-boxes", "0.1", "0.1", "0.5", "1.5", "--gligen-phrases", "a"),
      ["--gligen-boxes", "1.5"]),
     ("sd-gligen-box-inverted", sd("--gligen-boxes", "0.5", "0.5", "0.1", "0.9", "--gligen-phrases", "a"),
      ["--gligen-boxes", "0.5 0.5 0.1 0.9"]),
     ("sd-gligen-phrases-count", sd("--gligen-boxes", "0.1", "0.1", "0.5", "0.5", "--gligen-phrases", "a", "b"),
      ["--gligen-phrases", "got 2"]),
-    ("sd-prompt-b-without-model-b", sd("--prompt-b", "y"), ["--prompt-b", "--model-b"]),
+    ("sd-prompt-b-without-model-b", sd("--prompt-b", "y"), ["--prompt-b", "--model-b.path"]),
     # integers and the sampler's window
     ("steps-zero", gmm("--steps", "0"), ["--steps", "0"]),
     ("steps-above-training", gmm("--steps", "2000"), ["--steps", "2000", "1000"]),
@@ -148,10 +149,10 @@ CASES = [
     ("probe-out-exists", gmm(), ["run.zarr", "exists", "--out"]),
     ("probe-out-under-file", lambda d: gmm("--out", str(d / "file" / "run.zarr"))(d),
      ["file/run.zarr", "not a folder"]),
-    ("sd-model-missing", lambda d: ["probe", "sd", "--model-a", str(d / "missing"), "--prompt", "x", *SMALL,
-                                    "--out", str(d / "run.zarr")], ["--model-a", "missing"]),
+    ("sd-model-missing", lambda d: ["probe", "sd", "--model-a.path", str(d / "missing"), "--prompt", "x", *SMALL,
+                                    "--out", str(d / "run.zarr")], ["--model-a.path", "missing"]),
     ("sd-ip-adapter-image-alone", lambda d: sd("--ip-adapter-image", str(d / "model"))(d),
-     ["--ip-adapter-image", "--ip-adapter"]),
+     ["--ip-adapter-image", "--model-a.ip-adapter"]),
     ("ecosystem-path-missing", lambda d: ["ecosystem", str(d / "missing"), str(d / "model")],
      ["PATH_A", "missing"]),
     ("ecosystem-json-missing-folder", ecosystem("--json", "/nonexistent/dir/e.json"), ["--json", "/nonexistent/dir"]),
@@ -228,7 +229,7 @@ def test_bad_input_is_one_line_before_any_work(folder, capsys, make, expected):
 @pytest.mark.parametrize("argv,expected", [
     (gmm("--latent-shape", "0", "8", "8"), ["--latent-shape", "0"]),
     (validate("--json", "/nonexistent/dir/v.json"), ["--json", "/nonexistent/dir/v.json"]),
-    (sd("--guidance", "nan"), ["--guidance", "nan"]),
+    (sd("--model-a.guidance", "nan"), ["--model-a.guidance", "nan"]),
 ], ids=["latent-shape", "validate-json", "sd-guidance"])
 def test_the_installed_command_prints_one_line_and_no_traceback(folder, argv, expected):
     exe = Path(sys.executable).with_name("amdm-geom")
@@ -253,8 +254,8 @@ def test_help_still_works(capsys):
 
 def test_default_agg_steps_follow_a_smaller_steps(folder, capsys):
     """Without --agg-steps, s is 20 or T if smaller (the default is not an error)."""
-    from amdm_geom.store import open_run, run_config
+    from amdm_geom.store import open_run, sampler_config
 
     out = folder / "small.zarr"
     assert cli.main(["probe", "gmm_pair", *SMALL, "--latent-shape", "8", "--out", str(out)]) == 0
-    assert run_config(open_run(out))["sampler"]["agg_steps"] == 2
+    assert sampler_config(open_run(out)).agg_steps == 2

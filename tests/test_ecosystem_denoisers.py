@@ -20,7 +20,7 @@ from amdm_geom.core.spec import SpecError
 from amdm_geom.models.ecosystem import check_denoisers, format_report
 from amdm_geom.models.unet import condition_pair, tiny_unet_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
-from amdm_geom.store import ZarrRecorder, open_run, run_config
+from amdm_geom.store import ZarrRecorder, built_of, open_run
 
 SHAPE = (2, 4, 4)
 N = math.prod(SHAPE)
@@ -157,7 +157,7 @@ def test_cross_terms_at_the_null_conditions_when_kinds_differ(tmp_path):
     a, b = VecDenoiser(seed=1, kind="colour"), VecDenoiser(seed=2, kind="position")
     ya, yb = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 2.0, 0.0])
     _, ds = cross_run(a, b, ya, yb, tmp_path)
-    assert run_config(ds)["cross_terms"] == [None, "unconditional"]
+    assert built_of(ds).cross_terms == (None, "unconditional")
     null = torch.zeros(3)
     assert np.isnan(ds.eps_cross.isel(step=2, model=1).values).all()  # model 2 stopped after the window
     for k in (0, 1):

@@ -88,35 +88,58 @@ def test_an_ablation_run_on_a_worker_equals_the_run_made_here(engine, tmp_path):
         np.testing.assert_array_equal(a[name][...], b[name][...], err_msg=name, strict=True)
 
 
-def test_run_spec_runs_a_registered_probe_by_module(tmp_path):
+def test_run_spec_runs_a_registered_probe_by_name(tmp_path):
     from amdm_geom.models.specs import GMMFamilySpec
     from amdm_geom.probes import RunSettings, gmm_pair
     from amdm_geom.sampling.config import SamplerConfig
 
     spec = gmm_pair.Spec(family=GMMFamilySpec(latent_shape=(2, 4, 4)), sampler=SamplerConfig(num_inference_steps=4,
                          agg_steps=2), run=RunSettings(batch=1, out=tmp_path / "p.zarr", progress=False))
-    assert run_spec(gmm_pair.__name__, spec.model_dump_json()) == str(tmp_path / "p.zarr")
+    assert run_spec("probe", "gmm_pair", spec.model_dump_json()) == str(tmp_path / "p.zarr")
     assert (tmp_path / "p.zarr" / "zarr.json").exists()
 
 
+@pytest.mark.parametrize("kind,name,expected", [
+    ("probe", "amdm_geom.probes.gmm_pair", "unknown probe 'amdm_geom.probes.gmm_pair'; probes are "),
+    ("probe", "os", "unknown probe 'os'; probes are "),
+    ("analysis", "closed_forms", "analysis 'closed_forms' runs no stores of its own"),
+    ("module", "gmm_pair", "a run is made by a probe or an analysis; got 'module'"),
+])
+def test_run_spec_loads_nothing_but_a_registered_maker(kind, name, expected):
+    """A dotted module name is not a way in: only the registry's probes and analyses run specs,
+    and anything else is refused in one line before any import."""
+    with pytest.raises(ValueError) as info:
+        run_spec(kind, name, "{}")
+    text = str(info.value)
+    assert text.startswith(expected) and "\n" not in text, text
+
+
 def test_validate_plan_puts_every_analysis_after_its_stores(tmp_path):
-    from amdm_geom.app.validate import ANALYSES, ANALYSIS_PRIORITY, FIRST, PROBE_PRIORITY, ValidateCommand, plan, tasks
+    from amdm_geom.app.runner.registry import load_analyses
+    from amdm_geom.app.validate import PROBE_PRIORITY, PlannedProbe, ValidateCommand, plan, tasks
 
     cmd = ValidateCommand(quick=True, runs=tmp_path / "runs", report=tmp_path / "report")
+    analyses = load_analyses()
     probes = plan(True, 0, cmd.runs)
     work = tasks(cmd, probes)
     by_key = {t.key: t for t in work}
     assert len(by_key) == len(work)
     assert {f"probe {p.name}" for p in probes} <= set(by_key)
-    assert all(by_key[f"probe {p.name}"].priority == PROBE_PRIORITY > max(FIRST.values()) for p in probes)
-    for analysis, names in ANALYSES.items():
-        t = by_key[f"analysis {analysis}"]
-        wanted = {f"probe {n}" for n in names if f"probe {n}" in by_key}
-        assert wanted <= set(t.after), analysis
-        assert t.priority == FIRST.get(analysis, ANALYSIS_PRIORITY) > 0
+    assert all(by_key[f"probe {p.name}"].priority == PROBE_PRIORITY > max(a.priority for a in analyses)
+               for p in probes)
+    assert by_key["analysis digits_benchmark"].priority == 9 and by_key["analysis toy_mixture"].priority == 8
+    for a in analyses:
+        t = by_key[f"analysis {a.name}"]
+        names = [p.name for p in probes if set(p.kinds) & set(a.reads)]  # (the stores of the kinds it reads)
+        assert {f"probe {n}" for n in names} <= set(t.after), a.name
+        assert t.priority == a.priority > 0 and t.kwargs["seed"] == cmd.seed
         stores = t.args[1] or {}
-        assert {n: Path(p) for n, p in stores.items()} == {n: cmd.runs / f"{n}.zarr" for n in names
-                                                            if f"probe {n}" in by_key} or analysis == "ablations"
+        assert {n: Path(p) for n, p in stores.items()} == {n: cmd.runs / f"{n}.zarr" for n in names} \
+            or a.name == "ablations"
+    # every probe of the plan is read by some analysis; a store kind analyses do not know is refused in one line
+    assert all(any(set(p.kinds) & set(a.reads) for a in analyses) for p in probes)
+    with pytest.raises(ValueError, match=r"^store x: kinds must be among checked, trajectory, .*; got shells$"):
+        PlannedProbe("x", "gmm_pair", probes[0].spec, ("flow", "shells"))
     from amdm_geom.analyses.ablations.runs import settings
 
     runs = [k for k in by_key if k.startswith("ablations run ")]

@@ -20,7 +20,7 @@ from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.models.specs import GMMFamilySpec
 from amdm_geom.probes import RunSettings, flow_pair
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
-from amdm_geom.store import open_run, run_config
+from amdm_geom.store import etas, open_run
 
 SHAPE = (4, 8, 8)
 T, AGG, BATCH = 10, 4, 4
@@ -162,7 +162,7 @@ def test_eq46_printed_step_is_1_over_dt_times_the_deterministic_step(stores, row
 
 
 def mu_v_by_hand(ds) -> tuple[np.ndarray, np.ndarray]:
-    eta = float(run_config(ds)["etas"][0])
+    eta = etas(ds)[0]
     kinds = list(ds.attrs["step_kinds"])
     d0, d_v = [], []
     for k in range(T):
@@ -254,7 +254,7 @@ def posterior_mass(fam, z: torch.Tensor) -> np.ndarray:
     return post[:, fam.target(0, 0)].sum(1).numpy()
 
 
-BENCH = ((4, 8, 8), 8, T, AGG)
+BENCH = flow_benchmark.FlowScale(latent_shape=(4, 8, 8), batch=8, steps=T, agg_steps=AGG)
 
 
 @pytest.fixture(scope="module")
@@ -277,18 +277,24 @@ def monkeypatch_module():
     ("vp_flow", [("flow", "position"), ("vp", "colour")], {"allow_schedule_mismatch": True}),
 ])
 def test_an_arm_mass_is_the_posterior_of_its_final_samples(bench, arm, models, overrides):
-    fam = fine_grained_family(BENCH[0], seed=0)
+    fam = fine_grained_family(BENCH.latent_shape, seed=0)
     built = [(flow_family_model(fam) if kind == "flow" else fam.model(), fam.condition(**{attr: 0}))
              for kind, attr in models]
-    seeds = list(range(BENCH[1]))
+    seeds = list(range(BENCH.batch))
     cfg = SamplerConfig(num_inference_steps=T, agg_steps=AGG, **overrides)
     out = AMDMSampler([m for m, _ in built], [c for _, c in built], cfg).sample(seeds)
     want = posterior_mass(fam, out.z0)
-    mass, calls = flow_benchmark.run_arm(fam, arm, seeds, T, AGG)
-    np.testing.assert_allclose(mass, want, rtol=1e-9, atol=1e-12)
+    spec = next(a for a in flow_benchmark.arms(True) if a.name == arm)  # (QUICK is BENCH here)
+    assert [(m.sde, m.attribute) for m in spec.models] == [("flow" if k == "flow" else "scaled_linear", a)
+                                                             for k, a in models]
+    scored = flow_benchmark.score(fam, flow_benchmark.run_arm(fam, spec))
+    np.testing.assert_allclose(scored["mass"], want, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(bench.mass.sel(arm=arm).values, want, rtol=1e-9, atol=1e-12)
     # model evaluations per sample: every model on every step of the window, then model 1 alone
-    assert calls == (T if len(models) == 1 else 2 * AGG + (T - AGG))
+    assert scored["calls"] == bench.calls.sel(arm=arm) == (T if len(models) == 1 else 2 * AGG + (T - AGG))
+    # the settings the arm varies are coordinates, read from its spec (no name to parse)
+    assert bench.shift_mean.sel(arm=arm).item() == overrides.get("shift_mean", "step")
+    assert bool(bench.allow_schedule_mismatch.sel(arm=arm)) == overrides.get("allow_schedule_mismatch", False)
 
 
 def t_interval(d, level):

@@ -213,22 +213,25 @@ def test_bad_input_is_one_line(call, match):
     assert "\n" not in str(info.value)
 
 
-def test_the_flow_model_spec_builds_the_family_model():
-    from amdm_geom.models.specs import FlowGMMModelSpec, GMMFamilySpec
+def test_the_model_spec_builds_the_flow_family_model():
+    from amdm_geom.models.specs import GMMFamilySpec, GMMModelSpec
 
     fam_spec = GMMFamilySpec(latent_shape=(2, 4, 4), positions=2, colours=3)
-    spec = FlowGMMModelSpec(attribute="colour", value=2, shift=3.0, guidance=2.0, perturb=0.1)
+    spec = GMMModelSpec(attribute="colour", value=2, sde="flow", shift=3.0, guidance=2.0, perturb=0.1)
     spec.check(fam_spec)
     fam = fam_spec.build()
     model, cond = spec.build(fam)
     want = flow_family_model(fam, shift=3.0, guidance_scale=2.0, perturb=0.1)
     z = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(0))
     assert torch.equal(model(z, 600.0, cond), want(z, 600.0, fam.condition(colour=2)))
-    assert model.name == "colour (flow)" and model.describe()["flow_shift"] == 3.0
-    for bad, match in [(lambda: FlowGMMModelSpec(attribute="colour", value=3).check(fam_spec),
-                        r"value must be in \[0, 3\); got 3"),
-                       (lambda: FlowGMMModelSpec(attribute="colour", shift=0.0), "shift must be"),
-                       (lambda: FlowGMMModelSpec(attribute="style").check(fam_spec), "style needs a family")]:
+    assert model.name == "colour (flow)" and model.describe()["flow_shift"] == 3.0 and spec.step_kind == "flow"
+    for bad, match in [(lambda: GMMModelSpec(attribute="colour", value=3, sde="flow").check(fam_spec),
+                        r"^value must be in \[0, 3\); got 3$"),
+                       (lambda: GMMModelSpec(attribute="colour", sde="flow", shift=0.0),
+                        r"^shift must be a finite number > 0; got 0.0$"),
+                       (lambda: GMMModelSpec(attribute="colour", shift=3.0),
+                        r"^shift is the flow scheduler's time shift: it needs sde flow; got 3.0$"),
+                       (lambda: GMMModelSpec(attribute="style", sde="flow").check(fam_spec), "style needs a family")]:
         with pytest.raises(ValueError, match=match) as info:
             bad()
         assert "\n" not in str(info.value)

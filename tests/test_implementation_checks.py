@@ -20,7 +20,7 @@ from amdm_geom.core import schedules
 from amdm_geom.core.verdicts import CHECK_ULPS, format_table, resolution, to_json
 from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
-from amdm_geom.store import ZarrRecorder, open_run, run_config
+from amdm_geom.store import ZarrRecorder, etas, open_run
 
 SHAPE, STEPS, S, SAMPLES = (4, 8, 8), 6, 3, 4
 
@@ -98,7 +98,7 @@ def test_a_shift_of_the_wrong_length_violates_eq7(store, tmp_path):
     group = zarr.open_group(str(bad), mode="r+")
     agg = group["agg_z"][k].astype(np.float64)
     shifted = group["z_shift"][k, 0].astype(np.float64)
-    eta = run_config(ds)["etas"][0]
+    eta = etas(ds)[0]
     # 1e-3 too long along the shift's own direction, for every sample
     d = shifted - agg
     unit = d / np.linalg.norm(d.reshape(SAMPLES, -1), axis=1).reshape(-1, *[1] * (d.ndim - 1))

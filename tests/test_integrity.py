@@ -221,7 +221,7 @@ def test_a_store_written_before_checksums_still_opens_said_once(good, tmp_path, 
 def store_analyses() -> list[str]:
     from amdm_geom.app.runner.registry import analysis_names, load_analysis
 
-    return [n for n in analysis_names() if load_analysis(n).STORES == "required"]
+    return [n for n in analysis_names() if load_analysis(n).stores == "required"]
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,9 @@
 
 core (geometry, bounds, schedules, verdicts) <- models (denoisers, ecosystem) <- sampling <- trace
 (store) <- probes | analyses <- runner, report <- CLI: nothing imports a layer above it, including
-imports inside functions, and the sampling package does not import zarr.
+imports inside functions, and the sampling package does not import zarr. Inside each package the
+modules are layered too, no package has an import cycle among its modules and subpackages
+(import-linter's ``acyclic_siblings``), and no claim family of the analyses imports another.
 
 probes/ and analyses/ install as amdm_geom.probes and amdm_geom.analyses through setuptools'
 package-dir, which import-linter cannot follow from amdm_geom/; so the check runs on a copy of
@@ -90,6 +92,26 @@ BROKEN = {
     # the sampler knows nothing of zarr, even lazily
     "sampler imports zarr": ("amdm_geom/sampling/rng.py", LAZY.format("import zarr"),
                              "amdm_geom.sampling is not allowed to import zarr"),
+    # inside the sampling layer, the hook table knows no settings (the cycle issue 23 broke)
+    "hooks import the config": ("amdm_geom/sampling/hooks.py",
+                                LAZY.format("from amdm_geom.sampling.config import SamplerConfig"),
+                                "amdm_geom.sampling.hooks -> amdm_geom.sampling.config"),
+    # inside the trace layer, what a store is sits below the paths and URLs (the other cycle)
+    "store identity imports the paths": ("amdm_geom/store/identity.py",
+                                         LAZY.format("from amdm_geom.store.paths import is_trace_store"),
+                                         "amdm_geom.store.identity -> amdm_geom.store.paths"),
+    # a cycle inside a package that no layers contract orders: the acyclic_siblings contract
+    "a cycle inside a family": ("amdm_geom/analyses/toy/experts.py",
+                                LAZY.format("from amdm_geom.analyses.toy import benchmark"),
+                                "No cycles are allowed in amdm_geom.analyses.toy"),
+    # no claim family imports another (the independence contract)
+    "a family imports another": ("amdm_geom/analyses/flow/shell.py",
+                                 LAZY.format("from amdm_geom.analyses.prop31 import norm_angle"),
+                                 "amdm_geom.analyses.flow is not allowed to import amdm_geom.analyses.prop31"),
+    # what the families share sits below them
+    "common imports a family": ("amdm_geom/analyses/common/membership.py",
+                                LAZY.format("from amdm_geom.analyses.prop32 import proof"),
+                                "amdm_geom.analyses.common.membership -> amdm_geom.analyses.prop32.proof"),
 }
 
 
@@ -116,9 +138,6 @@ def test_a_module_outside_every_layer_breaks_the_check(tmp_path):
 def test_no_generic_top_level_names_are_installed(tmp_path):
     """From a folder outside the checkout, ``analyses`` and ``probes`` do not import; the
     project's own names do."""
-    import subprocess
-    import sys
-
     code = ("import importlib.util as u, amdm_geom.analyses.prop32.shell, amdm_geom.probes.gmm_pair;"
             "print(u.find_spec('analyses') is None, u.find_spec('probes') is None)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)

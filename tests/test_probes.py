@@ -7,7 +7,7 @@ import torch
 
 from amdm_geom.app import cli
 from amdm_geom.models.gmm import fine_grained_family
-from amdm_geom.store import open_run, run_config
+from amdm_geom.store import open_run, sampler_config
 
 SMALL = ["--steps", "6", "--agg-steps", "3", "--batch", "2", "--no-progress"]
 
@@ -26,7 +26,7 @@ def test_probe_writes_a_complete_store(tmp_path, capsys, name, extra):
     assert "wrote" in capsys.readouterr().out
     ds = open_run(out)
     assert ds.attrs["complete"] is True and ds.sizes["step"] == 6 and ds.sizes["sample"] == 2
-    assert run_config(ds)["sampler"]["agg_steps"] == 3
+    assert sampler_config(ds).agg_steps == 3
     assert list(ds.aggregated.values) == [True] * 3 + [False] * 3
     assert not np.isnan(ds.z.isel(model=0).values).any()
 
@@ -58,10 +58,8 @@ def test_probe_refuses_an_existing_store_and_bad_options(tmp_path, capsys):
 def test_probe_constants_match_the_library():
     from amdm_geom.core.schedules import SCHEDULE_KINDS, make_scheduler
     from amdm_geom.models.specs import TRAIN_TIMESTEPS, VP_SCHEDULES
-    from amdm_geom.models.unet import FAMILY_VARIANTS
-    from amdm_geom.probes import DTYPE_NAMES, unet_pair
+    from amdm_geom.probes import DTYPE_NAMES
 
-    assert tuple(unet_pair.VARIANTS) == tuple(FAMILY_VARIANTS)
     assert TRAIN_TIMESTEPS == make_scheduler().config.num_train_timesteps
     assert set(VP_SCHEDULES) == set(SCHEDULE_KINDS)
     assert all(isinstance(getattr(torch, name), torch.dtype) for name in DTYPE_NAMES)

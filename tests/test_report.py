@@ -1,6 +1,7 @@
-"""The HTML report: a summary by claim family, then a section per family with its verdicts (each
-with its anchor and the files behind it) and figures, the implementation checks last; escaped;
-written atomically. (tests/test_report_browser.py renders a real one in Chromium.)"""
+"""The HTML report: a summary by claim family, then a section per family (the family each verdict
+carries, as its analysis declares it) with its verdicts (each with its anchor and the files behind
+it) and figures, the implementation checks last; escaped; written atomically.
+(tests/test_report_browser.py renders a real one in Chromium.)"""
 
 import json
 
@@ -33,15 +34,19 @@ def test_report_is_organised_by_claim_family(tmp_path):
     (shell / CAPTIONS_FILE).write_text(json.dumps({"membership.png": "z~ against <model 2>'s shell"}))
     (tmp_path / ".shell.tmp").mkdir()  # a half-written folder is not listed
     (tmp_path / ".shell.tmp" / "x.png").write_bytes(b"")
+    # (the section is the verdict's family, whatever its where says: "Prop. 3.2 (text)" is put in App. G here)
     rows = [Verdict(claim="a < b & c", where="Prop. 3.1, eq. (5)", status="violated", measured="m", bound="b",
-                    detail="<d>", key="gap"),
+                    detail="<d>", key="gap", family="prop31"),
             Verdict(claim="step = diffusers", where="eq. (4)", status="holds", measured="r", bound="tol",
-                    kind="implementation check", key="ddim"),
+                    kind="implementation check", key="ddim", family="checks"),
             Verdict(claim="in the shell", where="Prop. 3.2 (text)", status="holds", measured="m", bound="b",
-                    key="shell_claim_run_gmm_ddpm"),
-            Verdict(claim="chi law", where="Lemma A.1, eq. (9)", status="holds", measured="m", bound="b", key="lemma"),
-            Verdict(claim="eq. (8)", where="Prop. 3.2, eq. (8)", status="holds", measured="m", bound="b", key="bound"),
-            Verdict(claim="flow", where="App. G, eq. (46)", status="inconclusive", measured="m", bound="b", key="g")]
+                    key="shell_claim_run_gmm_ddpm", family="prop32"),
+            Verdict(claim="chi law", where="Lemma A.1, eq. (9)", status="holds", measured="m", bound="b", key="lemma",
+                    family="lemma-a1"),
+            Verdict(claim="eq. (8)", where="Prop. 3.2, eq. (8)", status="holds", measured="m", bound="b", key="bound",
+                    family="prop32"),
+            Verdict(claim="flow", where="Prop. 3.2 (text)", status="inconclusive", measured="m", bound="b", key="g",
+                    family="app-g")]
     page = write_report(rows, tmp_path, context={"mode": "quick", "seed": 7}).read_text()
     assert "a &lt; b &amp; c" in page and "&lt;d&gt;" in page and "&lt;model 2&gt;" in page
     order = ["<h2>Summary", 'id="family-prop31"', 'id="family-lemma-a1"', 'id="family-prop32"', 'id="family-app-g"',
@@ -52,6 +57,11 @@ def test_report_is_organised_by_claim_family(tmp_path):
     assert '<td class="count" data-status="violated">1</td>' in summary.split('data-family="prop31"')[1]
     for key in ("gap", "ddim", "shell_claim_run_gmm_ddpm", "lemma", "g"):
         assert page.count(f'id="verdict-{key}"') == 1 and f'href="#verdict-{key}"' in page
+    sections = page.split('<section id="family-')[1:]
+    assert [(s[:s.index('"')], [k for k in ("gap", "ddim", "shell_claim_run_gmm_ddpm", "lemma", "bound", "g")
+                                if f'id="verdict-{k}"' in s]) for s in sections] == [
+        ("prop31", ["gap"]), ("lemma-a1", ["lemma"]), ("prop32", ["shell_claim_run_gmm_ddpm", "bound"]),
+        ("app-g", ["g"]), ("checks", ["ddim"])]
     prop32 = page[page.index('id="family-prop32"'):page.index('id="family-app-g"')]
     # its analysis' files: the run's own subfolder and the folder's own, not another run's
     row = prop32[prop32.index('id="verdict-shell_claim_run_gmm_ddpm"'):]
@@ -67,7 +77,7 @@ def test_report_is_organised_by_claim_family(tmp_path):
     assert not (tmp_path / ".index.html.partial").exists()
 
 
-def test_report_refuses_repeated_keys_and_places_unknown_claims(tmp_path):
+def test_report_refuses_repeated_keys_and_places_claims_without_a_family(tmp_path):
     import pytest
 
     rows = [Verdict(claim="x", where="Sec. 9", status="holds", measured="m", bound="b", key="k"),

@@ -1,9 +1,8 @@
 """The one runner behind ``analyze``, ``validate`` and the notebooks: the registry of analyses and
 probes, the store-kind check, and the result folder it writes for any analysis that follows the
-contract (``amdm_geom.analyses``)."""
+contract (``amdm_geom.analyses.base.Analysis``)."""
 
 import json
-import types
 
 import matplotlib
 import numpy as np
@@ -12,11 +11,21 @@ import pytest
 import torch
 import xarray as xr
 
+from amdm_geom.analyses.base import STORE_KINDS, STORE_NEEDS, Analysis
 from amdm_geom.analyses.checks import closed_forms, trace_checks
 from amdm_geom.analyses.prop31 import precision
-from amdm_geom.app.runner import analysis_names, analyze, load_analysis, load_probe, probe_names, run_analysis
+from amdm_geom.app.runner import (
+    analysis_names,
+    analyze,
+    load_analyses,
+    load_analysis,
+    load_probe,
+    probe_names,
+    run_analysis,
+)
+from amdm_geom.app.runner.families import FAMILY_IDS
 from amdm_geom.app.runner.output import MARKER
-from amdm_geom.app.runner.registry import ANALYSIS_CONTRACT, analysis_summaries
+from amdm_geom.app.runner.registry import analysis_summaries, check_analysis
 from amdm_geom.core.verdicts import Verdict, to_json
 from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
@@ -25,9 +34,8 @@ from amdm_geom.store import ZarrRecorder
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-BUILT_IN = ["ablations", "closed_forms", "gaussianity", "norm_angle", "precision", "shell", "toy_mixture",
-            "trace_checks"]
-FOLLOWING = ["closed_forms", "gaussianity", "norm_angle", "precision", "shell", "trace_checks"]
+BUILT_IN = ["ablations", "closed_forms", "digits_benchmark", "flow_benchmark", "flow_geometry", "gaussianity",
+            "norm_angle", "precision", "shell", "timing", "toy_mixture", "trace_checks"]
 
 
 def one_line(exc) -> bool:
@@ -44,18 +52,45 @@ def test_every_built_in_analysis_and_probe_is_registered():
     assert {"gmm_pair", "gmm_cross_ecosystem", "unet_pair", "sd"} <= set(probe_names())
 
 
-@pytest.mark.parametrize("name", FOLLOWING)
-def test_each_analysis_follows_the_contract(name):
-    module = load_analysis(name)
-    assert module.NAME == name and module.STORES in ("required", "optional", "none")
-    assert all(hasattr(module, a) for a in ANALYSIS_CONTRACT)
-    assert module.SUMMARY and "\n" not in module.SUMMARY
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_each_analysis_is_a_checked_class(name):
+    analysis = load_analysis(name)
+    assert isinstance(analysis, Analysis) and analysis.name == name and analysis.stores in STORE_NEEDS
+    assert analysis.family in FAMILY_IDS and set(analysis.other_families) <= set(FAMILY_IDS)
+    assert set(analysis.reads) <= set(STORE_KINDS) and (analysis.stores != "none" or not analysis.reads)
+    for method in ("compute", "verdicts", "plot"):  # (what every analysis defines itself)
+        assert getattr(type(analysis), method) is not getattr(Analysis, method), method
+    assert (analysis.run_module is None) == (type(analysis).planned is Analysis.planned)
 
 
 def test_summaries_are_one_line_each():
     summaries = analysis_summaries()
-    assert set(FOLLOWING) <= set(summaries)
+    assert sorted(summaries) == analysis_names() and set(BUILT_IN) <= set(summaries)
     assert all(text and "\n" not in text for text in summaries.values())
+
+
+def readme_analyses(text: str) -> list[tuple[str, str, str]]:
+    """``(name, family, summary)`` of each line of the README's list of analyses (between its
+    ``<!-- analyses`` and ``<!-- /analyses -->`` markers)."""
+    import re
+
+    block = text[text.index("<!-- analyses"):text.index("<!-- /analyses -->")].splitlines()[1:]
+    rows = [re.fullmatch(r"- `(\w+)` \(([\w-]+)\): (.+)", line) for line in block]
+    assert all(rows), [line for line, m in zip(block, rows) if not m]
+    return [m.groups() for m in rows]
+
+
+def test_the_readme_lists_exactly_the_registered_analyses():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    listed = readme_analyses(readme)
+    assert listed == [(a.name, a.family, a.summary) for a in load_analyses()]
+    # the check sees a drifted summary and a missing line
+    name, family, summary = listed[-1]
+    line = f"- `{name}` ({family}): {summary}\n"
+    assert readme_analyses(readme.replace(line, line.replace(summary, "something else"))) != listed
+    assert readme_analyses(readme.replace(line, "")) == listed[:-1]
 
 
 def test_an_unknown_name_is_one_line_listing_the_names():
@@ -75,37 +110,39 @@ def test_a_probe_loads_by_name():
 # a made-up analysis, to see what the runner does with each part of the contract
 
 
-def fake(stores_kind="none", result=None, **extra):
-    """A module following the contract; ``calls`` records what the runner called."""
-    module = types.ModuleType("fake_analysis")
-    module.NAME, module.SUMMARY, module.STORES = "fake", "a made-up analysis", stores_kind
-    module.calls = []
+def fake(stores_kind="none", returns=None, **extra) -> Analysis:
+    """An analysis following the contract (a fresh class each call); ``calls`` records what the
+    runner called; ``extra`` sets further class attributes or hooks."""
 
-    def compute(stores, *, quick=False, seed=0, runs=None):
-        module.calls.append(("compute", dict(stores), quick, seed, runs))
-        return result if result is not None else xr.Dataset({"x": ("i", np.arange(3.0))}, attrs={"seed": seed})
+    class Fake(Analysis):
+        name, summary, family, stores = "fake", "a made-up analysis", "checks", stores_kind
+        calls = []
 
-    def verdicts(res):
-        return [Verdict(key="fake", claim="x sums to 3", where="nowhere", status="holds",
-                        measured=f"{float(res['x'].sum()) if isinstance(res, xr.Dataset) else 0:g}", bound="3")]
+        def compute(self, stores, *, quick=False, seed=0, runs=None):
+            self.calls.append(("compute", dict(stores), quick, seed, runs))
+            return returns if returns is not None else xr.Dataset({"x": ("i", np.arange(3.0))}, attrs={"seed": seed})
 
-    def plot(res):
-        fig, ax = plt.subplots()
-        ax.plot([0, 1])
-        return {"top": fig, "sub/inner.png": plt.figure()}
+        def verdicts(self, res):
+            return [Verdict(key="fake", claim="x sums to 3", where="nowhere", status="holds",
+                            measured=f"{float(res['x'].sum()) if isinstance(res, xr.Dataset) else 0:g}", bound="3")]
 
-    module.compute, module.verdicts, module.plot = compute, verdicts, plot
+        def plot(self, res):
+            fig, ax = plt.subplots()
+            ax.plot([0, 1])
+            return {"top": fig, "sub/inner.png": plt.figure()}
+
     for key, value in extra.items():
-        setattr(module, key, value)
-    return module
+        setattr(Fake, key, staticmethod(value) if callable(value) else value)
+    return Fake()
 
 
 def test_the_runner_writes_every_part_atomically(tmp_path):
     tables = {"plain": pd.DataFrame({"a": [1.5, 2.0]}),
               "indexed": pd.DataFrame({"a": [1.0, 2.0]}, index=pd.Index(["p", "q"], name="store"))}
-    module = fake(tables=lambda res: tables, RESULT="grid", CAPTIONS={"sub/*": "the inner figure: look at its line"})
+    module = fake(tables=lambda res: tables, result="grid", captions={"sub/*": "the inner figure: look at its line"})
     rows = run_analysis(module, None, tmp_path, seed=7, quick=True)
     assert module.calls == [("compute", {}, True, 7, None)]
+    assert [v.family for v in rows] == ["checks"]  # (the runner fills it in from the class)
     folder = tmp_path / "fake"
     names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and ".zarr" not in
                    p.as_posix())
@@ -125,7 +162,7 @@ def test_the_runner_writes_every_part_atomically(tmp_path):
 def test_a_tree_result_writes_one_group_per_node(tmp_path):
     tree = xr.DataTree.from_dict({"/": xr.Dataset({"r": 1.0}), "moments": xr.Dataset({"m": ("t", [0.0, 1.0])}),
                                   "runs/a": xr.Dataset({"x": ("step", [1, 2, 3])}), "empty/b": xr.Dataset()})
-    module = fake(result=tree)
+    module = fake(returns=tree)
     run_analysis(module, {}, tmp_path)
     folder = tmp_path / "fake"
     groups = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.zarr"))
@@ -160,15 +197,42 @@ def test_a_foreign_target_is_refused_before_any_work(tmp_path):
     assert module.calls == [] and (tmp_path / "fake" / "notes.txt").read_text() == "keep"
 
 
-def test_a_module_missing_part_of_the_contract_is_named(tmp_path):
-    module = fake()
-    del module.verdicts
+def test_an_analysis_missing_part_of_the_contract_is_named(tmp_path):
+    class Half(Analysis):
+        name, summary, family = "half", "s", "checks"
+
+        def compute(self, stores, **kw):
+            return xr.Dataset()
+
     with pytest.raises(ValueError) as info:
-        run_analysis(module, None, tmp_path)
-    assert one_line(info.value) and "lacks verdicts" in str(info.value) and "fake_analysis" in str(info.value)
-    module = fake(STORES="some")
-    with pytest.raises(ValueError, match="STORES must be one of required, optional, none; got 'some'"):
-        run_analysis(module, None, tmp_path)
+        run_analysis(Half, None, tmp_path)
+    assert one_line(info.value) and "Half lacks verdicts, plot of the analysis contract" in str(info.value)
+    with pytest.raises(ValueError, match="stores must be one of required, optional, none; got 'some'"):
+        run_analysis(fake(stores="some"), None, tmp_path)
+    with pytest.raises(ValueError, match=r"reads must be a tuple of the store kinds checked, .*; got \('shell',\)"):
+        check_analysis(fake("required", reads=("shell",)))
+    with pytest.raises(ValueError, match="reads flow but takes no stores"):
+        check_analysis(fake("none", reads=("flow",)))
+    with pytest.raises(ValueError, match="priority must be an int in \\[0, 10\\)"):
+        check_analysis(fake(priority=10))
+    with pytest.raises(ValueError, match="sets both run_module .* and planned"):
+        check_analysis(fake(run_module=trace_checks))
+    with pytest.raises(ValueError, match="is not a subclass of amdm_geom.analyses.base.Analysis"):
+        run_analysis(closed_forms, None, tmp_path)  # (a module: the contract before classes)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_verdict_may_name_only_a_family_its_analysis_declares(tmp_path):
+    def verdicts(res):
+        return [Verdict(key="own", claim="c", where="w", status="holds", measured="m", bound="b", family="app-g"),
+                Verdict(key="default", claim="c", where="w", status="holds", measured="m", bound="b")]
+
+    rows = analyze(fake(verdicts=verdicts, other_families=("app-g",)), figures=False).verdicts
+    assert [(v.key, v.family) for v in rows] == [("own", "app-g"), ("default", "checks")]
+    with pytest.raises(ValueError) as info:
+        analyze(fake(verdicts=verdicts), figures=False)
+    assert one_line(info.value) and str(info.value) == (
+        "analysis fake: verdict 'own' names family 'app-g', which the analysis does not declare (checks)")
 
 
 def test_analyze_writes_nothing(tmp_path):

@@ -25,9 +25,11 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, 
 
 from amdm_geom.app import cli
 from amdm_geom.models.ecosystem import compare
-from amdm_geom.models.flow_pipelines import FlowPipelineDenoiser, flow_fingerprint, load_flow_pipeline
+from amdm_geom.models.fingerprint import flow_fingerprint
+from amdm_geom.models.pipeline_specs import SD3PipelineSpec, SDPipelineSpec
+from amdm_geom.models.pipelines import PipelineDenoiser, load_pipeline
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
-from amdm_geom.store import open_run, run_config
+from amdm_geom.store import built_of, open_run
 from tests.tiny_pipelines import _seeded, tokenizer
 from tests.tiny_pipelines import build as build_sd
 
@@ -115,7 +117,7 @@ def reference(folder, guidance_scale, steps=STEPS, **kwargs):
 
 
 def _model(folder, scale):
-    return FlowPipelineDenoiser(load_flow_pipeline(folder), guidance_scale=scale, max_sequence_length=SEQ)
+    return SD3PipelineSpec(path=folder, guidance=scale, max_sequence_length=SEQ).build()
 
 
 @pytest.mark.parametrize("scale", [1.0, 4.0])
@@ -150,19 +152,20 @@ def test_a_resolution_shift_is_the_pipelines(folders):
 
 def _probe(args, tmp_path, *extra):
     out = tmp_path / "run.zarr"
-    assert cli.main(["probe", "sd3", *args, "--prompt", PROMPT, "--negative-prompt", NEGATIVE, "--steps", str(STEPS),
-                     "--batch", str(len(SEEDS)), "--guidance", "4", "--max-sequence-length", str(SEQ),
-                     "--out", str(out), "--no-progress", *extra]) == 0
+    per_model = [option for m in "ab" if f"--model-{m}.path" in args
+                 for option in (f"--model-{m}.guidance", "4", f"--model-{m}.max-sequence-length", str(SEQ))]
+    assert cli.main(["probe", "sd3", *args, *per_model, "--prompt", PROMPT, "--negative-prompt", NEGATIVE, "--steps",
+                     str(STEPS), "--batch", str(len(SEEDS)), "--out", str(out), "--no-progress", *extra]) == 0
     return out
 
 
 def test_one_model_through_the_probe_is_the_pipeline_and_its_images(folders, tmp_path, capsys):
-    store = _probe(["--model-a", str(folders["sd3"])], tmp_path)
+    store = _probe(["--model-a.path", str(folders["sd3"])], tmp_path)
     ds = open_run(store)
     final = torch.from_numpy(ds.z_next.isel(step=ds.sizes["step"] - 1, model=0).values)
     want = reference(folders["sd3"], 4.0)
     assert torch.equal(final, want)
-    assert ds.attrs["complete"] is True and run_config(ds)["models"][0]["family"] == "flow-pipeline"
+    assert ds.attrs["complete"] is True and built_of(ds).models[0]["family"] == "flow-pipeline"
     assert "decoded 2 images" in capsys.readouterr().out
     images = sorted((tmp_path / "run_images").glob("*.png"))
     assert [p.name for p in images] == ["seed0.png", "seed1.png"]
@@ -179,8 +182,8 @@ def test_one_model_through_the_probe_is_the_pipeline_and_its_images(folders, tmp
 
 
 def test_two_pipelines_aggregated_by_the_probe(folders, tmp_path):
-    store = _probe(["--model-a", str(folders["sd3"]), "--model-b", str(folders["finetune"]), "--prompt-b", "a cube"],
-                   tmp_path, "--agg-steps", "2")
+    store = _probe(["--model-a.path", str(folders["sd3"]), "--model-b.path", str(folders["finetune"]), "--prompt-b",
+                    "a cube"], tmp_path, "--agg-steps", "2")
     ds = open_run(store)
     assert ds.attrs["complete"] is True and ds.sizes["model"] == 2
     assert np.isfinite(ds.z_next.isel(step=-1, model=0).values).all()
@@ -188,8 +191,9 @@ def test_two_pipelines_aggregated_by_the_probe(folders, tmp_path):
 
 def test_the_fingerprint_tells_flow_pipelines_apart(folders):
     def fp(name):
-        pipe = load_flow_pipeline(folders[name])
-        return flow_fingerprint(pipe, FlowPipelineDenoiser(pipe).latent_shape)
+        spec = SD3PipelineSpec(path=folders[name])
+        pipe = load_pipeline(spec)
+        return flow_fingerprint(pipe, PipelineDenoiser(pipe, spec).latent_shape)
 
     base = fp("sd3")
     same = compare(base, fp("finetune"))
@@ -199,9 +203,8 @@ def test_the_fingerprint_tells_flow_pipelines_apart(folders):
     assert shift["same"] is False
     assert compare(base, fp("large"))["latent_shape"]["same"] is False
     from amdm_geom.models.fingerprint import fingerprint
-    from amdm_geom.models.pipelines import load_pipeline
 
-    sd15 = fingerprint(load_pipeline(folders["sd15"]), [16, 8, 8])
+    sd15 = fingerprint(load_pipeline(SDPipelineSpec(path=folders["sd15"])), [16, 8, 8])
     assert compare(base, sd15)["sde"]["same"] is False  # a VP schedule is not a flow
     model = _model(folders["sd3"], 4.0)
     model(torch.zeros(1, *model.latent_shape), model.scheduler.timesteps[0], model.null_condition())
@@ -225,20 +228,25 @@ def test_conditions_and_descriptions(folders):
     assert desc["family"] == "flow-pipeline" and desc["schedule"]["shift"] == 3.0 and desc["latent_shape"] == [16, 8, 8]
 
 
-def test_the_denoiser_refuses_bad_sizes_scales_and_conditions(folders):
-    pipe = load_flow_pipeline(folders["sd3"])
-    for kwargs, match in [
-        ({"height": 6}, "height must be a positive multiple of 4 (the VAE's scale factor 2 x the patch size 2); got 6"),
-        ({"width": 0}, "width must be a positive multiple of 4"),
-        ({"height": 8.0}, "height must be a positive multiple of 4"),
-        ({"guidance_scale": float("nan")}, "guidance_scale must be a finite number; got nan"),
-        ({"max_sequence_length": 0}, r"max_sequence_length must be an int in [1, 512]; got 0"),
-    ]:
-        with pytest.raises(ValueError, match=re.escape(match)) as info:
-            FlowPipelineDenoiser(pipe, **kwargs)
-        assert "\n" not in str(info.value)
-    model = FlowPipelineDenoiser(pipe, height=12, width=8, guidance_scale=4.0, max_sequence_length=SEQ)
-    assert model.latent_shape == (16, 6, 4)
+def test_the_denoiser_refuses_bad_sizes_settings_and_conditions(folders):
+    spec = SD3PipelineSpec(path=folders["sd3"])
+    pipe = load_pipeline(spec)
+    for height in (6, 0, 8.0):  # (past the spec: what the pipeline itself accepts)
+        bad = SD3PipelineSpec.model_construct(**{**spec.model_dump(), "height": height})
+        with pytest.raises(ValueError) as info:
+            PipelineDenoiser(pipe, bad)
+        assert str(info.value) == (f"height must be a positive multiple of 4 (the VAE's scale factor 2 x the patch "
+                                   f"size 2); got {height!r}")
+    for settings, message in [({"guidance": float("nan")}, "guidance must be a finite number >= 0; got nan"),
+                              ({"max_sequence_length": 0}, "max_sequence_length must be an int in [1, 512]; got 0"),
+                              ({"max_sequence_length": 513}, "max_sequence_length must be an int in [1, 512]; got 513"),
+                              ({"height": 12}, "height must be a positive multiple of 8 (pixels); got 12")]:
+        with pytest.raises(ValueError) as info:
+            SD3PipelineSpec(path=folders["sd3"], **settings)
+        assert str(info.value) == message
+    assert SD3PipelineSpec(path=folders["sd3"], max_sequence_length=512).max_sequence_length == 512
+    model = PipelineDenoiser(pipe, spec.replace(height=16, width=8, guidance=4.0, max_sequence_length=SEQ))
+    assert model.latent_shape == (16, 8, 4)
     z = torch.zeros(1, *model.latent_shape)
     for call, match in [
         (lambda: model(z, 500.0, "a cube"), "cond must be an SD3Condition from model.condition(...); got str"),
@@ -260,17 +268,24 @@ def _fake_checkpoint(root: Path) -> Path:
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda d, r: ["--model-a", str(r / "missing")],
-     "argument --model-a: must be an existing pipeline folder or checkpoint file; no pipeline folder"),
-    (lambda d, r: ["--model-a", str(d["sd3"] / "transformer")], r"is not a diffusers pipeline \(no model_index.json\)"),
-    (lambda d, r: ["--model-a", str(d["sd15"])], "holds a StableDiffusionPipeline, not a flow-matching pipeline"),
-    (lambda d, r: ["--model-a", str(_fake_checkpoint(r))], "needs config=, a local diffusers config folder"),
-    (lambda d, r: ["--model-a", str(d["sd3"]), "--model-b", str(d["large"])], "models must share one latent shape"),
-    (lambda d, r: ["--model-a", str(d["sd3"]), "--model-b", str(d["other_vae"])],
+    (lambda d, r: ["--model-a.path", str(r / "missing")],
+     "argument --model-a.path: must be an existing pipeline folder or checkpoint file; no pipeline folder"),
+    (lambda d, r: ["--model-a.path", str(d["sd3"] / "transformer")],
+     r"is not a diffusers pipeline \(no model_index.json\)"),
+    (lambda d, r: ["--model-a.path", str(d["sd15"])], "holds a StableDiffusionPipeline, not a flow-matching pipeline"),
+    (lambda d, r: ["--model-a.path", str(_fake_checkpoint(r))], "needs config=, a local diffusers config folder"),
+    (lambda d, r: ["--model-a.path", str(d["sd3"]), "--model-b.path", str(d["large"])],
+     "models must share one latent shape"),
+    (lambda d, r: ["--model-a.path", str(d["sd3"]), "--model-b.path", str(d["other_vae"])],
      "different ecosystem.*pass --insist"),
-    (lambda d, r: ["--model-a", str(d["sd3"]), "--prompt-b", "x"], "argument --prompt-b: needs --model-b"),
-    (lambda d, r: ["--model-a", str(d["sd3"]), "--device", "tpu"], "device.*must be cpu, cuda, cuda:N or mps"),
-    (lambda d, r: ["--model-a", str(d["sd3"]), "--max-sequence-length", "0"], "max.sequence.length"),
+    (lambda d, r: ["--model-a.path", str(d["sd3"]), "--prompt-b", "x"],
+     "argument --prompt-b: needs --model-b.path"),
+    (lambda d, r: ["--model-a.path", str(d["sd3"]), "--model-a.device", "tpu"],
+     "argument --model-a.device: must be cpu, cuda, cuda:N or mps"),
+    (lambda d, r: ["--model-a.path", str(d["sd3"]), "--model-a.max-sequence-length", "0"],
+     r"argument --model-a.max-sequence-length: must be an int in \[1, 512\]; got 0"),
+    (lambda d, r: ["--model-a.path", str(d["sd3"]), "--model-a.gligen-beta", "0.5"],
+     "unrecognized arguments: --model-a.gligen-beta 0.5"),
 ])
 def test_bad_inputs_are_one_line_errors(folders, tmp_path, capsys, make, match):
     args = ["probe", "sd3", *make(folders, tmp_path), "--prompt", "x", "--steps", "2", "--batch", "1",
@@ -284,13 +299,13 @@ def test_bad_inputs_are_one_line_errors(folders, tmp_path, capsys, make, match):
 
 
 def test_another_ecosystem_runs_with_insist(folders, tmp_path):
-    store = _probe(["--model-a", str(folders["sd3"]), "--model-b", str(folders["other_vae"])], tmp_path,
+    store = _probe(["--model-a.path", str(folders["sd3"]), "--model-b.path", str(folders["other_vae"])], tmp_path,
                    "--agg-steps", "2", "--insist")
     assert open_run(store).attrs["complete"] is True
 
 
 def test_sd_probe_refuses_an_sd3_folder(folders, tmp_path, capsys):
-    args = ["probe", "sd", "--model-a", str(folders["sd3"]), "--prompt", "x", "--steps", "2", "--batch", "1",
+    args = ["probe", "sd", "--model-a.path", str(folders["sd3"]), "--prompt", "x", "--steps", "2", "--batch", "1",
             "--no-progress", "--out", str(tmp_path / "x.zarr")]
     assert cli.main(args) == 2
     assert "not a UNet diffusion pipeline" in capsys.readouterr().err.rstrip("\n").split("\n")[-1]

@@ -16,7 +16,7 @@ from amdm_geom.app import cli
 from amdm_geom.app.runner import run_analysis
 from amdm_geom.models.gmm import fine_grained_family, from_description
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
-from amdm_geom.store import ZarrRecorder, open_run, run_config
+from amdm_geom.store import ZarrRecorder, built_of, etas, open_run
 from tests.reference import ref_angle
 
 SHAPE, STEPS, S = (4, 16, 16), 10, 5
@@ -97,9 +97,9 @@ def test_model_two_own_samples_sit_on_its_shell(runs):
 
 def test_domain_membership_against_torch_distributions(runs):
     res, ds = shell.prop32(runs["a"]), open_run(runs["a"])
-    cfg = run_config(ds)
-    model = from_description(cfg["models"][1], dtype=torch.float64)
-    w = torch.tensor(cfg["conditions"][1], dtype=torch.float64)
+    built = built_of(ds)
+    model = from_description(built.models[1], dtype=torch.float64)
+    w = torch.tensor(built.conditions[1], dtype=torch.float64)
     mix = model.mixture
     for k in (1, 4):
         abar = float(ds.alpha_bar_prev[k])
@@ -172,7 +172,7 @@ def proof_reference(path):
     sample, (|z~ - mu_1| - |z' - mu_1|) / eta, eta_1* = |z' - mu_1| - sigma sqrt n and the eta of
     smallest magnitude with |z' - eta u_1 - mu_2| = sigma sqrt n (np.roots of the quadratic)."""
     ds = open_run(path)
-    eta = run_config(ds)["etas"][0]
+    eta = etas(ds)[0]
     n = int(np.prod(SHAPE))
     moved, own, partner = [], [], []
     for k in range(ds.sizes["step"]):

@@ -2,6 +2,7 @@
 every value in one place, refuse in one line naming the field, the value and what is accepted,
 round-trip through JSON, and from which the command line is generated (not retyped)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,30 @@ from pydantic import Field
 
 from amdm_geom.analyses.ablations import ablations
 from amdm_geom.app import cli
-from amdm_geom.core.spec import Spec, SpecError, choice, flag, integer, optional, real, seed, sequence
-from amdm_geom.models.specs import GMMFamilySpec, GMMModelSpec, ImageSize, TinyUNetPairSpec, device
-from amdm_geom.probes import gmm_cross_ecosystem, gmm_pair, unet_pair
+from amdm_geom.core.spec import (
+    PREFIXED,
+    Spec,
+    SpecError,
+    choice,
+    flag,
+    integer,
+    is_prefixed,
+    optional,
+    real,
+    seed,
+    sequence,
+)
+from amdm_geom.models.pipeline_specs import ImageSize, SD3PipelineSpec, SDPipelineSpec, device
+from amdm_geom.models.specs import GMMFamilySpec, GMMModelSpec, TinyTransformerPairSpec, TinyUNetPairSpec
+from amdm_geom.probes import (
+    flow_pair,
+    flow_transformer_pair,
+    gmm_cross_ecosystem,
+    gmm_pair,
+    sd3_pair,
+    sd_pair,
+    unet_pair,
+)
 from amdm_geom.sampling import SamplerConfig
 
 
@@ -122,6 +144,8 @@ def test_nested_errors_name_the_path_in_code_and_the_option_on_the_command_line(
     assert str(cli.usage_error(info.value, gmm_pair.Spec)).startswith("argument --family-seed: ")
 
 
+HERE = Path(__file__).parent  # (an existing folder, for the path fields)
+
 SPECS = [
     SamplerConfig(num_inference_steps=12, agg_window=(2, 6), weights=(0.6,), eta=(0.5, 0.25), mix="lerp"),
     GMMFamilySpec(latent_shape=(4, 8, 8), n_styles=3),
@@ -130,6 +154,14 @@ SPECS = [
     gmm_pair.Spec(family={"latent_shape": (8,)}, sampler={"num_inference_steps": 4}, run={"names": ("model*.z",)}),
     gmm_cross_ecosystem.Spec(schedule_b="linear"),
     unet_pair.Spec(family={"variant": "adapter"}),
+    flow_pair.Spec(partner="vp", shift=3.0, perturb=0.05),
+    flow_transformer_pair.Spec(family={"kind": "dit", "sample_size": 6}),
+    GMMModelSpec(attribute="position", sde="flow", shift=3.0),
+    TinyTransformerPairSpec(kind="flux", guidance=2.0),
+    SDPipelineSpec(path=HERE, lora=HERE, ip_adapter=HERE, gligen_beta=0.5),
+    sd_pair.Spec(model_a={"path": HERE, "guidance": 3.0}, model_b={"path": HERE, "lora": HERE}, prompt="a cube",
+                 gligen_boxes=(0.1, 0.1, 0.5, 0.5), gligen_phrases=("a cube",)),
+    sd3_pair.Spec(model_a=SD3PipelineSpec(path=HERE, max_sequence_length=77), prompt="a cube"),
     *ablations.settings(True)[:3],
 ]
 
@@ -172,17 +204,110 @@ def test_a_model_spec_builds_what_the_family_builds():
     assert torch.equal(fam.mixture.means, fam_spec.build().mixture.means)  # the same seed, the same family
 
 
-@pytest.mark.parametrize("module", [gmm_pair, gmm_cross_ecosystem, unet_pair])
-def test_the_command_line_is_generated_from_the_spec(module, capsys):
-    """Every leaf field of the probe's spec is an option in its --help, under its alias if any."""
+def expected_options(cls: type[Spec], prefix: str = "") -> set[str]:
+    """The options a spec's fields make, worked out here from the fields alone: a leaf field is
+    ``--name`` (its alias if any; ``--no-name`` too for a flag), a nested spec's fields appear
+    without a prefix, and those of one marked ``PREFIXED`` under its field's name."""
+    out = set()
+    for name, field in cls.model_fields.items():
+        option = prefix + (field.alias or name).replace("_", "-")
+        inner = [t for t in (field.annotation, *getattr(field.annotation, "__args__", ())) if isinstance(t, type)
+                 and issubclass(t, Spec)]
+        if inner:
+            out |= expected_options(inner[0], option + "." if is_prefixed(field) else prefix)
+        else:
+            out |= {"--" + option} | ({f"--{prefix}no-{option[len(prefix):]}"} if field.annotation is bool else set())
+    return out
+
+
+def help_options(args: list[str], capsys) -> set[str]:
+    """The options ``amdm-geom ARGS --help`` lists (the first column of its option tables)."""
     with pytest.raises(SystemExit) as info:
-        cli.main(["probe", module.NAME, "--help"])
+        cli.main([*args, "--help"])
     assert info.value.code == 0
-    text = capsys.readouterr().out
-    for field, option in cli.options(module.Spec).items():
-        assert option in text, (field, option)
-    for option in ("--steps", "--w ", "--cross-eps", "--insist", "--batch", "--no-progress", "--out"):
-        assert option in text, option
+    found = set()
+    for line in capsys.readouterr().out.splitlines():
+        head = re.match(r"^(?:[│|] |  )(--?\w[\w.-]*(?:, --?\w[\w.-]*)*)", line)  # (boxed on a terminal, or plain)
+        if head:
+            found |= set(head.group(1).split(", "))
+    return found - {"-h", "--help"}
+
+
+def probe_names() -> list[str]:
+    from amdm_geom.app.runner.registry import probe_names
+
+    return probe_names()
+
+
+@pytest.mark.parametrize("name", probe_names())
+def test_every_probes_options_are_exactly_its_specs_fields(name, capsys):
+    """Generated from the spec: nothing hand-added, nothing missing (each registered probe)."""
+    from amdm_geom.app.runner.registry import load_probe
+
+    spec = load_probe(name).Spec
+    assert help_options(["probe", name], capsys) == expected_options(spec)
+
+
+def test_the_option_check_fails_on_an_option_added_or_dropped(capsys, monkeypatch):
+    """The comparison above can fail: a generator that adds an option the spec lacks, or drops
+    a field, is seen."""
+    import dataclasses
+
+    from tyro.constructors import StructFieldSpec
+
+    from amdm_geom.app import spec_options
+
+    made = spec_options._struct
+
+    def added(cls, default, **kwargs):
+        struct = made(cls, default, **kwargs)
+        if cls is gmm_pair.Spec:
+            extra = StructFieldSpec(name="hand_added", type=str, default="x", helptext="not a field of the spec")
+            struct = dataclasses.replace(struct, fields=(*struct.fields, extra))
+        return struct
+
+    def dropped(cls, default, **kwargs):
+        struct = made(cls, default, **kwargs)
+        return dataclasses.replace(struct, fields=tuple(f for f in struct.fields if f.name != "force_size"))
+
+    expected = expected_options(gmm_pair.Spec)
+    monkeypatch.setattr(spec_options, "_struct", added)
+    assert help_options(["probe", "gmm_pair"], capsys) - expected == {"--hand-added"}
+    monkeypatch.setattr(spec_options, "_struct", dropped)
+    assert expected - help_options(["probe", "gmm_pair"], capsys) == {"--force-size", "--no-force-size"}
+
+
+def test_two_models_of_one_kind_nest_under_their_names():
+    """A PREFIXED spec's options carry its field's name; an optional one is None unless given."""
+    folder = str(HERE)
+    spec = cli.parse(sd3_pair.Spec, ["--model-a.path", folder, "--model-a.guidance", "4", "--prompt", "x"], prog="p")
+    assert spec.model_b is None and spec.model_a == SD3PipelineSpec(path=HERE, guidance=4.0) and spec.n_models == 1
+    both = cli.parse(sd3_pair.Spec, ["--model-a.path", folder, "--model-b.path", folder, "--model-b.guidance", "2",
+                                     "--prompt", "x"], prog="p")
+    assert both.model_b == SD3PipelineSpec(path=HERE, guidance=2.0) and both.model_a.guidance == 7.0
+    assert cli.options(sd3_pair.Spec)["model_b.max_sequence_length"] == "--model-b.max-sequence-length"
+    for args, line in [
+        (["--model-a.path", folder, "--model-b.guidance", "2"], "argument --model-b.path: is required"),
+        (["--model-a.path", folder, "--model-b.path", folder, "--model-b.max-sequence-length", "0"],
+         "argument --model-b.max-sequence-length: must be an int in [1, 512]; got 0"),
+        (["--model-a.path", folder, "--prompt-b", "y"], "argument --prompt-b: needs --model-b.path"),
+        (["--prompt", "x"], "the following arguments are required: --model-a.path"),
+    ]:
+        with pytest.raises(cli.UsageError) as info:
+            cli.parse(sd3_pair.Spec, [*args, "--prompt", "x"] if "--prompt" not in args else args, prog="p")
+        assert str(info.value) == line
+    assert [is_prefixed(f) for f in sd3_pair.Spec.model_fields.values()][:2] == [True, True] and repr(PREFIXED)
+
+
+def test_a_probe_refuses_what_its_model_spec_refuses():
+    """flow_transformer_pair takes its models' settings from the one spec: an odd sample size is
+    refused there as in the spec, in one line."""
+    with pytest.raises(SpecError) as info:
+        flow_transformer_pair.Spec(family={"sample_size": 3})
+    assert str(info.value) == "family.sample_size must be an even int >= 2 (2x2 patches); got 3"
+    with pytest.raises(cli.UsageError) as info:
+        cli.parse(flow_transformer_pair.Spec, ["--sample-size", "3"], prog="p")
+    assert str(info.value) == "argument --sample-size: must be an even int >= 2 (2x2 patches); got 3"
 
 
 def test_the_readme_example_parses_to_the_expected_spec():

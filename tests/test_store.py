@@ -11,7 +11,7 @@ import xarray as xr
 from amdm_geom.core.schedules import ddim_coefficients
 from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import MODEL_QUANTITIES, AMDMSampler, MemoryRecorder, SamplerConfig
-from amdm_geom.store import ZarrRecorder, open_run, run_config
+from amdm_geom.store import ZarrRecorder, built_of, open_run, sampler_config
 
 SHAPE = (4, 8, 8)
 STEPS, S = 10, 4
@@ -55,8 +55,7 @@ def test_schema_dims_coords_and_attrs(store):
     versions = json.loads(ds.attrs["versions"])
     assert {"torch", "diffusers", "xarray", "zarr", "amdm_geom"} <= set(versions)
     assert ds.attrs["creation_library"].startswith("amdm-geom") and ds.attrs["created_at"]
-    cfg = run_config(ds)
-    assert cfg["sampler"]["agg_steps"] == S and cfg["models"][1]["name"] == "b"
+    assert sampler_config(ds).agg_steps == S and built_of(ds).models[1]["name"] == "b"
     assert list(ds.aggregated.values) == [True] * S + [False] * (STEPS - S)
 
 

@@ -152,7 +152,7 @@ def test_url_overwrite_and_refusals(fam, cache, mem):
     zarr.open_group(zarr.storage.FsspecStore.from_url(f"{mem}/foreign.zarr"), mode="w-", zarr_format=3,
                     attributes={"creator": "someone"})
     fs.pipe_file(f"{mem.removeprefix('memory://')}/plain.zarr", b"data")
-    for name, why in (("foreign.zarr", "attribute 'config' missing"), ("plain.zarr", "a file, not a folder")):
+    for name, why in (("foreign.zarr", "attribute 'spec' missing"), ("plain.zarr", "a file, not a folder")):
         target = f"{mem}/{name}"
         with pytest.raises(StoreError) as info:
             ZarrRecorder(target, overwrite=True)
@@ -163,7 +163,7 @@ def test_url_overwrite_and_refusals(fam, cache, mem):
     assert fs.cat_file(f"{mem.removeprefix('memory://')}/plain.zarr") == b"data"
     with pytest.raises(StoreError) as info:
         open_run(f"{mem}/foreign.zarr")
-    assert "is not an amdm-geom trace store: attribute 'config' missing" in one_line(info)
+    assert "is not an amdm-geom trace store: attribute 'spec' missing" in one_line(info)
     with pytest.raises(FileNotFoundError) as info:
         open_run(f"{mem}/nope.zarr")
     assert one_line(info) == f"no trace store at {mem}/nope.zarr"
@@ -207,13 +207,13 @@ def test_run_settings_out_and_compressor():
 
 def test_a_probe_runs_into_a_url(mem):
     from amdm_geom.probes import gmm_pair
-    from amdm_geom.probes.specs import spec_of
+    from amdm_geom.store import spec_of
 
     spec = gmm_pair.Spec(family={"latent_shape": SHAPE}, sampler={"steps": 3},
                          run={"batch": 2, "out": f"{mem}/probe.zarr", "compressor": "blosc", "progress": False})
     out = gmm_pair.run(spec, quiet=True)
     assert out == f"{mem}/probe.zarr"
     ds = open_run(out)
-    assert is_complete(ds) and spec_of(ds) == spec
+    assert is_complete(ds) and spec_of(ds, gmm_pair.Spec) == spec
     again = gmm_pair.build(spec).run_with_cache(spec.run.seeds)[1]
     assert_same_run(ds, again)

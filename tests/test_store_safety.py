@@ -168,13 +168,13 @@ def foreign_group(path: Path, attrs: dict) -> Path:
 
 
 def identifying_attrs(library="amdm-geom 0.1.0") -> dict:
-    return {"config": "{}", "dtype": "float32", "hook_names": [], "complete": True, "steps_completed": 1,
+    return {"spec": "{}", "dtype": "float32", "hook_names": [], "complete": True, "steps_completed": 1,
             "creation_library": library}
 
 
 @pytest.mark.parametrize("attrs,why", [
-    ({}, "attribute 'config' missing"),
-    ({"title": "someone else's data"}, "attribute 'config' missing"),
+    ({}, "attribute 'spec' missing"),
+    ({"title": "someone else's data"}, "attribute 'spec' missing"),
     ({k: v for k, v in identifying_attrs().items() if k != "complete"}, "attribute 'complete' missing"),
     (identifying_attrs("xarray"), "written by 'xarray', not amdm-geom"),
 ])
@@ -435,7 +435,7 @@ def test_open_run_refusals(tmp_path):
     assert dict(bare.attrs) == {}
     with pytest.raises(StoreError) as info:
         open_run(tmp_path / "bare.zarr")
-    assert one_line(info) == f"{tmp_path / 'bare.zarr'} is not an amdm-geom trace store: attribute 'config' missing"
+    assert one_line(info) == f"{tmp_path / 'bare.zarr'} is not an amdm-geom trace store: attribute 'spec' missing"
 
 
 @pytest.fixture(scope="module")
@@ -475,7 +475,7 @@ def test_completed_steps_and_notes(interrupted, old_store):
 
 def test_require(old_store):
     ds = open_run(old_store)
-    require(ds, variables=("z", "model_sigma"), attrs=("config", "seeds"))
+    require(ds, variables=("z", "model_sigma"), attrs=("spec", "seeds"))
     with pytest.raises(StoreError) as info:
         require(ds, variables=("z", "eps_cross"), hints={"eps_cross": "record with --cross-eps"})
     assert one_line(info) == f"store {old_store} lacks variable 'eps_cross' (record with --cross-eps)"

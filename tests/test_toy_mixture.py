@@ -24,20 +24,33 @@ def quick():
 
 
 def test_follows_the_analysis_contract():
-    assert check_analysis(tm, "toy_mixture") is tm
-    assert load_analysis("toy_mixture") is tm
-    assert tm.NAME == "toy_mixture" and tm.STORES == "none" and "Table 7" in tm.SUMMARY
+    analysis = load_analysis("toy_mixture")
+    assert type(analysis) is tm.ToyMixture and check_analysis(analysis, "toy_mixture") is analysis
+    assert analysis.name == "toy_mixture" and analysis.stores == "none" and "Table 7" in analysis.summary
     with pytest.raises(ValueError, match="toy_mixture takes no stores; got 1: a"):
         tm.compute({"a": "x.zarr"})
-    with pytest.raises(ValueError, match=r"experts must be a non-empty subset of \('exact', 'mlp'\); got \('ema',\)"):
+
+
+def test_bad_settings_are_refused_in_one_line():
+    with pytest.raises(ValueError, match=r"^experts must be one of exact, mlp; got 'ema'$"):
         tm.compute(experts=("ema",))
+    with pytest.raises(ValueError, match=r"^quick must be True or False; got 'yes'$"):
+        tm.compute(quick="yes")
+    with pytest.raises(ValueError, match=r"^n must be an int >= 2; got 1$"):
+        tm.compute(quick=True, n=1)
+    with pytest.raises(ValueError, match=r"^bandwidth is not a setting of Benchmark$"):
+        tm.compute(quick=True, bandwidth=0.1)
 
 
 def test_seed_starts_the_seeds_and_a_small_run_has_every_method():
     ds = tm.compute({}, quick=True, seed=5, n=20, ws=(0.5,), etas=(0.3,), mcmc_steps=1, trajectory=None)
     assert list(ds.seed.values) == [5, 6, 7]
-    assert list(ds.method.values) == ["amdm[w=0.5,eta=0.3]", "summed_score", "du_ula", "du_mala", "du_hmc", "oracle"]
-    assert ds.ll.shape == (6, 1, 3) and np.isfinite(ds.ll.values).all()
+    assert list(ds.arm.values) == ["amdm[w=0.5,eta=0.3]", "summed_score", "du_ula", "du_mala", "du_hmc", "oracle"]
+    assert ds.ll.dims == ("arm", "expert", "seed") and ds.ll.shape == (6, 1, 3) and np.isfinite(ds.ll.values).all()
+    # the arms' settings are coordinates (NaN where a method has none), and the arms are specs kept in the result
+    assert list(ds.method.values) == ["amdm", "summed_score", "du_ula", "du_mala", "du_hmc", "oracle"]
+    assert float(ds.w.sel(arm="amdm[w=0.5,eta=0.3]")) == 0.5 and float(ds.eta.sel(arm="amdm[w=0.5,eta=0.3]")) == 0.3
+    assert np.isnan(ds.eta.sel(arm="oracle")) and json.loads(ds.attrs["benchmark"])["seeds"] == [5, 6, 7]
     assert "trajectory" not in ds and json.loads(ds.attrs["mcmc"])["steps_per_level"] == 1
 
 
@@ -49,12 +62,12 @@ def test_oracle_matches_the_target_up_to_the_ddpm_under_dispersion(quick):
     upper = big[(np.abs(big[:, 0]) < 0.15) & (big[:, 1] > 0.3)]
     r = [(ddpm_gaussian_std(sd) / sd) ** 2 for sd in upper.std(0)]
     predicted = 0.5 * sum(1 - ri for ri in r)
-    ll_o = float(quick.ll.sel({"method": "oracle"}).mean())
+    ll_o = float(quick.ll.sel(arm="oracle").mean())
     ll_t = float(quick.ll_floor.mean())
     assert 0.3 < predicted < 0.8
     assert ll_o - ll_t == pytest.approx(predicted, abs=0.15)
     # at the widest bandwidth (blind to mode widths) the oracle is within the floor's spread
-    lo = quick.ln_mmd.sel({"method": "oracle", "bandwidth": 0.4}).squeeze().values
+    lo = quick.ln_mmd.sel(arm="oracle", bandwidth=0.4).squeeze().values
     fl = quick.ln_mmd_floor.sel(bandwidth=0.4).values
     assert lo.mean() < fl.mean() + 3 * max(fl.std(), 0.3)
 
@@ -80,7 +93,7 @@ def test_table7_beside_the_papers_csv(quick):
     for label in ("AMDM", "Du et al. (2023)"):
         row = tab.loc[label]
         assert (row.paper_ln_mmd, row.paper_ll, row.paper_var) == tuple(paper.set_index("method").loc[label])
-        sel = {"method": row.setting, "expert": "exact"}
+        sel = {"arm": row.setting, "expert": "exact"}
         assert row.ll == pytest.approx(float(quick.ll.sel(sel).mean()))
         assert row.ln_mmd == pytest.approx(float(quick.ln_mmd_avg.sel(sel).mean()))
         assert row["var"] == pytest.approx(float(quick["var"].sel(sel).mean()))
@@ -104,7 +117,7 @@ def test_verdict_statuses_follow_the_numbers(quick):
     assert rows["toy_oracle_best_ll"].status == ("holds" if ll.idxmax() == "oracle" else "violated")
     # make AMDM the best sampler: every verdict turns
     rigged = quick.copy(deep=True)
-    is_amdm = rigged.family == "amdm"
+    is_amdm = rigged.method == "amdm"
     rigged["ll"] = rigged.ll.where(~is_amdm, 100.0)
     rigged["ln_mmd_avg"] = rigged.ln_mmd_avg.where(~is_amdm, -10.0)
     rows = {v.key: v for v in tm.verdicts(rigged)}
@@ -114,7 +127,7 @@ def test_verdict_statuses_follow_the_numbers(quick):
 
 
 def test_the_runner_writes_the_expected_files(quick, tmp_path):
-    outcome = Outcome(tm, quick, tm.verdicts(quick), tm.plot(quick), tm.tables(quick))
+    outcome = Outcome(tm.ToyMixture(), quick, tm.verdicts(quick), tm.plot(quick), tm.tables(quick))
     out = write_outcome(outcome, tmp_path)
     assert out == tmp_path / "toy_mixture"
     names = {p.name for p in out.iterdir()}
@@ -125,9 +138,8 @@ def test_the_runner_writes_the_expected_files(quick, tmp_path):
     tab = pd.read_csv(out / "table7.csv")
     assert list(tab.columns)[:3] == ["expert", "method", "setting"]  # no index column
     assert {"ln_mmd", "ll", "var", "paper_ln_mmd", "paper_ll", "paper_var"} <= set(tab.columns)
-    summary = pd.read_csv(out / "metrics.csv").set_index(["method", "expert"])
-    assert summary.loc[("oracle", "exact"), "ll"] == pytest.approx(float(quick.ll.sel({"method": "oracle"}).mean()),
-                                                                   rel=1e-5)
+    summary = pd.read_csv(out / "metrics.csv").set_index(["arm", "expert"])
+    assert summary.loc[("oracle", "exact"), "ll"] == pytest.approx(float(quick.ll.sel(arm="oracle").mean()), rel=1e-5)
     back = xr.open_zarr(out / "results.zarr", consolidated=False)
     np.testing.assert_allclose(back.ll.values, quick.ll.values)
 
@@ -155,7 +167,7 @@ def test_the_mmd_floor_is_reported_over_n_and_bandwidth(quick):
     assert by_n[0] > by_n[-1] + 0.4
     row = {v.key: v for v in tm.verdicts(quick)}["toy_amdm_above_floor_exact"]
     a = row.detail.split("best AMDM setting (")[1].split(")")[0]
-    diff = quick.ln_mmd_avg.sel({"method": a, "expert": "exact"}).values - quick.ln_mmd_avg_floor.values
+    diff = quick.ln_mmd_avg.sel(arm=a, expert="exact").values - quick.ln_mmd_avg_floor.values
     assert row.value == pytest.approx(diff.mean(), rel=1e-12) and row.n == len(diff)
     assert row.interval[0] < diff.mean() < row.interval[1] and "per doubling" in row.detail
     import matplotlib.pyplot as plt

@@ -11,8 +11,8 @@ from diffusers import DDIMScheduler, FluxPipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
 from amdm_geom.core.flow_schedules import make_flow_scheduler
+from amdm_geom.models.constants import TRANSFORMER_KINDS as KINDS
 from amdm_geom.models.transformers import (
-    KINDS,
     DiTFlowDenoiser,
     FluxFlowDenoiser,
     SD3FlowDenoiser,

@@ -12,6 +12,10 @@ import json
 import shutil
 from pathlib import Path
 
+from amdm_geom.app.runner.output import REPORT_MARKER, foreign_in_result, is_result_folder, owned
+from amdm_geom.app.sweep import LIBRARY, RECORD
+from amdm_geom.store import StoreError, StoreLock, foreign_files, is_trace_store
+
 __all__ = ["Foreign", "clean_folders"]
 
 
@@ -28,10 +32,6 @@ class Foreign(ValueError):
 def _ours(path: Path, top: bool) -> bool:
     """Whether ``path`` (not a link) is something this toolkit wrote, every file of it: a
     ``Foreign`` error naming the first file it cannot account for inside a store or result folder."""
-    from amdm_geom.app.runner.output import REPORT_MARKER, foreign_in_result, is_result_folder, owned
-    from amdm_geom.app.sweep import LIBRARY, RECORD
-    from amdm_geom.store import foreign_files, is_trace_store
-
     if path.is_dir():
         for kind, ours, foreign_in in (("trace store", is_trace_store, foreign_files),
                                        ("result folder", is_result_folder, foreign_in_result)):
@@ -56,8 +56,6 @@ def _ours(path: Path, top: bool) -> bool:
 def _plan(folder: Path, top: bool, doomed: list, kept: list) -> bool:
     """Add what to remove under ``folder`` to ``doomed`` and what stays to ``kept``; whether
     everything in it is doomed (so the emptied folder can go too)."""
-    from amdm_geom.app.runner.output import REPORT_MARKER
-
     everything = True
     entries = sorted(folder.iterdir(), key=lambda p: (p.name == REPORT_MARKER, p.name))  # (the manifest last)
     for entry in entries:
@@ -122,13 +120,11 @@ def clean_folders(folders, *, dry_run: bool = False) -> tuple[list[tuple[Path, i
 
 
 def _remove(path: Path, removed: list, kept: list, size: int) -> None:
-    from amdm_geom.store import StoreError, _StoreLock
-
     if path.is_file():
         path.unlink()
         removed.append((path, size))
         return
-    lock = _StoreLock(path, path)
+    lock = StoreLock(path, path)
     try:
         lock.acquire()
     except StoreError as exc:

@@ -15,10 +15,11 @@
 
 Each command's options come from a spec (``amdm_geom.core.spec.Spec``) through tyro, chosen because
 it builds a command line from typed, nested dataclass or pydantic configs with the help taken
-from their docstrings: a nested spec's fields appear without a prefix (``--steps``, not
-``--sampler.steps``), under a field's alias if it has one. tyro passes the options' text to the
-spec unparsed, so that the spec's own validators check it and an error names the option and
-shows the value as typed. Every bad input is one line, ``amdm-geom COMMAND: error: ...``, exit
+from their docstrings (``amdm_geom.app.spec_options``): a nested spec's fields appear without a
+prefix (``--steps``, not ``--sampler.steps``), under a field's alias if it has one, except a
+probe's models, nested under their names (``--model-a.guidance``). tyro passes the options' text
+to the spec unparsed, so that the spec's own validators check it and an error names the option
+and shows the value as typed. Every bad input is one line, ``amdm-geom COMMAND: error: ...``, exit
 code 2, before any work and before any file is written. The environment's errors met during the
 work are one line too, found wherever they were raised (``main``): a file system that refuses a
 write (full, over quota, read-only, permission denied: exit code 74) names the path, what to do
@@ -30,14 +31,12 @@ from __future__ import annotations
 
 import sys
 import typing
-from pathlib import Path
-from types import UnionType
-from typing import Annotated, Literal
 
 from amdm_geom import __version__
+from amdm_geom.app.spec_options import UsageError, options, parse, usage_error
 from amdm_geom.core.spec import Spec, SpecError
 
-__all__ = ["COMMANDS", "USER_ERRORS", "UsageError", "main", "parse"]
+__all__ = ["COMMANDS", "USER_ERRORS", "UsageError", "main", "options", "parse", "usage_error"]
 
 #: command -> one line
 COMMANDS = {
@@ -52,210 +51,10 @@ COMMANDS = {
 }
 
 
-class UsageError(ValueError):
-    """A refused command line: reported by ``main`` as one line, exit code 2."""
-
-
 #: What a user's input can cause: reported as one line with exit code 2, never a traceback.
 #: (``ValueError`` includes ``UsageError``, ``SpecError`` and the store's ``StoreError``.)
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
                PermissionError)
-
-
-# --------------------------------------------------------------------------------------------
-# specs -> tyro
-
-
-class _Given(dict):
-    """The options of one spec as given (text), for the spec to check."""
-
-
-def _is_spec(tp) -> bool:
-    return isinstance(tp, type) and issubclass(tp, Spec)
-
-
-def _metavar(tp) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal:
-        return "{" + ",".join(map(str, args)) + "}"
-    if origin in (typing.Union, UnionType):
-        return "|".join(_metavar(a) for a in args if a is not type(None))
-    if origin is tuple:
-        return f"{_metavar(args[0])} ..." if len(args) == 2 and args[1] is Ellipsis else " ".join(map(_metavar, args))
-    return {int: "INT", float: "FLOAT", str: "TEXT", Path: "PATH"}.get(tp, "VALUE")
-
-
-def _many(tp) -> bool:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is tuple:
-        return True
-    return origin in (typing.Union, UnionType) and any(_many(a) for a in args if a is not type(None))
-
-
-def _optional(tp) -> bool:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Annotated:
-        return _optional(args[0])
-    return tp is type(None) or (origin in (typing.Union, UnionType) and type(None) in args)
-
-
-def _as_text(value) -> list[str]:
-    if value is None:
-        return ["None"]
-    if isinstance(value, (tuple, list)):
-        return [str(v) for v in value]
-    return [str(value)]
-
-
-def _registry():
-    """tyro rules: a spec is a struct of its fields (nested specs without a prefix), and every
-    other value is passed on as the text given."""
-    import tyro
-    from tyro.constructors import ConstructorRegistry, PrimitiveConstructorSpec, StructConstructorSpec, StructFieldSpec
-
-    registry = ConstructorRegistry()
-
-    @registry.primitive_rule
-    def text(info):
-        tp = info.type
-        if tp is bool or tp is type(None) or _is_spec(tp):
-            return None
-        many = _many(tp)
-        return PrimitiveConstructorSpec(nargs="*" if many else 1, metavar=_metavar(tp),
-                                        instance_from_str=tuple if many else (lambda args: args[0]),
-                                        is_instance=lambda value: True, str_from_instance=_as_text)
-
-    @registry.struct_rule
-    def spec(info):
-        cls = info.type
-        if not _is_spec(cls):
-            return None
-        fields = []
-        for name, field in cls.model_fields.items():
-            tp, extra = field.annotation, field.json_schema_extra or {}
-            if _is_spec(tp):
-                tp = Annotated[tp, tyro.conf.OmitArgPrefixes]
-            elif extra.get("positional"):
-                tp = Annotated[tp, tyro.conf.Positional, tyro.conf.arg(metavar=_option(cls, name))]
-            if isinstance(info.default, cls) and name in info.default.model_fields_set:
-                default = getattr(info.default, name)  # (set explicitly, e.g. a probe's own --out)
-            else:
-                default = tyro.MISSING if field.is_required() else field.get_default(call_default_factory=True)
-            if default is None and not _optional(tp):  # (a default filled in by the spec, e.g. agg_steps)
-                tp = tp | None
-            fields.append(StructFieldSpec(name=field.alias or name, type=tp, default=default,
-                                          helptext=field.description))
-
-        def given(**values):
-            return _Given(values)
-
-        given.__doc__ = (cls.__doc__ or "").split("\n\n")[0]  # (its first paragraph)
-        return StructConstructorSpec(instantiate=given, fields=tuple(fields))
-
-    return registry
-
-
-def _option(cls: type[Spec], name: str) -> str:
-    field = cls.model_fields[name]
-    if (field.json_schema_extra or {}).get("positional"):
-        return (field.alias or name).upper()
-    return "--" + (field.alias or name).replace("_", "-")
-
-
-def options(cls: type[Spec]) -> dict[str, str]:
-    """Field name -> its option (``--steps``) or positional's metavar (``STORE``), over the
-    spec and its nested specs (their fields appear without a prefix)."""
-    out = {}
-    for name, field in cls.model_fields.items():
-        if _is_spec(field.annotation):
-            out.update(options(field.annotation))
-        else:
-            out[name] = _option(cls, name)
-    return out
-
-
-def _option_at(cls: type[Spec], loc: tuple[str, ...]) -> str | None:
-    """The option of the field at ``loc`` (a path through nested specs), or None."""
-    for i, name in enumerate(loc):
-        field = cls.model_fields.get(name)
-        if field is None:
-            return None
-        if i == len(loc) - 1:
-            return _option(cls, name)
-        if not _is_spec(field.annotation):
-            return None
-        cls = field.annotation
-    return None
-
-
-def usage_error(exc: SpecError, cls: type[Spec]) -> UsageError:
-    """``exc`` as the command line shows it: ``argument --steps: must be an int >= 1; got 0``.
-    Another field named in the reason is looked up beside the refused one first."""
-    flat = options(cls)
-
-    def name(loc: tuple[str, ...]) -> str:
-        if not loc:
-            return ""
-        found = _option_at(cls, loc) or (_option_at(cls, (*exc.loc[:-1], *loc)) if len(loc) == 1 else None)
-        return found or flat.get(loc[-1], "--" + loc[-1].replace("_", "-"))
-
-    body = SpecError(exc.reason, exc.value, count=exc.count).text(name, cli=True)
-    return UsageError(f"argument {name(exc.loc)}: {body}" if exc.loc else body)
-
-
-def _parse_error_hook():
-    """tyro's hook for the errors it finds itself (an option without its value, a required
-    option missing): raise them as one line instead of its box. (A private tyro API; without it,
-    such errors are reported by ``parse`` in one generic line.)"""
-    try:
-        from tyro import _errors
-    except ImportError:  # pragma: no cover - an older or newer tyro
-        return None
-
-    def shown(argument) -> str:
-        try:
-            return argument.display_name()
-        except Exception:  # noqa: BLE001 - (a private structure that may change)
-            return str(argument)
-
-    def hook(event):
-        missing = getattr(event, "missing_arguments", None)
-        if missing:
-            raise UsageError("the following arguments are required: " + ", ".join(shown(a.arg) for a in missing))
-        argument = getattr(event, "argument", None)
-        if argument is not None:
-            raise UsageError(f"argument {shown(argument)}: {getattr(event, 'message', None) or 'expected a value'}")
-        tokens = getattr(event, "tokens", None)
-        if tokens:
-            raise UsageError(f"unrecognized arguments: {' '.join(tokens)}")
-        raise UsageError(f"the options could not be read ({type(event).__name__})")
-
-    return _errors.on_parse_error(hook)
-
-
-def parse(cls: type[Spec], args: list[str], *, prog: str, description: str | None = None) -> Spec:
-    """The spec ``cls`` from command-line ``args`` (tyro), checked by the spec itself. ``--help``
-    prints the help and exits 0; a bad option raises ``UsageError`` (one line)."""
-    import contextlib
-
-    import tyro
-
-    wants_help = any(a in ("-h", "--help") for a in args)
-    hook = _parse_error_hook() or contextlib.nullcontext()
-    try:
-        with hook:
-            given, unknown = tyro.cli(cls, args=args, prog=prog, description=description, registry=_registry(),
-                                      return_unknown_args=True, console_outputs=wants_help)
-    except SystemExit as exc:
-        if exc.code in (0, None):
-            raise
-        raise UsageError(f"the options could not be read; see '{prog} --help'") from None
-    if unknown:
-        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
-    try:
-        return cls.model_validate(given, context={"cli": True})
-    except SpecError as exc:
-        raise usage_error(exc, cls) from None
 
 
 # --------------------------------------------------------------------------------------------

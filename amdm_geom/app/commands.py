@@ -1,6 +1,8 @@
 """The commands ``analyze``, ``rerun``, ``ecosystem``, ``train``, ``sweep`` and ``clean``: each a
 spec (its options, checked before any work) and the function that runs it. (``probe`` takes each
-probe's own spec; ``validate`` is ``amdm_geom.app.validate``.)"""
+probe's own spec; ``validate`` is ``amdm_geom.app.validate``.) Each command imports its work
+inside its function: the command line reads this module at every start (its specs are the
+options), and the models, the sampler and the trace layer take seconds to import (torch)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from amdm_geom.core.spec import (
     seed,
     writable_file,
 )
-from amdm_geom.models.specs import Device
+from amdm_geom.models.pipeline_specs import Device
 
 __all__ = ["AnalyzeCommand", "CleanCommand", "EcosystemCommand", "RerunCommand", "SweepCommand", "TrainCommand",
            "analyze", "analyze_description", "clean", "ecosystem", "rerun", "stores_by_name", "sweep",
@@ -93,7 +95,7 @@ def analyze(cmd: AnalyzeCommand) -> int:
     from amdm_geom.core.verdicts import format_table
 
     stores = stores_by_name(cmd.stores)
-    if not stores and hasattr(load_analysis(cmd.analysis), "planned"):
+    if not stores and load_analysis(cmd.analysis).run_module is not None:
         from amdm_geom.app.engine import Engine, analysis_tasks
 
         tasks = analysis_tasks(cmd.analysis, None, cmd.out, quick=cmd.quick, seed=cmd.seed, runs=cmd.runs)
@@ -137,9 +139,16 @@ class RerunCommand(Spec):
 
 
 def rerun(cmd: RerunCommand) -> int:
+    """The store's kept spec (``amdm_geom.store.spec_of``), run again by the probe or the analysis
+    runs that made it, found through the registry (``registry.maker``)."""
+    from amdm_geom.app.runner.registry import maker
     from amdm_geom.probes import rerun as run_again
+    from amdm_geom.store import open_run, spec_of
 
-    run_again(cmd.store, out=cmd.out, overwrite=cmd.overwrite, progress=cmd.progress, force_size=cmd.force_size)
+    ds = open_run(cmd.store)
+    made_by = maker(ds)
+    run_again(spec_of(ds, made_by.Spec), made_by.run, out=cmd.store if cmd.out is None else cmd.out,
+              overwrite=cmd.overwrite, progress=cmd.progress, force_size=cmd.force_size)
     return 0
 
 

@@ -18,7 +18,6 @@ workers or where a task lands: every sample has its own generator (``amdm_geom.s
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
@@ -26,7 +25,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from amdm_geom.app.runner.analysis import resolve, run_analysis
+from amdm_geom.app.runner.registry import run_maker
 
 __all__ = ["CONNECT_TIMEOUT", "Engine", "EngineError", "Outcome", "Task", "analysis_tasks", "cores", "handshake",
            "one_line", "run_spec", "timed"]
@@ -83,11 +86,13 @@ def timed(fn: Callable, args: tuple, kwargs: dict, *_after) -> tuple[Any, float]
     return value, time.perf_counter() - start
 
 
-def run_spec(module: str, spec_json: str) -> str:
-    """Run the probe-like module ``module`` (a dotted name: a probe's, or an analysis' ``RUNS``;
-    it has ``Spec`` and ``run(spec, quiet=...)``) on its spec given as JSON; the store's path."""
-    mod = importlib.import_module(module)
-    return str(mod.run(mod.Spec.model_validate_json(spec_json), quiet=True))
+def run_spec(kind: str, name: str, spec_json: str) -> str:
+    """Run a spec given as JSON with the registered probe ``name`` (``kind="probe"``) or the
+    registered analysis ``name``'s own runs (``kind="analysis"``), found through the registry
+    (``registry.run_maker``: nothing else is loaded, and any other name is one line); the store's
+    path."""
+    module = run_maker(kind, name)
+    return str(module.run(module.Spec.model_validate_json(spec_json), quiet=True))
 
 
 def handshake(address: str, timeout: float = CONNECT_TIMEOUT) -> dict:
@@ -291,25 +296,22 @@ def _check_order(tasks: list[Task]) -> None:
         seen.add(t.key)
 
 
-def analysis_tasks(name: str, stores: dict | None, out, *, quick: bool = False, seed: int = 0, runs=None,
-                   after: tuple[str, ...] = (), priority: int = 0) -> list[Task]:
-    """The tasks of one analysis: where it plans its own runs (an analysis with ``RUNS`` and
-    ``planned``, given no stores and a ``runs`` folder) one task per run first, then the analysis
-    itself (``amdm_geom.app.runner.run_analysis`` into ``out``) on ``stores`` or on those runs' stores,
-    after them and after ``after``, with ``priority`` (its runs: 0). Its key is ``"analysis NAME"``,
-    its runs' ``"NAME run RUN"``."""
-    from pathlib import Path
-
-    from amdm_geom.app.runner.analysis import resolve, run_analysis
-
-    module = resolve(name)
+def analysis_tasks(analysis, stores: dict | None, out, *, quick: bool = False, seed: int = 0, runs=None,
+                   after: tuple[str, ...] = (), priority: int | None = None) -> list[Task]:
+    """The tasks of one analysis (a registered name, or an ``Analysis``): where it plans its own
+    runs (its ``run_module`` and ``planned``, given no stores and a ``runs`` folder) one task per
+    run first, then the analysis itself (``amdm_geom.app.runner.run_analysis`` into ``out``) on
+    ``stores`` or on those runs' stores, after them and after ``after``, with ``priority`` (by
+    default its own; its runs: 0). Its key is ``"analysis NAME"``, its runs' ``"NAME run RUN"``."""
+    analysis = resolve(analysis)
     tasks = []
-    if not stores and runs is not None and hasattr(module, "planned"):
-        specs = module.planned(quick=quick, seed=seed, runs=Path(runs))
-        tasks = [Task(f"{module.NAME} run {run}", run_spec, (module.RUNS.__name__, spec.model_dump_json()))
+    if not stores and runs is not None and analysis.run_module is not None:
+        specs = analysis.planned(quick=quick, seed=seed, runs=Path(runs))
+        tasks = [Task(f"{analysis.name} run {run}", run_spec, ("analysis", analysis.name, spec.model_dump_json()))
                  for run, spec in specs.items()]
         stores = {run: spec.run.out for run, spec in specs.items()}
         after = (*after, *(t.key for t in tasks))
-    tasks.append(Task(f"analysis {module.NAME}", run_analysis, (module.NAME, stores or None, out),
-                      {"quick": quick, "seed": seed, "runs": runs}, after=after, priority=priority))
+    tasks.append(Task(f"analysis {analysis.name}", run_analysis, (analysis.name, stores or None, out),
+                      {"quick": quick, "seed": seed, "runs": runs}, after=after,
+                      priority=analysis.priority if priority is None else priority))
     return tasks

@@ -21,11 +21,14 @@ import json
 import os
 import sys
 import uuid
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 from amdm_geom.app.engine import Engine, EngineError, Outcome, Task, cores, run_spec
+from amdm_geom.app.runner.registry import load_probe
 from amdm_geom.app.sweep_spec import Point, SweepError, load_sweep
+from amdm_geom.store import check_output_path, is_complete, is_trace_store, open_run
 
 __all__ = ["RECORD", "EngineError", "SweepError", "check_folder", "plan", "run_sweep", "sweep"]
 
@@ -37,10 +40,6 @@ LIBRARY = "amdm-geom sweep"
 
 def _complete(store: Path) -> bool:
     """Whether ``store`` is a complete trace store (one being written, or unreadable, is not)."""
-    import warnings
-
-    from amdm_geom.store import is_complete, is_trace_store, open_run
-
     if not is_trace_store(store):
         return False
     try:
@@ -78,8 +77,6 @@ def plan(points: list[Point]) -> dict[str, bool]:
     a foreign folder where a store goes is refused (``StoreError``, one line) before any task. An
     empty folder there is what a point killed as its store was being created leaves (before its
     zarr.json): it is removed, and the point redone."""
-    from amdm_geom.store import check_output_path
-
     done = {}
     for p in points:
         done[p.name] = _complete(p.store)
@@ -104,8 +101,6 @@ def run_sweep(probe: str, points: list[Point], out, *, scheduler: str | None = N
     ``OUT/sweep.json`` (one per point: ``name``, ``values``, ``store``, ``status`` in done /
     skipped / failed, ``seconds``, ``error``). ``out`` is checked before anything else and made
     only once the cluster is up, so a refused folder or address leaves nothing behind."""
-    from amdm_geom.app.runner.registry import load_probe
-
     out = Path(out)
     check_folder(out)
     done = plan(points)
@@ -120,9 +115,9 @@ def run_sweep(probe: str, points: list[Point], out, *, scheduler: str | None = N
         out.mkdir(parents=True, exist_ok=True)
         _record(out, probe, source, rows, "(none: nothing to do)")
         return rows
-    module = load_probe(probe).__name__
-    tasks = [Task(p.name, run_spec, (module, p.spec.replace(run=p.spec.run.replace(overwrite=p.store.exists()))
-                                     .model_dump_json())) for p in todo]
+    load_probe(probe)  # (a probe that does not load is one line here, before the cluster starts)
+    tasks = [Task(p.name, run_spec, ("probe", probe, p.spec.replace(run=p.spec.run.replace(
+        overwrite=p.store.exists())).model_dump_json())) for p in todo]
     # (an address is checked even with nothing to do)
     with Engine(scheduler, workers or min(len(todo), cores()) if scheduler is None else None) as engine:
         print(engine.describe(), file=sys.stderr)

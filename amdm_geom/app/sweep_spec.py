@@ -27,10 +27,12 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from amdm_geom.app.runner.registry import load_probe
 from amdm_geom.core.budget import (
     MAX_SWEEP_FILE_BYTES,
     MAX_YAML_ALIASES,
@@ -40,6 +42,9 @@ from amdm_geom.core.budget import (
     check_sweep,
     human,
 )
+from amdm_geom.core.spec import SpecError
+from amdm_geom.probes.specs import check_size, latent_shape, size_of
+from amdm_geom.store import is_complete, is_trace_store, open_run
 
 __all__ = ["FILE_KEYS", "Point", "SweepError", "check_sizes", "expand", "load_sweep", "point_name", "read_sweep_file",
            "read_yaml"]
@@ -222,9 +227,6 @@ def expand(probe_name: str, base: dict, grid: dict, out, *, source: str = "sweep
     grid's points are counted first, from its axes, and more than the cap are refused
     (``amdm_geom.core.budget.check_points``) unless ``force_size``, which also sets each point's
     ``run.force_size`` where its spec has it."""
-    from amdm_geom.app.runner.registry import load_probe
-    from amdm_geom.core.spec import SpecError
-
     try:
         module = load_probe(probe_name)
     except ValueError as exc:
@@ -268,10 +270,6 @@ def expand(probe_name: str, base: dict, grid: dict, out, *, source: str = "sweep
 
 def _done(store: Path) -> bool:
     """Whether a complete trace store is at ``store`` already (its point is skipped)."""
-    import warnings
-
-    from amdm_geom.store import is_complete, is_trace_store, open_run
-
     if not store.exists() or not is_trace_store(store):
         return False
     try:
@@ -289,8 +287,6 @@ def check_sizes(points: list[Point], out, *, source: str = "sweep", force_size: 
     not complete already, together do not fit on the disk at ``out``; nothing if ``force_size``."""
     if force_size:
         return
-    from amdm_geom.probes.specs import check_size, latent_shape, size_of
-
     stores = []
     for p in points:
         try:

@@ -36,6 +36,7 @@ __all__ = [
     "integrated_beta",
     "make_scheduler",
     "predicted_epsilon",
+    "schedule_params",
     "step_epsilon",
     "stepper",
     "vp_moments",
@@ -309,8 +310,10 @@ def _jsonable(config: dict) -> dict:
 # continuous time, App. D.1
 
 
-def _schedule_params(scheduler=None, kind=None, beta_start=None, beta_end=None,
-                     num_train_timesteps=None):
+def schedule_params(scheduler=None, kind=None, beta_start=None, beta_end=None,
+                    num_train_timesteps=None) -> tuple[str, float | None, float | None, int]:
+    """``(kind, beta_start, beta_end, N)`` of a VP schedule (App. D.1): a scheduler's config, or
+    ``kind``'s defaults (``SCHEDULE_KINDS``; default "scaled_linear", N = 1000) where not given."""
     if scheduler is not None:
         config = dict(scheduler.config)
         kind = _schedule_kind(config)
@@ -341,7 +344,7 @@ def integrated_beta(t, kind: str = "scaled_linear", *, beta_start=None, beta_end
 
     Pass ``scheduler`` to take the kind, betas and N from its config.
     """
-    kind, b0, b1, n = _schedule_params(scheduler, kind, beta_start, beta_end, num_train_timesteps)
+    kind, b0, b1, n = schedule_params(scheduler, kind, beta_start, beta_end, num_train_timesteps)
     t = np.asarray(t, dtype=np.float64)
     if np.any((t < 0) | (t > 1)):
         raise ValueError(f"t must be in [0, 1]; got {float(t[(t < 0) | (t > 1)].flat[0])!r}")

@@ -30,14 +30,14 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, ValidationInfo
 
-__all__ = ["MAX_SEED", "Spec", "SpecError", "as_number", "choice", "creatable_dir", "existing", "flag", "integer",
-           "is_cli", "is_int", "is_real", "is_sequence", "optional", "real", "seed", "sequence", "shown",
-           "writable_file"]
+__all__ = ["MAX_SEED", "PREFIXED", "Spec", "SpecError", "as_number", "choice", "creatable_dir", "existing", "flag",
+           "integer", "is_cli", "is_int", "is_prefixed", "is_real", "is_sequence", "optional", "real", "seed",
+           "sequence", "shown", "writable_file"]
 
 #: Seeds are in [0, MAX_SEED): torch generators and numpy seed sequences take them all.
 MAX_SEED = 2**63
 _NO_VALUE = object()
-_REF = re.compile(r"`(\w+)`")
+_REF = re.compile(r"`(\w+(?:\.\w+)*)`")
 
 
 # --------------------------------------------------------------------------------------------
@@ -48,9 +48,9 @@ class SpecError(ValueError):
     """A refused setting, one line: ``<field> <reason>; got <value>``.
 
     ``loc`` is the field's path inside the spec (``("sampler", "weights")``), ``reason`` says
-    what is accepted (other fields may be named in it in backquotes, ``\\`batch\\```, so that the
-    command line can show them as its options), ``value`` is the refused value and ``count``
-    prefixes its length (``got 2: 0.5 0.5``)."""
+    what is accepted (other fields may be named in it in backquotes, ``\\`batch\\``` or a dotted
+    path ``\\`model_b.path\\```, so that the command line can show them as its options), ``value``
+    is the refused value and ``count`` prefixes its length (``got 2: 0.5 0.5``)."""
 
     def __init__(self, reason: str, value: Any = _NO_VALUE, *, loc: tuple[str, ...] = (), count: bool = False):
         self.reason, self.value, self.loc, self.count = reason, value, tuple(loc), count
@@ -64,7 +64,7 @@ class SpecError(ValueError):
         """The line, with ``name(loc)`` for the field and each backquoted reference (default: the
         dotted path) and the value as Python shows it, or as typed on the command line."""
         name = name or ".".join
-        reason = _REF.sub(lambda m: name((m.group(1),)), self.reason)
+        reason = _REF.sub(lambda m: name(tuple(m.group(1).split("."))), self.reason)
         head = f"{name(self.loc)} {reason}" if self.loc else reason
         if self.value is _NO_VALUE:
             return head
@@ -143,6 +143,26 @@ class Spec(BaseModel):
     def replace(self, **changes: Any):
         """A copy with ``changes``, checked like a new spec (pydantic's ``model_copy`` is not)."""
         return type(self).model_validate({**{k: getattr(self, k) for k in type(self).model_fields}, **changes})
+
+
+class _Prefixed:
+    """The type of ``PREFIXED``, a marker read by the command line (``amdm_geom.app.cli``)."""
+
+    def __repr__(self) -> str:
+        return "PREFIXED"
+
+
+#: Marks a nested spec whose settings carry its field's name on the command line: a spec that
+#: nests two specs of one kind, ``model_a: Annotated[PipelineSpec, PREFIXED]`` and
+#: ``model_b: Annotated[PipelineSpec | None, PREFIXED] = None``, gets ``--model-a.guidance`` and
+#: ``--model-b.guidance`` (an optional one is None unless one of its options is given). Other nested
+#: specs (``sampler``, ``run``, a model family) show their fields without a prefix.
+PREFIXED = _Prefixed()
+
+
+def is_prefixed(field) -> bool:
+    """Whether a pydantic field (``Spec.model_fields[name]``) is marked ``PREFIXED``."""
+    return any(m is PREFIXED for m in field.metadata)
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +317,7 @@ def existing(what: str = "file or folder") -> BeforeValidator:
 
     def check(value, info: ValidationInfo):
         if isinstance(value, (str, Path)) and str(value) and Path(value).exists():
-            return Path(value)
+            return str(value)  # (the field's type makes it a Path, from Python and from JSON alike)
         if isinstance(value, (str, Path)):
             raise SpecError(f"must be an existing {what}; no {what} at {shown(str(value), cli=True)}")
         raise SpecError(f"must be an existing {what}", _got(value))
@@ -324,7 +344,7 @@ def _creatable(value, info: ValidationInfo):
         raise SpecError(f"cannot be created: {base} is a file, not a folder", text)
     if not os.access(base, os.W_OK | os.X_OK):
         raise SpecError(f"cannot be created: folder {base} is not writable", text)
-    return path
+    return text
 
 
 #: A folder that exists and is writable, or can be created.
@@ -344,7 +364,7 @@ def _writable(value, info: ValidationInfo):
         raise SpecError(f"cannot be written: folder {parent} {what}", text)
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise SpecError("cannot be written: not writable", text)
-    return path
+    return text
 
 
 #: A file path in an existing, writable folder (written at the end of a run, so a bad path

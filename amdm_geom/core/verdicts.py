@@ -43,7 +43,7 @@ from rich.text import Text
 
 __all__ = ["CHECK_ULPS", "KINDS", "ROUNDING_ULPS", "STATUSES", "STATUS_STYLES", "Verdict", "at_least", "at_most",
            "counts_line", "format_table", "implementation_check", "interval_text", "margin_text", "qualify",
-           "ratio_text", "resolution", "to_json", "tolerance", "verdict_note", "verdict_table"]
+           "ratio_text", "resolution", "status_of", "to_json", "tolerance", "verdict_note", "verdict_table"]
 
 STATUSES = ("holds", "violated", "inconclusive", "outside domain", "vacuous")
 #: What a verdict is about: one of the paper's claims, or a check of this toolkit itself.
@@ -59,7 +59,9 @@ class Verdict:
     human-readable forms with units or context. ``kind`` says whether it is one of the paper's
     claims or a check of the toolkit itself; ``interval`` is the value's confidence interval at
     ``level`` where the value is random (``None`` where it is not), ``n`` how many independent
-    outcomes it rests on, and ``test`` the test or rule that decided it.
+    outcomes it rests on, and ``test`` the test or rule that decided it. ``family`` is the claim
+    family (the report's section) it belongs to: the analysis that made it fills it in from its
+    own declaration (``amdm_geom.analyses.base.Analysis.family``) unless the verdict names one.
     """
 
     claim: str
@@ -77,6 +79,7 @@ class Verdict:
     level: float | None = None
     n: int | None = None
     test: str = ""
+    family: str = ""
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -116,6 +119,17 @@ def qualify(verdict: Verdict, *, nonfinite: int = 0, total: int = 0, incomplete:
         extra["undecided"] = "holds"
     detail = f"{said}. {verdict.detail}" if verdict.detail else f"{said}."
     return replace(verdict, status=status, detail=detail, extra=extra)
+
+
+def status_of(violated, holds=True, otherwise: str = "vacuous") -> str:
+    """The status of a claim checked cell by cell: "violated" where any cell fails it
+    (``violated``), else "holds" where it was measured (``holds``: some cell where the claim
+    applies), else ``otherwise`` ("vacuous": it applies nowhere, so it says nothing here; or
+    "inconclusive"). ``violated`` and ``holds`` are truth values (Python, numpy or 0-d xarray
+    bools: ``mask.any()``)."""
+    if otherwise not in STATUSES:
+        raise ValueError(f"otherwise must be one of {STATUSES}; got {otherwise!r}")
+    return "violated" if bool(violated) else "holds" if bool(holds) else otherwise
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ from amdm_geom.core.schedules import predicted_epsilon
 from amdm_geom.models.base import cross_terms, same_schedule, schedule_kind
 from amdm_geom.models.fingerprint import SCHEDULER_KEYS, fingerprint
 from amdm_geom.models.guidance import uses_guidance
-from amdm_geom.models.pipelines import PipelineDenoiser, load_pipeline
+from amdm_geom.models.pipeline_specs import SDPipelineSpec
+from amdm_geom.models.pipelines import PipelineDenoiser
 
 __all__ = ["DEFAULT_TIMESTEPS", "SCHEDULER_KEYS", "EcosystemReport", "check", "check_denoisers", "compare",
            "fingerprint", "format_report"]
@@ -86,7 +87,7 @@ class EcosystemReport:
 def _as_denoiser(x, device, dtype):
     if isinstance(x, PipelineDenoiser):
         return x
-    return PipelineDenoiser(load_pipeline(x, device=device, dtype=dtype), guidance_scale=1.0, name=str(x))
+    return SDPipelineSpec(path=x, device=device, guidance=1.0, name=str(x)).build(dtype)
 
 
 def check(a, b, *, prompt: str = "a photograph", timesteps=(999, 800, 600, 400, 200, 50), batch: int = 2,
@@ -229,8 +230,7 @@ def _conditional(d):
         return d
     key = "_amdm_unguided"
     if getattr(d, key, None) is None:
-        setattr(d, key, PipelineDenoiser(d.pipe, guidance_scale=1.0, height=d.image_size[0], width=d.image_size[1],
-                                         name=d.name))
+        setattr(d, key, PipelineDenoiser(d.pipe, d.spec.replace(guidance=1.0)))
     return getattr(d, key)
 
 

@@ -3,18 +3,22 @@ share for AMDM to aggregate their latents.
 
 ``fingerprint(pipe, latent_shape)`` collects them: the latent shape, the VAE (its config and a
 hash of its weights), and the SDE (the scheduler entries that define it and a hash of its
-``alphas_cumprod``). ``PipelineDenoiser.ecosystem()`` returns it; ``amdm_geom.models.ecosystem``
+``alphas_cumprod``); ``flow_fingerprint`` the same for a rectified flow, whose time grid stands
+for ``alphas_cumprod``. ``PipelineDenoiser.ecosystem()`` returns them; ``amdm_geom.models.ecosystem``
 compares two of them. This module sits below both, so the dependency points one way.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import torch
 
-__all__ = ["SCHEDULER_KEYS", "fingerprint", "vae_facts", "weights_hash"]
+from amdm_geom.core.flow_schedules import GRID_KEYS
+
+__all__ = ["SCHEDULER_KEYS", "fingerprint", "flow_fingerprint", "jsonable", "vae_facts", "weights_hash"]
 
 #: The scheduler config entries that define the SDE and its time grid.
 SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
@@ -31,9 +35,10 @@ def weights_hash(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _jsonable(value):
+def jsonable(value):
+    """A config value as JSON keeps it: tuples and arrays as lists."""
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
@@ -47,7 +52,7 @@ def vae_facts(pipe) -> dict:
     if vae is not None and cache is None:
         cache = weights_hash(vae)
         pipe._amdm_vae_hash = cache
-    return {"vae_config": None if vae is None else {k: _jsonable(v) for k, v in dict(vae.config).items()
+    return {"vae_config": None if vae is None else {k: jsonable(v) for k, v in dict(vae.config).items()
                                                     if not k.startswith("_")},
             "vae_hash": cache}
 
@@ -62,6 +67,25 @@ def fingerprint(pipe, latent_shape) -> dict:
     return {
         "latent_shape": list(latent_shape),
         **vae_facts(pipe),
-        "scheduler": {k: _jsonable(sched.config.get(k)) for k in SCHEDULER_KEYS},
+        "scheduler": {k: jsonable(sched.config.get(k)) for k in SCHEDULER_KEYS},
         "alphas_cumprod_sha": hashlib.sha256(alphas.tobytes()).hexdigest(),
+    }
+
+
+def flow_fingerprint(pipe, latent_shape) -> dict:
+    """The ecosystem-defining facts of a flow pipeline, in the layout of ``fingerprint`` (so
+    ``ecosystem.compare`` reads both): the latent shape, the VAE's config and weights hash, the
+    scheduler's entries (``SCHEDULER_KEYS``, absent ones None, and the flow's ``GRID_KEYS``) and,
+    under ``alphas_cumprod_sha``, a hash of the flow's time grid (a flow has no ``alphas_cumprod``:
+    its ``GRID_KEYS`` and training sigmas define the interpolant's time grid, App. G)."""
+    sched = pipe.scheduler
+    keys = {k: jsonable(sched.config.get(k)) for k in (*SCHEDULER_KEYS, *GRID_KEYS)}
+    grid = hashlib.sha256(json.dumps({k: keys[k] for k in GRID_KEYS}, sort_keys=True).encode())
+    fresh = type(sched).from_config(sched.config)  # (the training grid, whatever set_timesteps did since)
+    grid.update(fresh.sigmas.to(torch.float64).cpu().numpy().tobytes())
+    return {
+        "latent_shape": list(latent_shape),
+        **vae_facts(pipe),
+        "scheduler": keys,
+        "alphas_cumprod_sha": grid.hexdigest(),
     }

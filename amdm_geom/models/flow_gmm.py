@@ -35,7 +35,7 @@ import torch
 
 from amdm_geom.core.flow_schedules import GRID_KEYS, is_flow_scheduler, make_flow_scheduler
 from amdm_geom.models.base import check_latents
-from amdm_geom.models.gmm import FineGrainedFamily, _finite, chunk_rows, fine_grained_family
+from amdm_geom.models.gmm import FineGrainedFamily, MixtureModel, chunk_rows, fine_grained_family, is_finite_real
 from amdm_geom.models.guidance import guided, uses_guidance
 from amdm_geom.models.mixture import GaussianMixture
 
@@ -49,51 +49,33 @@ def flow_vp_map(s: float) -> tuple[float, float]:
     return c, (1.0 - s) ** 2 / c**2
 
 
-class FlowGMMDenoiser:
+class FlowGMMDenoiser(MixtureModel):
     """The exact velocity of a Gaussian mixture, ``v = model(z_t, t, cond)`` (module docstring).
 
     ``t`` is the flow scheduler's timestep ``s * num_train_timesteps`` (a float, an int or a 0-d
     tensor); ``cond`` a weight vector over the components, ``(K,)`` or ``(B, K)`` (None: the
     mixture's own). With ``guidance_scale`` g > 1 the output is ``v_u + g (v_c - v_u)``
     (``amdm_geom.models.guidance``: no guidance at g <= 1), ``v_u`` under ``uncond_weights``
-    (default uniform), also its ``null_condition()``. Its ``condition_kind`` is
-    ``"gmm-weights:K"``, as the VP ``GMMDenoiser``'s: the two take each other's conditions.
+    (``gmm.MixtureModel``). Its ``condition_kind`` is ``"gmm-weights:K"``, as the VP
+    ``GMMDenoiser``'s: the two take each other's conditions.
     """
 
     def __init__(self, mixture: GaussianMixture, scheduler=None, *, guidance_scale: float = 1.0,
                  uncond_weights: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu", name: str = "gmm-flow", provenance: dict | None = None):
-        self.mixture = mixture
-        self.scheduler = scheduler if scheduler is not None else make_flow_scheduler()
-        if not is_flow_scheduler(self.scheduler):
+        scheduler = scheduler if scheduler is not None else make_flow_scheduler()
+        if not is_flow_scheduler(scheduler):
             raise ValueError(f"scheduler must be a flow-matching scheduler (FlowMatchEulerDiscreteScheduler); "
-                             f"got {type(self.scheduler).__name__}")
-        self.latent_shape = tuple(mixture.latent_shape)
-        if not _finite(guidance_scale):
-            raise ValueError(f"guidance_scale must be a finite number; got {guidance_scale!r}")
-        self.guidance_scale = float(guidance_scale)
-        k = mixture.n_components
-        self.uncond_weights = mixture.check_weights(
-            torch.full((k,), 1.0 / k, dtype=torch.float64) if uncond_weights is None else uncond_weights)
-        self.dtype = dtype
-        self.device = torch.device(device)
-        self.name = name
-        self.provenance = dict(provenance or {})
+                             f"got {type(scheduler).__name__}")
+        super().__init__(mixture, scheduler, guidance_scale=guidance_scale, uncond_weights=uncond_weights,
+                         dtype=dtype, device=device, name=name, provenance=provenance)
         self._terms: dict[float, tuple] = {}
-
-    @property
-    def condition_kind(self) -> str:
-        return f"gmm-weights:{self.mixture.n_components}"
-
-    def null_condition(self) -> torch.Tensor:
-        """The unconditional weights ``(K,)`` (those guidance uses)."""
-        return self.uncond_weights
 
     def sigma(self, t) -> float:
         """The flow's noise level ``s = t / num_train_timesteps`` in [0, 1] (float64 of ``t``)."""
         n_train = int(self.scheduler.config.num_train_timesteps)
         value = t.item() if isinstance(t, torch.Tensor) and t.numel() == 1 else t
-        if isinstance(value, bool) or not _finite(value) or not 0 <= value <= n_train:
+        if isinstance(value, bool) or not is_finite_real(value) or not 0 <= value <= n_train:
             shown = tuple(t.shape) if isinstance(t, torch.Tensor) and t.numel() != 1 else value
             raise ValueError(f"t must be one timestep in [0, {n_train}] (s = t / {n_train} in [0, 1]); got {shown!r}")
         return float(value) / n_train
@@ -218,7 +200,7 @@ def flow_family_model(family: FineGrainedFamily, *, shift: float = 1.0, stochast
     means (``FineGrainedFamily.perturbed``): a "fine-tune" of the same flow ecosystem. Models of one
     family and one shift are one ecosystem by construction. The description holds what
     ``flow_from_description`` needs to rebuild the model."""
-    if not (_finite(perturb) and perturb >= 0):
+    if not (is_finite_real(perturb) and perturb >= 0):
         raise ValueError(f"perturb must be a finite number >= 0; got {perturb!r}")
     seed = family.seed + 1 if perturb_seed is None else perturb_seed
     mixture = family.perturbed(perturb, seed) if perturb else family.mixture

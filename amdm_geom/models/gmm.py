@@ -29,28 +29,26 @@ from amdm_geom.core.schedules import make_scheduler
 from amdm_geom.models.base import check_latents
 from amdm_geom.models.guidance import guided, uses_guidance
 from amdm_geom.models.mixture import GaussianMixture
+from amdm_geom.models.ve import VEDenoiser
 
-__all__ = ["FineGrainedFamily", "GMMDenoiser", "GaussianMixture", "fine_grained_family", "from_description"]
+__all__ = ["FineGrainedFamily", "GMMDenoiser", "GaussianMixture", "MixtureModel", "fine_grained_family",
+           "from_description", "is_finite_real"]
 
 
-class GMMDenoiser:
-    """The exact epsilon of a Gaussian mixture, ``eps = model(z_t, t, cond)`` (eq. 4).
+class MixtureModel:
+    """What the exact models of a Gaussian mixture share, ``GMMDenoiser`` (VP, eq. 4) and the flow's
+    ``FlowGMMDenoiser`` (App. G): the mixture, its scheduler, the guidance scale with the
+    unconditional weights ``uncond_weights`` (default: uniform, also ``null_condition()``), the
+    dtype, device and name. Its ``condition_kind`` is ``"gmm-weights:K"``: models of K components
+    take each other's weights."""
 
-    ``cond`` is a weight vector over the mixture's components, ``(K,)`` or ``(B, K)``. With
-    ``guidance_scale`` s > 1 the output is classifier-free-style, ``eps_u + s (eps_c - eps_u)``
-    (``amdm_geom.models.guidance``, diffusers' rule: no guidance at s <= 1), where ``eps_u``
-    uses ``uncond_weights`` (default: uniform), also its ``null_condition()``. Its
-    ``condition_kind`` is ``"gmm-weights:K"``: models of K components take each other's weights.
-    """
-
-    def __init__(self, mixture: GaussianMixture, scheduler: DDIMScheduler | None = None, *,
-                 guidance_scale: float = 1.0, uncond_weights: torch.Tensor | None = None,
-                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                 name: str = "gmm", provenance: dict | None = None):
+    def __init__(self, mixture: GaussianMixture, scheduler, *, guidance_scale: float = 1.0,
+                 uncond_weights: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu", name: str = "gmm", provenance: dict | None = None):
         self.mixture = mixture
-        self.scheduler = scheduler if scheduler is not None else make_scheduler()
+        self.scheduler = scheduler
         self.latent_shape = tuple(mixture.latent_shape)
-        if not _finite(guidance_scale):
+        if not is_finite_real(guidance_scale):
             raise ValueError(f"guidance_scale must be a finite number; got {guidance_scale!r}")
         self.guidance_scale = float(guidance_scale)
         k = mixture.n_components
@@ -60,7 +58,6 @@ class GMMDenoiser:
         self.device = torch.device(device)
         self.name = name
         self.provenance = dict(provenance or {})
-        self._alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float64)
 
     @property
     def condition_kind(self) -> str:
@@ -69,6 +66,25 @@ class GMMDenoiser:
     def null_condition(self) -> torch.Tensor:
         """The unconditional weights ``(K,)`` (those guidance uses)."""
         return self.uncond_weights
+
+
+class GMMDenoiser(MixtureModel):
+    """The exact epsilon of a Gaussian mixture, ``eps = model(z_t, t, cond)`` (eq. 4).
+
+    ``cond`` is a weight vector over the mixture's components, ``(K,)`` or ``(B, K)``. With
+    ``guidance_scale`` s > 1 the output is classifier-free-style, ``eps_u + s (eps_c - eps_u)``
+    (``amdm_geom.models.guidance``, diffusers' rule: no guidance at s <= 1), where ``eps_u``
+    uses ``uncond_weights`` (``MixtureModel``). The scheduler is SD's DDIM by default.
+    """
+
+    def __init__(self, mixture: GaussianMixture, scheduler: DDIMScheduler | None = None, *,
+                 guidance_scale: float = 1.0, uncond_weights: torch.Tensor | None = None,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 name: str = "gmm", provenance: dict | None = None):
+        super().__init__(mixture, scheduler if scheduler is not None else make_scheduler(),
+                         guidance_scale=guidance_scale, uncond_weights=uncond_weights, dtype=dtype, device=device,
+                         name=name, provenance=provenance)
+        self._alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float64)
 
     def alpha_bar(self, t) -> float:
         """``abar_t`` of this model's schedule at integer timestep ``t``."""
@@ -147,7 +163,7 @@ class FineGrainedFamily:
         """Weights ``(K,)``: mass ``strength`` spread evenly over the components that match the
         given attribute value(s), the rest evenly over the others (uniform if none given)."""
         s = self.strength if strength is None else strength
-        if not (_finite(s) and 0 < s <= 1):
+        if not (is_finite_real(s) and 0 < s <= 1):
             raise ValueError(f"strength must be in (0, 1]; got {s!r}")
         match = torch.ones(self.mixture.n_components, dtype=torch.bool)
         labels = self.mixture.labels
@@ -180,7 +196,7 @@ class FineGrainedFamily:
         ecosystem. Everything needed to rebuild the model (``from_description``) goes into its
         description.
         """
-        if not (_finite(perturb) and perturb >= 0):
+        if not (is_finite_real(perturb) and perturb >= 0):
             raise ValueError(f"perturb must be a finite number >= 0; got {perturb!r}")
         seed = self.seed + 1 if perturb_seed is None else perturb_seed
         mixture = self.perturbed(perturb, seed) if perturb else self.mixture
@@ -216,10 +232,10 @@ def fine_grained_family(latent_shape: tuple[int, ...] = (4, 64, 64), *, n_positi
     if n_positions < 1 or n_colours < 1 or n_styles < 1:
         raise ValueError(f"n_positions, n_colours and n_styles must be >= 1; "
                          f"got {n_positions}, {n_colours}, {n_styles}")
-    if not (_finite(separation) and separation >= 0 and _finite(component_std) and component_std > 0):
+    if not (is_finite_real(separation) and separation >= 0 and is_finite_real(component_std) and component_std > 0):
         raise ValueError(f"separation must be finite and >= 0 and component_std finite and > 0; "
                          f"got {separation}, {component_std}")
-    if not (_finite(strength) and 0 < strength <= 1):
+    if not (is_finite_real(strength) and 0 < strength <= 1):
         raise ValueError(f"strength must be in (0, 1]; got {strength!r}")
     if not (len(latent_shape) >= 1 and all(_is_index(d) and d >= 1 for d in latent_shape)):
         raise ValueError(f"latent_shape must be one or more ints >= 1; got {tuple(latent_shape)!r}")
@@ -256,7 +272,7 @@ def chunk_rows(numel: int) -> int:
     return max(1, CHUNK_BYTES // (8 * max(1, numel)))
 
 
-def _finite(value) -> bool:
+def is_finite_real(value) -> bool:
     """A finite real number (not a bool)."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
 
@@ -278,7 +294,5 @@ def from_description(desc: dict, dtype: torch.dtype | None = None) -> GMMDenoise
                       perturb=desc.get("perturb", 0.0), perturb_seed=desc.get("perturb_seed"),
                       **desc.get("schedule_overrides", {}))
     if desc.get("parametrization") == "ve":
-        from amdm_geom.models.ve import VEDenoiser
-
         return VEDenoiser(model, name=desc["name"])
     return model

@@ -32,15 +32,15 @@ from diffusers import DiTTransformer2DModel, FluxTransformer2DModel, SD3Transfor
 from amdm_geom.core.flow_schedules import GRID_KEYS, is_flow_scheduler, make_flow_scheduler
 from amdm_geom.models.base import check_latents
 from amdm_geom.models.checks import check_finite, check_seed, cpu_generator, seeded_cpu_rng
+from amdm_geom.models.constants import TRANSFORMER_KINDS
 from amdm_geom.models.fingerprint import weights_hash
 from amdm_geom.models.guidance import guided, uses_guidance
 from amdm_geom.models.tiny_unets import perturbed_unet
 
-__all__ = ["KINDS", "DiTFlowDenoiser", "FluxFlowDenoiser", "SD3FlowDenoiser", "TransformerFlowDenoiser",
+__all__ = ["DiTFlowDenoiser", "FluxFlowDenoiser", "SD3FlowDenoiser", "TransformerFlowDenoiser",
            "flow_denoiser", "make_tiny_transformer", "pack_latents", "perturbed", "text_condition",
            "tiny_transformer_config", "tiny_transformer_pair", "unpack_latents"]
 
-KINDS = ("sd3", "flux", "dit")
 _CLASSES = {"sd3": SD3Transformer2DModel, "flux": FluxTransformer2DModel, "dit": DiTTransformer2DModel}
 
 
@@ -49,8 +49,8 @@ def tiny_transformer_config(kind: str, *, sample_size: int = 8, in_channels: int
     sample_size)`` latents. Flux's ``in_channels`` is that of its packed tokens, ``4 in_channels``;
     DiT learns a variance (``out_channels = 2 in_channels``) as the original DiT does.
     ``overrides`` replace entries as they are."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    if kind not in TRANSFORMER_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(TRANSFORMER_KINDS)}; got {kind!r}")
     if kind == "sd3":
         config = {"sample_size": sample_size, "patch_size": 2, "in_channels": in_channels, "num_layers": 2,
                   "attention_head_dim": 8, "num_attention_heads": 2, "joint_attention_dim": 32,

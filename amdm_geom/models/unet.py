@@ -29,6 +29,7 @@ from torch import nn
 from amdm_geom.core.schedules import make_scheduler
 from amdm_geom.models.base import check_latents
 from amdm_geom.models.checks import check_finite, check_seed
+from amdm_geom.models.constants import INDEPENDENT_SEED_OFFSET, UNET_VARIANTS
 from amdm_geom.models.guidance import guided, uses_guidance
 from amdm_geom.models.tiny_unets import (
     ConvAdapter,
@@ -40,7 +41,6 @@ from amdm_geom.models.tiny_unets import (
 )
 
 __all__ = [
-    "FAMILY_VARIANTS",
     "ConvAdapter",
     "UNetDenoiser",
     "condition_pair",
@@ -50,12 +50,6 @@ __all__ = [
     "tiny_unet_config",
     "tiny_unet_family",
 ]
-
-#: The second models ``tiny_unet_family`` can pair with its base.
-FAMILY_VARIANTS: tuple[str, ...] = ("perturbed", "adapter", "independent")
-
-#: Seed offset of the independently initialised UNet of the "independent" family variant.
-INDEPENDENT_SEED_OFFSET = 1000
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,8 +290,8 @@ def tiny_unet_family(
     Both models use ``guidance_scale`` and record ``{"variant", "seed", "scale", "role", ...}``
     as ``provenance`` in ``describe()``.
     """
-    if variant not in FAMILY_VARIANTS:
-        raise ValueError(f"variant must be one of {list(FAMILY_VARIANTS)}; got {variant!r}")
+    if variant not in UNET_VARIANTS:
+        raise ValueError(f"variant must be one of {list(UNET_VARIANTS)}; got {variant!r}")
     seed = check_seed(seed)
     scale = check_finite("scale", scale, minimum=0.0)
     config = {

@@ -3,15 +3,8 @@ layout recorders get (``plan``) and the in-memory recorder (``recording``), one 
 sample (``rng``), the pure aggregation step (``step``) and the sampler loop (``sampler``). It
 imports the models and the core, and knows nothing of zarr."""
 
-from amdm_geom.sampling.config import MIX_RULES, SHIFT_MEANS, SamplerConfig
-from amdm_geom.sampling.hooks import (
-           AGG_QUANTITIES,
-           CROSS_EPS,
-           MODEL_QUANTITIES,
-           hook_names,
-           parse_hook_name,
-           planned_hook_names,
-)
+from amdm_geom.sampling.config import MIX_RULES, SHIFT_MEANS, SamplerConfig, planned_hook_names
+from amdm_geom.sampling.hooks import AGG_QUANTITIES, CROSS_EPS, MODEL_QUANTITIES, hook_names, parse_hook_name
 from amdm_geom.sampling.plan import RunPlan
 from amdm_geom.sampling.recording import MemoryRecorder, Recorder
 from amdm_geom.sampling.rng import sample_generators

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from amdm_geom.models.base import cross_terms, same_schedule, schedule_kind
+from amdm_geom.models.ecosystem import compare
 from amdm_geom.sampling.config import SamplerConfig
 
 __all__ = ["check_inputs", "check_models"]
@@ -77,8 +78,6 @@ def _check_ecosystem(models: Sequence) -> None:
             raise ValueError(f"model {i}'s noise schedule differs from model 0's (a different SDE, another "
                              "ecosystem); pass --insist (allow_schedule_mismatch=True) to aggregate them anyway")
     if all(hasattr(m, "ecosystem") for m in models):  # pipelines: VAE and latent space too
-        from amdm_geom.models.ecosystem import compare
-
         ref = first.ecosystem()
         for i, m in enumerate(models[1:], start=1):
             bad = [k for k, v in compare(ref, m.ecosystem()).items() if v["same"] is False]

@@ -1,7 +1,8 @@
 """The specs of a sampler run (``amdm_geom.core.spec``: frozen, self-validating, JSON round-trip).
 
-- ``SamplerConfig``: Algorithm 1's settings, stored with every run (``describe()["sampler"]``)
-  and given back from a store by ``SamplerConfig.model_validate``;
+- ``SamplerConfig``: Algorithm 1's settings, kept in every run's one spec (``plan.RunPlan.spec``)
+  and given back from a store by ``amdm_geom.store.sampler_config``; ``planned_hook_names``: the
+  hook names (``hooks``) a run with them emits;
 - ``RunSettings``: the samples, their seeds, the dtype and the trace store of a run;
 - ``RunSpec``: the base of every run's spec (each probe's, each ablation run's): its models'
   fields, then ``sampler`` and ``run``, all checked together when the spec is made.
@@ -35,10 +36,11 @@ from amdm_geom.core.spec import (
     sequence,
 )
 from amdm_geom.models.specs import TRAIN_TIMESTEPS
+from amdm_geom.sampling.hooks import CROSS_EPS, OUTPUT, hook_names, matches
 
 __all__ = ["COMPRESSORS", "DEFAULT_AGG_STEPS", "DEFAULT_WEIGHTS", "DTYPE_NAMES", "MIX_RULES", "SHIFT_MEANS",
            "RunSettings", "RunSpec", "SamplerConfig",
-           "as_number", "is_int", "is_real", "is_sequence"]
+           "as_number", "is_int", "is_real", "is_sequence", "planned_hook_names"]
 
 MIX_RULES = ("slerp", "lerp", "orthogonal_mix")
 SHIFT_MEANS = ("step", "aggregate", "velocity")
@@ -175,10 +177,29 @@ class SamplerConfig(Spec):
         """A one-model run given the default weights (0.5,): there is no partner to weigh."""
         return n_models == 1 and self.weights == DEFAULT_WEIGHTS
 
+    def etas(self, n_models: int) -> list[float]:
+        """eta_i of eq. (7) for each of ``n_models`` models: the one value for all, or one per model."""
+        return [float(e) for e in (self.eta if is_sequence(self.eta) else (self.eta,) * n_models)]
+
     def for_models(self, n_models: int) -> SamplerConfig:
         """This config as a run of ``n_models`` uses and stores it: a one-model run's unused
         default weight dropped (``weights=()``); otherwise itself."""
         return self.replace(weights=()) if self.default_weights_unused(n_models) else self
+
+
+def planned_hook_names(n_models: int, config: SamplerConfig, names_filter=None,
+                       kinds: tuple[str, ...] | None = None) -> list[str]:
+    """The hook names (``hooks``) a run of ``n_models`` models with ``config`` emits (and records,
+    for a recorder with ``names_filter``): none of the aggregate's or the shift's when no step is
+    aggregated, the cross-eps terms only with ``record_cross_eps`` and more than one model, the
+    raw output only with ``record_output``."""
+    start, stop = config.window
+    aggregated = n_models > 1 and any(start <= k < stop for k in range(config.num_inference_steps))
+    extra = (OUTPUT if config.record_output else ()) + (CROSS_EPS if config.record_cross_eps and n_models > 1 else ())
+    names = [nm for nm in hook_names(n_models, extra, kinds) if matches(names_filter, nm)]
+    if not aggregated:
+        names = [nm for nm in names if nm != "agg.z" and not nm.endswith((".mu_shift", ".z_shift"))]
+    return names
 
 
 def _int_text(value):
@@ -319,8 +340,6 @@ class RunSpec(Spec):
         except SpecError as exc:
             raise exc.within("sampler") from None
         if self.run.names is not None:
-            from amdm_geom.sampling.hooks import planned_hook_names
-
             names = planned_hook_names(self.n_models, self.config(), kinds=self.step_kinds())
             for glob in self.run.names:
                 if not any(fnmatch.fnmatchcase(n, glob) for n in names):

@@ -10,17 +10,16 @@ the step clips it), ``.mu`` (the reverse-step mean of eq. 4), ``.noise`` (sigma_
 (z' after model i's shift) and the aggregate ``agg.z`` (z' of eq. 6). A flow model (App. G)
 emits ``.v`` (its velocity, eq. 42) where a DDIM model emits ``.eps``, and ``.mu`` is its step's
 deterministic location (``steppers``); its cross terms are ``v_cross``/``v_at_z1``. A names filter (a glob,
-a list of globs, or a callable) selects hooks, as TransformerLens' ``names_filter`` does.
+a list of globs, or a callable) selects hooks, as TransformerLens' ``names_filter`` does. Which of
+them a run with given settings emits is ``config.planned_hook_names`` (this table knows no settings).
 """
 
 from __future__ import annotations
 
 import fnmatch
 
-from amdm_geom.sampling.config import SamplerConfig
-
 __all__ = ["AGG_QUANTITIES", "CROSS_EPS", "FLOW_QUANTITIES", "MODEL_QUANTITIES", "OUTPUT", "hook_names", "latent_dims",
-           "matches", "parse_hook_name", "planned_hook_names"]
+           "matches", "parse_hook_name"]
 
 #: Per-model quantities the sampler emits as ``model{i}.<quantity>`` (the table above).
 MODEL_QUANTITIES = ("z", "eps", "x0", "mu", "noise", "z_next", "mu_shift", "z_shift")
@@ -80,18 +79,3 @@ def matches(names_filter, name: str) -> bool:
     if isinstance(names_filter, str):
         return fnmatch.fnmatchcase(name, names_filter)
     return any(fnmatch.fnmatchcase(name, p) for p in names_filter)
-
-
-def planned_hook_names(n_models: int, config: SamplerConfig, names_filter=None,
-                       kinds: tuple[str, ...] | None = None) -> list[str]:
-    """The hook names a run of ``n_models`` models with ``config`` emits (and records, for a
-    recorder with ``names_filter``): none of the aggregate's or the shift's when no step is
-    aggregated, the cross-eps terms only with ``record_cross_eps`` and more than one model, the
-    raw output only with ``record_output``."""
-    start, stop = config.window
-    aggregated = n_models > 1 and any(start <= k < stop for k in range(config.num_inference_steps))
-    extra = (OUTPUT if config.record_output else ()) + (CROSS_EPS if config.record_cross_eps and n_models > 1 else ())
-    names = [nm for nm in hook_names(n_models, extra, kinds) if matches(names_filter, nm)]
-    if not aggregated:
-        names = [nm for nm in names if nm != "agg.z" and not nm.endswith((".mu_shift", ".z_shift"))]
-    return names

@@ -1,7 +1,13 @@
 """The layout of one run, handed to every recorder before the first step: which hook names are
 recorded, the step coordinates of every model's schedule, the seeds and the provenance
 attributes. It is the trace schema (README, "Store schema") written down before any storage:
-the in-memory cache here and the zarr store of ``amdm_geom.store`` lay out the same arrays."""
+the in-memory cache here and the zarr store of ``amdm_geom.store`` lay out the same arrays.
+
+A run keeps one spec (``attrs["spec"]``, JSON): the spec it was made from (a probe's, given to the
+recorder), or ``{"sampler": ...}`` for a sampler run by code, with its ``sampler`` always the
+Algorithm 1 settings as the run used them (``RunPlan.spec``). What that spec built (each model's
+description, each condition, how the cross terms were evaluated) is ``attrs["built"]``.
+``amdm_geom.store.settings`` reads both back, typed."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import torch
 import xarray as xr
 
 from amdm_geom import __version__
+from amdm_geom.sampling.config import SamplerConfig
 from amdm_geom.sampling.hooks import latent_dims, parse_hook_name
 
 __all__ = ["FLOW_COORDS", "STEP_COORDS", "RunPlan", "dtype_name", "numpy_dtype"]
@@ -36,7 +43,8 @@ class RunPlan:
     dtype: torch.dtype
     coefficients: list[xr.Dataset]  # ddim_coefficients per model, over step
     aggregated: np.ndarray  # (step,) bool
-    config: dict = field(default_factory=dict)
+    config: SamplerConfig = field(default_factory=SamplerConfig)  # Algorithm 1's settings as the run uses them
+    built: dict = field(default_factory=dict)  # what the spec built: models, conditions, cross_terms (JSON-able)
     chunk_size: int | None = None  # samples per chunk the sampler runs (and records) at once; None: all
 
     @property
@@ -95,9 +103,23 @@ class RunPlan:
         """Each model's step: ``"flow"`` (App. G's Euler step) or ``"ddim"``."""
         return ["flow" if c.attrs.get("kind") == "flow" else "ddim" for c in self.coefficients]
 
-    def attrs(self) -> dict:
+    def spec(self, given: str | None = None) -> str:
+        """The run's one spec as JSON: ``given`` (a spec's JSON, e.g. a probe's) or ``{}``, its
+        ``sampler`` set to the settings the run used (a spec may fix some: ``RunSpec.config()``;
+        a one-model run drops the unused default weight), so that the kept spec runs the same run."""
+        data = json.loads(given) if given is not None else {"sampler": None}
+        if not isinstance(data, dict) or "sampler" not in data:
+            raise ValueError(f"a run's spec must be a JSON object with its sampler settings at 'sampler' (a "
+                             f"RunSpec's); got {given[:60]!r}")
+        data["sampler"] = json.loads(self.config.model_dump_json())
+        return json.dumps(data)
+
+    def attrs(self, spec: str | None = None) -> dict:
+        """The store's attributes at its creation (README, "Store schema"); ``spec``: the spec the
+        run was made from, as JSON (``spec()``)."""
         return {
-            "config": json.dumps(self.config, sort_keys=True, default=str),
+            "spec": self.spec(spec),
+            "built": json.dumps(self.built, sort_keys=True, default=str),
             "seeds": [int(s) for s in self.seeds],
             "versions": json.dumps(_versions(), sort_keys=True),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -43,10 +43,16 @@ class Recorder:
         self._np_dtype = numpy_dtype(plan.dtype)
         self._layout = plan.variables()
         self._open(plan)
+
+    def initial_attrs(self, plan: RunPlan) -> dict:
+        """The attributes a record starts with: the plan's (its one spec made from a ``spec`` given in
+        ``attrs``: ``RunPlan.spec``), ``recorded_steps`` and the other ``attrs``."""
+        extra = dict(self.extra_attrs)
+        attrs = plan.attrs(extra.pop("spec", None))
         if self.steps is not None:
-            self._set_attr("recorded_steps", sorted(self.steps))
-        for key, value in self.extra_attrs.items():
-            self._set_attr(key, value)
+            attrs["recorded_steps"] = sorted(self.steps)
+        attrs.update(extra)
+        return attrs
 
     def _as_numpy(self, value: torch.Tensor) -> np.ndarray:
         """A numpy view of the value (a copy only when the device or dtype changes): the sampler
@@ -71,7 +77,7 @@ class MemoryRecorder(Recorder):
     def _open(self, plan: RunPlan) -> None:
         self._arrays = {var: np.full(shape, np.nan, dtype=self._np_dtype)
                         for var, (_, shape) in self._layout.items()}
-        self._attrs = plan.attrs()
+        self._attrs = self.initial_attrs(plan)
 
     def record(self, name: str, step: int, value: torch.Tensor, offset: int = 0) -> None:
         if not self.wants(step):
@@ -84,9 +90,6 @@ class MemoryRecorder(Recorder):
 
     def end(self, complete: bool) -> None:
         self._attrs["complete"] = bool(complete)
-
-    def _set_attr(self, key, value) -> None:
-        self._attrs[key] = value
 
     def dataset(self) -> xr.Dataset:
         if self.plan is None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from amdm_geom.sampling.config import as_number, is_int
+from amdm_geom.core.spec import as_number, is_int
 
 __all__ = ["as_seed", "draw", "sample_generators"]
 

@@ -53,8 +53,8 @@ from tqdm import tqdm
 
 from amdm_geom.models.base import Denoiser
 from amdm_geom.sampling.checks import check_models
-from amdm_geom.sampling.config import SamplerConfig, is_sequence
-from amdm_geom.sampling.hooks import matches, planned_hook_names
+from amdm_geom.sampling.config import SamplerConfig, planned_hook_names
+from amdm_geom.sampling.hooks import matches
 from amdm_geom.sampling.plan import RunPlan
 from amdm_geom.sampling.recording import MemoryRecorder
 from amdm_geom.sampling.rng import as_seed, draw, sample_generators
@@ -114,7 +114,7 @@ class AMDMSampler:
         self.config = as_config(config)
         self.cross_modes = check_models(self.models, self.conds, self.config)
         cfg = self.config = self.config.for_models(len(self.models))  # a one-model run: no weight
-        self.etas = self._per_model_eta()
+        self.etas = cfg.etas(len(self.models))  # (checked by SamplerConfig.check)
         # one step per model (DDIM, or a flow's Euler step with its own scheduler instance)
         self.steps = [make_step(m, cfg.num_inference_steps, ddim_eta=cfg.ddim_eta, flow_stochastic=cfg.flow_stochastic,
                                 who=f"model {i}") for i, m in enumerate(self.models)]
@@ -131,11 +131,6 @@ class AMDMSampler:
         self._offset = 0
         self._nulls: dict[int, object] = {}
         self._out: dict[int, torch.Tensor] = {}  # each model's output at the current step
-
-    def _per_model_eta(self) -> list[float]:
-        n, eta = len(self.models), self.config.eta  # (checked by SamplerConfig.check)
-        etas = list(eta) if is_sequence(eta) else [eta] * n
-        return [float(e) for e in etas]
 
     # -- hooks ------------------------------------------------------------------------------------
 
@@ -196,18 +191,22 @@ class AMDMSampler:
         chunk = None if chunk_size is None or chunk_size >= len(seeds) else int(chunk_size)
         return RunPlan(names=names, n_models=n, seeds=[int(s) for s in seeds],
                        latent_shape=tuple(self.models[0].latent_shape), dtype=self.models[0].dtype,
-                       coefficients=self.coefficients, aggregated=aggregated, config=self.describe(),
+                       coefficients=self.coefficients, aggregated=aggregated, config=self.config, built=self.built(),
                        chunk_size=chunk)
 
-    def describe(self) -> dict:
-        """The full config, the models and conditions, as JSON-able data (stored in the run);
-        ``cross_terms``, with ``record_cross_eps``, says per model how its cross terms were
-        evaluated (``"conditional"`` at y_i, ``"unconditional"`` at the null conditions; ``None``
-        for model 0)."""
+    def built(self) -> dict:
+        """The models and conditions, as JSON-able data (a store's ``attrs["built"]``):
+        ``models`` (each model's ``describe()``), ``conditions``, and ``cross_terms``, which with
+        ``record_cross_eps`` says per model how its cross terms were evaluated (``"conditional"`` at
+        y_i, ``"unconditional"`` at the null conditions; ``None`` for model 0)."""
         cross = [None] + [self.cross_modes[i] for i in range(1, len(self.models))] if self.cross_modes else None
-        return {"sampler": self.config.model_dump(), "etas": self.etas,
-                "models": [m.describe() for m in self.models],
+        return {"models": [m.describe() for m in self.models],
                 "conditions": [describe_condition(c) for c in self.conds], "cross_terms": cross}
+
+    def describe(self) -> dict:
+        """The full config, the per-model etas, the models and conditions, as JSON-able data
+        (``built()`` with the settings; a store keeps the settings in its spec)."""
+        return {"sampler": self.config.model_dump(), "etas": self.etas, **self.built()}
 
     def sample(self, seeds: Sequence[int], *, progress: bool = False, chunk_size: int | None = None) -> SampleOutput:
         """Run Algorithm 1 for one sample per seed (ints in [0, 2**63)); returns a ``SampleOutput``.

@@ -1,9 +1,12 @@
 """The trace layer: one sampler run as one zarr group, opened as an ``xarray.Dataset``.
 
-Modules: ``paths`` (what a store is; safe replacement), ``urls`` (stores at fsspec URLs:
-``memory://``, ``s3://``, ...; what they lack), ``lock`` (one writer per local store),
-``recorder`` (``ZarrRecorder``), ``reading`` (``open_run`` and the checks analyses need). The
-layout itself (hook names, step coordinates, attributes) is the sampling layer's ``RunPlan``.
+Modules, from the bottom: ``identity`` (what a store is: its error, its identifying attributes),
+``integrity`` (checksums, the written layout), ``urls`` (stores at fsspec URLs: ``memory://``,
+``s3://``, ...; what they lack), ``paths`` (the checks before writing; safe replacement), ``lock``
+(one writer per local store), ``reading`` (``open_run`` and the checks analyses need),
+``settings`` (a run's settings, typed: ``spec_of``, ``sampler_config``, ``built_of``) and
+``recorder`` (``ZarrRecorder``). The layout itself (hook names, step coordinates, attributes) is
+the sampling layer's ``RunPlan``.
 
 Schema (README, "Store schema"; written down before the code, in the manner of ArviZ's InferenceData):
 
@@ -24,7 +27,9 @@ Schema (README, "Store schema"; written down before the code, in the manner of A
   from ``flow_schedules.flow_coefficients`` (mu = A z + B v), NaN ``alpha_bar``, and the flow's
   own ``flow_sigma``, ``flow_sigma_next``, ``dt`` (and ``model_*`` of each); ``t`` is then the
   float timestep s * 1000.
-- attrs: ``config`` (the full sampler config and model descriptions, JSON), ``seeds``,
+- attrs: ``spec`` (the one spec the run was made from, JSON, its ``sampler`` the settings the run
+  used; ``settings`` reads it typed), ``built`` (the models' and conditions' descriptions, JSON;
+  a store written before stores kept one spec has ``config`` in their place), ``seeds``,
   ``versions`` (JSON), ``created_at``, ``creation_library``, ``dtype``, ``hook_names``,
   ``step_kinds`` (per model ``"ddim"`` or ``"flow"``; ``reading.step_kinds``),
   ``steps_completed`` (the steps every sample has done: refreshed every few seconds while a run
@@ -55,7 +60,7 @@ Safety (nothing lost, nothing faked):
 
 - A trace store is recognisable: ``is_trace_store`` checks that a folder's ``zarr.json`` is a
   zarr v3 group whose attributes carry this toolkit's metadata (``creation_library`` starting
-  with ``amdm-geom``, ``config``, ``dtype``, ``hook_names``, ``complete``,
+  with ``amdm-geom``, ``spec`` (or ``config``), ``dtype``, ``hook_names``, ``complete``,
   ``steps_completed``). The recorder writes them when it creates the group, so even a store
   whose run was killed at once is recognisable.
 - ``overwrite`` replaces only a trace store; a plain folder, a file, a link or a foreign zarr
@@ -72,27 +77,26 @@ Safety (nothing lost, nothing faked):
   analyses say what a store lacks instead of crashing on a ``KeyError``.
 """
 
+from amdm_geom.store.identity import StoreError
 from amdm_geom.store.integrity import CHECKSUM, DamagedStoreError, foreign_files
-from amdm_geom.store.lock import _StoreLock  # noqa: F401  (for tests that inspect the lock)
-from amdm_geom.store.paths import StoreError, check_output_path, is_trace_store
+from amdm_geom.store.lock import StoreLock
+from amdm_geom.store.paths import check_output_path, is_trace_store
 from amdm_geom.store.reading import (
     completed_steps,
     incomplete_note,
     is_complete,
     open_run,
     require,
-    run_config,
-    sampler_config,
     step_input,
     step_kinds,
     steps_completed,
     verify_run,
 )
 from amdm_geom.store.recorder import COMPRESSORS, ZarrRecorder, compressor_codec
+from amdm_geom.store.settings import Built, built_of, etas, sampler_config, spec_of
 from amdm_geom.store.urls import UrlStore, is_url, locate
 
-__all__ = ["CHECKSUM", "COMPRESSORS", "DamagedStoreError", "StoreError", "foreign_files", "verify_run",
-           "UrlStore", "ZarrRecorder", "check_output_path", "compressor_codec",
-           "is_url", "locate", "completed_steps", "incomplete_note", "is_complete",
-           "is_trace_store", "open_run", "require", "run_config", "sampler_config", "step_input",
-           "step_kinds", "steps_completed"]
+__all__ = ["CHECKSUM", "COMPRESSORS", "Built", "DamagedStoreError", "StoreError", "StoreLock", "UrlStore",
+           "ZarrRecorder", "built_of", "check_output_path", "completed_steps", "compressor_codec", "etas",
+           "foreign_files", "incomplete_note", "is_complete", "is_trace_store", "is_url", "locate", "open_run",
+           "require", "sampler_config", "spec_of", "step_input", "step_kinds", "steps_completed", "verify_run"]

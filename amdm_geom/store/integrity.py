@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amdm_geom.store.paths import StoreError
+from amdm_geom.store.identity import StoreError
 
 __all__ = ["CHECKSUM", "DamagedStoreError", "LEGACY_NOTE", "append_checksum", "check_store", "damage_of",
            "expected_chunks", "foreign_files", "has_checksums"]

@@ -11,7 +11,9 @@ import time
 import weakref
 from pathlib import Path
 
-from amdm_geom.store.paths import StoreError
+from amdm_geom.store.identity import StoreError
+
+__all__ = ["StoreLock"]
 
 # --------------------------------------------------------------------------------------------
 # one writer per store: an OS lock beside it
@@ -19,7 +21,7 @@ from amdm_geom.store.paths import StoreError
 _LIVE_LOCKS: weakref.WeakSet = weakref.WeakSet()
 
 
-class _StoreLock:
+class StoreLock:
     """``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``<parent>/.<name>.lock``, holding the writer's PID.
 
     The lock file is deleted on release, so the usual pattern applies: open, lock, then check

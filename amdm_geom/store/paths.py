@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
-import json
 import os
 import re
 import shutil
@@ -14,77 +13,28 @@ import sys
 import uuid
 from pathlib import Path
 
+from amdm_geom.store.identity import StoreError, store_problem
+from amdm_geom.store.integrity import foreign_files
+from amdm_geom.store.urls import locate
+
+__all__ = ["check_only_ours", "check_output_path", "clean_leftovers", "is_trace_store", "remove_path", "sibling",
+           "swap_into_place"]
+
 # --------------------------------------------------------------------------------------------
 # what a trace store is, and the checks before writing one
-
-
-class StoreError(ValueError):
-    """A path that cannot be written or read as a trace store as asked. The message is one line
-    that names the path and says why."""
-
-
-#: Attributes every trace store carries from the moment its group is created.
-_REQUIRED_ATTRS = ("config", "dtype", "hook_names", "complete", "steps_completed", "creation_library")
-_LIBRARY = "amdm-geom"
-
-
-def _doc_problem(text) -> str | None:
-    """Why a ``zarr.json`` holding ``text`` (str or bytes) is not a trace store's, or None."""
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return "zarr.json is not readable JSON"
-    if not isinstance(doc, dict) or doc.get("zarr_format") != 3:
-        return "not a zarr v3 store"
-    if doc.get("node_type") != "group":
-        return "zarr.json is not a zarr group"
-    attrs = doc.get("attributes")
-    if not isinstance(attrs, dict):
-        attrs = {}
-    for key in _REQUIRED_ATTRS:
-        if key not in attrs:
-            return f"attribute {key!r} missing"
-    library = attrs["creation_library"]
-    if not isinstance(library, str) or not library.startswith(_LIBRARY):
-        return f"written by {library!r}, not {_LIBRARY}"
-    return None
-
-
-def _store_problem(path: Path) -> str | None:
-    """Why the local ``path`` is not a trace store (a short phrase), or None if it is one."""
-    try:
-        if not os.path.lexists(path):
-            return "nothing there"
-        if not path.is_dir():
-            return "a file, not a folder"
-        meta = path / "zarr.json"
-        if not meta.is_file():
-            return "no zarr.json"
-        try:
-            text = meta.read_bytes()
-        except OSError:
-            return "zarr.json is not readable JSON"
-        return _doc_problem(text)
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
 
 
 def is_trace_store(path, storage_options: dict | None = None) -> bool:
     """Whether ``path`` (a local path or an fsspec URL, ``storage_options`` passed to its file
     system) is a folder whose ``zarr.json`` is a zarr v3 group carrying this toolkit's metadata
-    (``creation_library`` starting with "amdm-geom", ``config``, ``dtype``, ``hook_names``,
-    ``complete``, ``steps_completed``). Never raises (an unusable URL is not a trace store)."""
-    from amdm_geom.store.urls import locate
-
+    (``creation_library`` starting with "amdm-geom", ``spec`` (``config`` in older stores), ``dtype``,
+    ``hook_names``, ``complete``, ``steps_completed``: ``identity.doc_problem``). Never raises (an
+    unusable URL is not a trace store)."""
     try:
         where = locate(path, storage_options)
     except ValueError:
         return False
-    return (where.problem() if not isinstance(where, Path) else _store_problem(where)) is None
-
-
-def _absolute(path) -> Path:
-    return Path(os.path.abspath(os.fspath(path)))
+    return (where.problem() if not isinstance(where, Path) else store_problem(where)) is None
 
 
 def check_output_path(path, overwrite: bool = False, storage_options: dict | None = None) -> None:
@@ -108,8 +58,6 @@ def check_output_path(path, overwrite: bool = False, storage_options: dict | Non
       replacing the store would delete it.
 
     Every message is one line naming the path and saying why."""
-    from amdm_geom.store.urls import locate
-
     where = locate(path, storage_options)
     if not isinstance(where, Path):
         where.check_output(overwrite)
@@ -123,7 +71,7 @@ def check_output_path(path, overwrite: bool = False, storage_options: dict | Non
         raise FileExistsError(f"{path} exists (a symbolic link); choose another --out")
     _check_not_inside(target, path)
     if os.path.lexists(target):
-        why = _store_problem(target)
+        why = store_problem(target)
         if why is None and not overwrite:
             raise FileExistsError(f"trace store {path} exists; pass overwrite=True (--overwrite) to replace it")
         if why is None:
@@ -144,7 +92,7 @@ def check_output_path(path, overwrite: bool = False, storage_options: dict | Non
 def _check_not_inside(target: Path, shown) -> None:
     """``StoreError`` if an ancestor of ``target`` is a trace store or a result folder."""
     for parent in target.parents:
-        if _store_problem(parent) is None:
+        if store_problem(parent) is None:
             raise StoreError(f"cannot write a trace store at {shown}: it is inside the trace store {parent} "
                              "(only a store's own writer writes in it); choose a path outside it")
         if (parent / ".amdm-geom-result").is_file():
@@ -155,8 +103,6 @@ def _check_not_inside(target: Path, shown) -> None:
 def check_only_ours(target: Path, shown) -> None:
     """``StoreError`` naming the first file in the trace store ``target`` that its writer did not
     write (``integrity.foreign_files``): such a store is never deleted or replaced."""
-    from amdm_geom.store.integrity import foreign_files
-
     foreign = foreign_files(target)
     if foreign:
         raise StoreError(f"refusing to replace or delete {shown}: {target / foreign[0]} was not written by "
@@ -167,7 +113,8 @@ def check_only_ours(target: Path, shown) -> None:
 # replacing a store atomically: hidden siblings, the swap, and what killed runs leave behind
 
 
-def _sibling(target: Path, kind: str) -> Path:
+def sibling(target: Path, kind: str) -> Path:
+    """A new hidden sibling of ``target``: ``.<name>.<hex>.<kind>`` (``partial`` or ``trash``)."""
     return target.with_name(f".{target.name}.{uuid.uuid4().hex}.{kind}")
 
 
@@ -181,7 +128,9 @@ def _leftovers(target: Path) -> list[Path]:
         return []
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove a file, a link or a folder tree at ``path`` if it is there (errors ignored: what
+    is left is cleaned by the next writer)."""
     try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -191,7 +140,7 @@ def _remove(path: Path) -> None:
         pass
 
 
-def _clean_leftovers(target: Path) -> None:
+def clean_leftovers(target: Path) -> None:
     """Remove what killed writers left beside ``target``; call with its lock held. A writer
     killed between the two renames of a fallback swap leaves no store and the old one as
     ``.trash``: that old store is put back first."""
@@ -204,7 +153,7 @@ def _clean_leftovers(target: Path) -> None:
                 leftovers.remove(trash)
                 break
     for path in leftovers:
-        _remove(path)
+        remove_path(path)
 
 
 _AT_FDCWD = -100
@@ -238,7 +187,7 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _swap_into_place(new: Path, target: Path) -> None:
+def swap_into_place(new: Path, target: Path) -> None:
     """Put the finished store ``new`` at ``target`` (an existing store) and remove the old one.
     Atomic where ``renameat2`` can exchange the two; elsewhere two renames (old aside to a
     ``.trash`` sibling, new into place) that a later writer repairs if killed between them. The
@@ -246,13 +195,13 @@ def _swap_into_place(new: Path, target: Path) -> None:
     ``StoreError`` (the new run is dropped, the old store and that file stay)."""
     check_only_ours(target, target)
     if _exchange(new, target):
-        _remove(new)  # now the old store
+        remove_path(new)  # now the old store
         return
-    trash = _sibling(target, "trash")
+    trash = sibling(target, "trash")
     os.rename(target, trash)
     try:
         os.rename(new, target)
     except BaseException:
         os.rename(trash, target)
         raise
-    _remove(trash)
+    remove_path(trash)

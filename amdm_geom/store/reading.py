@@ -1,4 +1,5 @@
-"""Reading trace stores: ``open_run`` and what analyses need to say what a store lacks."""
+"""Reading trace stores: ``open_run`` and what analyses need to say what a store lacks (a run's
+settings: ``settings``)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from pathlib import Path
 
 import xarray as xr
 
-from amdm_geom.sampling.config import SamplerConfig
+from amdm_geom.store.identity import StoreError, store_problem
 from amdm_geom.store.integrity import LEGACY_NOTE, DamagedStoreError, check_store
-from amdm_geom.store.paths import StoreError, _store_problem
 from amdm_geom.store.urls import UrlStore, is_url, locate
+
+__all__ = ["completed_steps", "incomplete_note", "is_complete", "open_run", "require", "source_of", "step_input",
+           "step_kinds", "steps_completed", "verify_run"]
 
 _log = logging.getLogger("amdm_geom.store")
 _LEGACY_SAID: set[str] = set()
@@ -52,7 +55,7 @@ def _located(path, storage_options):
     ``StoreError`` if what is there is not one."""
     where = locate(path, storage_options)
     shown = str(path) if is_url(path) else Path(path)
-    why = where.problem() if isinstance(where, UrlStore) else _store_problem(where)
+    why = where.problem() if isinstance(where, UrlStore) else store_problem(where)
     if why in ("nothing there", "a file, not a folder", "no zarr.json"):
         raise FileNotFoundError(f"no trace store at {shown}")
     if why is not None:
@@ -88,19 +91,6 @@ def verify_run(path, storage_options: dict | None = None) -> bool:
     return _checked(where, shown, checksums=True)
 
 
-def run_config(ds: xr.Dataset) -> dict:
-    """The run's description as stored: ``{"sampler": ..., "etas": ..., "models": ...,
-    "conditions": ...}`` (JSON-able data; ``sampler_config`` gives the typed settings, and
-    ``amdm_geom.probes.spec_of`` the typed probe spec the store was made from)."""
-    require(ds, attrs=("config",))
-    return json.loads(ds.attrs["config"])
-
-
-def sampler_config(ds: xr.Dataset) -> SamplerConfig:
-    """The typed ``SamplerConfig`` a store was written with (equal to the one the run used)."""
-    return SamplerConfig.model_validate(run_config(ds)["sampler"])
-
-
 def step_kinds(ds: xr.Dataset) -> list[str]:
     """Each model's step, ``"ddim"`` or ``"flow"`` (App. G's Euler step, whose store records
     ``v`` where DDIM records ``eps``); stores written before flow models existed are DDIM."""
@@ -114,7 +104,8 @@ def step_input(ds: xr.Dataset, model: int) -> str:
     return "v" if step_kinds(ds)[model] == "flow" else "eps"
 
 
-def _source(ds: xr.Dataset) -> str:
+def source_of(ds: xr.Dataset) -> str:
+    """Where ``ds`` was opened from (``open_run`` keeps it), or "(in memory)", for messages."""
     return str(ds.encoding.get("source") or "(in memory)")
 
 
@@ -131,7 +122,7 @@ def require(ds: xr.Dataset, variables=(), attrs=(), hints: dict | None = None) -
         for name in _one_of(names):
             if name not in present:
                 hint = f" ({hints[name]})" if hints.get(name) else ""
-                raise StoreError(f"store {_source(ds)} lacks {kind} {name!r}{hint}")
+                raise StoreError(f"store {source_of(ds)} lacks {kind} {name!r}{hint}")
 
 
 def steps_completed(ds: xr.Dataset) -> int:
@@ -142,11 +133,12 @@ def steps_completed(ds: xr.Dataset) -> int:
     try:
         k = int(ds.attrs["steps_completed"])
     except (TypeError, ValueError):
-        raise StoreError(f"store {_source(ds)} has a steps_completed that is not a count: "
+        raise StoreError(f"store {source_of(ds)} has a steps_completed that is not a count: "
                          f"{ds.attrs['steps_completed']!r}") from None
     n = int(ds.sizes.get("step", 0))
     if k > n:
-        raise DamagedStoreError(f"damaged store {_source(ds)}: {k} steps recorded as completed but its arrays hold {n}")
+        raise DamagedStoreError(f"damaged store {source_of(ds)}: {k} steps recorded as completed but its arrays "
+                                f"hold {n}")
     return max(k, 0)
 
 
@@ -162,7 +154,7 @@ def completed_steps(ds: xr.Dataset) -> xr.Dataset:
     """``ds`` restricted to its finished steps ``[0, steps_completed)`` (attrs and the source
     path kept); all of it for a complete store."""
     if "step" not in ds.dims:
-        raise StoreError(f"store {_source(ds)} has no steps (its run wrote no arrays)")
+        raise StoreError(f"store {source_of(ds)} has no steps (its run wrote no arrays)")
     out = ds.isel(step=slice(0, steps_completed(ds)))
     out.attrs = dict(ds.attrs)
     out.encoding = {**ds.encoding, **out.encoding}

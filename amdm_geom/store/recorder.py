@@ -19,12 +19,11 @@ import zarr
 from amdm_geom.sampling.config import COMPRESSORS
 from amdm_geom.sampling.plan import RunPlan
 from amdm_geom.sampling.recording import Recorder
+from amdm_geom.store.identity import StoreError
 from amdm_geom.store.integrity import CHECKSUM, append_checksum
-from amdm_geom.store.lock import _StoreLock
-from amdm_geom.store.paths import StoreError, _clean_leftovers, _remove, _sibling, _swap_into_place, check_output_path
+from amdm_geom.store.lock import StoreLock
+from amdm_geom.store.paths import check_output_path, clean_leftovers, remove_path, sibling, swap_into_place
 from amdm_geom.store.urls import UrlStore, is_url, locate
-
-_MISSING = object()
 
 #: zstd's level, and blosc's inner codec and level, for the named compressors, chosen by
 #: tests/benchmarks/compression.py on float32 latents (zstd level 3 compressed no better than
@@ -105,7 +104,7 @@ class ZarrRecorder(Recorder):
         self.bytes_written = 0
         self._url: UrlStore | None = where if isinstance(where, UrlStore) else None
         self._target: Path | None = where if self._url is None else None
-        self._lock: _StoreLock | None = None
+        self._lock: StoreLock | None = None
         self._partial: Path | None = None
         self._group = None
         self._queue: queue.Queue | None = None
@@ -117,11 +116,11 @@ class ZarrRecorder(Recorder):
             self._target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot write trace store {self.path}: {exc.strerror or exc}") from None
-        lock = _StoreLock(self._target, self.path)
+        lock = StoreLock(self._target, self.path)
         lock.acquire()
         self._lock = lock
         try:
-            _clean_leftovers(self._target)
+            clean_leftovers(self._target)
             self.check_path()  # again, now that no other writer can change the path
         except BaseException:
             self._release()
@@ -158,7 +157,7 @@ class ZarrRecorder(Recorder):
     def __del__(self) -> None:
         try:
             if not self.__dict__.get("_ended", True) and self.__dict__.get("_partial") is not None:
-                _remove(self._partial)
+                remove_path(self._partial)
             lock = self.__dict__.get("_lock")
             if lock is not None:
                 lock.release()
@@ -186,7 +185,7 @@ class ZarrRecorder(Recorder):
                 self._thread.join()
         finally:
             if self._partial is not None:
-                _remove(self._partial)
+                remove_path(self._partial)
                 self._partial = None
             self._release()
 
@@ -198,14 +197,11 @@ class ZarrRecorder(Recorder):
                 self._url.remove()
             root = self._url.zarr_store(read_only=False)
         elif os.path.lexists(self._target):  # a trace store, and overwrite is on: replace it at the end
-            self._partial = _sibling(self._target, "partial")
+            self._partial = sibling(self._target, "partial")
             root = str(self._partial)
         else:
             root = str(self._target)
-        attrs = plan.attrs()  # identifying attrs from the group's creation on
-        if self.steps is not None:
-            attrs["recorded_steps"] = sorted(self.steps)
-        attrs.update(self.extra_attrs)
+        attrs = self.initial_attrs(plan)  # identifying attrs from the group's creation on
         coords = plan.coords()
         self._sample_chunk = plan.sample_chunk
         chunking = {}
@@ -248,10 +244,6 @@ class ZarrRecorder(Recorder):
             self._thread = threading.Thread(target=self._drain, name="amdm-geom-recorder", daemon=True)
             self._thread.start()
 
-    def _set_attr(self, key, value) -> None:
-        if self._group.attrs.get(key, _MISSING) != value:  # already written at creation
-            self._group.attrs[key] = value
-
     # -- writing ---------------------------------------------------------------------------------
 
     def record(self, name: str, step: int, value: torch.Tensor, offset: int = 0) -> None:
@@ -280,11 +272,11 @@ class ZarrRecorder(Recorder):
             ok = bool(complete and self._error is None)
             self._group.attrs.update({"steps_completed": self._steps_done, "written": self._written, "complete": ok})
             if self._partial is not None and ok:
-                _swap_into_place(self._partial, self._target)
+                swap_into_place(self._partial, self._target)
                 self._partial = None
         finally:
             if self._partial is not None:  # an incomplete replacement: the old store stays
-                _remove(self._partial)
+                remove_path(self._partial)
                 self._partial = None
             self._release()
         if self._error is not None:

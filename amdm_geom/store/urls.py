@@ -20,7 +20,8 @@ import os
 import re
 from pathlib import Path
 
-from amdm_geom.store.paths import StoreError, _absolute, _doc_problem
+from amdm_geom.store.identity import StoreError, absolute, doc_problem
+from amdm_geom.store.integrity import foreign_files
 
 #: ``protocol://...`` or a chained ``a::b://...`` URL (fsspec's syntax).
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*(://|::)")
@@ -66,7 +67,7 @@ class UrlStore:
                 text = self.fs.cat_file(f"{self.root}/zarr.json")
             except (FileNotFoundError, IsADirectoryError):
                 return "no zarr.json"
-            return _doc_problem(text)
+            return doc_problem(text)
         except OSError as exc:
             return f"cannot be read ({exc.strerror or exc})"
         except Exception as exc:  # a remote file system's own errors (permissions, network)
@@ -84,8 +85,6 @@ class UrlStore:
         if why is None and not overwrite:
             raise FileExistsError(f"trace store {self.url} exists; pass overwrite=True (--overwrite) to replace it")
         if why is None:
-            from amdm_geom.store.integrity import foreign_files
-
             foreign = foreign_files(self)
             if foreign:
                 raise StoreError(f"refusing to replace {self.url}: {self.url}/{foreign[0]} was not written by "
@@ -121,11 +120,11 @@ def locate(target, storage_options: dict | None = None) -> Path | UrlStore:
             if storage_options:
                 raise ValueError(f"storage_options {storage_options!r} given for the local URL {target}; "
                                  "accepted: none for local paths and file:// URLs")
-            return _absolute(LocalFileSystem._strip_protocol(target))
+            return absolute(LocalFileSystem._strip_protocol(target))
         return UrlStore(target, storage_options)
     if not isinstance(target, (str, os.PathLike)) or not os.fspath(target):
         raise StoreError(f"cannot write or read a trace store at {target!r}; {_ACCEPTED}")
     if storage_options:
         raise ValueError(f"storage_options {storage_options!r} given for the local path {target}; "
                          "accepted: none for local paths and file:// URLs")
-    return _absolute(target)
+    return absolute(target)

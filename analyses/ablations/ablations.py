@@ -22,9 +22,12 @@ Groups (each a table, a figure and a verdict against the paper's claim):
 - ``variants``: the mean of eq. (7) as printed (mu at z') against Algorithm 1's, and the earlier
   version's rule (orthogonal mix, shared z_T) with eta = 0.3 and 40.
 
-Every run uses the same per-sample seeds, so comparisons between runs are paired. The runs are
-specs (``ablation_runs``, this analysis' ``RUNS``): each store keeps its own, so ``amdm-geom
-rerun`` repeats any of them. The analysis contract (``amdm_geom.analyses``): ``compute`` measures
+Every run uses the same per-sample seeds, so comparisons between runs are paired: the runs are
+the arms of a paired benchmark (``amdm_geom.analyses.common.paired``). Each run is a spec
+(``ablation_runs``, this analysis' ``run_module``): each store keeps its own, so ``amdm-geom rerun``
+repeats any of them; the scoring function (``measure``) maps a store to per-sample outcomes, and
+``compute`` gives one Dataset over ``arm`` whose coordinates are the runs' settings (``eta``,
+``agg_steps``, ``mix``, ...). The analysis ``Ablations`` (``amdm_geom.analyses.base``): ``compute`` measures
 the stores given, or runs every setting into ``runs/ablations`` first; ``verdicts``, ``plot`` and
 ``tables`` read its Dataset.
 """
@@ -40,22 +43,18 @@ import xarray as xr
 
 from amdm_geom.analyses.ablations import runs as ablation_runs
 from amdm_geom.analyses.ablations.runs import GROUPS, recorded_steps, run_settings, settings
-from amdm_geom.analyses.ablations.verdicts import EQUIVALENCE_MARGIN, LEVEL, verdicts
+from amdm_geom.analyses.ablations.verdicts import verdicts
+from amdm_geom.analyses.base import Analysis
+from amdm_geom.analyses.common import paired
+from amdm_geom.analyses.common.paired import EQUIVALENCE_MARGIN, LEVEL
 from amdm_geom.core import geometry, palette
 from amdm_geom.models.gmm import FineGrainedFamily
-from amdm_geom.store import open_run, verify_run
+from amdm_geom.store import open_run, spec_of, verify_run
 
-__all__ = ["CAPTIONS", "EQUIVALENCE_MARGIN", "GROUPS", "LEVEL", "NAME", "RESULT", "RUNS", "STORES", "SUMMARY",
-           "compute", "measure", "planned", "plot", "recorded_steps", "run_settings", "saved", "settings", "tables",
-           "verdicts"]
+__all__ = ["CAPTIONS", "EQUIVALENCE_MARGIN", "GROUPS", "LEVEL", "NAME", "SETTINGS", "Ablations", "compute", "measure",
+           "planned", "plot", "recorded_steps", "run_settings", "saved", "settings", "tables", "verdicts"]
 
 NAME = "ablations"
-SUMMARY = "Tables 1-4, Figure 5, Table 10 on the exact GMM family (runs its own stores into RUNS/ablations)"
-STORES = "optional"
-RESULT = "ablations"
-#: The probe-like module of this analysis' own runs (``Spec``, ``build``, ``run``): ``amdm-geom
-#: rerun`` finds it here for a store whose ``attrs["analysis"]`` is ``"ablations"``.
-RUNS = ablation_runs
 #: The figures' captions (fnmatch patterns over the figure names, ``amdm_geom.app.runner.output.caption_of``).
 CAPTIONS = {
     "success_by_run": (
@@ -100,11 +99,11 @@ def _sq_norm(fam: FineGrainedFamily, abar: float) -> float:
     return abar * float((w * ((mix.means**2).sum(1) + mix.variances.sum(1))).sum()) + mix.dim * (1 - abar)
 
 
-def spec_of(ds: xr.Dataset) -> ablation_runs.Spec:
-    """The run's spec, kept in its store."""
+def run_spec_of(ds: xr.Dataset) -> ablation_runs.Spec:
+    """The run's spec, kept in its store (``amdm_geom.store.spec_of``)."""
     if ds.attrs.get("analysis") != NAME or "spec" not in ds.attrs:
         raise ValueError(f"store {ds.encoding.get('source', '(in memory)')} is not an ablation run (no ablation spec)")
-    return ablation_runs.Spec.model_validate_json(ds.attrs["spec"])
+    return spec_of(ds, ablation_runs.Spec)
 
 
 def measure(path, families: dict, *, n_ref: int = 128, cache: dict | None = None) -> dict:
@@ -114,7 +113,7 @@ def measure(path, families: dict, *, n_ref: int = 128, cache: dict | None = None
     if not isinstance(path, xr.Dataset):
         verify_run(path)
     ds = open_run(path)
-    spec = spec_of(ds)
+    spec = run_spec_of(ds)
     if spec.family not in families:
         families[spec.family] = spec.family.build()
     fam = families[spec.family]
@@ -150,36 +149,47 @@ def planned(*, quick: bool = False, seed: int = 0, runs: Path) -> dict[str, abla
     return {spec.name: spec for spec in settings(quick, seed=seed, out=Path(runs) / NAME)}
 
 
+#: The settings that are coordinates of the result whatever the runs measured (``paired.arm_dataset``
+#: adds every other setting that varies between them): ``models`` as ``position+colour (ve)``.
+SETTINGS = {"group": "group", "label": "label", "steps": "sampler.num_inference_steps", "eta": "sampler.eta",
+            "agg_steps": "sampler.agg_steps", "mix": "sampler.mix",
+            "models": lambda run: "+".join(m.attribute + ("" if m.sde == "scaled_linear" else f" ({m.sde})")
+                                           for m in run.models)}
+
+
+def _outcomes(measured: dict) -> dict:
+    """One run's per-sample outcomes: ``mass``, ``hard`` ``(sample,)``, and ``norm_dev``,
+    ``logp_z`` ``(step, sample)`` (NaN at the steps not recorded)."""
+    out = {"mass": measured["mass"], "hard": measured["hard"]}
+    for var in ("norm_dev", "logp_z"):
+        full = np.full((measured["T"], len(measured["mass"])), np.nan)
+        for k, v in measured[var].items():
+            full[k] = v
+        out[var] = full
+    return out
+
+
 def compute(stores=None, *, quick: bool = False, seed: int = 0, runs: Path | None = None) -> xr.Dataset:
     """Measure the ablation stores (``{name: path}``); with none given, run every setting into
-    ``runs/ablations`` first (``quick``: the small set; ``seed``: the family's and the samples')."""
+    ``runs/ablations`` first (``quick``: the small set; ``seed``: the family's and the samples').
+    One Dataset over ``arm`` (``paired.arm_dataset``; each arm the spec its store keeps, named
+    as the store was given), its settings as coordinates."""
     if not stores:
         if runs is None:
             raise ValueError("ablations runs its own stores: give a folder for them (runs=..., --runs)")
         stores = run_settings(Path(runs) / NAME, quick=quick, seed=seed)
     families: dict = {}
     cache: dict = {}
-    rows = {name: measure(path, families, cache=cache) for name, path in stores.items()}
-    names = list(rows)
-    batch = len(rows[names[0]]["mass"])
-    T_max = max(r["T"] for r in rows.values())
-    dev = np.full((len(names), T_max, batch), np.nan)
-    lpz = np.full((len(names), T_max, batch), np.nan)
-    for i, n in enumerate(names):
-        for k, v in rows[n]["norm_dev"].items():
-            dev[i, k] = v
-            lpz[i, k] = rows[n]["logp_z"][k]
-    ds = xr.Dataset(
-        {"mass": (("run", "sample"), np.stack([rows[n]["mass"] for n in names])),
-         "hard": (("run", "sample"), np.stack([rows[n]["hard"] for n in names])),
-         "norm_dev": (("run", "step", "sample"), dev), "logp_z": (("run", "step", "sample"), lpz)},
-        coords={"run": names, "group": ("run", [rows[n]["spec"].group for n in names]),
-                "label": ("run", [rows[n]["spec"].label for n in names]),
-                "T": ("run", [rows[n]["T"] for n in names]), "step": np.arange(T_max), "sample": np.arange(batch)},
-        attrs={"quick": int(quick), "batch": batch, "latent_size": rows[names[0]]["size"]})
-    ds["params"] = ("run", [str(rows[n]["spec"].params) for n in names])
-    ds["success"] = ds.mass.mean("sample")
-    ds["success_se"] = ds.mass.std("sample", ddof=1) / math.sqrt(batch)
+    measured = {name: measure(path, families, cache=cache) for name, path in stores.items()}
+    arms = [m["spec"] if m["spec"].name == name else m["spec"].replace(name=name) for name, m in measured.items()]
+    T_max = max(m["T"] for m in measured.values())
+    first = next(iter(measured.values()))
+    ds = paired.arm_dataset(
+        arms, {name: _outcomes(m) for name, m in measured.items()},
+        dims={"norm_dev": ("step", "sample"), "logp_z": ("step", "sample")}, coords={"step": np.arange(T_max)},
+        settings=SETTINGS, exclude=("run",),
+        attrs={"quick": int(quick), "batch": len(first["mass"]), "latent_size": first["size"]})
+    ds = paired.with_mean(ds, "mass", "success")
     ds["hard_rate"] = ds.hard.mean("sample")
     ds["max_norm_dev"] = np.abs(ds.norm_dev).max("step").mean("sample")
     ds["min_logp_z"] = ds.logp_z.min("step").mean("sample")
@@ -196,10 +206,9 @@ def plot(ds: xr.Dataset) -> dict:
     return named_figures(ds)
 
 
-def _run_colour(run: str, group: str) -> str:
+def _run_colour(run: str, group: str, mix: str) -> str:
     """The run's role colour (``RUN_ROLES``, a Figure 5 run's mix), else its group's neutral grey."""
-    mix = next((m for m in MIXES if group == "figure5" and run.startswith(m + "_s")), None)
-    role = RUN_ROLES.get(run, mix)
+    role = RUN_ROLES.get(run, mix if group == "figure5" else None)
     return palette.colour(role) if role else palette.NEUTRALS[GROUPS.index(group) % 2]
 
 
@@ -209,26 +218,25 @@ def named_figures(ds: xr.Dataset) -> dict:
 
     figs = {}
     fig, ax = plt.subplots(figsize=(9, 4.2))
-    order = [r for g in GROUPS for r in ds.run.values if str(ds.group.sel(run=r).item()) == g]
+    order = [r for g in GROUPS for r in paired.in_group(ds, g)]
     x = np.arange(len(order))
-    colors = [_run_colour(str(r), str(ds.group.sel(run=r).item())) for r in order]
-    ax.bar(x, ds.success.sel(run=order), yerr=2 * ds.success_se.sel(run=order), color=colors)
+    colors = [_run_colour(r, str(ds.group.sel(arm=r).item()), str(ds.mix.sel(arm=r).item())) for r in order]
+    ax.bar(x, ds.success.sel(arm=order), yerr=2 * ds.success_se.sel(arm=order), color=colors)
     ax.set_xticks(x, order, rotation=75, fontsize=7)
     ax.set_ylabel("posterior mass on the target")
     ax.set_title("Fine-grained success per ablation run (bars: +-2 SE)")
     fig.tight_layout()
     figs["success_by_run"] = fig
 
-    fig5 = [r for r in ds.run.values if str(ds.group.sel(run=r).item()) == "figure5"]
-    if fig5:
+    if paired.in_group(ds, "figure5"):
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
         for mix in MIXES:
-            runs = sorted((r for r in fig5 if r.startswith(mix + "_s")), key=lambda r: int(r.rsplit("_s", 1)[1]))
-            s = [int(r.rsplit("_s", 1)[1]) for r in runs]
-            axes[0].errorbar(s, ds.success.sel(run=runs), yerr=2 * ds.success_se.sel(run=runs), marker="o", label=mix,
+            runs = sorted(paired.in_group(ds, "figure5", mix=mix), key=lambda r: int(ds.agg_steps.sel(arm=r)))
+            s = [int(ds.agg_steps.sel(arm=r)) for r in runs]
+            axes[0].errorbar(s, ds.success.sel(arm=runs), yerr=2 * ds.success_se.sel(arm=runs), marker="o", label=mix,
                              color=palette.colour(mix))
             last = runs[-1]
-            dev = ds.norm_dev.sel(run=last).mean("sample").dropna("step")
+            dev = ds.norm_dev.sel(arm=last).mean("sample").dropna("step")
             axes[1].plot(dev.step, dev, "o-", color=palette.colour(mix), label=f"{mix}, s = {s[-1]}")
         axes[0].set_xlabel("aggregation steps s")
         axes[0].set_ylabel("posterior mass on the target")
@@ -244,13 +252,13 @@ def named_figures(ds: xr.Dataset) -> dict:
         fig.tight_layout()
         figs["figure5"] = fig
 
-    etas = [r for r in ds.run.values if str(ds.group.sel(run=r).item()) == "table4"]
+    etas = paired.in_group(ds, "table4")
     if etas:
-        values = sorted((float(r.split("_", 1)[1]), r) for r in etas)
+        values = sorted((float(ds.eta.sel(arm=r)), r) for r in etas)
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
         e = [max(v, 1e-2) for v, _ in values]
         runs = [r for _, r in values]
-        ax.errorbar(e, ds.success.sel(run=runs), yerr=2 * ds.success_se.sel(run=runs), marker="o",
+        ax.errorbar(e, ds.success.sel(arm=runs), yerr=2 * ds.success_se.sel(arm=runs), marker="o",
                     color=palette.colour("AMDM"))
         ax.axvline(0.3, color=palette.colour("reference"), ls=":", label="paper's eta = 0.3")
         ax.axvspan(35, 55, color=palette.colour("reference"), alpha=0.15, label="earlier version's 35-55")
@@ -280,3 +288,15 @@ def tables(ds: xr.Dataset) -> dict:
 def saved(ds: xr.Dataset) -> xr.Dataset:
     """What is written: all but the per-step deviations."""
     return ds.drop_vars(["norm_dev", "logp_z"])
+
+
+class Ablations(Analysis):
+    """Tables 1-4, Figure 5 and Table 10 on the exact GMM family (``compute``, ``verdicts``, ...
+    above). Its own runs are specs of ``run_module`` (``Spec``, ``build``, ``run``): ``amdm-geom
+    rerun`` finds it here for a store whose ``attrs["analysis"]`` is ``"ablations"``."""
+
+    name, family, stores, result, captions = NAME, "ablations", "optional", "ablations", CAPTIONS
+    summary = "Tables 1-4, Figure 5, Table 10 on the exact GMM family (runs its own stores into RUNS/ablations)"
+    run_module = ablation_runs
+    compute, verdicts, plot, tables, saved, planned = map(staticmethod, (compute, verdicts, plot, tables, saved,
+                                                                          planned))

@@ -13,13 +13,15 @@ per-sample seeds, so comparisons between runs are paired.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from amdm_geom.core.spec import SpecError, choice
+from amdm_geom.analyses.common import paired
+from amdm_geom.core.spec import SpecError, choice, integer, real, sequence
 from amdm_geom.models.specs import GMMFamilySpec, GMMModelSpec
+from amdm_geom.sampling import AMDMSampler
 from amdm_geom.sampling.config import RunSettings, RunSpec, SamplerConfig
+from amdm_geom.store import ZarrRecorder, check_output_path
 
 __all__ = ["FULL", "GROUPS", "NAME", "QUICK", "SUMMARY", "Scale", "Spec", "build", "recorded_steps", "run",
            "run_settings", "settings"]
@@ -32,9 +34,10 @@ GROUPS = ("tables12", "figure5", "table3", "table4", "n3", "table10", "variants"
 
 
 class Spec(RunSpec):
-    """One ablation run: which exact GMM models (each conditioned on one attribute, on one SDE),
-    Algorithm 1's settings and the run; ``name``, ``group``, ``label`` and ``params`` place it
-    in the ablations' tables and figures."""
+    """One ablation run, one arm of the ablations' paired benchmark (``amdm_geom.analyses.common.paired``):
+    which exact GMM models (each conditioned on one attribute, on one SDE), Algorithm 1's settings
+    and the run; ``name``, ``group`` and ``label`` place it in the ablations' tables and figures
+    (the settings it varies, ``eta``, ``agg_steps``, ``mix``, ..., become the result's coordinates)."""
 
     name: str
     """the run's name (its store is NAME.zarr)."""
@@ -42,8 +45,6 @@ class Spec(RunSpec):
     """the table or figure it belongs to."""
     label: str = ""
     """its label in tables and figures."""
-    params: dict[str, str | int | float] = {}
-    """the varied setting, for tables and figures."""
     family: GMMFamilySpec = GMMFamilySpec()
     models: tuple[GMMModelSpec, ...]
     """the models: model 1 first."""
@@ -70,18 +71,25 @@ def recorded_steps(config: SamplerConfig) -> list[int]:
     return sorted({1, T // 4, T // 2, 3 * T // 4, T - 1})
 
 
-@dataclass(frozen=True)
-class Scale:
+class Scale(paired.Scale):
     """The sizes of one ablation set (full or quick)."""
 
-    latent_shape: tuple[int, ...]
-    steps: int
-    agg_steps: int
-    batch: int
-    s_grid: tuple[int, ...]
-    stage_steps: int
-    stage_window: int
-    etas: tuple[float, ...]
+    latent_shape: Annotated[tuple[int, ...], sequence(integer(1), accepted="a shape of ints >= 1", min_len=1)]
+    """the latent's shape (channels, height, width)."""
+    steps: Annotated[int, integer(2)]
+    """T, the sampler's steps."""
+    agg_steps: Annotated[int, integer(1)]
+    """s, the aggregation steps."""
+    batch: Annotated[int, integer(2)]
+    """samples per run (every run on the same seeds)."""
+    s_grid: Annotated[tuple[int, ...], sequence(integer(1), accepted="ints >= 1", min_len=1)]
+    """Figure 5's aggregation steps s."""
+    stage_steps: Annotated[int, integer(2)]
+    """Table 3's T."""
+    stage_window: Annotated[int, integer(1)]
+    """Table 3's window length."""
+    etas: Annotated[tuple[float, ...], sequence(real(0.0), accepted="finite numbers >= 0", min_len=1)]
+    """Table 4's shifts eta."""
 
 
 # The sample sizes, by power and by time. The target masses are nearly 0 or 1 per sample, so the
@@ -94,74 +102,67 @@ class Scale:
 # whose paired sd is up to about 0.3 (Figure 5, Table 4); those that need more are reported
 # inconclusive with the n that would decide them. Disk: 5 recorded steps of float32 latents, about
 # 84 MB a run, 3.3 GB in all. The quick set: 48 samples (about 16 CPU-s for its 41 runs).
-FULL = Scale((4, 64, 64), 50, 20, 256, (5, 10, 20, 30, 50), 20, 10,
-             (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 2.0, 10.0, 40.0))
-QUICK = Scale((4, 16, 16), 20, 8, 48, (2, 8, 20), 10, 5, (0.0, 0.3, 40.0))
+FULL = Scale(latent_shape=(4, 64, 64), steps=50, agg_steps=20, batch=256, s_grid=(5, 10, 20, 30, 50), stage_steps=20,
+             stage_window=10, etas=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 2.0, 10.0, 40.0))
+QUICK = Scale(latent_shape=(4, 16, 16), steps=20, agg_steps=8, batch=48, s_grid=(2, 8, 20), stage_steps=10,
+              stage_window=5, etas=(0.0, 0.3, 40.0))
 
 
 P, C, S = (GMMModelSpec(attribute=a) for a in ("position", "colour", "style"))
 
 
-def _grid(sc: Scale, base: SamplerConfig) -> list[dict]:
-    """Figure 5's mixing rules over s, Table 3's stages and Table 4's etas."""
+def _grid(sc: Scale, arm) -> list[Spec]:
+    """Figure 5's mixing rules over s, Table 3's stages and Table 4's etas (``arm``: the run
+    maker of ``settings``)."""
     out = []
     for mix in ("slerp", "lerp", "orthogonal_mix"):
         # the orthogonal mix weighs model 1 by w and model 2 by sqrt(1 - w^2): 1/sqrt(2) weighs them alike
         w = 1 / math.sqrt(2) if mix == "orthogonal_mix" else 0.5
-        out += [dict(name=f"{mix}_s{s}", group="figure5", sampler=base.replace(mix=mix, agg_steps=s, weights=(w,)),
-                     label=f"{mix}, s = {s}", params={"mix": mix, "s": s}) for s in sc.s_grid]
+        out += [arm(f"{mix}_s{s}", "figure5", f"{mix}, s = {s}", mix=mix, agg_steps=s, weights=(w,))
+                for s in sc.s_grid]
     T3, s3 = sc.stage_steps, sc.stage_window
     for stage, start in (("early", 0), ("middle", (T3 - s3) // 2), ("late", T3 - s3)):
-        out.append(dict(name=f"stage_{stage}", group="table3",
-                        sampler=base.replace(num_inference_steps=T3, agg_window=(start, start + s3)),
-                        label=f"{stage}: steps [{start}, {start + s3}) of {T3}",
-                        params={"stage": stage, "start": start}))
-    out += [dict(name=f"eta_{eta:g}", group="table4", sampler=base.replace(eta=eta), label=f"eta = {eta:g}",
-                 params={"eta": eta}) for eta in sc.etas]
+        out.append(arm(f"stage_{stage}", "table3", f"{stage}: steps [{start}, {start + s3}) of {T3}",
+                       num_inference_steps=T3, agg_window=(start, start + s3)))
+    out += [arm(f"eta_{eta:g}", "table4", f"eta = {eta:g}", eta=eta) for eta in sc.etas]
     return out
 
 
 def settings(quick: bool = False, *, seed: int = 0, out=Path(".")) -> list[Spec]:
     """Every ablation run, in the order they are reported, into ``out/<name>.zarr``; the family's
     components use ``seed`` and the samples seeds ``1000 seed, 1000 seed + 1, ...``."""
-    sc = QUICK if quick else FULL
+    sc = paired.at_scale(quick, FULL, QUICK)
     two = GMMFamilySpec(latent_shape=sc.latent_shape, seed=seed)
     three = GMMFamilySpec(latent_shape=sc.latent_shape, n_positions=3, n_colours=3, n_styles=3, seed=seed)
     base = SamplerConfig(num_inference_steps=sc.steps, agg_steps=sc.agg_steps)
-    one = base.replace(weights=())
-    cross = base.replace(allow_schedule_mismatch=True)
-    runs = [
-        dict(name="model1", group="tables12", models=(P,), sampler=one, label="model 1 alone (position)"),
-        dict(name="model2", group="tables12", models=(C,), sampler=one, label="model 2 alone (colour)"),
-        dict(name="amdm", group="tables12", sampler=base, label="AMDM, model 1 (+model 2)"),
-        dict(name="amdm_swapped", group="tables12", models=(C, P), sampler=base, label="AMDM, model 2 (+model 1)"),
-        *_grid(sc, base),
-        *(dict(name=f"n3_{m.attribute}", group="n3", models=(m,), sampler=one, family=three,
-               label=f"{m.attribute} model alone") for m in (P, C, S)),
-        dict(name="n3_amdm", group="n3", models=(P, C, S), sampler=base.replace(weights=(0.5, 0.65)), family=three,
-             label="AMDM of three (w1 = 0.5, w2 = 0.65)"),
-        *(dict(name=f"cross_{sde}", group="table10", models=(P, C.replace(sde=sde)), sampler=cross,
-               label=f"model 2 on {'VE (EDM-style)' if sde == 've' else sde + ' VP'}", params={"sde": sde})
-          for sde in ("linear", "cosine", "ve")),
-        dict(name="mean_at_aggregate", group="variants", sampler=base.replace(shift_mean="aggregate"),
-             label="mu at z' (eq. 7 as printed)"),
-        dict(name="earlier_eta0.3", group="variants", sampler=base.replace(mix="orthogonal_mix", shared_init=True),
-             label="earlier rule, shared z_T, eta = 0.3"),
-        dict(name="earlier_eta40", group="variants",
-             sampler=base.replace(mix="orthogonal_mix", shared_init=True, eta=40.0),
-             label="earlier rule, shared z_T, eta = 40"),
+    run = RunSettings(batch=sc.batch, seed=seed * 1000, names=("model0.z_next",), overwrite=True, progress=False)
+
+    def arm(name: str, group: str, label: str, models=(P, C), family=two, **sampler) -> Spec:
+        return Spec(name=name, group=group, label=label, family=family, models=models,
+                    sampler=base.replace(**sampler), run=run.replace(out=Path(out) / f"{name}.zarr"))
+
+    return [
+        arm("model1", "tables12", "model 1 alone (position)", models=(P,), weights=()),
+        arm("model2", "tables12", "model 2 alone (colour)", models=(C,), weights=()),
+        arm("amdm", "tables12", "AMDM, model 1 (+model 2)"),
+        arm("amdm_swapped", "tables12", "AMDM, model 2 (+model 1)", models=(C, P)),
+        *_grid(sc, arm),
+        *(arm(f"n3_{m.attribute}", "n3", f"{m.attribute} model alone", models=(m,), family=three, weights=())
+          for m in (P, C, S)),
+        arm("n3_amdm", "n3", "AMDM of three (w1 = 0.5, w2 = 0.65)", models=(P, C, S), family=three,
+            weights=(0.5, 0.65)),
+        *(arm(f"cross_{sde}", "table10", f"model 2 on {'VE (EDM-style)' if sde == 've' else sde + ' VP'}",
+              models=(P, C.replace(sde=sde)), allow_schedule_mismatch=True) for sde in ("linear", "cosine", "ve")),
+        arm("mean_at_aggregate", "variants", "mu at z' (eq. 7 as printed)", shift_mean="aggregate"),
+        arm("earlier_eta0.3", "variants", "earlier rule, shared z_T, eta = 0.3", mix="orthogonal_mix",
+            shared_init=True),
+        arm("earlier_eta40", "variants", "earlier rule, shared z_T, eta = 40", mix="orthogonal_mix", shared_init=True,
+            eta=40.0),
     ]
-    settings_ = RunSettings(batch=sc.batch, seed=seed * 1000, names=("model0.z_next",), overwrite=True,
-                            progress=False)
-    return [Spec(name=r["name"], group=r["group"], label=r.get("label", ""), params=r.get("params", {}),
-                 family=r.get("family", two), models=r.get("models", (P, C)), sampler=r["sampler"],
-                 run=settings_.replace(out=Path(out) / f"{r['name']}.zarr")) for r in runs]
 
 
 def build(spec: Spec, family=None):
     """The ``AMDMSampler`` of the run (``family``: the built ``spec.family``, if at hand)."""
-    from amdm_geom.sampling import AMDMSampler
-
     fam = spec.family.build() if family is None else family
     built = [m.build(fam) for m in spec.models]
     return AMDMSampler([m for m, _ in built], [c for _, c in built], spec.config())
@@ -170,8 +171,6 @@ def build(spec: Spec, family=None):
 def run(spec: Spec, *, quiet: bool = True, family=None) -> Path:
     """Run ``spec`` into ``spec.run.out``, keeping model 1's sampled latents at ``recorded_steps``
     and the spec in the store."""
-    from amdm_geom.store import ZarrRecorder, check_output_path
-
     check_output_path(spec.run.out, spec.run.overwrite)
     sampler = build(spec, family)
     recorder = ZarrRecorder(spec.run.out, names_filter=list(spec.run.names or ()) or None,

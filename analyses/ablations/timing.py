@@ -13,7 +13,7 @@ family and the tiny UNets: wall times are machine-dependent, so they are reporte
 paper's (``extra``, the detail) and decide nothing. The verdict rests on the paper's numbers:
 the evaluation ratio and the per-call cost they imply.
 
-The analysis contract (``amdm_geom.analyses``): ``STORES = "none"``; ``compute()`` gives a
+The analysis ``Timing`` (``amdm_geom.analyses.base.Analysis``) takes no stores; ``compute()`` gives a
 Dataset over ``family`` (``exact``, ``tiny_unet``) with ``time_single``, ``time_amdm`` (the
 fastest of ``repeats`` runs, seconds), ``calls_single``, ``calls_amdm`` (the sampler's own
 count of model evaluations); a table ``timing``; no figure.
@@ -22,19 +22,25 @@ count of model evaluations); a table ``timing``; no figure.
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from amdm_geom.analyses.base import Analysis
 from amdm_geom.analyses.common import refuse_stores
-from amdm_geom.core.verdicts import Verdict
+from amdm_geom.analyses.common.paired import Scale, at_scale
+from amdm_geom.core.spec import integer, sequence
+from amdm_geom.core.verdicts import Verdict, status_of
+from amdm_geom.models.gmm import fine_grained_family
+from amdm_geom.models.specs import TinyUNetPairSpec
+from amdm_geom.sampling import AMDMSampler, SamplerConfig
 
-__all__ = ["CAPTIONS", "NAME", "PAPER", "STORES", "SUMMARY", "compute", "implied", "plot", "tables", "verdicts"]
+__all__ = ["CAPTIONS", "FULL", "NAME", "PAPER", "QUICK", "Timing", "TimingScale", "compute", "implied", "plot",
+           "tables", "verdicts"]
 
 NAME = "timing"
-SUMMARY = "Table 6: AMDM's time against one model's, in model evaluations and wall time"
-STORES = "none"
 #: No captions: ``plot`` draws no figure (the times are a table).
 CAPTIONS: dict[str, str] = {}
 
@@ -53,20 +59,37 @@ def implied(time_amdm: float, time_single: float, T: int, s: int) -> dict:
             "per_call_ratio": extra / (time_single / T), "fixed_share": (time_single - T * extra) / time_single}
 
 
-def _build(family: str, quick: bool):
+class TimingScale(Scale):
+    """The sizes of the timing run (full or quick)."""
+
+    latent_shape: Annotated[tuple[int, ...], sequence(integer(1), accepted="a shape of ints >= 1", min_len=1)]
+    """the exact GMM family's latent shape."""
+    sample_size: Annotated[int, integer(1)]
+    """the tiny UNets' image size."""
+    channels: Annotated[tuple[int, ...], sequence(integer(1), accepted="ints >= 1", min_len=1)]
+    """the tiny UNets' channels per level."""
+    steps: Annotated[int, integer(1)]
+    """T."""
+    agg_steps: Annotated[int, integer(0)]
+    """s."""
+    batch: Annotated[int, integer(1)]
+    """samples per timed run."""
+
+
+#: Full: the paper's T = 50 and s = 20 (App. F); quick: T = 10, s = 4, smaller models.
+FULL = TimingScale(latent_shape=(4, 32, 32), sample_size=16, channels=(32, 64), steps=PAPER["T"], agg_steps=PAPER["s"],
+                   batch=4)
+QUICK = TimingScale(latent_shape=(4, 16, 16), sample_size=8, channels=(16, 32), steps=10, agg_steps=4, batch=2)
+
+
+def _build(family: str, sc: TimingScale):
     if family == "exact":
-        from amdm_geom.models.gmm import fine_grained_family
-
-        fam = fine_grained_family((4, 16, 16) if quick else (4, 32, 32), seed=0)
+        fam = fine_grained_family(sc.latent_shape, seed=0)
         return [fam.model(name="a"), fam.model(name="b")], [fam.condition(position=0), fam.condition(colour=1)]
-    from amdm_geom.models.specs import TinyUNetPairSpec
-
-    return TinyUNetPairSpec(sample_size=8 if quick else 16, channels=(16, 32) if quick else (32, 64)).build()
+    return TinyUNetPairSpec(sample_size=sc.sample_size, channels=sc.channels).build()
 
 
 def _time(models, conds, steps: int, agg: int, batch: int, repeats: int) -> tuple[float, int]:
-    from amdm_geom.sampling import AMDMSampler, SamplerConfig
-
     weights = {"weights": (), "eta": (0.3,)} if len(models) == 1 else {}
     sampler = AMDMSampler(models, conds, SamplerConfig(num_inference_steps=steps, agg_steps=agg, **weights))
     best, calls = np.inf, 0
@@ -82,10 +105,11 @@ def compute(stores=None, *, quick: bool = False, seed: int = 0, runs=None, repea
     smaller models) on both families, the fastest of ``repeats`` runs each. ``seed`` and
     ``runs`` change nothing."""
     refuse_stores(NAME, stores)
-    steps, agg, batch = (10, 4, 2) if quick else (PAPER["T"], PAPER["s"], 4)
+    sc = at_scale(quick, FULL, QUICK)
+    steps, agg, batch = sc.steps, sc.agg_steps, sc.batch
     rows = []
     for family in ("exact", "tiny_unet"):
-        models, conds = _build(family, quick)
+        models, conds = _build(family, sc)
         single = _time(models[:1], conds[:1], steps, 0, batch, repeats)
         both = _time(models, conds, steps, agg, batch, repeats)
         rows.append((single, both))
@@ -106,7 +130,7 @@ def verdicts(ds: xr.Dataset) -> list[Verdict]:
     measured = "; ".join(f"{f}: time x{ours[f]:.2f} for calls x{calls[f]:.2f}" for f in ds.family.values)
     return [Verdict(
         key="table6_time_ratio", claim="AMDM's time fits Alg. 1's evaluations", where="Table 6; Alg. 1, App. F",
-        status="holds" if 0 < per_call <= 1 else "violated",
+        status=status_of(not 0 < per_call <= 1),
         measured=f"8.8/7.5 = {paper['time_ratio']:.3f}; calls {paper['calls_ratio']:.2f}",
         bound="extra call <= a single step", value=per_call, reference=1.0,
         test="per-call cost implied by the paper's times and T + s against T evaluations",
@@ -134,3 +158,11 @@ def tables(ds: xr.Dataset) -> dict[str, pd.DataFrame]:
     df["time_ratio"] = df.time_amdm / df.time_single
     df["calls_ratio"] = df.calls_amdm / df.calls_single
     return {"timing": df}
+
+
+class Timing(Analysis):
+    """Table 6 (``compute``, ``verdicts``, ``tables`` above)."""
+
+    name, family, captions = NAME, "ablations", CAPTIONS
+    summary = "Table 6: AMDM's time against one model's, in model evaluations and wall time"
+    compute, verdicts, plot, tables = map(staticmethod, (compute, verdicts, plot, tables))

@@ -2,7 +2,7 @@
 Prop. 3.1 and 3.2 against the exact quantities they bound, on constructed pairs. (Lemma A.1 lives in
 ``amdm_geom.analyses.prop32.shell``, App. D.1 in ``amdm_geom.analyses.gaussianity.gaussianity``.)
 
-Follows the analysis contract (``amdm_geom.analyses``): ``compute()`` returns an
+The analysis ``ClosedForms`` (``amdm_geom.analyses.base.Analysis``): ``compute()`` returns an
 ``xarray.Dataset`` of the measurements, ``verdicts(ds)`` the verdict rows derived from it,
 ``plot(ds)`` the figures. It reads no store. Geometry and bounds come from ``amdm_geom``.
 """
@@ -16,15 +16,14 @@ import torch
 import xarray as xr
 from diffusers import DDIMScheduler
 
+from amdm_geom.analyses.base import Analysis
 from amdm_geom.analyses.common import refuse_stores
 from amdm_geom.core import bounds, geometry, schedules
 from amdm_geom.core.verdicts import CHECK_ULPS, Verdict, implementation_check, resolution
 
-__all__ = ["CAPTIONS", "NAME", "STORES", "SUMMARY", "compute", "plot", "verdicts"]
+__all__ = ["CAPTIONS", "NAME", "ClosedForms", "compute", "plot", "verdicts"]
 
 NAME = "closed_forms"
-SUMMARY = "eq. (4) against diffusers, and the closed forms of Prop. 3.1 and 3.2 on constructed pairs (no store)"
-STORES = "none"
 #: The figures' captions (fnmatch patterns over the figure names, ``amdm_geom.app.runner.output.caption_of``).
 CAPTIONS = {
     "cos_bound_excess": (
@@ -145,6 +144,7 @@ def verdicts(ds: xr.Dataset, *, ddim_ulps: float = CHECK_ULPS) -> list[Verdict]:
 
     ratio = float(ds["normgap_ratio"].max())
     out.append(Verdict(
+        family="prop31",
         key="prop31_norm_gap", claim="norm gap <= sqrt(1-2a(1-cos))d", where="Prop. 3.1, eq. (5)",
         status="holds" if ratio <= 1 + 1e-12 else "violated",
         measured=f"max gap/bound {ratio:.6f}", bound="<= 1", value=ratio, reference=1.0,
@@ -158,6 +158,7 @@ def verdicts(ds: xr.Dataset, *, ddim_ulps: float = CHECK_ULPS) -> list[Verdict]:
     loc = excess.isel(excess.argmax(dim=["phi", "ratio"]))
     acute_excess = float(excess.sel(phi=excess.phi[excess.phi <= math.pi / 2]).max())
     out.append(Verdict(
+        family="prop31",
         key="prop31_angle", claim="cos phi >= 1 - d^2/(|a|^2+|b|^2)", where="Prop. 3.1, eq. (25)",
         status="holds" if worst_cos <= 1e-12 else "violated",
         measured=f"max excess {worst_cos:.3f}", bound="<= 0", value=worst_cos, reference=0.0,
@@ -171,6 +172,7 @@ def verdicts(ds: xr.Dataset, *, ddim_ulps: float = CHECK_ULPS) -> list[Verdict]:
     cov = float(ds["delta_noise_coverage"].sel(n=n_sd)) if n_sd in ds.n else float(ds["delta_noise_coverage"][-1])
     q = float(ds["delta_q999_over_printed"].sel(n=n_sd)) if n_sd in ds.n else float(ds["delta_q999_over_printed"][-1])
     out.append(Verdict(
+        family="prop31",
         key="prop31_delta_noise", claim="noise part of delta <= s sqrt(2n)", where="Prop. 3.1, eq. (23)",
         status="holds" if cov >= 1 - 1e-12 else "violated",
         measured=f"P(covered) {cov:.3f}", bound="1 (an upper bound)", value=cov, reference=1.0,
@@ -183,6 +185,7 @@ def verdicts(ds: xr.Dataset, *, ddim_ulps: float = CHECK_ULPS) -> list[Verdict]:
 
     nan_steps = int(np.isnan(ds["prop32_bound_ddim"]).sum())
     out.append(Verdict(
+        family="prop32",
         key="prop32_ddim", claim="shell-membership bound, DDIM", where="Prop. 3.2, eq. (8)",
         status="outside domain" if nan_steps == ds.sizes["sd_step"] else "holds",
         measured=f"sigma_t = 0 on {int((ds['ddim_sigma'] == 0).sum())}/{ds.sizes['sd_step']} steps",
@@ -205,6 +208,7 @@ def _max_distance_verdict(ds: xr.Dataset) -> Verdict:
     worst_sf = float(sf.max())
     worst_ratio = float(sf.max(("phi", "w")).idxmax("ratio"))
     return Verdict(
+        family="prop32",
         key="prop32_max_distance", claim="|z'-z2| <= phi_w(phi) delta", where="Prop. 3.2, eq. (33)",
         status="holds" if worst_sf <= 1e-9 else "violated",
         measured=f"excess {100 * near:.1f}% of d at 1% gap (worst, phi near pi); {100 * acute:.2f}% at phi <= 0.5",
@@ -232,3 +236,13 @@ def plot(ds: xr.Dataset) -> dict:
     fig.colorbar(mesh, ax=ax)
     fig.tight_layout()
     return {"cos_bound_excess": fig}
+
+
+class ClosedForms(Analysis):
+    """Eq. (4) against diffusers (an implementation check), and the closed forms of Prop. 3.1 and
+    3.2 on constructed pairs (those verdicts name their families): ``compute``, ``verdicts`` and
+    ``plot`` above."""
+
+    name, family, other_families, captions = NAME, "checks", ("prop31", "prop32"), CAPTIONS
+    summary = "eq. (4) against diffusers, and the closed forms of Prop. 3.1 and 3.2 on constructed pairs (no store)"
+    compute, verdicts, plot = map(staticmethod, (compute, verdicts, plot))

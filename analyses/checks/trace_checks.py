@@ -2,7 +2,7 @@
 bit, and every recorded step obeys eq. (4) (mu = A z + B eps, z_next = mu + noise) and eq. (7)
 (the shift moves z' exactly eta towards the mean).
 
-Follows the analysis contract (``amdm_geom.analyses``): ``compute(stores)`` takes
+The analysis ``TraceChecks`` (``amdm_geom.analyses.base.Analysis``): ``compute(stores)`` takes
 ``{name: path}`` of trace stores and returns an ``xarray.Dataset`` of the largest residuals per
 store (written as ``residuals.zarr`` and ``residuals.csv``); ``verdicts(ds)`` turns them into
 verdict rows.
@@ -17,33 +17,31 @@ import torch
 import xarray as xr
 from diffusers import DDIMScheduler
 
+from amdm_geom.analyses.base import Analysis
 from amdm_geom.analyses.common import finite_samples, pooled_partial, slot_written
 from amdm_geom.core import geometry
 from amdm_geom.core.verdicts import CHECK_ULPS, Verdict, implementation_check, qualify, resolution
+from amdm_geom.models.flow_gmm import flow_family_model
 from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import (
+    built_of,
     completed_steps,
+    etas,
     incomplete_note,
     is_complete,
     open_run,
     require,
-    run_config,
     step_input,
     step_kinds,
 )
 
-__all__ = ["CAPTIONS", "NAME", "RESULT", "STORES", "SUMMARY", "compute", "one_model_check", "one_model_flow_check",
-           "one_model_matches_diffusers", "plot",
-           "tables", "verdicts"]
+__all__ = ["CAPTIONS", "NAME", "TraceChecks", "compute", "one_model_check", "one_model_flow_check",
+           "one_model_matches_diffusers", "plot", "tables", "verdicts"]
 
 NAME = "trace_checks"
-SUMMARY = ("every recorded step obeys eq. (4) (or a flow's step) and every shift eq. (7); a one-model run is "
-           "diffusers' DDIM loop, and a flow model's its flow-matching loop")
-STORES = "required"
 #: No captions: ``plot`` draws no figure (the residuals are a table).
 CAPTIONS: dict[str, str] = {}
-RESULT = "residuals"
 
 
 def one_model_check(steps: int = 20, ddim_eta: float = 1.0, seeds=(0, 1)) -> tuple[float, float]:
@@ -70,8 +68,6 @@ def one_model_flow_check(steps: int = 20, stochastic: bool = True, seeds=(0, 1))
     and a plain loop over diffusers' ``FlowMatchEulerDiscreteScheduler.step`` (App. G), with its
     stochastic step drawing from the same per-sample generators (0 = bit for bit)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
-
-    from amdm_geom.models.flow_gmm import flow_family_model
 
     fam = fine_grained_family((4, 16, 16), seed=0)
     model, cond = flow_family_model(fam, shift=3.0, stochastic=stochastic), fam.condition(position=0)
@@ -105,7 +101,7 @@ _HINTS = {v: f"record the hook {'agg.z' if v == 'agg_z' else 'model*.' + v}"
 
 def _open_checked(path) -> xr.Dataset:
     ds = open_run(path) if not isinstance(path, xr.Dataset) else path
-    require(ds, variables=_NEEDS, attrs=("config", "complete", "steps_completed"), hints=_HINTS)
+    require(ds, variables=_NEEDS, attrs=("complete", "steps_completed"), hints=_HINTS)
     require(ds, variables=sorted({step_input(ds, i) for i in range(ds.sizes["model"])}), hints=_HINTS)
     return ds
 
@@ -113,7 +109,7 @@ def _open_checked(path) -> xr.Dataset:
 def _store_dtype(ds: xr.Dataset) -> str:
     """The coarsest dtype the stored values went through: the store's, the arrays', the models'."""
     names = [str(ds.attrs.get("dtype", "")), str(ds.mu.dtype)]
-    names += [m.get("dtype", "") for m in run_config(ds).get("models", []) if isinstance(m, dict)]
+    names += [m.get("dtype", "") for m in built_of(ds).models if isinstance(m, dict)]
     names = [n for n in names if n]
     return max(names, key=resolution)
 
@@ -128,7 +124,7 @@ def _store_residuals(path) -> dict:
     length |z~| + |z'|). The others are counted (``nonfinite`` of ``samples``), as is an
     incomplete store (``incomplete``)."""
     ds = _open_checked(path)
-    etas = run_config(ds)["etas"]
+    eta = etas(ds)
     dtype = _store_dtype(ds)
     unit = CHECK_ULPS * resolution(dtype)
     unit_mean = CHECK_ULPS * resolution(dtype, "float32")  # diffusers' step: float32 alphas_cumprod
@@ -165,11 +161,11 @@ def _store_residuals(path) -> dict:
                 agg, mu_s, z_s = agg[ok], mu_s[ok], z_s[ok]
                 # eq. (7) moves z' by exactly eta along (z' - mu); when eta > |z' - mu| that carries
                 # it past mu (an overshoot), so the distance to mu does not drop by eta there
-                moved = np.abs(geometry.norm(z_s - agg) - etas[i])
+                moved = np.abs(geometry.norm(z_s - agg) - eta[i])
                 scale7 = geometry.norm(z_s) + geometry.norm(agg)
                 r["shift_residual"] = max(r["shift_residual"], float(moved.max()))
                 r["eq7_ratio"] = max(r["eq7_ratio"], float(np.max(moved / (unit * scale7))))
-                overshoots += int((geometry.norm(agg - mu_s) < etas[i]).sum())
+                overshoots += int((geometry.norm(agg - mu_s) < eta[i]).sum())
                 shifts += agg.shape[0]
     return {**r, "checked_steps": checked, "complete": complete, "overshoots": overshoots, "shifts": shifts,
             "nonfinite": int(bad.sum()), "samples": int(ds.sizes["sample"]), "incomplete": note, "dtype": dtype,
@@ -264,3 +260,13 @@ def plot(ds: xr.Dataset) -> dict:
 def tables(ds: xr.Dataset) -> dict:
     """``{"residuals": one row per store}``."""
     return {"residuals": ds.to_dataframe()}
+
+
+class TraceChecks(Analysis):
+    """The sampler against diffusers and eqs. (4) and (7) on every recorded step of the stores of
+    each model kind and sampler ``validate`` runs: ``compute``, ``verdicts``, ``tables`` above."""
+
+    name, family, stores, reads, result, captions = NAME, "checks", "required", ("checked",), "residuals", CAPTIONS
+    summary = ("every recorded step obeys eq. (4) (or a flow's step) and every shift eq. (7); a one-model run is "
+               "diffusers' DDIM loop, and a flow model's its flow-matching loop")
+    compute, verdicts, plot, tables = map(staticmethod, (compute, verdicts, plot, tables))

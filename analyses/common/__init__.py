@@ -13,9 +13,10 @@ from scipy import stats
 
 from amdm_geom.store import completed_steps, incomplete_note, open_run, require
 
-__all__ = ["CHUNK_BYTES", "LATENT_HINTS", "both_sampled", "checked_store", "finite_samples", "latent_block",
-           "open_store", "paired_difference", "pooled_partial", "refuse_stores", "rejection_band", "sample_slices",
-           "scatter", "slot_written", "slot_written_streamed", "store_sample_chunk", "streamed"]
+__all__ = ["CHUNK_BYTES", "LATENT_HINTS", "both_sampled", "checked_store", "finite_cells", "finite_samples",
+           "latent_block", "open_store", "paired_difference", "partial_data", "pooled_partial", "refuse_stores",
+           "rejection_band", "sample_slices", "scatter", "slot_written", "slot_written_streamed", "store_sample_chunk",
+           "streamed"]
 
 #: How to record what Prop. 3.1's analyses read, for ``require``'s one-line errors.
 LATENT_HINTS = {"z_next": "record the hook model*.z_next", "z": "record the hook model*.z",
@@ -75,7 +76,7 @@ def checked_store(store, variables, hints=LATENT_HINTS) -> tuple[xr.Dataset, int
     """The store restricted to its completed steps, its full step count T and its
     ``incomplete_note``, after checking it has what ``variables`` names (one-line StoreError)."""
     ds = open_store(store)
-    require(ds, variables=variables, attrs=("config",), hints=hints)
+    require(ds, variables=variables, hints=hints)
     return completed_steps(ds), int(ds.sizes["step"]), incomplete_note(ds)
 
 
@@ -153,6 +154,20 @@ def paired_difference(a, b) -> tuple[float, float]:
     seeds): its mean and its standard error (``scipy.stats.sem``, ddof 1; NaN for one sample)."""
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     return float(d.mean()), float(stats.sem(d, ddof=1)) if len(d) > 1 else math.nan
+
+
+def finite_cells(res: xr.Dataset) -> xr.DataArray:
+    """``(step, sample)`` bool of a per-store results dataset: its ``finite`` variable, or all true
+    for results that carry none."""
+    return res["finite"] if "finite" in res else xr.ones_like(res.delta, dtype=bool)
+
+
+def partial_data(res: xr.Dataset) -> dict:
+    """What a per-store results dataset ``(step, sample)`` left out, as ``qualify``'s keywords:
+    samples non-finite at any of its steps, of all samples, and the store's incomplete note."""
+    fin = finite_cells(res)
+    return {"nonfinite": int((~fin).any("step").sum()), "total": int(res.sizes["sample"]),
+            "incomplete": res.attrs.get("incomplete", "")}
 
 
 def pooled_partial(ds, dim: str) -> dict:

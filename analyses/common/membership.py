@@ -30,11 +30,11 @@ from amdm_geom.analyses.common import (
     streamed,
 )
 from amdm_geom.core import bounds, geometry
-from amdm_geom.core.verdicts import Verdict, at_least, margin_text, qualify
+from amdm_geom.core.verdicts import Verdict, at_least, margin_text, qualify, status_of
 from amdm_geom.models.gmm import from_description
-from amdm_geom.store import completed_steps, incomplete_note, require, run_config
+from amdm_geom.store import Built, built_of, completed_steps, etas, incomplete_note, require, sampler_config
 
-__all__ = ["EPS_GRID", "partial_data", "prop32", "prop32_verdicts", "summarize", "sweep"]
+__all__ = ["EPS_GRID", "prop32", "prop32_verdicts", "summarize", "sweep"]
 
 EPS_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
@@ -63,14 +63,14 @@ def prop32(store, eps_grid=EPS_GRID, *, level: float = 0.95, n_ref: int = 256, s
     number of samples.
     """
     ds = open_store(store)
-    require(ds, variables=_NEEDS, attrs=("config",), hints=_HINTS)
+    require(ds, variables=_NEEDS, hints=_HINTS)
     if partner < 1 or partner >= ds.sizes["model"]:
         raise ValueError(f"partner must be a model index in [1, {ds.sizes['model'] - 1}]; got {partner}")
-    cfg = run_config(ds)
+    cfg = sampler_config(ds)
     T, note = int(ds.sizes["step"]), incomplete_note(ds)
     ds = completed_steps(ds)
-    w = float(cfg["sampler"]["weights"][partner - 1]) if partner == 1 else math.nan
-    eta = float(cfg["etas"][0])
+    w = cfg.weights[partner - 1] if partner == 1 else math.nan
+    eta = etas(ds)[0]
     n = int(np.prod([ds.sizes[d] for d in ds["z"].dims[3:]]))
     slices = sample_slices(ds, "z_next", chunk)
     steps = [k for k in range(ds.sizes["step"])
@@ -79,7 +79,7 @@ def prop32(store, eps_grid=EPS_GRID, *, level: float = 0.95, n_ref: int = 256, s
     if not steps:
         raise ValueError("prop32 needs aggregation steps with sigma_t > 0: record a run with --ddim-eta > 0"
                          + (f" ({note})" if note else ""))
-    gmm = _gmm_partner(cfg, partner)
+    gmm = _gmm_partner(built_of(ds), partner)
     eps = np.asarray(eps_grid, dtype=np.float64)
     cols: dict[str, list] = {}
     finite = []
@@ -107,7 +107,7 @@ def prop32(store, eps_grid=EPS_GRID, *, level: float = 0.95, n_ref: int = 256, s
         res["in_shell"] = (np.abs(res.radius - 1) <= res.eps) & res.finite
         res["in_shell_own"] = (np.abs(res.radius_own - 1) <= res.eps) & res.finite
     res.attrs.update({"n": n, "w": w, "eta": eta, "level": level, "partner": partner, "gmm": int(gmm is not None),
-                      "ddim_eta": float(cfg["sampler"]["ddim_eta"]), "T": T, "incomplete": note})
+                      "ddim_eta": cfg.ddim_eta, "T": T, "incomplete": note})
     return res
 
 
@@ -166,12 +166,12 @@ def _printed_formula(n: int, e):
         return 1.0 - 2.0 * np.exp(-n * e**2 / (1.0 + 2.0 * e))
 
 
-def _gmm_partner(cfg: dict, partner: int):
-    desc = cfg["models"][partner]
+def _gmm_partner(built: Built, partner: int):
+    desc = built.models[partner]
     if desc.get("family") != "gmm" or "family_params" not in desc:
         return None
     model = from_description(desc, dtype=torch.float64)
-    cond = torch.tensor(cfg["conditions"][partner], dtype=torch.float64)
+    cond = torch.tensor(built.conditions[partner], dtype=torch.float64)
     return model, cond / cond.sum()
 
 
@@ -252,11 +252,6 @@ def summarize(rows: dict) -> xr.Dataset:
     return out
 
 
-def partial_data(summary: xr.Dataset) -> dict:
-    """What a ``summarize`` result left out, as ``qualify``'s keywords."""
-    return pooled_partial(summary, "run")
-
-
 def _nanmin(values) -> float:
     values = np.asarray(values, dtype=np.float64)
     return float(np.min(values[np.isfinite(values)])) if np.isfinite(values).any() else math.nan
@@ -296,7 +291,7 @@ def prop32_verdicts(summary: xr.Dataset) -> list[Verdict]:
 
     Membership and bounds are compared up to rounding (``at_least``); each row says what was
     left out (non-finite samples, incomplete stores) and then never holds (``qualify``)."""
-    partial = partial_data(summary)
+    partial = pooled_partial(summary, "run")  # what the runs left out
     defined = summary.defined_share > 0
     violated = ~at_least(summary.membership, summary.bound_mean) & defined
     holds = defined & ~violated
@@ -316,7 +311,7 @@ def prop32_verdicts(summary: xr.Dataset) -> list[Verdict]:
         tight = ""
     out = [Verdict(
         key="prop32_bound_runs", claim="z~ in A(eps) w.p. >= eq. (8)", where="Prop. 3.2, eq. (8)",
-        status="violated" if bool(violated.any()) else ("holds" if bool(holds.any()) else "vacuous"),
+        status=status_of(violated.any(), holds.any()),
         measured=f"{int(defined.sum())}/{defined.size} cells non-vacuous", bound="eq. (8)",
         value=float(gap.min()) if bool(holds.any()) else math.nan, reference=0.0,
         detail=(f"Over runs ({runs}) and eps = {eps_text}: {int(holds.sum())} (run, eps) cells hold" + tight

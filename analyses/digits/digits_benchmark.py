@@ -2,13 +2,16 @@
 one base that each control one aspect, beside the single models and the peer methods, with
 success read by exact detectors.
 
-Every arm (``digits_runs.arms``: the single models; AMDM in both role orders, over s, over eta,
-with lerp, in the middle and late windows; with the from-scratch and the other-schedule
-position model; Composable Diffusion, SUPERDIFF AND and Du et al.'s ULA on the same models and
-seeds, and AMDM at ULA's number of evaluations; three models on (position, colour, digit)) runs
-on the same seeds and per-sample targets. Success of a sample on the pair target: the detectors
-read its target position and colour; on the triple: also its digit class. Comparisons are paired
-by sample and decided by ``amdm_geom.core.stats`` (``digits_verdicts``).
+Every arm (a spec, ``runs.Arm``; ``runs.arms``: the single models; AMDM in both role orders, over
+s, over eta, with lerp, in the middle and late windows; with the from-scratch and the
+other-schedule position model; Composable Diffusion, SUPERDIFF AND and Du et al.'s ULA on the same
+models and seeds, and AMDM at ULA's number of evaluations; three models on (position, colour,
+digit)) runs on the same seeds and per-sample targets: a paired benchmark
+(``amdm_geom.analyses.common.paired``), whose scoring function (``score``) maps an arm's images to
+per-sample success. Success of a sample on the pair target: the detectors read its target position
+and colour; on the triple: also its digit class. The result is one Dataset over ``arm`` with the
+arms' settings as coordinates; comparisons are paired by sample and decided by
+``amdm_geom.core.stats`` (``verdicts``).
 
 The analysis contract (``amdm_geom.analyses``): ``compute`` runs the arms (no stores: the
 result keeps every arm's final images), ``verdicts``, ``plot`` and ``tables`` read its Dataset.
@@ -23,16 +26,17 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from amdm_geom.analyses.base import Analysis
+from amdm_geom.analyses.common import paired
 from amdm_geom.analyses.digits.figures import figures
-from amdm_geom.analyses.digits.runs import arms, run_arm, targets
+from amdm_geom.analyses.digits.runs import FULL, QUICK, arms, run_arm, targets
 from amdm_geom.analyses.digits.verdicts import verdicts
+from amdm_geom.models.ecosystem import check_denoisers
 
-__all__ = ["CAPTIONS", "NAME", "RESULT", "STORES", "SUMMARY", "compute", "plot", "saved", "tables", "verdicts"]
+__all__ = ["CAPTIONS", "NAME", "SETTINGS", "DigitsBenchmark", "compute", "plot", "saved", "score", "tables",
+           "verdicts"]
 
 NAME = "digits_benchmark"
-SUMMARY = "trained digits ecosystem: AMDM against single models and peers, success read by exact detectors"
-STORES = "none"
-RESULT = "digits"
 #: The figures' captions (fnmatch patterns over the figure names, ``amdm_geom.app.runner.output.caption_of``).
 CAPTIONS = {
     "success": (
@@ -58,14 +62,20 @@ CAPTIONS = {
 PAIRS = (("position", "colour"), ("position_scratch", "colour"), ("position_linear", "colour"), ("position", "digit"))
 
 
-def _proximity(seed: int, quick: bool) -> xr.Dataset:
-    """Functional proximity per t and the ecosystem verdict of each pair (``ecosystem.check_denoisers``)."""
-    from amdm_geom.models.digits import zoo
-    from amdm_geom.models.ecosystem import check_denoisers
+#: The settings that are coordinates of the result whatever the arms run (``paired.arm_dataset`` adds
+#: every other setting that varies between them).
+SETTINGS = {"group": "group", "label": "label", "method": "method", "models": lambda arm: "+".join(arm.models),
+            "steps": "sampler.num_inference_steps", "agg_steps": "sampler.agg_steps", "eta": "sampler.eta"}
+
+
+def _proximity(seed: int, batch: int) -> xr.Dataset:
+    """Functional proximity per t and the ecosystem verdict of each pair (``ecosystem.check_denoisers``,
+    ``batch`` samples per timestep)."""
+    from amdm_geom.models.digits import zoo  # (3 s of imports: only when the benchmark runs)
 
     rows, verdict, ts = [], [], None
     for a, b in PAIRS:
-        rep = check_denoisers(zoo.load(a), zoo.load(b), seed=seed, batch=8 if quick else 32)
+        rep = check_denoisers(zoo.load(a), zoo.load(b), seed=seed, batch=batch)
         ts = sorted(rep.proximity)
         rows.append([rep.proximity[t] for t in ts])
         verdict.append(rep.verdict)
@@ -74,41 +84,37 @@ def _proximity(seed: int, quick: bool) -> xr.Dataset:
                               "ecosystem": ("pair", verdict)})
 
 
+def score(output: dict, tgt: np.ndarray) -> dict:
+    """One arm's per-sample outcomes from its output (``run_arm``): its images, what the detectors
+    read, ``success`` (position and colour read as the target, 0/1), ``success_triple`` (and the
+    digit), and its evaluations per sample and wall time."""
+    detected = output["detected"]  # (B, 3)
+    return {"images": output["images"].astype(np.float32), "detected": detected,
+            "success": (detected[:, :2] == tgt[:, :2]).all(-1).astype(np.float64),
+            "success_triple": (detected == tgt).all(-1).astype(np.float64),
+            "calls": np.int64(output["calls"]), "seconds": float(output["seconds"])}
+
+
 def compute(stores=None, *, quick: bool = False, seed: int = 0, runs: Path | None = None,
             progress: bool = False, only=None, batch: int | None = None, proximity: bool = True) -> xr.Dataset:
     """Run every arm (``quick``: the small set; ``only``: these arms; ``batch``: another number of
-    samples per arm) and measure it; ``proximity``: also each pair's functional proximity."""
+    samples per arm) and score it: one Dataset over ``arm`` (``paired.run_arms``), the arms'
+    settings as coordinates; ``proximity``: also each pair's functional proximity."""
     if stores:
         raise ValueError(f"{NAME} takes no stores; got {len(stores)}: {', '.join(map(str, stores))}")
-    from tqdm import tqdm
-
     plan = arms(quick, seed=seed)
     unknown = sorted(set(only or ()) - {a.name for a in plan})
     if unknown:
         raise ValueError(f"unknown arm(s) {', '.join(unknown)}; the benchmark has {', '.join(a.name for a in plan)}")
     plan = [a.replace(batch=batch) if batch else a for a in plan if only is None or a.name in only]
     tgt = targets(plan[0].batch, seed)
-    results = {}
-    for arm in tqdm(plan, desc=NAME, disable=not progress):
-        results[arm.name] = run_arm(arm, tgt)
-    names = [a.name for a in plan]
-    stack = lambda key: np.stack([results[n][key] for n in names])  # noqa: E731
-    detected = stack("detected")
-    pair = (detected[:, :, :2] == tgt[None, :, :2]).all(-1)
-    ds = xr.Dataset(
-        {"images": (("arm", "sample", "channel", "y", "x"), stack("images").astype(np.float32)),
-         "detected": (("arm", "sample", "attribute"), detected),
-         "target": (("sample", "attribute"), tgt),
-         "success": (("arm", "sample"), pair.astype(np.float64)),
-         "success_triple": (("arm", "sample"), (detected == tgt[None]).all(-1).astype(np.float64)),
-         "calls": ("arm", np.array([results[n]["calls"] for n in names], dtype=np.int64)),
-         "seconds": ("arm", np.array([results[n]["seconds"] for n in names]))},
-        coords={"arm": names, "group": ("arm", [a.group for a in plan]), "label": ("arm", [a.label for a in plan]),
-                "method": ("arm", [a.method for a in plan]), "models": ("arm", ["+".join(a.models) for a in plan]),
-                "steps": ("arm", [a.sampler.num_inference_steps for a in plan]),
-                "attribute": ["position", "colour", "digit"], "sample": np.arange(len(tgt))},
-        attrs={"quick": int(quick), "seed": seed, "specs": "[" + ",".join(a.model_dump_json() for a in plan) + "]"})
-    return ds.merge(_proximity(seed, quick)) if proximity else ds
+    ds = paired.run_arms(
+        plan, lambda arm: score(run_arm(arm, tgt), tgt), progress=progress, desc=NAME,
+        dims={"images": ("sample", "channel", "y", "x"), "detected": ("sample", "attribute")},
+        coords={"attribute": ["position", "colour", "digit"], "sample": np.arange(len(tgt))}, settings=SETTINGS,
+        attrs={"quick": int(quick), "seed": seed})
+    ds["target"] = (("sample", "attribute"), tgt)
+    return ds.merge(_proximity(seed, paired.at_scale(quick, FULL, QUICK).proximity_batch)) if proximity else ds
 
 
 def plot(ds: xr.Dataset) -> dict:
@@ -145,3 +151,13 @@ def saved(ds: xr.Dataset) -> xr.Dataset:
     pixels = np.clip(np.round((ds.images.values.astype(np.float64) + 1) / 2 * 255), 0, 255).astype(np.uint8)
     out["images"] = (ds.images.dims, pixels, {"encoding": "uint8 = round(255 (x + 1) / 2), x in [-1, 1]"})
     return out
+
+
+class DigitsBenchmark(Analysis):
+    """The trained digits ecosystem (``compute``, ``verdicts``, ... above); its App. G arms' verdicts
+    name their family. The longest analysis, so it starts first."""
+
+    name, family, other_families, captions = NAME, "trained", ("app-g",), CAPTIONS
+    result, priority = "digits", 9
+    summary = "trained digits ecosystem: AMDM against single models and peers, success read by exact detectors"
+    compute, verdicts, plot, tables, saved = map(staticmethod, (compute, verdicts, plot, tables, saved))

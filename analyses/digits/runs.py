@@ -20,14 +20,17 @@ guidance, each 1 here, so it sums the two models' conditional directions.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import model_validator
 
-from amdm_geom.core.spec import Spec, SpecError, choice, integer, real
+from amdm_geom import peers
+from amdm_geom.analyses.common import paired
+from amdm_geom.core.spec import Spec, SpecError, choice, integer, real, sequence
+from amdm_geom.models.digits.detectors import detect
 from amdm_geom.models.digits.specs import DIGITS_GUIDANCE, DIGITS_MODELS, MODEL_ATTRIBUTES
+from amdm_geom.sampling import AMDMSampler
 from amdm_geom.sampling.config import SamplerConfig
 
 __all__ = ["FULL", "GROUPS", "METHODS", "QUICK", "Arm", "Scale", "arms", "conditions", "run_arm", "targets"]
@@ -37,7 +40,8 @@ METHODS = ("amdm", "composable", "superdiff_and", "ula")
 
 
 class Arm(Spec):
-    """One arm of the benchmark: a method on shipped models, for ``batch`` samples."""
+    """One arm of the benchmark (a paired benchmark's arm, ``amdm_geom.analyses.common.paired``): a
+    method on shipped models, for ``batch`` samples."""
 
     name: str
     group: Annotated[Literal[GROUPS], choice(*GROUPS)]
@@ -81,75 +85,77 @@ def conditions(model: str, tgt: np.ndarray):
     return torch.from_numpy(np.where(keep[None, :], tgt, -1))
 
 
-@dataclass(frozen=True)
-class Scale:
+class Scale(paired.Scale):
     """The benchmark's sizes (full or quick)."""
 
-    batch: int
-    steps: int
-    agg_steps: int
-    s_grid: tuple[int, ...]
-    etas: tuple[float, ...]
-    window: int
+    batch: Annotated[int, integer(2)]
+    """samples per arm (every arm on the same seeds and targets)."""
+    steps: Annotated[int, integer(2)]
+    """T."""
+    agg_steps: Annotated[int, integer(1)]
+    """s."""
+    s_grid: Annotated[tuple[int, ...], sequence(integer(1), accepted="ints >= 1")]
+    """the other aggregation steps s."""
+    etas: Annotated[tuple[float, ...], sequence(real(0.0), accepted="finite numbers >= 0")]
+    """the shifts eta (0.3 is AMDM's own)."""
+    window: Annotated[int, integer(1)]
+    """the middle and late aggregation windows' length."""
+    proximity_batch: Annotated[int, integer(1)]
+    """samples per timestep of the ecosystem check (``ecosystem.check_denoisers``)."""
 
 
-FULL = Scale(128, 20, 8, (2, 8, 20), (0.0, 0.3, 1.0, 3.0), 8)
-QUICK = Scale(16, 10, 4, (4, 10), (0.0, 0.3), 4)
+FULL = Scale(batch=128, steps=20, agg_steps=8, s_grid=(2, 8, 20), etas=(0.0, 0.3, 1.0, 3.0), window=8,
+             proximity_batch=32)
+QUICK = Scale(batch=16, steps=10, agg_steps=4, s_grid=(4, 10), etas=(0.0, 0.3), window=4, proximity_batch=8)
 
 
 def arms(quick: bool = False, *, seed: int = 0) -> list[Arm]:
-    """Every arm, in the order they are reported."""
-    sc = QUICK if quick else FULL
+    """Every arm, in the order they are reported (a model alone runs with no weights)."""
+    sc = paired.at_scale(quick, FULL, QUICK)
     base = SamplerConfig(num_inference_steps=sc.steps, agg_steps=sc.agg_steps)
-    one = base.replace(weights=())
+
+    def arm(name: str, group: str, label: str, models: tuple[str, ...], method: str = "amdm", **sampler) -> Arm:
+        sampler = {"weights": (), **sampler} if len(models) == 1 else sampler
+        return Arm(name=name, group=group, label=label, method=method, models=models, sampler=base.replace(**sampler),
+                   batch=sc.batch, seed=seed)
+
     pc = ("position", "colour")
-    out = [dict(name="position", group="singles", models=("position",), sampler=one, label="position model alone"),
-           dict(name="colour", group="singles", models=("colour",), sampler=one, label="colour model alone"),
-           dict(name="amdm", group="amdm", models=pc, sampler=base, label="AMDM, position first"),
-           dict(name="amdm_swapped", group="amdm", models=pc[::-1], sampler=base, label="AMDM, colour first")]
-    out += [dict(name=f"amdm_s{s}", group="s", models=pc, sampler=base.replace(agg_steps=s), label=f"AMDM, s = {s}")
-            for s in sc.s_grid if s != sc.agg_steps]
-    out += [dict(name=f"amdm_eta{e:g}", group="eta", models=pc, sampler=base.replace(eta=e), label=f"AMDM, eta = {e:g}")
-            for e in sc.etas if e != 0.3]
-    out.append(dict(name="amdm_lerp", group="mix", models=pc, sampler=base.replace(mix="lerp"), label="lerp"))
     T, win = sc.steps, sc.window
     # evaluations per sample (unguided models): ULA (K = 1) N (T + (T - 1)) for N = 2 models, AMDM T_m + s_m
     # (model 2 stops when the window closes), s_m = T_m agg_steps / T
     T_m = round(2 * (2 * T - 1) / (1 + sc.agg_steps / T))
-    for stage, start in (("middle", (T - win) // 2), ("late", T - win)):
-        out.append(dict(name=f"amdm_{stage}", group="stage", models=pc,
-                        sampler=base.replace(agg_window=(start, start + win)),
-                        label=f"{stage}: steps [{start}, {start + win}) of {T}"))
-    out += [dict(name="amdm_scratch", group="partners", models=("position_scratch", "colour"), sampler=base,
-                 label="position model trained from scratch (same ecosystem)"),
-            dict(name="position_scratch", group="partners", models=("position_scratch",), sampler=one,
-                 label="position model trained from scratch, alone"),
-            dict(name="amdm_linear", group="partners", models=("position_linear", "colour"),
-                 sampler=base.replace(allow_schedule_mismatch=True),
-                 label="position model on the linear schedule (another ecosystem)"),
-            dict(name="composable", group="peers", method="composable", models=pc, sampler=base,
-                 label="Composable Diffusion (summed guidance)"),
-            dict(name="superdiff_and", group="peers", method="superdiff_and", models=pc, sampler=base,
-                 label="SUPERDIFF AND"),
-            dict(name="ula", group="peers", method="ula", models=pc, sampler=base,
-                 label="Du et al. annealed ULA, K = 1"),
-            dict(name="amdm_matched", group="peers", models=pc,
-                 sampler=base.replace(num_inference_steps=T_m, agg_steps=round(T_m * sc.agg_steps / T)),
-                 label=f"AMDM with T = {T_m} (about ULA's evaluations)"),
-            dict(name="digit", group="n3", models=("digit",), sampler=one, label="digit model alone"),
-            dict(name="amdm3", group="n3", models=("position", "colour", "digit"),
-                 sampler=base.replace(weights=(0.5, 2 / 3)), label="AMDM of three (w1 = 0.5, w2 = 2/3)")]
-    # App. G: the flow-matching fine-tunes of one flow base, stepped by diffusers' flow-matching Euler step
     fpc = ("flow_position", "flow_colour")
-    out += [dict(name="flow_position", group="flow", models=fpc[:1], sampler=one, label="flow position model alone"),
-            dict(name="flow_colour", group="flow", models=fpc[1:], sampler=one, label="flow colour model alone"),
-            dict(name="flow_amdm", group="flow", models=fpc, sampler=base, label="AMDM of the flow fine-tunes"),
-            dict(name="flow_amdm_v", group="flow", models=fpc, sampler=base.replace(shift_mean="velocity"),
-                 label="AMDM of the flow fine-tunes, mu = v (App. G as printed)"),
-            dict(name="flow_vp", group="flow", models=("position", "flow_colour"),
-                 sampler=base.replace(allow_schedule_mismatch=True),
-                 label="AMDM of the VP position and the flow colour model (another ecosystem)")]
-    return [Arm(batch=sc.batch, seed=seed, **a) for a in out]
+    return [
+        arm("position", "singles", "position model alone", ("position",)),
+        arm("colour", "singles", "colour model alone", ("colour",)),
+        arm("amdm", "amdm", "AMDM, position first", pc),
+        arm("amdm_swapped", "amdm", "AMDM, colour first", pc[::-1]),
+        *(arm(f"amdm_s{s}", "s", f"AMDM, s = {s}", pc, agg_steps=s) for s in sc.s_grid if s != sc.agg_steps),
+        *(arm(f"amdm_eta{e:g}", "eta", f"AMDM, eta = {e:g}", pc, eta=e) for e in sc.etas if e != 0.3),
+        arm("amdm_lerp", "mix", "lerp", pc, mix="lerp"),
+        *(arm(f"amdm_{stage}", "stage", f"{stage}: steps [{start}, {start + win}) of {T}", pc,
+              agg_window=(start, start + win)) for stage, start in (("middle", (T - win) // 2), ("late", T - win))),
+        arm("amdm_scratch", "partners", "position model trained from scratch (same ecosystem)",
+            ("position_scratch", "colour")),
+        arm("position_scratch", "partners", "position model trained from scratch, alone", ("position_scratch",)),
+        arm("amdm_linear", "partners", "position model on the linear schedule (another ecosystem)",
+            ("position_linear", "colour"), allow_schedule_mismatch=True),
+        arm("composable", "peers", "Composable Diffusion (summed guidance)", pc, method="composable"),
+        arm("superdiff_and", "peers", "SUPERDIFF AND", pc, method="superdiff_and"),
+        arm("ula", "peers", "Du et al. annealed ULA, K = 1", pc, method="ula"),
+        arm("amdm_matched", "peers", f"AMDM with T = {T_m} (about ULA's evaluations)", pc, num_inference_steps=T_m,
+            agg_steps=round(T_m * sc.agg_steps / T)),
+        arm("digit", "n3", "digit model alone", ("digit",)),
+        arm("amdm3", "n3", "AMDM of three (w1 = 0.5, w2 = 2/3)", ("position", "colour", "digit"), weights=(0.5, 2 / 3)),
+        # App. G: the flow-matching fine-tunes of one flow base, stepped by diffusers' flow-matching Euler step
+        arm("flow_position", "flow", "flow position model alone", fpc[:1]),
+        arm("flow_colour", "flow", "flow colour model alone", fpc[1:]),
+        arm("flow_amdm", "flow", "AMDM of the flow fine-tunes", fpc),
+        arm("flow_amdm_v", "flow", "AMDM of the flow fine-tunes, mu = v (App. G as printed)", fpc,
+            shift_mean="velocity"),
+        arm("flow_vp", "flow", "AMDM of the VP position and the flow colour model (another ecosystem)",
+            ("position", "flow_colour"), allow_schedule_mismatch=True),
+    ]
 
 
 def run_arm(arm: Arm, tgt: np.ndarray | None = None) -> dict:
@@ -157,8 +163,7 @@ def run_arm(arm: Arm, tgt: np.ndarray | None = None) -> dict:
     ``(B, 3)``, model evaluations per sample and the wall time."""
     import torch
 
-    from amdm_geom.models.digits import zoo
-    from amdm_geom.models.digits.detectors import detect
+    from amdm_geom.models.digits import zoo  # (3 s of imports: only when an arm runs)
 
     tgt = targets(arm.batch, arm.seed) if tgt is None else tgt
     # Composable Diffusion's weights are its guidance: its models run unguided, each weighted by the scale
@@ -170,13 +175,9 @@ def run_arm(arm: Arm, tgt: np.ndarray | None = None) -> dict:
     start = time.perf_counter()
     with torch.no_grad():
         if arm.method == "amdm":
-            from amdm_geom.sampling import AMDMSampler
-
             out = AMDMSampler(models, conds, arm.sampler).sample(seeds)
             images, calls = out.z0, out.model_calls * (2 if arm.guidance_scale > 1 else 1)
         else:
-            from amdm_geom import peers
-
             if arm.method == "composable":
                 out = peers.composable(models, conds, seeds, num_inference_steps=steps, weights=arm.guidance_scale)
             elif arm.method == "superdiff_and":

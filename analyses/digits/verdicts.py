@@ -3,26 +3,31 @@ sample: ``success`` on the (position, colour) target, ``success_triple`` on (pos
 digit); per arm: ``calls``, the network evaluations per sample).
 
 Every comparison is paired by sample (same seeds, same targets) and decided by
-``amdm_geom.core.stats`` as the ablations' are (``ablation_verdicts.paired_verdict`` and
-``best_verdict``: a paired t interval at 95%, Bonferroni over a best-of-k claim's rivals,
-``inconclusive`` with the sample size that would decide it)."""
+``amdm_geom.core.stats`` as the other paired benchmarks' are (``amdm_geom.analyses.common.paired``:
+``compare``, ``best``, ``paired_verdict`` and ``best_verdict``: a paired t interval at 95%,
+Bonferroni over a best-of-k claim's rivals, ``inconclusive`` with the sample size that would decide
+it). The arms' settings (``agg_steps``, ``eta``) are the Dataset's coordinates."""
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import replace
+
 import xarray as xr
 
-from amdm_geom.analyses.ablations.verdicts import EQUIVALENCE_MARGIN, LEVEL, PAIRED, best_verdict, paired_verdict
+from amdm_geom.analyses.common.paired import (
+    best,
+    best_verdict,
+    compare,
+    equivalence_verdict,
+    in_group,
+    paired_verdict,
+)
 from amdm_geom.core import stats
 from amdm_geom.core.verdicts import Verdict
 
 __all__ = ["verdicts"]
 
 WHERE = "digits ecosystem (trained)"
-
-
-def _o(ds: xr.Dataset, arm: str, var: str = "success") -> np.ndarray:
-    return ds[var].sel(arm=arm).values.astype(np.float64)
 
 
 def _s(ds: xr.Dataset, arm: str, var: str = "success") -> str:
@@ -37,7 +42,7 @@ def _best(ds, claimed: str, rivals, *, key: str, claim: str, where: str, var: st
     present = [r for r in rivals if r in ds.arm]
     if claimed not in ds.arm or not present:
         return []
-    b = stats.best_of({a: _o(ds, a, var) for a in (claimed, *present)}, claimed, LEVEL, **PAIRED)
+    b = best(ds, claimed, present, var)
     return [best_verdict(b, key=key, claim=claim, where=where, measured=f"{_s(ds, claimed, var)} vs "
                          f"{_s(ds, b.deciding, var)}", bound=f"> {', '.join(present)}", reference=0.0,
                          detail=(f"{detail} Success ({'triple' if var != 'success' else 'pair'} target): "
@@ -48,7 +53,7 @@ def _best(ds, claimed: str, rivals, *, key: str, claim: str, where: str, var: st
 def _beats(ds, a: str, b: str, *, key: str, claim: str, where: str, detail: str = ""):
     if a not in ds.arm or b not in ds.arm:
         return []
-    p = stats.paired_interval(_o(ds, a), _o(ds, b), LEVEL, **PAIRED)
+    p = compare(ds, a, b, "success")
     return [paired_verdict(p, stats.decide(p.interval), key=key, claim=claim, where=where,
                            measured=f"{_s(ds, a)} vs {_s(ds, b)}", bound="> 0", reference=0.0,
                            detail=(f"{detail} {a} minus {b}: {stats.interval_text(p)}; evaluations per sample: "
@@ -58,16 +63,13 @@ def _beats(ds, a: str, b: str, *, key: str, claim: str, where: str, detail: str 
 def _same(ds, a: str, b: str, *, key: str, claim: str, where: str, detail: str = ""):
     if a not in ds.arm or b not in ds.arm:
         return []
-    p = stats.paired_interval(_o(ds, a), _o(ds, b), LEVEL, **PAIRED)
-    m = EQUIVALENCE_MARGIN
-    return [paired_verdict(p, stats.decide_equivalence(p.interval, m), key=key, claim=claim, where=where,
-                           measured=f"{_s(ds, a)} vs {_s(ds, b)}", bound=f"|diff| <= {m:g}", reference=m,
-                           test=f"{p.test}, equivalence within +-{m:g}",
-                           detail=f"{detail} {a} minus {b}: {stats.interval_text(p)}.".strip())]
+    p = compare(ds, a, b, "success")
+    return [equivalence_verdict(p, key=key, claim=claim, where=where, measured=f"{_s(ds, a)} vs {_s(ds, b)}",
+                                detail=f"{detail} {a} minus {b}: {stats.interval_text(p)}.".strip())]
 
 
 def _arms(ds, group: str) -> list[str]:
-    return [str(a) for a in ds.arm.values if str(ds.group.sel(arm=a).item()) == group]
+    return in_group(ds, group)
 
 
 def verdicts(ds: xr.Dataset) -> list[Verdict]:
@@ -127,19 +129,12 @@ def _flow(ds: xr.Dataset) -> list[Verdict]:
     out += _beats(ds, "flow_amdm", "flow_vp", key="digits_flow_cross_ecosystem",
                   claim="AMDM fails across ecosystems (flow + VP)", where=where,
                   detail="The flow pair against the VP position fine-tune with the flow colour fine-tune (insist).")
-    return out
-
-
-def _spec(ds: xr.Dataset, arm: str) -> dict:
-    import json
-
-    specs = {s["name"]: s for s in json.loads(ds.attrs["specs"])}
-    return specs[arm]
+    return [replace(v, family="app-g") for v in out]  # (the report's App. G section, not the trained ecosystem's)
 
 
 def _agg_steps(ds: xr.Dataset, arm: str) -> int:
-    return int(_spec(ds, arm)["sampler"]["agg_steps"])
+    return int(ds.agg_steps.sel(arm=arm))
 
 
 def _eta(ds: xr.Dataset, arm: str) -> float:
-    return float(_spec(ds, arm)["sampler"]["eta"])
+    return float(ds.eta.sel(arm=arm))

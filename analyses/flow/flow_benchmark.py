@@ -10,30 +10,32 @@ Arms: each flow model alone; AMDM (Algorithm 1 with the step's location as the s
 same step function as for diffusion) and with the roles swapped; AMDM with App. G's mu = v (the
 shift's target the velocity, as printed); AMDM of a flow model with the same data's VP diffusion
 model (another ecosystem, Table 10's analogue, aggregated with ``insist``); and the VP pair of the
-ablations for reference. Verdicts use ``amdm_geom.core.stats`` as the ablations do.
+ablations for reference. A paired benchmark (``amdm_geom.analyses.common.paired``): each arm is a
+spec (``Arm``: its models as ``GMMModelSpec``s, the sampler's settings), ``score`` maps an arm's
+final samples to per-sample posterior masses, the result is one Dataset over ``arm`` with the
+settings that differ between arms as coordinates, and the verdicts use ``amdm_geom.core.stats``
+through ``paired`` as the ablations do.
 """
 
 from __future__ import annotations
 
-import math
+from typing import Annotated
 
 import numpy as np
 import torch
 import xarray as xr
 
-from amdm_geom.analyses.ablations.verdicts import EQUIVALENCE_MARGIN, LEVEL, PAIRED, best_verdict, paired_verdict
-from amdm_geom.analyses.common import refuse_stores
+from amdm_geom.analyses.base import Analysis
+from amdm_geom.analyses.common import paired, refuse_stores
 from amdm_geom.core import palette, stats
-from amdm_geom.models.flow_gmm import flow_family_model
-from amdm_geom.models.gmm import fine_grained_family
+from amdm_geom.core.spec import Spec, integer, sequence
+from amdm_geom.models.specs import GMMFamilySpec, GMMModelSpec
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 
-__all__ = ["ARMS", "CAPTIONS", "NAME", "STORES", "SUMMARY", "compute", "plot", "tables", "verdicts"]
+__all__ = ["CAPTIONS", "FULL", "NAME", "QUICK", "SETTINGS", "Arm", "FlowBenchmark", "FlowScale", "arms", "compute",
+           "plot", "run_arm", "score", "tables", "verdicts"]
 
 NAME = "flow_benchmark"
-SUMMARY = "App. G: AMDM on exact rectified-flow models against each model alone, mu = v, and a VP + flow pair"
-STORES = "none"
-RESULT = "flow_benchmark"
 #: The figures' captions (fnmatch patterns over the figure names, ``amdm_geom.app.runner.output.caption_of``).
 CAPTIONS = {
     "success": (
@@ -45,69 +47,95 @@ CAPTIONS = {
         "(Table 10's analogue) should fall short."),
 }
 
-#: arm -> (label, model 1's kind and attribute, model 2's (or None), sampler overrides)
-ARMS = {
-    "position": ("flow position model alone", ("flow", "position"), None, {}),
-    "colour": ("flow colour model alone", ("flow", "colour"), None, {}),
-    "amdm": ("AMDM of the flow models, position first", ("flow", "position"), ("flow", "colour"), {}),
-    "amdm_swapped": ("AMDM of the flow models, colour first", ("flow", "colour"), ("flow", "position"), {}),
-    "amdm_mu_v": ("AMDM with mu = v (App. G as printed)", ("flow", "position"), ("flow", "colour"),
-                  {"shift_mean": "velocity"}),
-    "vp_flow": ("AMDM of a flow and a VP model (another ecosystem)", ("flow", "position"), ("vp", "colour"),
-                {"allow_schedule_mismatch": True}),
-    "vp_amdm": ("AMDM of the VP models (the ablations' pair)", ("vp", "position"), ("vp", "colour"), {}),
-}
+class Arm(Spec):
+    """One arm of the flow benchmark: exact models of one GMM family (each flow or VP, each
+    conditioned on one attribute), Algorithm 1's settings and the samples."""
 
-#: full and quick sizes: latent shape, samples per arm, T, s (full: the ablations. T and s at a quarter of their
-#: latent size, about 15 s for the seven arms on one core; quick: the quick ablations. T and s)
-FULL = ((4, 32, 32), 256, 50, 20)
-QUICK = ((4, 16, 16), 48, 20, 8)
+    name: str
+    label: str = ""
+    family: GMMFamilySpec
+    models: tuple[GMMModelSpec, ...]
+    """the models: model 1 first."""
+    sampler: SamplerConfig
+    batch: Annotated[int, integer(2)]
+    """samples (seeds 1000 seed, 1000 seed + 1, ...)."""
+    seed: Annotated[int, integer(0)] = 0
 
 
-def _model(fam, kind: str, attribute: str):
-    cond = fam.condition(**{attribute: 0})
-    model = flow_family_model(fam, name=f"{attribute} (flow)") if kind == "flow" else \
-        fam.model(name=f"{attribute} (VP)")
-    return model, cond
+class FlowScale(paired.Scale):
+    """The flow benchmark's sizes (full or quick)."""
+
+    latent_shape: Annotated[tuple[int, ...], sequence(integer(1), accepted="a shape of ints >= 1", min_len=1)]
+    """the family's latent shape."""
+    batch: Annotated[int, integer(2)]
+    """samples per arm."""
+    steps: Annotated[int, integer(2)]
+    """T."""
+    agg_steps: Annotated[int, integer(1)]
+    """s."""
 
 
-def run_arm(fam, arm: str, seeds: list[int], steps: int, agg_steps: int) -> tuple[np.ndarray, int]:
-    """One arm's final samples' posterior mass on the target ``(B,)`` and model calls per sample."""
-    _, first, second, overrides = ARMS[arm]
-    built = [_model(fam, *first)] + ([_model(fam, *second)] if second else [])
-    config = SamplerConfig(num_inference_steps=steps, agg_steps=agg_steps, **overrides)
-    if second is None:
-        config = config.replace(weights=())
-    out = AMDMSampler([m for m, _ in built], [c for _, c in built], config).sample(seeds)
-    z = out.z0.to(torch.float64).reshape(len(seeds), -1)
-    post = fam.mixture.responsibilities(z, fam.condition(), 1.0).numpy()  # data space: abar = 1
-    target = fam.target(0, 0).numpy()
-    return post[:, target].sum(1), out.model_calls  # (model_calls counts evaluations per sample)
+#: Full: the ablations' T and s at a quarter of their latent size, about 15 s for the seven arms on one
+#: core; quick: the quick ablations' T and s.
+FULL = FlowScale(latent_shape=(4, 32, 32), batch=256, steps=50, agg_steps=20)
+QUICK = FlowScale(latent_shape=(4, 16, 16), batch=48, steps=20, agg_steps=8)
+#: The settings that are coordinates of the result whatever the arms (``paired.arm_dataset`` adds every
+#: other setting that varies between them): ``models`` as ``sde:attribute+...``.
+SETTINGS = {"label": "label", "models": lambda arm: "+".join(f"{m.sde}:{m.attribute}" for m in arm.models)}
+
+
+def arms(quick: bool = False, *, seed: int = 0) -> list[Arm]:
+    """Every arm, in the order they are reported: each flow model alone, AMDM both ways, AMDM
+    with mu = v, a flow and a VP model, the VP pair."""
+    sc = paired.at_scale(quick, FULL, QUICK)
+    family = GMMFamilySpec(latent_shape=sc.latent_shape, seed=seed)
+    base = SamplerConfig(num_inference_steps=sc.steps, agg_steps=sc.agg_steps)
+    flow = {a: GMMModelSpec(attribute=a, sde="flow") for a in ("position", "colour")}
+    vp = {a: GMMModelSpec(attribute=a) for a in ("position", "colour")}
+
+    def arm(name: str, label: str, *models: GMMModelSpec, **sampler) -> Arm:
+        config = base.replace(**sampler) if len(models) > 1 else base.replace(weights=(), **sampler)
+        return Arm(name=name, label=label, family=family, models=models, sampler=config, batch=sc.batch, seed=seed)
+
+    return [arm("position", "flow position model alone", flow["position"]),
+            arm("colour", "flow colour model alone", flow["colour"]),
+            arm("amdm", "AMDM of the flow models, position first", flow["position"], flow["colour"]),
+            arm("amdm_swapped", "AMDM of the flow models, colour first", flow["colour"], flow["position"]),
+            arm("amdm_mu_v", "AMDM with mu = v (App. G as printed)", flow["position"], flow["colour"],
+                shift_mean="velocity"),
+            arm("vp_flow", "AMDM of a flow and a VP model (another ecosystem)", flow["position"], vp["colour"],
+                allow_schedule_mismatch=True),
+            arm("vp_amdm", "AMDM of the VP models (the ablations' pair)", vp["position"], vp["colour"])]
+
+
+def run_arm(fam, arm: Arm):
+    """Arm ``arm``'s output on the built family ``fam``: the sampler's output (``z0`` ``(B, C, H, W)``,
+    ``model_calls`` per sample)."""
+    built = [m.build(fam) for m in arm.models]
+    seeds = [1000 * arm.seed + i for i in range(arm.batch)]
+    return AMDMSampler([m for m, _ in built], [c for _, c in built], arm.sampler).sample(seeds)
+
+
+def score(fam, output) -> dict:
+    """An arm's per-sample outcome: its final samples' posterior mass on the target ``mass (B,)``
+    (in data space, abar = 1), and its model evaluations per sample ``calls``."""
+    z = output.z0.to(torch.float64).reshape(output.z0.shape[0], -1)
+    post = fam.mixture.responsibilities(z, fam.condition(), 1.0).numpy()
+    return {"mass": post[:, fam.target(0, 0).numpy()].sum(1), "calls": np.int64(output.model_calls)}
 
 
 def compute(stores=None, *, quick: bool = False, seed: int = 0, runs=None) -> xr.Dataset:
-    """Every arm of ``ARMS`` on the same seeds; ``mass (arm, sample)`` and per arm ``success``,
-    ``success_se``, ``calls`` (model evaluations per sample)."""
+    """Every arm (``arms``) on the same seeds, one Dataset over ``arm`` (``paired.run_arms``):
+    ``mass (arm, sample)`` and per arm ``calls`` (model evaluations per sample), ``success``,
+    ``success_se``; the arms' settings as coordinates."""
     refuse_stores(NAME, stores)
-    shape, batch, steps, agg = QUICK if quick else FULL
-    fam = fine_grained_family(shape, seed=seed)
-    seeds = [1000 * seed + i for i in range(batch)]
-    mass, calls = [], []
-    for arm in ARMS:
-        m, c = run_arm(fam, arm, seeds, steps, agg)
-        mass.append(m)
-        calls.append(c)
-    ds = xr.Dataset({"mass": (("arm", "sample"), np.stack(mass))},
-                    coords={"arm": list(ARMS), "sample": np.arange(batch),
-                            "label": ("arm", [v[0] for v in ARMS.values()]), "calls": ("arm", calls)},
-                    attrs={"quick": int(quick), "latent_shape": list(shape), "steps": steps, "agg_steps": agg})
-    ds["success"] = ds.mass.mean("sample")
-    ds["success_se"] = ds.mass.std("sample", ddof=1) / math.sqrt(batch)
-    return ds
-
-
-def _o(ds, arm):
-    return ds.mass.sel(arm=arm).values.astype(np.float64)
+    plan = arms(quick, seed=seed)
+    fam = plan[0].family.build()
+    sc = paired.at_scale(quick, FULL, QUICK)
+    ds = paired.run_arms(plan, lambda arm: score(fam, run_arm(fam, arm)), settings=SETTINGS,
+                         attrs={"quick": int(quick), "latent_shape": list(sc.latent_shape), "steps": sc.steps,
+                                "agg_steps": sc.agg_steps})
+    return paired.with_mean(ds, "mass", "success")
 
 
 def _s(ds, arm) -> str:
@@ -121,24 +149,22 @@ def verdicts(ds: xr.Dataset) -> list:
     singles = ("position", "colour")
     for arm, key, claim in (("amdm", "flow_amdm_beats_singles", "AMDM raises fine-grained success under flow"),
                             ("amdm_swapped", "flow_amdm_swapped_beats_singles", "... with the roles swapped")):
-        b = stats.best_of({a: _o(ds, a) for a in (arm, *singles)}, arm, LEVEL, **PAIRED)
-        out.append(best_verdict(
+        b = paired.best(ds, arm, singles, "mass")
+        out.append(paired.best_verdict(
             b, key=key, claim=claim, where="App. G (exact flow GMM family)", reference=0.0,
             measured=f"{_s(ds, arm)} vs {_s(ds, b.deciding)}", bound="> both flow models alone",
             detail=(f"Posterior mass on the target (position 0, colour 0): position alone {_s(ds, 'position')}, "
                     f"colour alone {_s(ds, 'colour')}, {ds.label.sel(arm=arm).item()} {_s(ds, arm)}; the VP pair "
                     f"of the same data {_s(ds, 'vp_amdm')} (for reference).")))
-    p = stats.paired_interval(_o(ds, "amdm_mu_v"), _o(ds, "amdm"), LEVEL, **PAIRED)
-    m = EQUIVALENCE_MARGIN
-    out.append(paired_verdict(
-        p, stats.decide_equivalence(p.interval, m), key="flow_mu_v_success", claim="AMDM with mu = v does as well",
+    p = paired.compare(ds, "amdm_mu_v", "amdm", "mass")
+    out.append(paired.equivalence_verdict(
+        p, key="flow_mu_v_success", claim="AMDM with mu = v does as well",
         where="App. G ('simply set mu = v')", measured=f"{_s(ds, 'amdm_mu_v')} vs {_s(ds, 'amdm')}",
-        bound=f"|diff| <= {m:g}", reference=m, test=f"{p.test}, equivalence within +-{m:g}",
         detail=(f"AMDM with the shift's target the velocity v (as App. G prints it) against the step's location "
                 f"(z + dt v, the same step function as for diffusion): mu = v minus location "
                 f"{stats.interval_text(p)}.")))
-    b = stats.best_of({a: _o(ds, a) for a in ("amdm", "vp_flow")}, "amdm", LEVEL, **PAIRED)
-    out.append(best_verdict(
+    b = paired.best(ds, "amdm", ("vp_flow",), "mass")
+    out.append(paired.best_verdict(
         b, key="flow_vp_cross_ecosystem", claim="AMDM fails across ecosystems (flow + VP)",
         where="App. G; App. F.3, Table 10 (flow analogue)", reference=0.0,
         measured=f"flow pair {_s(ds, 'amdm')} vs flow + VP {_s(ds, 'vp_flow')}", bound="flow pair > flow + VP",
@@ -168,4 +194,13 @@ def plot(ds: xr.Dataset) -> dict:
 
 
 def tables(ds: xr.Dataset) -> dict:
-    return {"arms": ds[["success", "success_se"]].to_dataframe()}
+    """``arms``: per arm its success, standard error, evaluations per sample and settings."""
+    return {"arms": ds[["success", "success_se", "calls"]].to_dataframe()}
+
+
+class FlowBenchmark(Analysis):
+    """AMDM on exact rectified-flow models, App. G (``compute``, ``verdicts``, ... above)."""
+
+    name, family, result, captions = NAME, "app-g", "flow_benchmark", CAPTIONS
+    summary = "App. G: AMDM on exact rectified-flow models against each model alone, mu = v, and a VP + flow pair"
+    compute, verdicts, plot, tables = map(staticmethod, (compute, verdicts, plot, tables))

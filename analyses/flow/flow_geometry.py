@@ -32,6 +32,7 @@ from collections.abc import Mapping
 import numpy as np
 import xarray as xr
 
+from amdm_geom.analyses.base import Analysis
 from amdm_geom.analyses.common import (
     both_sampled,
     checked_store,
@@ -39,22 +40,21 @@ from amdm_geom.analyses.common import (
     latent_block,
     membership,
     open_store,
+    partial_data,
     sample_slices,
     streamed,
 )
+from amdm_geom.analyses.common.cells import steps_where
 from amdm_geom.analyses.flow import shell as flow_shell
 from amdm_geom.analyses.flow.figures import CAPTIONS, figures
-from amdm_geom.analyses.prop31.norm_angle import partial_data
 from amdm_geom.core import bounds, geometry
-from amdm_geom.core.verdicts import Verdict, at_least, at_most, qualify
-from amdm_geom.store import run_config, step_input, step_kinds
+from amdm_geom.core.verdicts import Verdict, at_least, at_most, qualify, status_of
+from amdm_geom.store import etas, step_input, step_kinds
 
-__all__ = ["CAPTIONS", "NAME", "STORES", "SUMMARY", "compute", "g1", "g1_verdicts", "mu_v", "plot", "saved", "tables",
+__all__ = ["CAPTIONS", "NAME", "FlowGeometry", "compute", "g1", "g1_verdicts", "mu_v", "plot", "saved", "tables",
            "verdicts"]
 
 NAME = "flow_geometry"
-SUMMARY = "App. G: Prop. G.1 (eqs. 43, 47), eq. (46) against the step, mu = v, eq. (8) and the flow's shell"
-STORES = "required"
 
 _NEEDS = ("z_next", "z", "model_B", "model_sigma", "model_dt", "aggregated", "t")
 _HINTS = {"v": "a flow run records model*.v", "z": "record the hook model*.z", "z_next": "record model*.z_next",
@@ -141,9 +141,8 @@ def g1(store, pair: tuple[int, int] = (0, 1), *, chunk: int | None = None) -> xr
                              "from_aggregate": ("step", [k > 0 and bool(agg[k - 1]) for k in steps])})
     res["finite"] = (("step", "sample"), np.stack(finite))
     res["cos_phi"] = np.cos(res["phi"])
-    cfg = run_config(ds)
     res.attrs.update({"pair": list(pair), "n": n, "cross_eps": int(cross), "T": T, "incomplete": note,
-                      "kinds": list(step_kinds(ds)), "etas": list(cfg["etas"]),
+                      "kinds": list(step_kinds(ds)), "etas": etas(ds),
                       "stochastic": int(float(ds.model_sigma.max()) > 0), "store_dtype": ds.attrs.get("dtype", "")})
     return res
 
@@ -175,7 +174,7 @@ def mu_v(store, eta: float | None = None, *, chunk: int | None = None) -> xr.Dat
     ds, T, note = _flow_store(store)
     if "agg_z" not in ds or not bool(ds.aggregated.any()):
         return None
-    eta = float(run_config(ds)["etas"][0]) if eta is None else float(eta)
+    eta = etas(ds)[0] if eta is None else float(eta)
     kinds = step_kinds(ds)
     models = [i for i in range(ds.sizes["model"]) if kinds[i] == "flow"]
     steps = [k for k in range(ds.sizes["step"]) if bool(ds.aggregated[k])]
@@ -197,13 +196,6 @@ def mu_v(store, eta: float | None = None, *, chunk: int | None = None) -> xr.Dat
 # verdicts
 
 
-def _where(mask: xr.DataArray) -> str:
-    if not bool(mask.any()):
-        return "none"
-    steps = sorted({int(s) for s in mask.step.values[np.asarray(mask.any("sample"))]})
-    return "steps " + ", ".join(map(str, steps[:6])) + (" ..." if len(steps) > 6 else "")
-
-
 def g1_verdicts(res: xr.Dataset, name: str) -> list[Verdict]:
     """Eq. (43)'s two bounds, eq. (47)'s delta bound (on the steps that start from an aggregate)
     and eq. (46) as printed against the step, for one store."""
@@ -215,20 +207,20 @@ def g1_verdicts(res: xr.Dataset, name: str) -> list[Verdict]:
     worst = float((res.norm_gap / res.norm_gap_bound.where(res.norm_gap_bound > 0)).max())
     out = [Verdict(key=f"flowG1_gap_{name}", claim=f"{name}: norm gap <= eq. (43) bound",
                    where="App. G, Prop. G.1, eq. (43)",
-                   status="violated" if bool(bad.any()) else ("holds" if bool(measured.any()) else "vacuous"),
+                   status=status_of(bad.any(), measured.any()),
                    measured=f"max gap/bound {worst:.3f}", bound="<= 1", value=worst, reference=1.0, n=cells,
                    detail=(f"On the flow models' sampled latents: {int(bad.sum())} of {cells} finite (step, sample) "
-                           f"cells violate it ({_where(bad)}). With the measured delta it is Cauchy-Schwarz "
+                           f"cells violate it ({steps_where(bad)}). With the measured delta it is Cauchy-Schwarz "
                            "(eqs. 44-45), as eq. (5) is."))]
     defined = fin & res.cos_bound.notnull()
     short = defined & ~at_least(res.cos_phi, res.cos_bound, atol=1e-12)
     slack = float((res.cos_phi - res.cos_bound).where(defined).min())
     out.append(Verdict(key=f"flowG1_angle_{name}", claim=f"{name}: cos phi >= eq. (43) bound",
                        where="App. G, Prop. G.1, eq. (43)", n=int(defined.sum()),
-                       status="violated" if bool(short.any()) else ("holds" if bool(defined.any()) else "vacuous"),
+                       status=status_of(short.any(), defined.any()),
                        measured=f"min slack {slack:.2e}", bound=">= 0", value=slack, reference=0.0,
                        detail=f"Defined (cos phi >= 0) on {int(defined.sum())} of {cells} cells; violated on "
-                              f"{int(short.sum())} ({_where(short)})."))
+                              f"{int(short.sum())} ({steps_where(short)})."))
     out += _delta_verdict(res, name)
     out.append(_eq46_verdict(res, name))
     return [qualify(v, **partial) for v in out]
@@ -248,8 +240,7 @@ def _delta_verdict(res: xr.Dataset, name: str) -> list[Verdict]:
     printed_ratio = float((premise.printed_delta / premise.delta).where(pf).median()) if bool(pf.any()) else math.nan
     # eqs. (42) and (46) are a deterministic (ODE) step: a stochastic step's delta carries its noise
     noisy = bool(res.attrs.get("stochastic"))
-    status = ("vacuous" if not bool(pf.any()) else "outside domain" if noisy
-              else "violated" if bool(over.any()) else "holds")
+    status = "outside domain" if noisy and bool(pf.any()) else status_of(over.any(), pf.any())
     return [Verdict(
         key=f"flowG1_delta_{name}", claim=f"{name}: delta <= L_theta L_T + L_t", where="App. G, Prop. G.1, eq. (47)",
         status=status,
@@ -258,7 +249,7 @@ def _delta_verdict(res: xr.Dataset, name: str) -> list[Verdict]:
         detail=(("Outside its domain: eq. (42) is an ODE and eq. (46) a deterministic step, while these steps add "
                  "noise s_next xi, whose difference between the models eq. (47) has no term for. " if noisy else "")
                 + f"With L_theta L_T and L_t set to the measured conditional and functional terms at model 1's start, "
-                f"delta exceeds eq. (47) on {int(over.sum())} of {int(pf.sum())} cells ({_where(over)}). Eq. (47) "
+                f"delta exceeds eq. (47) on {int(over.sum())} of {int(pf.sum())} cells ({steps_where(over)}). Eq. (47) "
                 f"bounds |v_1 - v_2| (eq. 46 has no step size): that printed delta is a median {printed_ratio:.3g} "
                 f"times the delta of the step taken (z + dt v). The bound of the step taken, |B| (cond + func) "
                 f"+ sigma sqrt(2n), is exceeded on {int(over_step.sum())} cells; adding the distance between the "
@@ -276,7 +267,7 @@ def _eq46_verdict(res: xr.Dataset, name: str) -> Verdict:
     wrong = fin & (rel > tol)
     return Verdict(
         key=f"flow_eq46_{name}", claim=f"{name}: z_t-1 = z'_t - v is the flow step", where="App. G, eq. (46)",
-        status="violated" if bool(wrong.any()) else ("holds" if bool(fin.any()) else "vacuous"),
+        status=status_of(wrong.any(), fin.any()),
         measured=f"median |printed - step|/|z| {float(rel.median()):.3g}", bound=f"<= {tol:g}",
         value=float(rel.median()), reference=tol, n=int(fin.sum()),
         test="per (step, sample): |(z - v) - z_next| / |z_next| against float32 rounding",
@@ -299,8 +290,7 @@ def mu_v_verdict(res: xr.Dataset, name: str) -> Verdict:
     ci = stats.binomtest(closer, n).proportion_ci(0.95, method="exact") if n else None
     share = closer / n if n else math.nan
     target = 0.95
-    status = ("vacuous" if not n else "holds" if ci.low >= target else "violated" if ci.high < target
-              else "inconclusive")
+    status = status_of(n and ci.high < target, n and ci.low >= target, "inconclusive" if n else "vacuous")
     gain_v = float((res.d0 - res.d_v).where(ok).median())
     return Verdict(
         key=f"flow_mu_v_{name}", claim=f"{name}: with mu = v the shift moves z' towards the step",
@@ -380,4 +370,12 @@ def tables(tree: xr.DataTree) -> dict:
 
 def saved(tree: xr.DataTree) -> xr.DataTree:
     return tree
+
+
+class FlowGeometry(Analysis):
+    """App. G's geometry on flow stores (``compute``, ``verdicts``, ... above)."""
+
+    name, family, stores, reads, captions = NAME, "app-g", "required", ("flow",), CAPTIONS
+    summary = "App. G: Prop. G.1 (eqs. 43, 47), eq. (46) against the step, mu = v, eq. (8) and the flow's shell"
+    compute, verdicts, plot, tables, saved = map(staticmethod, (compute, verdicts, plot, tables, saved))
 

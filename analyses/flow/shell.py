@@ -26,7 +26,7 @@ from scipy import stats
 
 from amdm_geom.core import geometry
 from amdm_geom.core.flow_schedules import flow_shell_radius
-from amdm_geom.core.verdicts import Verdict
+from amdm_geom.core.verdicts import Verdict, status_of
 from amdm_geom.models.flow_gmm import flow_family_model
 from amdm_geom.models.gmm import fine_grained_family
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
@@ -94,7 +94,7 @@ def verdicts(ds: xr.Dataset) -> list[Verdict]:
         rel = np.array([[v / p - 1 for v in _moment_interval(norms[j])] for j, p in enumerate(pred2)])
         outside = (rel[:, 1] > MARGIN) | (rel[:, 2] < -MARGIN)
         inside = (rel[:, 1] >= -MARGIN) & (rel[:, 2] <= MARGIN)
-        status = "violated" if outside.any() else "holds" if inside.all() else "inconclusive"
+        status = status_of(outside.any(), inside.all(), "inconclusive")
         j = int(np.argmax(np.abs(rel[:, 0])))
         out.append(Verdict(
             key=f"flow_shell_radius_{mode}", claim=f"flow latents ({mode}) at sqrt((1-s)^2 E|x0|^2 + s^2 n)",
@@ -117,7 +117,7 @@ def verdicts(ds: xr.Dataset) -> list[Verdict]:
     off = np.abs(radius - 1) > SQRT_N_EPS
     out.append(Verdict(
         key="flow_shell_sqrt_n", claim="flow latents sit on Lemma A.1's sqrt(n) shell", where="Lemma A.1; App. G",
-        status="violated" if off.any() else "holds", measured=f"min radius/sqrt(n) {radius[j]:.3f}",
+        status=status_of(off.any()), measured=f"min radius/sqrt(n) {radius[j]:.3f}",
         bound=f"within +-{SQRT_N_EPS:g} of 1", value=float(radius[j]), reference=1.0, n=int(ds.sizes["sample"]),
         detail=(f"Under z_s = (1-s) x0 + s eps the radius is sqrt(n) only at s = 1: here it falls to "
                 f"{radius[j]:.3f} sqrt(n) at s = {float(ds.s[j]):.3f} (the formula: "

@@ -10,8 +10,8 @@
   per-coordinate moments, Anderson-Darling), with a verdict per t.
 - ``trajectory_gaussianity``: the same checks on the recorded reverse trajectory of a store.
 
-The analysis contract (``amdm_geom.analyses``): ``compute(stores)`` gives an ``xarray.DataTree`` with nodes
-``moments`` (dims ``kind``, ``t``, ``i``), ``forward`` (dims ``timestep``, ``sample``, ``coord``) and
+The analysis ``Gaussianity`` (``amdm_geom.analyses.base.Analysis``): ``compute(stores)`` gives an ``xarray.DataTree``
+with nodes ``moments`` (dims ``kind``, ``t``, ``i``), ``forward`` (dims ``timestep``, ``sample``, ``coord``) and
 ``trajectories/<store>`` (dims ``step``, ``sample``), written as ``<node>.zarr``; the figures ``figure6_moments``,
 ``forward_gaussianity``, ``trajectory_<store>`` (its figures module); the table ``schedule_summary.csv``."""
 
@@ -25,6 +25,7 @@ import torch
 import xarray as xr
 from scipy import stats
 
+from amdm_geom.analyses.base import Analysis
 from amdm_geom.analyses.common import (
     finite_samples,
     open_store,
@@ -36,17 +37,13 @@ from amdm_geom.analyses.common import (
 from amdm_geom.analyses.gaussianity.figures import CAPTIONS, PAPER_T, figures
 from amdm_geom.analyses.gaussianity.time_scale import printed_time_scale, time_scale_verdict
 from amdm_geom.core import bounds, geometry, schedules
-from amdm_geom.core.verdicts import Verdict, at_least, at_most, margin_text, qualify
+from amdm_geom.core.verdicts import Verdict, at_least, at_most, margin_text, qualify, status_of
 from amdm_geom.models.gmm import FineGrainedFamily, GaussianMixture, fine_grained_family, from_description
-from amdm_geom.store import completed_steps, incomplete_note, require, run_config
+from amdm_geom.store import built_of, completed_steps, incomplete_note, require
 
-__all__ = ["CAPTIONS", "NAME", "PAPER_T", "STORES", "SUMMARY", "compute", "coordinate_moments", "default_family",
-           "expected_sq_norm", "figures", "forward_gaussianity", "forward_verdicts", "plot", "schedule_moments",
-           "schedule_verdicts", "tables", "trajectory_gaussianity", "trajectory_verdicts", "verdicts"]
-
-NAME = "gaussianity"
-SUMMARY = "App. D.1: the schedule's moments (Figure 6), forward normality, and any stores' trajectories"
-STORES = "optional"
+__all__ = ["CAPTIONS", "PAPER_T", "Gaussianity", "coordinate_moments", "default_family", "expected_sq_norm", "figures",
+           "forward_gaussianity", "forward_verdicts", "schedule_moments", "schedule_verdicts", "trajectory_gaussianity",
+           "trajectory_verdicts"]
 
 KINDS = ("scaled_linear", "linear", "cosine")
 
@@ -249,8 +246,9 @@ def forward_verdicts(res: xr.Dataset) -> list[Verdict]:
     short = ~at_least(res.within_eps, bound)
     low = float(res.within_eps.min())
     out.append(Verdict(
+        family="lemma-a1",
         key="forward_norm_concentration", claim="|z_t| concentrates as Lemma A.1 says", where="Lemma A.1, App. D.1",
-        status="violated" if bool(short.any()) else "holds",
+        status=status_of(short.any()),
         measured=f"min share within eps {low:.3f}",
         bound=f">= {bound:.3f} (eq. 9)", value=low, reference=bound,
         detail=(f"|z_t| within {res.attrs['eps']:g} of sqrt(E|z_t|^2) at every timestep for the share shown; the "
@@ -290,14 +288,14 @@ def trajectory_gaussianity(store, *, model: int = 0, eps: float = 0.05, alpha: f
     left out; ``attrs["incomplete"]`` says when the store is incomplete. Both are per sample: z_t
     is streamed, a slice of ``chunk`` samples at a time (``common.sample_slices``)."""
     ds = open_store(store)
-    require(ds, variables=("z", "model_alpha_bar", "t"), attrs=("config",), hints=_HINTS)
-    cfg = run_config(ds)
+    require(ds, variables=("z", "model_alpha_bar", "t"), hints=_HINTS)
+    built = built_of(ds)
     T, note = int(ds.sizes["step"]), incomplete_note(ds)
     ds = completed_steps(ds)
-    desc = cfg["models"][model]
+    desc = built.models[model]
     is_gmm = desc.get("family") == "gmm" and "family_params" in desc
     gmm = from_description(desc, dtype=torch.float64) if is_gmm else None
-    cond = torch.tensor(cfg["conditions"][model], dtype=torch.float64) if gmm is not None else None
+    cond = torch.tensor(built.conditions[model], dtype=torch.float64) if gmm is not None else None
     n = int(np.prod([ds.sizes[d] for d in ds["z"].dims[3:]]))
     rng = np.random.default_rng(seed)
     coords = rng.choice(n, size=min(max_coords, n), replace=False)
@@ -353,48 +351,49 @@ def trajectory_verdicts(res: xr.Dataset, name: str = "run") -> list[Verdict]:
 
 
 # --------------------------------------------------------------------------------------------
-# the analysis contract
-
-
-def compute(stores: Mapping | None = None, *, quick: bool = False, seed: int = 0, runs=None, m0: float = 1.0,
-            P0: float = 0.0, tol: float = 0.1) -> xr.DataTree:
-    """The schedule's moments (``m0``, ``P0``, ``tol``: ``schedule_moments``), the forward
-    process on the default family (``quick``: latent 4 x 32 x 32, 128 draws and 32 coordinates a
-    timestep; else 4 x 64 x 64, 256 and 64) and each store's trajectory (``{name: path or opened
-    store}``, checked before any work). ``seed`` seeds the family and every draw."""
-    trajectories = {name: trajectory_gaussianity(store, seed=seed) for name, store in (stores or {}).items()}
-    moments = schedule_moments(m0=m0, P0=P0, tol=tol)
-    shape = (4, 32, 32) if quick else (4, 64, 64)
-    forward = forward_gaussianity(default_family(shape, seed=seed), n_samples=128 if quick else 256,
-                                  n_coords=32 if quick else 64, seed=seed)
-    return xr.DataTree.from_dict({"moments": moments, "forward": forward,
-                                  **{f"trajectories/{name}": res for name, res in trajectories.items()}})
+# the analysis
 
 
 def _trajectories(tree: xr.DataTree) -> dict[str, xr.Dataset]:
-    if "trajectories" not in tree.children:
-        return {}
-    return {name: node.to_dataset() for name, node in tree["trajectories"].children.items()}
+    return {n: node.to_dataset() for n, node in tree["trajectories"].children.items()} if "trajectories" in tree else {}
 
 
-def verdicts(tree: xr.DataTree) -> list[Verdict]:
-    """The schedule's rows, the forward process' rows, then one row per store's trajectory."""
-    found = schedule_verdicts(tree["moments"].to_dataset()) + forward_verdicts(tree["forward"].to_dataset())
-    for name, res in _trajectories(tree).items():
-        found += trajectory_verdicts(res, name)
-    return found
+class Gaussianity(Analysis):
+    """App. D.1: the schedule's moments, the forward process and the stores' trajectories."""
 
+    name, family, other_families, captions = "gaussianity", "app-d1", ("lemma-a1",), CAPTIONS
+    stores, reads = "optional", ("moments",)
+    summary = "App. D.1: the schedule's moments (Figure 6), forward normality, and any stores' trajectories"
 
-def plot(tree: xr.DataTree) -> dict:
-    """``figure6_moments``, ``forward_gaussianity`` and ``trajectory_<store>`` per store."""
-    out = dict(zip(("figure6_moments", "forward_gaussianity"),
-                   figures(tree["moments"].to_dataset(), tree["forward"].to_dataset())))
-    for name, res in _trajectories(tree).items():
-        out[f"trajectory_{name}"], = figures(trajectory=res)
-    return out
+    def compute(self, stores: Mapping | None = None, *, quick: bool = False, seed: int = 0, runs=None,
+                m0: float = 1.0, P0: float = 0.0, tol: float = 0.1) -> xr.DataTree:
+        """The schedule's moments (``m0``, ``P0``, ``tol``: ``schedule_moments``), the forward process on the default
+        family (``quick``: latent 4 x 32 x 32, 128 draws and 32 coordinates a timestep; else 4 x 64 x 64, 256 and 64)
+        and each store's trajectory (``{name: path or opened store}``, checked before any work). ``seed`` seeds all."""
+        trajectories = {name: trajectory_gaussianity(store, seed=seed) for name, store in (stores or {}).items()}
+        moments = schedule_moments(m0=m0, P0=P0, tol=tol)
+        shape = (4, 32, 32) if quick else (4, 64, 64)
+        forward = forward_gaussianity(default_family(shape, seed=seed), n_samples=128 if quick else 256,
+                                      n_coords=32 if quick else 64, seed=seed)
+        return xr.DataTree.from_dict({"moments": moments, "forward": forward,
+                                      **{f"trajectories/{name}": res for name, res in trajectories.items()}})
 
+    def verdicts(self, tree: xr.DataTree) -> list[Verdict]:
+        """The schedule's rows, the forward process' rows, then one row per store's trajectory."""
+        found = schedule_verdicts(tree["moments"].to_dataset()) + forward_verdicts(tree["forward"].to_dataset())
+        for name, res in _trajectories(tree).items():
+            found += trajectory_verdicts(res, name)
+        return found
 
-def tables(tree: xr.DataTree) -> dict:
-    """``schedule_summary``: per schedule kind, where the moments converged and their values at T."""
-    columns = ["converged_from", "converged_from_discrete", "m_T", "P_T", "m_T_discrete", "P_T_discrete"]
-    return {"schedule_summary": tree["moments"].to_dataset()[columns].to_dataframe()}
+    def plot(self, tree: xr.DataTree) -> dict:
+        """``figure6_moments``, ``forward_gaussianity`` and ``trajectory_<store>`` per store."""
+        out = dict(zip(("figure6_moments", "forward_gaussianity"),
+                       figures(tree["moments"].to_dataset(), tree["forward"].to_dataset())))
+        for name, res in _trajectories(tree).items():
+            out[f"trajectory_{name}"], = figures(trajectory=res)
+        return out
+
+    def tables(self, tree: xr.DataTree) -> dict:
+        """``schedule_summary``: per schedule kind, where the moments converged and their values at T."""
+        columns = ["converged_from", "converged_from_discrete", "m_T", "P_T", "m_T_discrete", "P_T_discrete"]
+        return {"schedule_summary": tree["moments"].to_dataset()[columns].to_dataframe()}

@@ -40,7 +40,7 @@ def printed_time_scale(kind: str, *, m0: float, P0: float, tol: float, paper_t: 
              "scale_for_paper_t")
     if kind == "cosine":
         return dict.fromkeys(names, math.nan)
-    _, _, _, n = schedules._schedule_params(None, kind)
+    _, _, _, n = schedules.schedule_params(None, kind)
     unit = lambda t: float(schedules.integrated_beta(t, kind, num_train_timesteps=1))  # noqa: E731
     at_paper, at_1 = unit(paper_t), unit(1.0)
     return {"printed_m_paper_t": m0 * math.exp(-at_paper / 2), "printed_P_paper_t": 1 + (P0 - 1) * math.exp(-at_paper),

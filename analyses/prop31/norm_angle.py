@@ -36,27 +36,29 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from amdm_geom.analyses.base import Analysis
 from amdm_geom.analyses.common import (
     both_sampled,
     checked_store,
+    finite_cells,
     finite_samples,
     latent_block,
     open_store,
+    partial_data,
     sample_slices,
     streamed,
 )
+from amdm_geom.analyses.common.cells import steps_where
 from amdm_geom.analyses.prop31.figures import CAPTIONS, prop31_figures
 from amdm_geom.analyses.prop31.table5 import beside_paper, table5
 from amdm_geom.core import bounds, geometry
-from amdm_geom.core.verdicts import Verdict, at_least, at_most, margin_text, qualify, tolerance
-from amdm_geom.store import run_config
+from amdm_geom.core.verdicts import Verdict, at_least, at_most, margin_text, qualify, status_of, tolerance
+from amdm_geom.store import built_of, etas, sampler_config
 
-__all__ = ["CAPTIONS", "NAME", "STORES", "SUMMARY", "compute", "partial_data", "plot", "prop31", "prop31_verdicts",
-           "saved", "tables", "verdicts"]
+__all__ = ["CAPTIONS", "NAME", "NormAngle", "compute", "plot", "prop31", "prop31_verdicts", "saved",
+           "tables", "verdicts"]
 
 NAME = "norm_angle"
-SUMMARY = "Prop. 3.1: norm gap, angle, delta and its parts per step; Table 5 beside the paper's"
-STORES = "required"
 
 _TERMS = ("start_part", "eps_part", "schedule_part", "noise_part")
 #: What ``prop31`` reads: the sampled latents, the step's inputs and the schedule.
@@ -161,13 +163,11 @@ def prop31(store, pair: tuple[int, int] = (0, 1), *, chunk: int | None = None) -
               "sigma": ("step", ds.model_sigma.values[i0, steps])}
     res = xr.Dataset({name: (("step", "sample"), np.stack(v)) for name, v in out.items()}, coords=coords)
     res["finite"] = (("step", "sample"), np.stack(finite))
-    cfg = run_config(ds)
-    kinds = cfg.get("cross_terms") or []
+    cfg, kinds = sampler_config(ds), built_of(ds).cross_terms or ()
     res.attrs.update({"pair": list(pair), "n": n, "cross_eps": int(cross), "T": T,
                       "cross_terms": str(kinds[i1]) if cross and i1 < len(kinds) and kinds[i1] else "conditional",
-                      "ddim_eta": float(cfg["sampler"]["ddim_eta"]), "store_dtype": ds.attrs.get("dtype", ""),
-                      "etas": list(cfg["etas"]), "weights": list(cfg["sampler"]["weights"]),
-                      "incomplete": note})
+                      "ddim_eta": cfg.ddim_eta, "store_dtype": ds.attrs.get("dtype", ""),
+                      "etas": etas(ds), "weights": list(cfg.weights), "incomplete": note})
     res["cos_phi"] = np.cos(res["phi"])
     first, ok = streamed(slices, _start_slice(ds, pair))
     for name, v in first.items():
@@ -180,16 +180,6 @@ def prop31(store, pair: tuple[int, int] = (0, 1), *, chunk: int | None = None) -
 # verdicts
 
 
-def _where(res: xr.DataArray) -> str:
-    """Steps (and t) where a boolean (step, sample) array is true, compactly."""
-    steps = res.step.values[res.any("sample").values]
-    ts = res.t.values[res.any("sample").values]
-    if len(steps) == 0:
-        return "nowhere"
-    shown = ", ".join(f"{s} (t={t})" for s, t in zip(steps[:4], ts[:4]))
-    return f"steps {shown}" + (f" and {len(steps) - 4} more" if len(steps) > 4 else "")
-
-
 def _max(da: xr.DataArray) -> float:
     """The largest non-NaN value (NaN, silently, if there is none)."""
     return float(da.max()) if bool(da.notnull().any()) else math.nan
@@ -197,18 +187,6 @@ def _max(da: xr.DataArray) -> float:
 
 def _min(da: xr.DataArray) -> float:
     return float(da.min()) if bool(da.notnull().any()) else math.nan
-
-
-def _finite(res: xr.Dataset) -> xr.DataArray:
-    return res["finite"] if "finite" in res else xr.ones_like(res.delta, dtype=bool)
-
-
-def partial_data(res: xr.Dataset) -> dict:
-    """What a results dataset left out, as ``qualify``'s keywords: samples non-finite at any of
-    its steps, of all samples, and the store's incomplete note."""
-    fin = _finite(res)
-    return {"nonfinite": int((~fin).any("step").sum()), "total": int(res.sizes["sample"]),
-            "incomplete": res.attrs.get("incomplete", "")}
 
 
 def prop31_verdicts(res: xr.Dataset, name: str = "run") -> list[Verdict]:
@@ -219,7 +197,7 @@ def prop31_verdicts(res: xr.Dataset, name: str = "run") -> list[Verdict]:
     an incomplete store are said first in each detail, and such a verdict never holds
     (``qualify``)."""
     out = []
-    fin = _finite(res)
+    fin = finite_cells(res)
     cells = int(fin.sum())
     partial = partial_data(res)
     ratio = res.norm_gap / res.norm_gap_bound.where(res.norm_gap_bound > 0)
@@ -229,10 +207,10 @@ def prop31_verdicts(res: xr.Dataset, name: str = "run") -> list[Verdict]:
     slack = res.norm_gap_bound - res.norm_gap
     out.append(Verdict(
         key=f"prop31_gap_run_{name}", claim=f"{name}: norm gap <= eq. (5) bound", where="Prop. 3.1, eq. (5)",
-        status="violated" if bool(bad.any()) else ("holds" if bool(measured.any()) else "vacuous"),
+        status=status_of(bad.any(), measured.any()),
         measured=f"max gap/bound {worst:.3f}", bound="<= 1",
         value=worst, reference=1.0,
-        detail=(f"{int(bad.sum())} of {cells} finite (step, sample) cells violate it ({_where(bad)}). "
+        detail=(f"{int(bad.sum())} of {cells} finite (step, sample) cells violate it ({steps_where(bad)}). "
                 f"Smallest slack bound - gap: {_min(slack):.2e}.")))
 
     defined = res.cos_bound.notnull() & fin & res.cos_phi.notnull()
@@ -240,15 +218,15 @@ def prop31_verdicts(res: xr.Dataset, name: str = "run") -> list[Verdict]:
     slack = (res.cos_phi - res.cos_bound).where(defined)
     out.append(Verdict(
         key=f"prop31_angle_run_{name}", claim=f"{name}: cos phi >= eq. (5) bound", where="Prop. 3.1, eq. (5)",
-        status="violated" if bool(short.any()) else ("holds" if bool(defined.any()) else "vacuous"),
+        status=status_of(short.any(), defined.any()),
         measured=f"min slack {_min(slack):.2e}", bound=">= 0", value=_min(slack), reference=0.0,
         detail=(f"Defined (cos phi >= 0) on {int(defined.sum())} of {cells} finite cells; violated on "
-                f"{int(short.sum())} ({_where(short)}).")))
+                f"{int(short.sum())} ({steps_where(short)}).")))
 
     premise = res.isel(step=res.from_aggregate.values)
     if "delta_bound" in res and premise.sizes["step"]:
         # only where the premise holds: both models started the step from one aggregate z'_t
-        pf = _finite(premise) & premise.delta.notnull() & premise.delta_bound.notnull()
+        pf = finite_cells(premise) & premise.delta.notnull() & premise.delta_bound.notnull()
         over = pf & ~at_most(premise.delta, premise.delta_bound, rtol=1e-9)
         r = (premise.delta / premise.delta_bound).where(pf)
         head = dict(key=f"prop31_delta_run_{name}", claim=f"{name}: delta <= |B|(LL+L)+s sqrt(2n)",
@@ -262,7 +240,7 @@ def prop31_verdicts(res: xr.Dataset, name: str = "run") -> list[Verdict]:
             parts = {p: float(cell[p]) for p in _TERMS}
             top = max(parts, key=parts.get)
             out.append(Verdict(
-                **head, status="violated" if bool(over.any()) else "holds",
+                **head, status=status_of(over.any()),
                 measured=f"max delta/bound {_max(r):.3g}", value=_max(r),
                 detail=(("Cross terms measured unconditionally (the models take different kinds of condition): the "
                          "conditional term is model 1's guidance |eps_1(y_1) - eps_1(null)| and the functional term "
@@ -270,7 +248,7 @@ def prop31_verdicts(res: xr.Dataset, name: str = "run") -> list[Verdict]:
                          else "")
                         + f"On the steps that start from an aggregate (the premise), with the Lipschitz products set "
                         f"to the measured conditional and functional terms, delta exceeds the bound on "
-                        f"{int(over.sum())} of {int(pf.sum())} cells ({_where(over)}). At the worst "
+                        f"{int(over.sum())} of {int(pf.sum())} cells ({steps_where(over)}). At the worst "
                         f"(step {int(cell.step)}, t={int(cell.t)}) delta = {float(cell.delta):.5g} against "
                         f"{float(cell.delta_bound):.5g} ({margin_text(float(cell.delta_bound), float(cell.delta))}); "
                         f"its largest part is {top.replace('_part', '')} "
@@ -295,7 +273,7 @@ def _start_gap_verdict(res: xr.Dataset, name: str) -> list[Verdict]:
     i0, i1 = res.attrs["pair"]
     etas = res.attrs["etas"]
     reach = float(etas[i0] + etas[i1])
-    pf = _finite(premise) & premise.start_gap.notnull()
+    pf = finite_cells(premise) & premise.start_gap.notnull()
     cells = int(pf.sum())
     gap = premise.start_gap.where(pf)
     top = _max(gap)
@@ -306,7 +284,8 @@ def _start_gap_verdict(res: xr.Dataset, name: str) -> list[Verdict]:
             f"towards their own means (eq. 7), so the starts differ by up to eta_1 + eta_i = {reach:g}; the proof of "
             f"eq. (23) takes both from one z'_t. The starts differ on {int(apart.sum())} of {cells} finite cells "
             f"(median {float(gap.median()) if cells else math.nan:.3g}, max {top:.3g}"
-            + (f", over eta_1 + eta_i on {int(beyond.sum())} cells: {_where(beyond)}" if bool(beyond.any()) else "")
+            + (f", over eta_1 + eta_i on {int(beyond.sum())} cells: {steps_where(beyond)}" if bool(beyond.any())
+               else "")
             + f"); the start term A |z_1 - z_i| is a median {float(share.median()) if cells else math.nan:.2f} "
             "of delta.")
     if "delta_bound" in premise:
@@ -314,12 +293,12 @@ def _start_gap_verdict(res: xr.Dataset, name: str) -> list[Verdict]:
         over = pf & premise.delta_bound.notnull() & ~at_most(premise.delta, with_start, rtol=1e-9)
         text += (f" With the start terms added to the bound (A |z_1 - z_i| + |B| |eps_i(z_1) - eps_i(z_i)|), delta "
                  f"exceeds it on {int(over.sum())} of {cells} cells"
-                 + (f" ({_where(over)})" if bool(over.any()) else "") + ".")
+                 + (f" ({steps_where(over)})" if bool(over.any()) else "") + ".")
     return [Verdict(
         key=f"prop31_start_gap_run_{name}", claim=f"{name}: models start each step at one z'", n=cells,
         where="Prop. 3.1, eq. (23) (proof); Alg. 1", measured=f"start gap up to {top:.3g}",
         bound=f"0 (proof); <= {reach:g} (Alg. 1)", value=top, reference=0.0, test="max |z_1 - z_i| over cells",
-        status="holds" if cells and not bool(apart.any()) else ("violated" if cells else "vacuous"),
+        status=status_of(cells and bool(apart.any()), cells),
         detail=text, extra={"eta_reach": reach, "over_eta_reach": int(beyond.sum())})]
 
 
@@ -364,3 +343,11 @@ def saved(tree: xr.DataTree) -> xr.DataTree:
     """What is written as zarr: each store's ``results`` (its Table 5 is written as CSV)."""
     return xr.DataTree.from_dict({f"{name}/results": node["results"].to_dataset()
                                   for name, node in tree.children.items()})
+
+
+class NormAngle(Analysis):
+    """Prop. 3.1 along recorded trajectories (``compute``, ``verdicts``, ... above)."""
+
+    name, family, stores, reads, captions = NAME, "prop31", "required", ("trajectory",), CAPTIONS
+    summary = "Prop. 3.1: norm gap, angle, delta and its parts per step; Table 5 beside the paper's"
+    compute, verdicts, plot, tables, saved = map(staticmethod, (compute, verdicts, plot, tables, saved))

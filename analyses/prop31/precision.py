@@ -2,7 +2,7 @@
 Table 5 in float64 geometry per dtype, and the float16 run through a float16 pipeline's
 arithmetic, asking whether the paper's Table 5 resolves phi during aggregation.
 
-Follows the analysis contract (``amdm_geom.analyses``): ``compute(stores)`` -> an
+The analysis ``Precision`` (``amdm_geom.analyses.base.Analysis``): ``compute(stores)`` -> an
 ``xarray.Dataset`` (dims ``dtype``, ``t``; written as ``precision.zarr`` and
 ``precision_table5.csv``), ``verdicts``, ``plot``, ``tables``. Each store's dtype is read from
 its attrs.
@@ -17,19 +17,17 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from amdm_geom.analyses.base import Analysis
 from amdm_geom.analyses.common import LATENT_HINTS, open_store
 from amdm_geom.analyses.prop31.table5 import float16_grid_share, paper_table5, table5_partial
 from amdm_geom.core.palette import colour
-from amdm_geom.core.verdicts import Verdict, at_least, qualify
-from amdm_geom.store import require, run_config
+from amdm_geom.core.verdicts import Verdict, at_least, qualify, status_of
+from amdm_geom.store import require, sampler_config
 
-__all__ = ["CAPTIONS", "NAME", "RESULT", "STORES", "SUMMARY", "compute", "plot", "precision_study", "precision_verdict",
-           "tables", "verdicts"]
+__all__ = ["CAPTIONS", "NAME", "Precision", "compute", "plot", "precision_study", "precision_verdict", "tables",
+           "verdicts"]
 
 NAME = "precision"
-SUMMARY = "Table 5 of one configuration recorded in several dtypes (each store's dtype from its attrs)"
-STORES = "required"
-RESULT = "precision"
 #: The figures' captions (fnmatch patterns over the figure names, ``amdm_geom.app.runner.output.caption_of``).
 CAPTIONS = {
     "precision_phi": (
@@ -50,7 +48,7 @@ def _stores_by_dtype(stores) -> dict:
     found = []
     for name, store in items:
         ds = open_store(store)
-        require(ds, variables=("z_next", "z"), attrs=("config", "dtype"), hints=LATENT_HINTS)
+        require(ds, variables=("z_next", "z"), attrs=("dtype",), hints=LATENT_HINTS)
         found.append((str(ds.attrs["dtype"]), str(name), ds))
     dtypes = [d for d, _, _ in found]
     listed = ", ".join(f"{n} ({d})" for d, n, _ in found) or "none"
@@ -86,8 +84,8 @@ def precision_study(stores: Mapping | Sequence) -> xr.Dataset:
     data = {col: (("dtype", "t"), np.stack([tables_[d].loc[index, col].values for d in tables_]))
             for col in ("phi", "delta", "norm_gap")}
     res = xr.Dataset(data, coords={"dtype": list(tables_), "t": index})
-    cfg = run_config(next(iter(by_dtype.values()))[1])["sampler"]
-    T, s = cfg["num_inference_steps"], cfg["agg_steps"]
+    cfg = sampler_config(next(iter(by_dtype.values()))[1])
+    T, s = cfg.num_inference_steps, cfg.agg_steps
     res.attrs.update({"agg_first_t": T - 2, "agg_last_t": T - 1 - s})  # samples from shifted starts
     paper = paper_table5()
     agg_rows = paper.loc[(paper.index < 49) & (paper.index >= 30), "phi"]
@@ -118,7 +116,7 @@ def precision_verdict(prec: xr.Dataset) -> Verdict:
     notes = prec.attrs.get("incomplete", [])
     return qualify(Verdict(
         key="table5_resolution", claim="Table 5 resolves phi during aggregation", where="App. D.2, Table 5",
-        status="violated" if at_least(share, 0.9) else "holds",
+        status=status_of(at_least(share, 0.9)),
         measured=f"{100 * share:.0f}% of phi on f16 grid", bound="resolved values", value=share, reference=0.0,
         detail=(f"The paper's phi for t = 48..30 are all of the form 0.03125 sqrt(k), the acos of a float16 "
                 f"cosine 1 - k 2^-11, which is below float16's resolution. On our GMM run in float64, phi "
@@ -156,3 +154,11 @@ def plot(prec: xr.Dataset) -> dict:
 def tables(prec: xr.Dataset) -> dict:
     """``{"precision_table5": phi, delta and norm gap per t, one column per dtype}``."""
     return {"precision_table5": prec.to_dataframe().unstack("dtype")}
+
+
+class Precision(Analysis):
+    """What float16 does to Table 5 (App. D.2): ``compute``, ``verdicts``, ``plot``, ``tables`` above."""
+
+    name, family, stores, reads, result, captions = NAME, "prop31", "required", ("dtypes",), "precision", CAPTIONS
+    summary = "Table 5 of one configuration recorded in several dtypes (each store's dtype from its attrs)"
+    compute, verdicts, plot, tables = map(staticmethod, (compute, verdicts, plot, tables))

@@ -20,7 +20,7 @@ from amdm_geom.core import geometry
 __all__ = ["REFERENCE", "beside_paper", "float16_arithmetic", "float16_grid_share", "paper_table5", "table5",
            "table5_partial"]
 
-REFERENCE = Path(__file__).resolve().parent.parent / "data" / "reference"
+REFERENCE = Path(__file__).resolve().parents[2] / "data" / "reference"
 _COLUMNS = ("phi", "delta", "norm_gap", "phi_std", "delta_std", "norm_gap_std")
 
 

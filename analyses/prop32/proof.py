@@ -31,7 +31,7 @@ from amdm_geom.analyses.common import (
 )
 from amdm_geom.core import geometry
 from amdm_geom.core.verdicts import Verdict, at_least, qualify
-from amdm_geom.store import completed_steps, incomplete_note, require, run_config
+from amdm_geom.store import completed_steps, etas, incomplete_note, require
 
 __all__ = ["proof", "proof_table", "proof_verdicts"]
 
@@ -70,8 +70,8 @@ def proof(store, *, partner: int = 1, chunk: int | None = None) -> xr.Dataset:
     not grow with the number of samples."""
     ds = open_store(store)
     mean = "mu_shift" if "mu_shift" in ds else "mu"
-    require(ds, variables=("agg_z", "z_shift", "mu", mean, "model_sigma", "aggregated", "t"), attrs=("config",))
-    cfg = run_config(ds)
+    require(ds, variables=("agg_z", "z_shift", "mu", mean, "model_sigma", "aggregated", "t"))
+    eta = etas(ds)[0]
     T, note = int(ds.sizes["step"]), incomplete_note(ds)
     ds = completed_steps(ds)
     n = int(np.prod(ds["agg_z"].shape[2:]))
@@ -96,7 +96,7 @@ def proof(store, *, partner: int = 1, chunk: int | None = None) -> xr.Dataset:
                              "t_index": ("step", [T - 1 - k for k in steps]),
                              "sigma": ("step", ds.model_sigma.values[0, steps])})
     res["finite"] = (("step", "sample"), np.stack(finite))
-    res.attrs.update({"n": n, "eta": float(cfg["etas"][0]), "partner": partner, "incomplete": note})
+    res.attrs.update({"n": n, "eta": eta, "partner": partner, "incomplete": note})
     return res
 
 

@@ -10,7 +10,7 @@ where model 2 puts its mass.
   move, the existence claim, and the eta that would reach model 2's shell (``proof``,
   ``proof_verdicts``): see ``amdm_geom.analyses.prop32.proof``.
 
-The analysis contract (``amdm_geom.analyses``): ``compute(stores)`` gives an ``xarray.DataTree``
+The analysis ``Shell`` (``amdm_geom.analyses.base.Analysis``): ``compute(stores)`` gives an ``xarray.DataTree``
 with nodes ``lemma_grid`` (dims ``n``, ``eps``), ``prop32_<store>`` per store (dims ``step``,
 ``sample``, ``eps``), ``proof_<store>`` per store (dims ``step``, ``sample``) and
 ``prop32_summary`` (dims ``run``, ``eps``), written as ``<node>.zarr``; the figures
@@ -28,19 +28,18 @@ import numpy as np
 import torch
 import xarray as xr
 
+from amdm_geom.analyses.base import Analysis
 from amdm_geom.analyses.common.membership import EPS_GRID, prop32, prop32_verdicts, summarize, sweep
 from amdm_geom.analyses.prop32.proof import proof, proof_table, proof_verdicts
 from amdm_geom.core import bounds, geometry
 from amdm_geom.core.palette import colour
-from amdm_geom.core.verdicts import Verdict, at_most
+from amdm_geom.core.verdicts import Verdict, at_most, status_of
 
-__all__ = ["CAPTIONS", "EPS_GRID", "NAME", "STORES", "SUMMARY", "compute", "figures", "lemma_cells", "lemma_grid",
+__all__ = ["CAPTIONS", "EPS_GRID", "NAME", "Shell", "compute", "figures", "lemma_cells", "lemma_grid",
            "lemma_verdicts", "plot", "proof", "proof_table", "proof_verdicts", "prop32", "prop32_verdicts", "summarize",
            "sweep", "tables", "verdicts"]
 
 NAME = "shell"
-SUMMARY = "Lemma A.1 grid and Prop. 3.2 shell and domain membership (stores with --ddim-eta > 0)"
-STORES = "required"
 #: The figures' captions (fnmatch patterns over the figure names, ``amdm_geom.app.runner.output.caption_of``).
 CAPTIONS = {
     "lemma_a1": (
@@ -110,8 +109,9 @@ def lemma_verdicts(grid: xr.Dataset) -> list[Verdict]:
     worst = float(ratio.min())
     i, j = np.unravel_index(int(np.argmin(ratio)), ratio.shape)
     return [Verdict(
+        family="lemma-a1",
         key="lemma_a1_grid", claim="|X| within eps sqrt(n) s w.p. >= bound", where="Lemma A.1, eq. (9)",
-        status="violated" if violated else ("holds" if (cells == "holds").any() else "vacuous"),
+        status=status_of(violated, (cells == "holds").any()),
         measured=f"min bound/exact miss {worst:.2f}", bound=">= 1 (chi law)", value=worst, reference=1.0,
         detail=(f"{int((cells == 'holds').sum())} (n, eps) cells hold, {violated} violated, {vac} vacuous (bound <= 0 "
                 f"where n eps^2 is small) over n = {int(grid.n[0])}..{int(grid.n[-1])}, eps = "
@@ -236,3 +236,13 @@ def figures(grid: xr.Dataset | None = None, runs: dict | None = None, summary: x
         fig.tight_layout()
         figs["membership"] = fig
     return figs
+
+
+class Shell(Analysis):
+    """Lemma A.1 (its verdict names its family) and Prop. 3.2 on runs with sigma_t > 0:
+    ``compute``, ``verdicts``, ``plot``, ``tables`` above."""
+
+    name, family, other_families, captions = NAME, "prop32", ("lemma-a1",), CAPTIONS
+    stores, reads = "required", ("stochastic",)
+    summary = "Lemma A.1 grid and Prop. 3.2 shell and domain membership (stores with --ddim-eta > 0)"
+    compute, verdicts, plot, tables = map(staticmethod, (compute, verdicts, plot, tables))

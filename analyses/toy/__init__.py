@@ -10,6 +10,9 @@ is the analysis that runs it and judges the paper's claim.
   reverse diffusion with the summed score, the oracle; the per-block random streams.
 - ``mcmc``: Du et al. (2023)'s annealed ULA, MALA and HMC.
 - ``metrics``: LL, MMD, W2, covariance error, mode coverage.
-- ``benchmark``: every method on one task with each kind of expert and seed, as a Dataset.
+- ``settings``: the benchmark's settings (``Benchmark``), its full and quick sizes (``ToyScale``)
+  and its arms (``Arm``: one method, each AMDM setting its own), as specs.
+- ``benchmark``: every arm on one task with each kind of expert and seed, as one Dataset over
+  ``arm`` (``amdm_geom.analyses.common.paired``).
 - ``figures``: samples, the AMDM trajectory, the norm law of 2D noise, the AMDM sweep.
 """

@@ -1,29 +1,32 @@
 """The 2D benchmark's sweep (App. E, Table 7): every method on one task with each kind of expert
 and every seed, scored per seed against exact target samples, as one Dataset.
 
-Methods (``METHODS``): ``amdm`` (each (w, eta) setting its own entry), ``summed_score``,
-``du_ula``, ``du_mala``, ``du_hmc`` and ``oracle`` (``samplers``, ``mcmc``). Experts:
-``"exact"`` and ``"mlp"`` (``experts``); every method runs with both kinds, which separates the
-model's error (mlp against exact) from the sampler's (method against oracle). The oracle does
-not use the experts: its row is one run, repeated under each expert kind. The true-vs-true floor
-(two independent exact sets of the same N, scored alike) is reported beside every metric.
+A paired benchmark (``amdm_geom.analyses.common.paired``): its arms are specs (``settings.arms``:
+``amdm``, each (w, eta) setting its own arm, ``summed_score``, ``du_ula``, ``du_mala``, ``du_hmc``
+and ``oracle``; ``samplers``, ``mcmc``), its settings one spec (``settings.Benchmark``), the
+scoring function (``Scores``) maps an arm's samples to per-seed metrics (the arms are paired by
+seed: one reference set per seed), and the result is one Dataset over ``arm`` with ``method``,
+``w`` and ``eta`` as coordinates. Experts: ``"exact"`` and ``"mlp"`` (``experts``); every method
+runs with both kinds, which separates the model's error (mlp against exact) from the sampler's
+(method against oracle). The oracle does not use the experts: its row is one run, repeated under
+each expert kind. The true-vs-true floor (two independent exact sets of the same N, scored
+alike) is reported beside every metric.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 
 import numpy as np
 import xarray as xr
 
+from amdm_geom.analyses.common import paired
 from amdm_geom.analyses.toy import targets
 from amdm_geom.analyses.toy.experts import ExactExpert, Schedule, make_schedule, train_mlp
 from amdm_geom.analyses.toy.mcmc import du_mcmc
 from amdm_geom.analyses.toy.metrics import (
-    BANDWIDTHS,
     cov_error,
     kernel_means,
     ln_mmd,
@@ -34,44 +37,23 @@ from amdm_geom.analyses.toy.metrics import (
     w2,
 )
 from amdm_geom.analyses.toy.samplers import STREAMS, amdm, oracle, summed_score
+from amdm_geom.analyses.toy.settings import Arm, Benchmark, arms
 
-__all__ = ["DU_METHODS", "EXPERTS", "METHODS", "Scores", "best_method", "floor_sizes", "mean_over_seeds", "method_rows",
-           "run_benchmark", "run_method"]
+__all__ = ["Scores", "best_arm", "floor_sizes", "mean_over_seeds", "run_benchmark"]
 
-METHODS = ("amdm", "summed_score", "du_ula", "du_mala", "du_hmc", "oracle")
-DU_METHODS = ("du_ula", "du_mala", "du_hmc")
-EXPERTS = ("exact", "mlp")
 #: the per-seed metrics, in the order ``Scores.metrics`` returns them
 _METRICS = ("ll", "ln_mmd", "ln_mmd_avg", "w2", "var", "coverage")
-
-
-def run_method(method: str, e1, e2, target, sched: Schedule, seeds, n: int, **kw):
-    """Dispatch by name (``METHODS``); ``amdm`` takes ``w``, ``eta``, ``agg_steps``; the Du
-    methods take the keywords of ``mcmc.du_mcmc``."""
-    if method == "amdm":
-        return amdm(e1, e2, sched, seeds, n, **kw)
-    if method == "summed_score":
-        return summed_score(e1, e2, sched, seeds, n)
-    if method in DU_METHODS:
-        return du_mcmc(e1, e2, sched, seeds, n, kind=method[3:], **kw)
-    if method == "oracle":
-        return oracle(target, sched, seeds, n)
-    raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-
-
-def method_rows(ws, etas) -> list[tuple[str, str, float, float]]:
-    """The Dataset's ``method`` entries: ``(name, family, w, eta)``, the AMDM grid first."""
-    rows = [(f"amdm[w={w:g},eta={e:g}]", "amdm", float(w), float(e)) for w in ws for e in etas]
-    rows += [(m, m, math.nan, math.nan) for m in ("summed_score", *DU_METHODS, "oracle")]
-    return rows
+#: the Dataset's dims of each per-arm outcome (after ``arm``)
+_DIMS = {**{m: ("expert", "seed") for m in (*_METRICS, "accept")}, "ln_mmd": ("expert", "seed", "bandwidth"),
+         "wall_s": ("expert",), "samples": ("expert", "point", "coord")}
 
 
 class Scores:
-    """The per-seed metrics of every (method, expert) against fixed exact reference sets: ``ref``
-    (compared with every method) and ``ref2`` (the floor), drawn per seed from the ``reference``
-    stream; ``samples`` keeps seed 0's output."""
+    """The scoring function: the per-seed metrics of every (arm, expert) against fixed exact
+    reference sets: ``ref`` (compared with every arm) and ``ref2`` (the floor), drawn per seed from
+    the ``reference`` stream; ``samples`` keeps seed 0's output."""
 
-    def __init__(self, target, seed_list, n: int, bw: np.ndarray, n_methods: int, n_experts: int, w2_points: int):
+    def __init__(self, target, seed_list, n: int, bw: np.ndarray, n_arms: int, n_experts: int, w2_points: int):
         self.target, self.bw, self.w2_points = target, bw, w2_points
         self.refs, self.ref2s, self.kyy = [], [], []
         for sd in seed_list:
@@ -79,11 +61,11 @@ class Scores:
             self.refs.append(targets.sample(target, n, rng))
             self.ref2s.append(targets.sample(target, n, rng))
             self.kyy.append(kernel_means(sq_distances(self.refs[-1], self.refs[-1]), bw))
-        shape = (n_methods, n_experts, len(seed_list))
+        shape = (n_arms, n_experts, len(seed_list))
         self.arrays = {m: np.full(shape + ((len(bw),) if m == "ln_mmd" else ()), np.nan) for m in _METRICS}
         self.arrays["accept"] = np.full(shape, np.nan)
         self.wall = np.full(shape[:2], np.nan)
-        self.samples = np.full((n_methods, n_experts, n, 2), np.nan)
+        self.samples = np.full((n_arms, n_experts, n, 2), np.nan)
         self.metrics_s = 0.0
 
     def metrics(self, x: np.ndarray, j: int) -> tuple:
@@ -93,7 +75,7 @@ class Scores:
                 w2(x, self.refs[j], self.w2_points), cov_error(x, self.target), mode_coverage(x, self.target))
 
     def store(self, i: int, e: int, out: np.ndarray) -> None:
-        """Score method ``i``'s output ``out (seeds, n, 2)`` under expert kind ``e``."""
+        """Score arm ``i``'s output ``out (seeds, n, 2)`` under expert kind ``e``."""
         t0 = time.perf_counter()
         for j in range(out.shape[0]):
             for name, value in zip(_METRICS, self.metrics(out[j], j)):
@@ -107,45 +89,48 @@ class Scores:
         self.wall[i, e_to] = self.wall[i, e_from]
 
 
-def _experts(kind: str, tk, sched: Schedule, mlp_iters: int, mlp_width: int, info: dict):
+def _experts(kind: str, tk, sched: Schedule, spec: Benchmark, info: dict):
     if kind == "exact":
         return ExactExpert(tk.p1, sched), ExactExpert(tk.p2, sched)
-    e1 = train_mlp(tk.p1, sched, seed=1, iters=mlp_iters, width=mlp_width)
-    e2 = train_mlp(tk.p2, sched, seed=2, iters=mlp_iters, width=mlp_width)
+    e1 = train_mlp(tk.p1, sched, seed=1, iters=spec.mlp_iters, width=spec.mlp_width)
+    e2 = train_mlp(tk.p2, sched, seed=2, iters=spec.mlp_iters, width=spec.mlp_width)
     info["mlp"] = {"p1": e1.info, "p2": e2.info}
     return e1, e2
 
 
-def _run_kind(ei: int, kind: str, e1, e2, tk, sched, rows, seed_list, n, scores: Scores, info: dict, oracle_at,
-              agg_steps, mcmc_steps: int, n_trapezoid: int):
-    """Every method with one kind of expert; returns the expert index the oracle ran under."""
+def _run_kind(spec: Benchmark, plan: list[Arm], ei: int, kind: str, experts, tk, sched, scores: Scores,
+              info: dict, oracle_at):
+    """Every arm with one kind of expert (``experts``: the pair); returns the expert index the
+    oracle ran under."""
+    e1, e2 = experts
+    seed_list, n = list(spec.seeds), spec.n
     t0 = time.perf_counter()  # AMDM: every setting side by side in one batch
-    grid = [(i, r) for i, r in enumerate(rows) if r[1] == "amdm"]
+    grid = [(i, a) for i, a in enumerate(plan) if a.method == "amdm"]
     rec: dict = {}
-    out = amdm(e1, e2, sched, seed_list, n, w=np.array([r[2] for _, r in grid]), eta=np.array([r[3] for _, r in grid]),
-               agg_steps=agg_steps, record=rec)
+    out = amdm(e1, e2, sched, seed_list, n, w=np.array([a.w for _, a in grid]), eta=np.array([a.eta for _, a in grid]),
+               agg_steps=spec.agg_steps, record=rec)
     info["antipodal_fallbacks"][kind] = int(rec["antipodal"])
     dt = (time.perf_counter() - t0) / len(grid)
     for a, (i, _) in enumerate(grid):
         scores.store(i, ei, out[a])
         scores.wall[i, ei] = dt
-    for i, (_name, fam, _, _) in enumerate(rows):
-        if fam == "amdm":
+    for i, arm in enumerate(plan):
+        if arm.method == "amdm":
             continue
         t0 = time.perf_counter()
-        if fam == "oracle" and oracle_at is not None:  # one run, whatever the experts: copy its row
+        if arm.method == "oracle" and oracle_at is not None:  # one run, whatever the experts: copy its row
             scores.copy_row(i, oracle_at, ei)
             continue
-        if fam == "oracle":
+        if arm.method == "oracle":
             out, oracle_at = oracle(tk.target, sched, seed_list, n), ei
-        elif fam == "summed_score":
+        elif arm.method == "summed_score":
             out = summed_score(e1, e2, sched, seed_list, n)
         else:
             st: dict = {}
-            out = du_mcmc(e1, e2, sched, seed_list, n, kind=fam[3:], steps=mcmc_steps, n_trapezoid=n_trapezoid,
-                          stats=st)
+            out = du_mcmc(e1, e2, sched, seed_list, n, kind=arm.method[3:], steps=spec.mcmc_steps,
+                          n_trapezoid=spec.n_trapezoid, stats=st)
             scores.arrays["accept"][i, ei] = st["accept"]
-            info["energy"][f"{fam}/{kind}"] = st["energy"]
+            info["energy"][f"{arm.method}/{kind}"] = st["energy"]
         scores.wall[i, ei] = time.perf_counter() - t0
         scores.store(i, ei, out)
     return oracle_at
@@ -158,27 +143,26 @@ def floor_sizes(n: int) -> list[int]:
     return sorted({max(2, n // k) for k in (8, 4, 2, 1)})
 
 
-def _dataset(scores: Scores, rows, experts, seed_list, bw, n: int) -> xr.Dataset:
-    a = scores.arrays
+def _dataset(scores: Scores, spec: Benchmark, plan: list[Arm], bw: np.ndarray) -> xr.Dataset:
+    """One Dataset over ``arm`` (``paired.arm_dataset``): each arm's per-seed metrics, wall time
+    and seed 0's samples; then the floor's."""
+    a, n, seed_list = scores.arrays, spec.n, list(spec.seeds)
+    outcomes = {arm.name: {**{name: a[name][i] for name in (*_METRICS, "accept")}, "wall_s": scores.wall[i],
+                           "samples": scores.samples[i]} for i, arm in enumerate(plan)}
+    sizes = floor_sizes(n)
+    ds = paired.arm_dataset(plan, outcomes, dims=_DIMS, settings={"method": "method", "w": "w", "eta": "eta"},
+                            coords={"expert": list(spec.experts), "seed": seed_list, "bandwidth": bw,
+                                    "point": np.arange(n), "coord": ["x", "y"], "floor_n": sizes})
     fl = [scores.metrics(scores.ref2s[j], j) for j in range(len(seed_list))]  # the floor
-    mes = ("method", "expert", "seed")
-    data = {name: (mes + (("bandwidth",) if name == "ln_mmd" else ()), a[name]) for name in (*_METRICS, "accept")}
-    data["wall_s"] = (("method", "expert"), scores.wall)
     for k, name in enumerate(_METRICS):
         dims = ("seed", "bandwidth") if name == "ln_mmd" else "seed"
-        data[f"{name}_floor"] = (dims, np.stack([f[k] for f in fl]))
-    sizes = floor_sizes(n)
+        ds[f"{name}_floor"] = (dims, np.stack([f[k] for f in fl]))
     by_n = np.stack([[mmd2(scores.ref2s[j][:m], scores.refs[j][:m], bw) for m in sizes]
                      for j in range(len(seed_list))])  # (seed, floor_n, bandwidth): MMD^2
-    data["ln_mmd_floor_n"] = (("seed", "floor_n", "bandwidth"), ln_mmd(by_n))
-    data["ln_mmd_avg_floor_n"] = (("seed", "floor_n"), ln_mmd(by_n.mean(-1)))
-    data["samples"] = (("method", "expert", "point", "coord"), scores.samples)
-    data["target_samples"] = (("point", "coord"), scores.ref2s[0])
-    coords = {"method": [r[0] for r in rows], "family": ("method", [r[1] for r in rows]),
-              "w": ("method", [r[2] for r in rows]), "eta": ("method", [r[3] for r in rows]),
-              "expert": list(experts), "seed": seed_list, "bandwidth": bw, "point": np.arange(n), "coord": ["x", "y"],
-              "floor_n": sizes}
-    return xr.Dataset(data, coords=coords)
+    ds["ln_mmd_floor_n"] = (("seed", "floor_n", "bandwidth"), ln_mmd(by_n))
+    ds["ln_mmd_avg_floor_n"] = (("seed", "floor_n"), ln_mmd(by_n.mean(-1)))
+    ds["target_samples"] = (("point", "coord"), scores.ref2s[0])
+    return ds
 
 
 def _add_trajectory(ds: xr.Dataset, tk, sched: Schedule, seed: int, n: int, setting) -> xr.Dataset:
@@ -198,14 +182,14 @@ def _add_trajectory(ds: xr.Dataset, tk, sched: Schedule, seed: int, n: int, sett
     return ds
 
 
-def _attrs(tk, n: int, sched: Schedule, agg_steps, mcmc_steps: int, n_trapezoid: int, info: dict, quick: bool) -> dict:
+def _attrs(tk, spec: Benchmark, sched: Schedule, info: dict) -> dict:
     return {
-        "task": tk.name, "task_description": tk.description, "n": n, "T": sched.T,
+        "task": tk.name, "task_description": tk.description, "n": spec.n, "T": sched.T,
         "schedule": "cosine (squaredcos_cap_v2), T = 100, DDPM steps (ddim_coefficients eta = 1), t = 99..0",
         "scheduler_config": sched.coeffs.attrs["scheduler_config"],
-        "agg_steps": sched.T if agg_steps is None else int(agg_steps),
-        "mcmc": json.dumps({"steps_per_level": mcmc_steps, "ula_mala_step": 1e-3, "hmc_step": 0.03, "leapfrog": 3,
-                            "damping": 0.5, "mass": 1.0, "n_trapezoid": n_trapezoid,
+        "agg_steps": sched.T if spec.agg_steps is None else int(spec.agg_steps),
+        "mcmc": json.dumps({"steps_per_level": spec.mcmc_steps, "ula_mala_step": 1e-3, "hmc_step": 0.03,
+                            "leapfrog": 3, "damping": 0.5, "mass": 1.0, "n_trapezoid": spec.n_trapezoid,
                             "step_sizes": "constant over noise levels (Du et al.'s 2D toy code)"}),
         "energy": json.dumps(info["energy"]), "mlp": json.dumps(info["mlp"]),
         "antipodal_fallbacks": json.dumps(info["antipodal_fallbacks"]),
@@ -215,57 +199,38 @@ def _attrs(tk, n: int, sched: Schedule, agg_steps, mcmc_steps: int, n_trapezoid:
         "coverage_definition": "share of target modes (clusters >= 2% mass) with >= 5 samples within 2 std",
         "floor": "exact target samples (independent set) scored like every method, against the same reference set",
         "oracle_note": "the oracle does not use the experts: its row is one run, repeated under each expert kind",
-        "quick": int(bool(quick)),
+        "benchmark": spec.model_dump_json(),
     }
 
 
-def run_benchmark(task: str = "ring_bar", n: int | None = None, seeds=None, experts: Sequence[str] | None = None,
-                  quick: bool = False, ws: Sequence[float] | None = None, etas: Sequence[float] | None = None,
-                  agg_steps: int | None = None, bandwidths: Sequence[float] = BANDWIDTHS, mcmc_steps: int = 10,
-                  n_trapezoid: int = 2, mlp_iters: int | None = None, mlp_width: int = 48, w2_points: int = 500,
-                  trajectory: tuple[float, float] | None = (0.5, 0.3)) -> xr.Dataset:
-    """Run every method on ``task`` with each kind of expert and every seed; metrics per seed.
+def run_benchmark(spec: Benchmark) -> xr.Dataset:
+    """Run every arm (``settings.arms``) on ``spec.task`` with each kind of expert and every seed;
+    metrics per seed (``settings.settings`` makes ``spec`` at full or quick scale).
 
-    Defaults (full): N = 2000, seeds 0..4, experts ("exact", "mlp"), w in (0.3, 0.5, 0.7) x eta
-    in (0, 0.01, 0.05, 0.3), MLP experts trained 2500 iterations. ``quick=True``: N = 500, 3
-    seeds, exact experts only unless ``experts`` says otherwise, w in (0.3, 0.5, 0.7) x eta in
-    (0, 0.3), 1000 training iterations. ``seeds`` is a count or a list. ``trajectory``: the
-    (w, eta) of the AMDM run whose latents are kept for the trajectory figure (exact experts,
-    the first seed; None: none).
-
-    Returns a Dataset over ``method`` (AMDM settings are separate entries, with ``family``,
-    ``w``, ``eta`` coordinates), ``expert``, ``seed`` (and ``bandwidth``): ``ll``, ``ln_mmd``,
-    ``ln_mmd_avg`` (the average kernel), ``w2``, ``var``, ``coverage``, ``accept``, ``wall_s``;
-    the floor: ``ll_floor``, ``ln_mmd_floor``, ``ln_mmd_avg_floor``, ``w2_floor``, ``var_floor``,
+    Returns a Dataset over ``arm`` (AMDM settings are separate arms; coordinates ``method``, ``w``,
+    ``eta``), ``expert``, ``seed`` (and ``bandwidth``): ``ll``, ``ln_mmd``, ``ln_mmd_avg`` (the
+    average kernel), ``w2``, ``var``, ``coverage``, ``accept``, ``wall_s``; the floor:
+    ``ll_floor``, ``ln_mmd_floor``, ``ln_mmd_avg_floor``, ``w2_floor``, ``var_floor``,
     ``coverage_floor``, and the MMD floor at smaller N (the first N' points of both exact sets,
-    ``floor_sizes``): ``ln_mmd_floor_n`` (seed, floor_n, bandwidth), ``ln_mmd_avg_floor_n``;
-    seed 0's ``samples`` and ``target_samples``; the AMDM ``trajectory``.
+    ``floor_sizes``): ``ln_mmd_floor_n`` (seed, floor_n, bandwidth), ``ln_mmd_avg_floor_n``; seed
+    0's ``samples`` and ``target_samples``; the AMDM ``trajectory`` (``spec.trajectory``: its (w,
+    eta), exact experts, the first seed). ``attrs["benchmark"]`` keeps ``spec``.
     """
     t_start = time.perf_counter()
-    n = int(n if n is not None else (500 if quick else 2000))
-    if seeds is None:
-        seeds = 3 if quick else 5
-    seed_list = list(range(seeds)) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
-    ws = tuple(ws if ws is not None else (0.3, 0.5, 0.7))
-    etas = tuple(etas if etas is not None else ((0.0, 0.3) if quick else (0.0, 0.01, 0.05, 0.3)))
-    mlp_iters = int(mlp_iters if mlp_iters is not None else (1000 if quick else 2500))
-    experts = tuple(experts if experts is not None else (("exact",) if quick else EXPERTS))
-    if not experts or any(e not in EXPERTS for e in experts):
-        raise ValueError(f"experts must be a non-empty subset of {EXPERTS}; got {experts}")
-    tk, sched = targets.make_task(task), make_schedule(100)
-    bw = np.asarray(bandwidths, dtype=np.float64)
-    rows = method_rows(ws, etas)
-    scores = Scores(tk.target, seed_list, n, bw, len(rows), len(experts), w2_points)
+    seed_list = list(spec.seeds)
+    tk, sched = targets.make_task(spec.task), make_schedule(100)
+    bw = np.asarray(spec.bandwidths, dtype=np.float64)
+    plan = arms(spec)
+    scores = Scores(tk.target, seed_list, spec.n, bw, len(plan), len(spec.experts), spec.w2_points)
     info: dict = {"antipodal_fallbacks": {}, "mlp": {}, "energy": {}}
     oracle_at = None  # the expert index under which the oracle ran
-    for ei, kind in enumerate(experts):
-        e1, e2 = _experts(kind, tk, sched, mlp_iters, mlp_width, info)
-        oracle_at = _run_kind(ei, kind, e1, e2, tk, sched, rows, seed_list, n, scores, info, oracle_at, agg_steps,
-                              mcmc_steps, n_trapezoid)
-    ds = _dataset(scores, rows, experts, seed_list, bw, n)
-    if trajectory is not None:
-        ds = _add_trajectory(ds, tk, sched, seed_list[0], n, trajectory)
-    ds.attrs.update(_attrs(tk, n, sched, agg_steps, mcmc_steps, n_trapezoid, info, quick))
+    for ei, kind in enumerate(spec.experts):
+        experts = _experts(kind, tk, sched, spec, info)
+        oracle_at = _run_kind(spec, plan, ei, kind, experts, tk, sched, scores, info, oracle_at)
+    ds = _dataset(scores, spec, plan, bw)
+    if spec.trajectory is not None:
+        ds = _add_trajectory(ds, tk, sched, seed_list[0], spec.n, spec.trajectory)
+    ds.attrs.update(_attrs(tk, spec, sched, info))
     ds.attrs.update({"metrics_s": scores.metrics_s, "compute_s": time.perf_counter() - t_start})
     return ds
 
@@ -275,12 +240,12 @@ def run_benchmark(task: str = "ring_bar", n: int | None = None, seeds=None, expe
 
 
 def mean_over_seeds(ds: xr.Dataset, var: str, **sel) -> float:
-    """The mean over seeds of ``ds[var]`` at ``sel`` (``method=..., expert=...``)."""
-    return float(ds[var].sel(sel).mean("seed"))  # .sel takes a dict: ``method`` is also a keyword of DataArray.sel
+    """The mean over seeds of ``ds[var]`` at ``sel`` (``arm=..., expert=...``)."""
+    return float(ds[var].sel(sel).mean("seed"))
 
 
-def best_method(ds: xr.Dataset, expert: str, families: Sequence[str]) -> str:
-    """The method (entry) of the given families with the highest mean LL under ``expert``."""
-    cand = [m for m, f in zip(ds.method.values, ds.family.values) if f in families]
-    lls = [mean_over_seeds(ds, "ll", method=m, expert=expert) for m in cand]
-    return cand[int(np.nanargmax(lls))]
+def best_arm(ds: xr.Dataset, expert: str, methods: Sequence[str]) -> str:
+    """The arm of the given methods with the highest mean LL under ``expert``."""
+    cand = [a for a, m in zip(ds.arm.values, ds.method.values) if m in methods]
+    lls = [mean_over_seeds(ds, "ll", arm=a, expert=expert) for a in cand]
+    return str(cand[int(np.nanargmax(lls))])

@@ -1,4 +1,4 @@
-"""The figures of the 2D benchmark, from ``benchmark.run_benchmark``'s Dataset: samples over the
+"""The figures of the 2D benchmark, from ``benchmark.run_benchmark``'s Dataset (over ``arm``): samples over the
 target's density, AMDM's trajectory over the diffused target, the norm law of 2D noise (why
 there is no shell in 2D, Lemma A.1), and mean LL over the AMDM sweep."""
 
@@ -12,8 +12,9 @@ import torch
 import xarray as xr
 
 from amdm_geom.analyses.toy import targets
-from amdm_geom.analyses.toy.benchmark import DU_METHODS, best_method, mean_over_seeds
+from amdm_geom.analyses.toy.benchmark import best_arm, mean_over_seeds
 from amdm_geom.analyses.toy.experts import make_schedule
+from amdm_geom.analyses.toy.settings import DU_METHODS
 from amdm_geom.core import geometry
 from amdm_geom.core.palette import colour
 
@@ -48,10 +49,10 @@ def samples_figure(ds: xr.Dataset, expert: str, panels: dict | None = None):
     ext = tk.extent
     if panels is None:
         panels = {"target (exact)": ds.target_samples.values}
-        a = best_method(ds, expert, ("amdm",))
-        panels[f"AMDM best {a[4:]}"] = ds.samples.sel({"method": a, "expert": expert}).values
+        a = best_arm(ds, expert, ("amdm",))
+        panels[f"AMDM best {a[4:]}"] = ds.samples.sel(arm=a, expert=expert).values
         for m in ("summed_score", *DU_METHODS, "oracle"):
-            panels[m] = ds.samples.sel({"method": m, "expert": expert}).values
+            panels[m] = ds.samples.sel(arm=m, expert=expert).values
     cols = 4
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.0 * rows), squeeze=False)
@@ -134,15 +135,15 @@ def sweep_figure(ds: xr.Dataset):
     """Mean LL over the AMDM (w, eta) grid, one panel per expert kind."""
     import matplotlib.pyplot as plt
 
-    am = [m for m, f in zip(ds.method.values, ds.family.values) if f == "amdm"]
-    wv = sorted({float(ds.w.sel({"method": m})) for m in am})
-    ev = sorted({float(ds.eta.sel({"method": m})) for m in am})
+    am = [str(a) for a, m in zip(ds.arm.values, ds.method.values) if m == "amdm"]
+    wv = sorted({float(ds.w.sel(arm=a)) for a in am})
+    ev = sorted({float(ds.eta.sel(arm=a)) for a in am})
     fig, axes = plt.subplots(1, ds.sizes["expert"], figsize=(4.2 * ds.sizes["expert"], 3.4), squeeze=False)
     for ax, expert in zip(axes.flat, ds.expert.values):
         grid = np.full((len(wv), len(ev)), np.nan)
-        for m in am:
-            grid[wv.index(float(ds.w.sel({"method": m}))), ev.index(float(ds.eta.sel({"method": m})))] = \
-                mean_over_seeds(ds, "ll", method=m, expert=expert)
+        for a in am:
+            grid[wv.index(float(ds.w.sel(arm=a))), ev.index(float(ds.eta.sel(arm=a)))] = \
+                mean_over_seeds(ds, "ll", arm=a, expert=expert)
         im = ax.imshow(np.sign(grid) * np.log10(1 + np.abs(grid)), cmap="viridis", aspect="auto")
         for (i, j), v in np.ndenumerate(grid):
             ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=7, color="w")
@@ -150,8 +151,8 @@ def sweep_figure(ds: xr.Dataset):
         ax.set_yticks(range(len(wv)), [f"{w:g}" for w in wv])
         ax.set_xlabel("eta")
         ax.set_ylabel("w")
-        du = mean_over_seeds(ds, "ll", method=best_method(ds, expert, DU_METHODS), expert=expert)
-        orc = mean_over_seeds(ds, "ll", method="oracle", expert=expert)
+        du = mean_over_seeds(ds, "ll", arm=best_arm(ds, expert, DU_METHODS), expert=expert)
+        orc = mean_over_seeds(ds, "ll", arm="oracle", expert=expert)
         ax.set_title(f"AMDM mean LL ({expert}); best Du {du:.2f}, oracle {orc:.2f}", fontsize=8)
         fig.colorbar(im, ax=ax, label="sign(LL) log10(1 + |LL|)")
     fig.tight_layout()
@@ -170,8 +171,8 @@ def floor_figure(ds: xr.Dataset):
         ax.plot(sizes, f.mean("seed"), "o-", color=f"C{k}", label=f"floor, h = {float(h):g}")
         ax.fill_between(sizes, f.min("seed"), f.max("seed"), color=f"C{k}", alpha=0.2)
         for e, marker in zip(ds.expert.values, ("*", "s")):
-            a = best_method(ds, str(e), ("amdm",))
-            value = float(ds.ln_mmd.sel({"method": a, "expert": e, "bandwidth": h}).mean())
+            a = best_arm(ds, str(e), ("amdm",))
+            value = float(ds.ln_mmd.sel(arm=a, expert=e, bandwidth=h).mean())
             ax.plot([int(ds.attrs.get("n", sizes[-1]))], [value], marker, color=f"C{k}", ms=9)
     f = ds.ln_mmd_avg_floor_n
     ax.plot(sizes, f.mean("seed"), "k--", label="floor, average kernel")

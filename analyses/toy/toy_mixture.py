@@ -33,27 +33,26 @@ N = 2000, 5 seeds, both expert kinds, 12 AMDM settings, MLP training included) t
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from amdm_geom.analyses.toy.benchmark import DU_METHODS, best_method, mean_over_seeds, run_benchmark
+from amdm_geom.analyses.base import Analysis
+from amdm_geom.analyses.toy.benchmark import best_arm, mean_over_seeds, run_benchmark
 from amdm_geom.analyses.toy.figures import figures
-from amdm_geom.analyses.toy.metrics import BANDWIDTHS
+from amdm_geom.analyses.toy.settings import DU_METHODS, settings
 from amdm_geom.core import stats
 from amdm_geom.core.verdicts import Verdict
 
-__all__ = ["CAPTIONS", "NAME", "REFERENCE", "STORES", "SUMMARY", "compute", "metrics_table", "paper_table7", "plot",
+__all__ = ["CAPTIONS", "NAME", "REFERENCE", "ToyMixture", "compute", "metrics_table", "paper_table7", "plot",
            "table7", "tables", "verdicts"]
 
 NAME = "toy_mixture"
-SUMMARY = "App. E, Table 7: AMDM against product-of-experts samplers on 2D mixtures with exact ground truth"
-STORES = "none"
 WHERE = "App. E, Table 7"
-REFERENCE = Path(__file__).resolve().parent.parent / "data" / "reference"
+REFERENCE = Path(__file__).resolve().parents[2] / "data" / "reference"
 #: The figures' captions (fnmatch patterns over the figure names, ``amdm_geom.app.runner.output.caption_of``).
 CAPTIONS = {
     "samples_*": (
@@ -84,23 +83,19 @@ CAPTIONS = {
 
 
 def compute(stores: Mapping | None = None, *, quick: bool = False, seed: int = 0, runs: Path | None = None,
-            task: str = "ring_bar", n: int | None = None, seeds=None, experts: Sequence[str] | None = None,
-            ws: Sequence[float] | None = None, etas: Sequence[float] | None = None, agg_steps: int | None = None,
-            bandwidths: Sequence[float] = BANDWIDTHS, mcmc_steps: int = 10, n_trapezoid: int = 2,
-            mlp_iters: int | None = None, mlp_width: int = 48, w2_points: int = 500,
-            trajectory: tuple[float, float] | None = (0.5, 0.3)) -> xr.Dataset:
-    """The benchmark's Dataset (``toy.benchmark.run_benchmark``, which documents every keyword
-    and variable). It takes no stores and runs none (``runs`` is unused). The seeds are
-    ``seed, seed + 1, ...`` (3 with ``quick``, else 5) unless ``seeds`` (a count or a list) says
-    otherwise. ``quick``: N = 500, exact experts only unless ``experts`` says otherwise, 6 AMDM
-    settings, 1000 MLP training iterations."""
+            **changes) -> xr.Dataset:
+    """The benchmark's Dataset (``toy.benchmark.run_benchmark``, which documents every variable),
+    one Dataset over ``arm``. It takes no stores and runs none (``runs`` is unused). Its settings
+    are ``toy.settings.settings(quick, seed=seed, **changes)`` (``changes``: any field of
+    ``toy.settings.Benchmark``, checked in one line): the seeds ``seed, seed + 1, ...`` (3 with
+    ``quick``, else 5) unless ``seeds`` (a count or a list) says otherwise; ``quick``: N = 500,
+    exact experts only unless ``experts`` says otherwise, 6 AMDM settings, 1000 MLP training
+    iterations (``toy.settings.QUICK`` against ``FULL``)."""
     if stores:
         raise ValueError(f"{NAME} takes no stores; got {len(stores)}: {', '.join(map(str, stores))}")
-    if seeds is None:
-        seeds = list(range(int(seed), int(seed) + (3 if quick else 5)))
-    return run_benchmark(task=task, n=n, seeds=seeds, experts=experts, quick=quick, ws=ws, etas=etas,
-                         agg_steps=agg_steps, bandwidths=bandwidths, mcmc_steps=mcmc_steps, n_trapezoid=n_trapezoid,
-                         mlp_iters=mlp_iters, mlp_width=mlp_width, w2_points=w2_points, trajectory=trajectory)
+    ds = run_benchmark(settings(quick, seed=seed, **changes))
+    ds.attrs["quick"] = int(bool(quick))
+    return ds
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,8 +117,8 @@ def table7(ds: xr.Dataset) -> pd.DataFrame:
     out = []
     for expert in ds.expert.values:
         for label, fams in (("AMDM", ("amdm",)), ("Du et al. (2023)", DU_METHODS)):
-            m = best_method(ds, expert, fams)
-            sel = dict(method=m, expert=expert)
+            m = best_arm(ds, expert, fams)
+            sel = dict(arm=m, expert=expert)
             row = {"expert": expert, "method": label, "setting": m}
             for col, var in (("ln_mmd", "ln_mmd_avg"), ("ll", "ll"), ("var", "var")):
                 row[col] = mean_over_seeds(ds, var, **sel)
@@ -144,12 +139,13 @@ def table7(ds: xr.Dataset) -> pd.DataFrame:
 
 
 def metrics_table(ds: xr.Dataset) -> pd.DataFrame:
-    """Mean and std over seeds of every metric, per (method, expert)."""
+    """Mean and std over seeds of every metric, per (arm, expert)."""
     cols = {}
     for var in ("ll", "ln_mmd_avg", "w2", "var", "coverage", "accept"):
         cols[var] = ds[var].mean("seed")
         cols[f"{var}_std"] = ds[var].std("seed")
-    return xr.Dataset(cols).drop_vars(["family", "w", "eta"]).to_dataframe()
+    table = xr.Dataset(cols)
+    return table.drop_vars([c for c in table.coords if c not in table.dims]).to_dataframe()
 
 
 def tables(ds: xr.Dataset) -> dict[str, pd.DataFrame]:
@@ -176,8 +172,8 @@ def plot(ds: xr.Dataset) -> dict:
 
 
 def _fails_row(ds: xr.Dataset, expert: str, p_ll: float, p_mmd: float) -> Verdict:
-    a, d = best_method(ds, expert, ("amdm",)), best_method(ds, expert, DU_METHODS)
-    ll_a, ll_d, m_a, m_d, v_a, v_d, c_a, c_d = (mean_over_seeds(ds, var, method=m, expert=expert)
+    a, d = best_arm(ds, expert, ("amdm",)), best_arm(ds, expert, DU_METHODS)
+    ll_a, ll_d, m_a, m_d, v_a, v_d, c_a, c_d = (mean_over_seeds(ds, var, arm=m, expert=expert)
                                                 for var in ("ll", "ln_mmd_avg", "var", "coverage") for m in (a, d))
     holds = (ll_a < ll_d) and (m_a > m_d)
     return Verdict(
@@ -195,16 +191,16 @@ def _fails_row(ds: xr.Dataset, expert: str, p_ll: float, p_mmd: float) -> Verdic
 def _oracle_row(ds: xr.Dataset) -> Verdict:
     worst_gap, where_gap, beaten = math.inf, "", []
     for expert in ds.expert.values:
-        ll_o = mean_over_seeds(ds, "ll", method="oracle", expert=expert)
-        for m in ds.method.values:
+        ll_o = mean_over_seeds(ds, "ll", arm="oracle", expert=expert)
+        for m in ds.arm.values:
             if m == "oracle":
                 continue
-            gap = ll_o - mean_over_seeds(ds, "ll", method=m, expert=expert)
+            gap = ll_o - mean_over_seeds(ds, "ll", arm=m, expert=expert)
             if gap < worst_gap:
                 worst_gap, where_gap = gap, f"{m} ({expert})"
             if gap <= 0:
                 beaten.append(f"{m} ({expert})")
-    ll_o = mean_over_seeds(ds, "ll", method="oracle", expert=ds.expert.values[0])
+    ll_o = mean_over_seeds(ds, "ll", arm="oracle", expert=ds.expert.values[0])
     return Verdict(
         key="toy_oracle_best_ll", claim="the oracle beats every method on LL", where=f"{WHERE} (benchmark check)",
         status="holds" if not beaten else "violated",
@@ -234,14 +230,14 @@ def floor_spread(ds: xr.Dataset) -> str:
 
 
 def _floor_row(ds: xr.Dataset, expert: str) -> Verdict:
-    a = best_method(ds, expert, ("amdm",))
-    m_a = mean_over_seeds(ds, "ln_mmd_avg", method=a, expert=expert)
-    m_o = mean_over_seeds(ds, "ln_mmd_avg", method="oracle", expert=expert)
-    d = best_method(ds, expert, DU_METHODS)
-    m_d = mean_over_seeds(ds, "ln_mmd_avg", method=d, expert=expert)
+    a = best_arm(ds, expert, ("amdm",))
+    m_a = mean_over_seeds(ds, "ln_mmd_avg", arm=a, expert=expert)
+    m_o = mean_over_seeds(ds, "ln_mmd_avg", arm="oracle", expert=expert)
+    d = best_arm(ds, expert, DU_METHODS)
+    m_d = mean_over_seeds(ds, "ln_mmd_avg", arm=d, expert=expert)
     # paired by seed: AMDM's samples and the floor's exact samples are scored against one reference set
-    p = stats.paired_interval(ds.ln_mmd_avg.sel({"method": a, "expert": expert}).values, ds.ln_mmd_avg_floor.values)
-    amdm_h = ds.ln_mmd.sel({"method": a, "expert": expert}).mean("seed")
+    p = stats.paired_interval(ds.ln_mmd_avg.sel(arm=a, expert=expert).values, ds.ln_mmd_avg_floor.values)
+    amdm_h = ds.ln_mmd.sel(arm=a, expert=expert).mean("seed")
     per_h = ", ".join(f"h = {float(h):g}: {float(amdm_h.sel(bandwidth=h)):.2f}" for h in ds.bandwidth.values)
     return Verdict(
         key=f"toy_amdm_above_floor_{expert}", claim="AMDM's samples differ from the target", where=WHERE,
@@ -268,3 +264,12 @@ def verdicts(ds: xr.Dataset) -> list[Verdict]:
     rows.append(_oracle_row(ds))
     rows += [_floor_row(ds, str(e)) for e in ds.expert.values]
     return rows
+
+
+class ToyMixture(Analysis):
+    """App. E, Table 7 on 2D mixtures (``compute``, ``verdicts``, ``plot``, ``tables`` above); one of
+    the longest analyses, so it starts early."""
+
+    name, family, captions, priority = NAME, "app-e", CAPTIONS, 8
+    summary = "App. E, Table 7: AMDM against product-of-experts samplers on 2D mixtures with exact ground truth"
+    compute, verdicts, plot, tables = map(staticmethod, (compute, verdicts, plot, tables))

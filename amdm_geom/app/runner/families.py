@@ -1,79 +1,63 @@
 """The claim families the report and the terminal summary are organised by: the paper's
 statements as a reader looks for them (Prop. 3.1, Lemma A.1, Prop. 3.2, App. D.1, App. E, the
 ablations, the trained ecosystem, App. G: ``FAMILIES``, in that order), then the toolkit's own
-implementation checks.
+implementation checks (``CHECKS``).
 
-A verdict's family follows from where in the paper it points (``Verdict.where``) and its kind:
-the first family whose rule matches, tried in ``MATCH_ORDER`` (App. G before the propositions it
-extends; the trained ecosystem before the tables it re-measures). ``family_of`` never fails: a
-verdict no rule claims lands in ``other``, which the report shows last among the claims, so a new
-analysis' verdicts are never lost.
+Each analysis declares the family it judges (``amdm_geom.analyses.base.Analysis.family``; the
+registry refuses an id not in ``FAMILY_IDS``), and the runner writes it into each of its verdicts
+(``Verdict.family``) unless the verdict names one itself. A verdict's section is its family;
+``family_of`` never fails: a verdict that names none (one made by hand, outside the runner) lands
+in ``OTHER``, which the report shows last among the claims.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from amdm_geom.core.verdicts import STATUSES, Verdict
+from amdm_geom.core.verdicts import STATUS_STYLES, STATUSES, Verdict
 
-__all__ = ["CHECKS", "FAMILIES", "MATCH_ORDER", "OTHER", "Family", "family_of", "finding", "format_summary", "group",
+__all__ = ["CHECKS", "FAMILIES", "FAMILY_IDS", "OTHER", "Family", "family_of", "finding", "format_summary", "group",
            "status_counts"]
 
 
 @dataclass(frozen=True)
 class Family:
-    """One section of the report: its anchor id, title, the question it answers, and the rule
-    that claims a verdict."""
+    """One section of the report: its anchor id, title, and the question it answers."""
 
     id: str
     title: str
     question: str
-    claims: Callable[[Verdict], bool]
-
-
-def _where(*marks: str) -> Callable[[Verdict], bool]:
-    return lambda v: any(m in v.where for m in marks)
-
-
-def _starts(*marks: str) -> Callable[[Verdict], bool]:
-    return lambda v: v.where.startswith(marks)
 
 
 FAMILIES: tuple[Family, ...] = (
     Family("prop31", "Prop. 3.1: norms and angles", "Do two models of one ecosystem land at nearly equal norms and "
-           "small angles (and is Table 5 resolved)?", _where("Prop. 3.1", "Table 5")),
-    Family("lemma-a1", "Lemma A.1: the Gaussian shell", "Do Gaussian latents concentrate on the sqrt(n) shell?",
-           _starts("Lemma A.1")),
+           "small angles (and is Table 5 resolved)?"),
+    Family("lemma-a1", "Lemma A.1: the Gaussian shell", "Do Gaussian latents concentrate on the sqrt(n) shell?"),
     Family("prop32", "Prop. 3.2: the shifted latent", "Does the shifted latent sit in the other model's "
-           "high-probability shell?", _where("Prop. 3.2")),
+           "high-probability shell?"),
     Family("app-d1", "App. D.1: is the schedule Gaussian enough", "Are SD's marginals Gaussian enough for Lemma "
-           "A.1 to apply?", _where("App. D.1")),
+           "A.1 to apply?"),
     Family("app-e", "App. E: the 2D mixture (Table 7)", "Why does AMDM fail on a 2D mixture where MCMC composition "
-           "works?", _where("App. E")),
+           "works?"),
     Family("ablations", "Ablations on the exact GMM family", "Tables 1-4, 6 and 10 and Figure 5, measured where "
-           "ground truth is exact.", _where("Table", "Figure", "Alg. 1", "Sec. 4", "eq. (9)")),
+           "ground truth is exact."),
     Family("trained", "The trained digits ecosystem", "On networks that learned something, does AMDM beat the "
-           "single models and the other training-free methods?", _where("digits ecosystem")),
-    Family("app-g", "App. G: rectified flow", "Does the geometry, and AMDM, carry over to rectified-flow models?",
-           _where("App. G", "Prop. G.", "flow analogue")),
+           "single models and the other training-free methods?"),
+    Family("app-g", "App. G: rectified flow", "Does the geometry, and AMDM, carry over to rectified-flow models?"),
 )
-#: The order rules are tried in: App. G before the propositions it extends, the trained ecosystem before
-#: the tables it re-measures.
-MATCH_ORDER = ("app-g", "trained", "prop31", "lemma-a1", "prop32", "app-d1", "app-e", "ablations")
 #: The implementation checks: the toolkit against diffusers and its own equations.
 CHECKS = Family("checks", "Implementation checks", "Does the toolkit compute what it says (against diffusers and "
-                "its own equations)?", lambda v: v.kind == "implementation check")
-OTHER = Family("other", "Other claims", "Claims no family above names.", lambda v: True)
+                "its own equations)?")
+OTHER = Family("other", "Other claims", "Claims that name no family.")
+#: The families an analysis may declare, in the report's order.
+FAMILY_IDS = tuple(f.id for f in (*FAMILIES, CHECKS))
+_BY_ID = {f.id: f for f in (*FAMILIES, CHECKS)}
 
 
 def family_of(v: Verdict) -> Family:
-    """The family of verdict ``v``: ``CHECKS`` for an implementation check, else the first of
-    ``FAMILIES`` that claims it, else ``OTHER``."""
-    if CHECKS.claims(v):
-        return CHECKS
-    by_id = {f.id: f for f in FAMILIES}
-    return next((by_id[i] for i in MATCH_ORDER if by_id[i].claims(v)), OTHER)
+    """The family verdict ``v`` names (``Verdict.family``), ``OTHER`` where it names none."""
+    return _BY_ID.get(v.family, OTHER)
 
 
 def group(rows: Iterable[Verdict]) -> list[tuple[Family, list[Verdict]]]:
@@ -118,8 +102,6 @@ def format_summary(rows: Iterable[Verdict], width: int = 120, *, color: bool = F
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
-
-    from amdm_geom.core.verdicts import STATUS_STYLES
 
     table = Table(title="Summary by claim family", title_justify="left", show_lines=False, expand=True)
     table.add_column("family", ratio=3)

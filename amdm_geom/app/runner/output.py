@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 import xarray as xr
 
+from amdm_geom import __version__
 from amdm_geom.core.verdicts import Verdict, to_json
 
 __all__ = ["CAPTIONS_FILE", "MARKER", "REPORT_MARKER", "caption_of", "check_replaceable", "foreign_in_result",
@@ -60,8 +61,6 @@ def _files_under(folder: Path) -> list[str]:
 
 
 def _write_manifest(folder: Path, marker: str, files: dict[str, str]) -> None:
-    from amdm_geom import __version__
-
     doc = {"creation_library": f"{_LIBRARY} {__version__}", "files": dict(sorted(files.items()))}
     tmp = folder / f".{marker}.partial"
     tmp.write_text(json.dumps(doc, indent=0))
@@ -184,7 +183,7 @@ def open_result(path) -> xr.Dataset:
     against its result folder's manifest: one-line ``DamagedStoreError`` naming the store, the
     variable and the chunk if one is missing, truncated or changed, or if a file appeared in it;
     ``FileNotFoundError`` if there is none, ``ValueError`` if it is not inside a result folder."""
-    from amdm_geom.store import DamagedStoreError
+    from amdm_geom.store import DamagedStoreError  # (the trace layer imports torch; the CLI reads this module)
 
     path = Path(path)
     if not (path / "zarr.json").is_file():

@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from amdm_geom import __version__
+
 __all__ = ["LIBRARIES", "commit", "provenance"]
 
 #: The libraries whose versions the report names (the numbers depend on them).
@@ -42,8 +44,6 @@ def provenance(**run) -> dict[str, str]:
     """``{field: value}``: the run's own fields (``run``: mode, seed, seconds, ...) after the
     creation time, commit, amdm-geom's and Python's versions; then the libraries' versions and
     the machine."""
-    from amdm_geom import __version__
-
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - (not Linux)
