@@ -10,21 +10,20 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-CLI = [sys.executable, "-m", "amdm_geom.app.cli"]
+from tests import clirun
+
 T = ["--steps", "3", "--batch", "1", "--latent-shape", "4", "8", "8", "--no-progress"]
 
 
 def amdm(*args, cwd: Path, env: dict | None = None, subprocess_: bool = False) -> subprocess.CompletedProcess:
-    """``amdm-geom ARGS`` in ``cwd``: in a subprocess with ``subprocess_``, else through ``cli.main``
-    in this process (the same code, without 5-10 s of imports per call)."""
+    """``amdm-geom ARGS`` in ``cwd``: in a process of its own with ``subprocess_`` (``tests.clirun``),
+    else through ``cli.main`` in this process."""
     if subprocess_:
-        return subprocess.run([*CLI, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, **(env or {})})
+        return clirun.run(*args, cwd=cwd, env=env)
     from amdm_geom.app import cli
 
     out, err = io.StringIO(), io.StringIO()

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from amdm_geom.app import cli
+from tests import clirun
 from tests.test_cli_errors import check_one_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +38,8 @@ EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 2, 74, 130
 
 
 def amdm(*args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=ENV,
-                          timeout=timeout)
+    """``amdm-geom ARGS`` in a process of its own (``tests.clirun``: the imports are paid once)."""
+    return clirun.run(*args, cwd=cwd, env={"OMP_NUM_THREADS": "1"}, timeout=timeout)
 
 
 def one_line(err: str, command: str, *expected: str) -> str:

@@ -1,5 +1,5 @@
 """Runaway sizes and hangs (issue 22, section 3), tried as a user would: each case runs the
-``amdm-geom`` command line in a subprocess and expects one line on stderr
+``amdm-geom`` command line in a process of its own (``tests.clirun``) and expects one line on stderr
 (``amdm-geom COMMAND: error: ...``), exit code 2, within seconds, and nothing created.
 
 Every subprocess runs under an address-space limit (``LIMIT_BYTES``) and a wall-clock timeout, so
@@ -13,12 +13,8 @@ needs a run over a cap; ``--force-size`` lets such a run through.
 from __future__ import annotations
 
 import json
-import os
-import resource
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -26,36 +22,20 @@ from pathlib import Path
 
 import pytest
 
+from tests import clirun
+
 #: The address space each command may take (torch and dask fit in it; a runaway run does not).
 LIMIT_BYTES = 3 << 30
 #: Seconds a command may take before the case counts as a hang.
 TIMEOUT = 90
-_SCRIPT = Path(sys.executable).with_name("amdm-geom")
-AMDM = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "amdm_geom.app.cli"]
 SMALL = ["--steps", "3", "--batch", "1", "--latent-shape", "4", "8", "8", "--no-progress"]
 
 
-def _limited():  # (in the child, before exec)
-    resource.setrlimit(resource.RLIMIT_AS, (LIMIT_BYTES, LIMIT_BYTES))
-
-
 def amdm(*args, cwd: Path, env: dict | None = None, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    """Run ``amdm-geom ARGS`` in ``cwd`` (its process group is killed if it outlives ``timeout``)."""
-    environ = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
-    proc = subprocess.Popen([*AMDM, *map(str, args)], cwd=cwd, env=environ, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_limited, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"amdm-geom {' '.join(map(str, args))} hung: no end within {timeout} s; stderr: {err[-2000:]}")
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # (anything it left behind, e.g. dask workers)
-        except ProcessLookupError:
-            pass
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    """Run ``amdm-geom ARGS`` in ``cwd``, in a process of its own under ``LIMIT_BYTES`` (its process
+    group is killed if it outlives ``timeout``; ``tests.clirun``: the imports are paid once)."""
+    return clirun.run(*args, cwd=cwd, env={"OMP_NUM_THREADS": "1", **(env or {})}, timeout=timeout,
+                      limit=LIMIT_BYTES)
 
 
 def refused(done: subprocess.CompletedProcess, command: str, *expected: str) -> str:
