@@ -85,7 +85,8 @@ def test_the_readme_lists_exactly_the_registered_analyses():
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     listed = readme_analyses(readme)
-    assert listed == [(a.name, a.family, a.summary) for a in load_analyses()]
+    assert listed == [(a.name, a.family, a.summary) for a in load_analyses()], (
+        "the README's list of analyses is out of date: run .venv/bin/python tests/scripts/readme_analyses.py")
     # the check sees a drifted summary and a missing line
     name, family, summary = listed[-1]
     line = f"- `{name}` ({family}): {summary}\n"
