@@ -13,6 +13,7 @@ import pytest
 import torch
 import xarray as xr
 import zarr
+from scipy import stats
 
 from amdm_geom.analyses.checks import trace_checks
 from amdm_geom.analyses.common import paired_difference
@@ -170,8 +171,9 @@ def test_the_other_analyses_count_what_they_read(clean, tmp_path):
 
     traj = gaussianity.trajectory_gaussianity(path)
     assert math.isnan(float(traj.ratio.sel(step=3, sample=2))) and int((~traj.finite).sum()) == 1
-    (row,) = gaussianity.trajectory_verdicts(traj, "d")
-    assert_not_holding([row], f"1 of {SAMPLES} samples non-finite (excluded)")
+    rows = gaussianity.trajectory_verdicts(traj, "d")  # the claim (t > 0.6) and the finding (t <= 0.6)
+    assert [v.key for v in rows] == ["trajectory_gaussian_d", "trajectory_small_t_d"]
+    assert_not_holding(rows, f"1 of {SAMPLES} samples non-finite (excluded)")
     z = flat(ds.z.isel(step=3, model=0).values)
     assert not np.isfinite(z[2]).all() and np.isfinite(z[:2]).all()
 
@@ -246,10 +248,11 @@ def test_every_store_verdict_of_an_incomplete_store_says_so(stopped):
 def test_gaussianity_report_on_an_interrupted_store(stopped, tmp_path):
     path, k = stopped
     rows = run_analysis("gaussianity", {"s": path}, tmp_path / "g", quick=True)
-    (traj,) = [v for v in rows if v.key == "trajectory_gaussian_s"]
-    assert traj.status != "holds" and f"incomplete store: {k} of {STEPS} steps" in traj.detail
+    store_rows = ("trajectory_gaussian_s", "trajectory_small_t_s")
+    traj = [v for v in rows if v.key in store_rows]
+    assert traj and all(v.status != "holds" and f"incomplete store: {k} of {STEPS} steps" in v.detail for v in traj)
     # the verdicts that read no store are not qualified
-    assert all("incomplete" not in v.detail for v in rows if v.key != "trajectory_gaussian_s")
+    assert all("incomplete" not in v.detail for v in rows if v.key not in store_rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,16 +381,27 @@ def forward_result(within, bound):
 
 
 def test_norm_concentration_at_a_knife_edge():
+    # 256 of 256 draws within eps: the exact interval's lower end is 0.025^(1/256) = 1 - 1.4%, far below a bound of
+    # 1 - 1.1e-16, so the data cannot decide it (Clopper-Pearson, written out with the beta law)
+    lower = 0.025 ** (1 / 256)
+    assert lower == pytest.approx(stats.beta.ppf(0.025, 256, 1)) and 1 - lower == pytest.approx(0.0143, abs=1e-4)
     rows = {v.key: v for v in gaussianity.forward_verdicts(forward_result([1.0, 1.0], np.nextafter(1.0, 0.0)))}
     v = rows["forward_norm_concentration"]
-    assert v.status == "holds" and "margin 1.1e-16 (a tie to rounding)" in v.detail
-    # a bound one ulp above a share of 1 is a tie too, not a violation
+    assert v.status == "inconclusive" and "margin 1.1e-16 (a tie to rounding)" in v.detail
+    assert v.interval == pytest.approx((lower, 1.0), rel=1e-9) and v.n == 256 and v.level == 0.95
+    assert "mixture data" in v.claim and "cannot decide" in v.detail
+    # a bound one ulp above a share of 1: still undecided, not violated
     v = {r.key: r for r in gaussianity.forward_verdicts(forward_result([1.0, 1.0], np.nextafter(1.0, 2.0)))}
-    assert v["forward_norm_concentration"].status == "holds"
+    assert v["forward_norm_concentration"].status == "inconclusive"
     assert "margin -2.2e-16 (a tie to rounding)" in v["forward_norm_concentration"].detail
-    short = {r.key: r for r in gaussianity.forward_verdicts(forward_result([0.99, 1.0], 0.995))}
-    assert short["forward_norm_concentration"].status == "violated"
-    assert "margin -0.005" in short["forward_norm_concentration"].detail
+    # 230 of 256 against 0.995: the interval lies below the bound
+    short = {r.key: r for r in gaussianity.forward_verdicts(forward_result([230 / 256, 1.0], 0.995))}
+    row = short["forward_norm_concentration"]
+    assert row.status == "violated" and row.interval[1] == pytest.approx(stats.beta.ppf(0.975, 231, 26))
+    assert row.interval[1] < 0.995 and "below it at t = 0.50" in row.detail
+    # 256 of 256 against 0.9: the whole interval lies above the bound
+    easy = {r.key: r for r in gaussianity.forward_verdicts(forward_result([1.0, 1.0], 0.9))}
+    assert easy["forward_norm_concentration"].status == "holds"
 
 
 def shell_summary(membership, bound):

@@ -36,6 +36,12 @@ def test_angle_verdict_number_from_the_closed_form_excess(ds, rows):
     excess = -2 * rho * np.cos(phi) * (1 - rho) ** 2 / (2 * rho * (1 + rho**2))
     assert rows["prop31_angle"].value == pytest.approx(excess.max(), abs=1e-12)
     assert rows["prop31_angle"].status == "violated"
+    # 0.200 is the grid's maximum (r = 0.5 or 2); the closed form approaches 1 as phi -> pi and r -> 0 or infinity
+    assert excess.max() == pytest.approx(0.2, abs=1e-2)
+    r = np.logspace(-8, 8, 33)
+    far = -np.cos(np.pi) * (1 - r) ** 2 / (1 + r**2)
+    assert far.max() == pytest.approx(1.0, abs=1e-7) and (far < 1).all()
+    assert "sup 1" in rows["prop31_angle"].measured and rows["prop31_angle"].extra["supremum"] == 1.0
 
 
 def test_delta_noise_verdict_number(rows):

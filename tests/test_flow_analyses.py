@@ -238,6 +238,13 @@ def test_shell_radius_and_its_verdicts(tree, rows):
     row = rows["flow_shell_sqrt_n"]
     assert row.value == pytest.approx(float(radius.min()), rel=1e-9)
     assert row.status == ("violated" if (np.abs(radius - 1) > 0.05).any() else "holds")
+    # findings, not the paper's claims (issue 24): diffusers' stochastic step, and a sqrt(n) App. G never states
+    assert [rows[f"flow_shell_radius_{m}"].kind for m in ("deterministic", "stochastic")] == ["paper claim", "finding"]
+    assert row.kind == "finding" and "noise's" not in row.detail
+    norm = ds.norm.sel(mode="deterministic").values
+    ratio = float((norm.std(1) / norm.mean(1)).max() * math.sqrt(2 * n))  # (against 1/sqrt(2n), the chi's spread)
+    assert f"({ratio:.2f} times it)" in row.detail
+    assert ("as tightly as" if ratio <= 1.25 else "less tightly than") in row.detail
 
 
 # --------------------------------------------------------------------------------------------

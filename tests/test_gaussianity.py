@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from scipy import stats
 
 from amdm_geom.analyses.gaussianity import gaussianity
 from amdm_geom.app.runner import run_analysis
@@ -52,6 +53,14 @@ def test_converged_from_and_the_verdicts(moments):
     rows = {v.key: v for v in gaussianity.schedule_verdicts(moments)}
     assert rows["sd_converged_from"].status == ("holds" if first <= 0.6 else "violated")
     assert rows["sd_converged_from"].value == first
+    # the onset reading: m = exp(-I/2) reaches 1/2 at I(t) = 2 ln 2 (P = 1 - exp(-I) reaches 1/2 earlier, at ln 2),
+    # with I(t) = 1000 int_0^t beta for SD's scaled-linear betas, beta(s) = (r0 + s (r1 - r0))^2, solved in closed form
+    r0, r1 = math.sqrt(0.00085), math.sqrt(0.012)
+    t_half = ((3 * (r1 - r0) * 2 * math.log(2) / 1000 + r0**3) ** (1 / 3) - r0) / (r1 - r0)
+    onset = rows["sd_converged_from"].extra["onset_t"]
+    assert t_half == pytest.approx(0.5215, abs=1e-3) and t_half <= onset < t_half + 1e-3 + 1e-12  # (grid of 1e-3)
+    assert "within 0.1 at every t > 0.6" in rows["sd_converged_from"].detail
+    assert f"from t = {onset:.3f}, before 0.6" in rows["sd_converged_from"].detail
     assert rows["sd_gaussian_T"].status == "holds" and rows["sd_gaussian_T"].value == pytest.approx(float(sd.m_T))
 
 
@@ -97,7 +106,14 @@ def test_multimodal_data_is_rejected_early_and_accepted_late():
     late = bool(res.ks_rate.sel(timestep=999) <= band and res.ad_rate.sel(timestep=999) <= band)
     assert res.verdict_normal.sel(timestep=999).item() == ("holds" if late else "violated")
     rows = {v.key: v for v in gaussianity.forward_verdicts(res)}
-    assert rows["forward_norm_concentration"].status == "holds"
+    # at n = 1024 eq. (9)'s bound is 1 - 2 exp(-1024 eps^2 / (1 + 2 eps)) = 0.805; each timestep's exact (beta law)
+    # interval of the share lies above it, so it holds
+    v = rows["forward_norm_concentration"]
+    bound = 1 - 2 * math.exp(-1024 * 0.05**2 / 1.1)
+    k = np.rint(res.within_eps.values * 200).astype(int)
+    lower = [stats.beta.ppf(0.025, j, 200 - j + 1) for j in k]
+    assert min(lower) > bound and v.status == "holds"
+    assert v.interval[0] == pytest.approx(min(lower), rel=1e-9) and v.reference == pytest.approx(bound)
 
 
 def test_exact_coordinate_moments_match_samples():
@@ -130,8 +146,40 @@ def test_trajectory_checks_on_a_store(tmp_path):
     expected = math.sqrt(abar * e_x0 + n * (1 - abar))
     np.testing.assert_allclose(res.ratio.sel(step=0), np.linalg.norm(z0, axis=1) / expected)
     assert list(res.step.values) == list(range(8))
-    (row,) = gaussianity.trajectory_verdicts(res, "s")
-    assert row.status in ("holds", "violated") and row.value == pytest.approx(float(np.abs(res.ratio - 1).max()))
+    row, finding = gaussianity.trajectory_verdicts(res, "s")
+    late = (res.t.values + 1) / 1000 > 0.6  # App. D.1's range, t > 0.6; the rest is the finding's
+    assert row.status in ("holds", "violated") and row.n == 3 * int(late.sum())
+    assert row.value == pytest.approx(float(np.abs(res.ratio.values[late] - 1).max()))
+    assert finding.kind == "finding" and finding.key == "trajectory_small_t_s"
+    assert finding.value == pytest.approx(float(np.abs(res.ratio.values[~late] - 1).max()))
+
+
+def trajectory_result(ratio_at_t1):
+    """A recorded trajectory's result built by hand: 4 samples at t = 901, 701, 501, 1, every ratio within 0.01
+    of 1 except sample 0's at t = 1, and no AD rejection."""
+    t = np.array([901, 701, 501, 1])
+    ratio = np.ones((4, 4)) + 0.01 * np.array([1, -1, 0.5, 0])
+    ratio[3, 0] = ratio_at_t1
+    return xr.Dataset({"ratio": (("step", "sample"), ratio), "ad_reject": (("step", "sample"), np.zeros((4, 4), bool)),
+                       "finite": (("step", "sample"), np.ones((4, 4), bool))},
+                      coords={"step": np.arange(4), "t": ("step", t), "sample": np.arange(4)},
+                      attrs={"n": 1024, "eps": 0.05, "alpha": 0.01, "T": 4, "incomplete": "",
+                             "expected_norm": "sqrt(n)", "n_train": 1000})
+
+
+def test_a_trajectory_failing_only_near_t0_is_a_finding_not_the_claim():
+    # |ratio - 1| = 0.2 at t = 1, (1 + 1) / 1000 = 0.002 <= 0.6: outside App. D.1's t > 0.6
+    row, finding = gaussianity.trajectory_verdicts(trajectory_result(1.2), "x")
+    assert row.key == "trajectory_gaussian_x" and row.kind == "paper claim"
+    assert row.status == "holds" and row.value == pytest.approx(0.01) and row.n == 8  # t = 901, 701: 2 steps x 4
+    assert finding.key == "trajectory_small_t_x" and finding.kind == "finding"
+    assert finding.status == "violated" and finding.value == pytest.approx(0.2) and finding.n == 8
+    assert "step 3 (t = 1)" in finding.detail
+    # the same failure at t = 901 is the claim's
+    res = trajectory_result(1.0)
+    res["ratio"][0, 0] = 1.2
+    row, finding = gaussianity.trajectory_verdicts(res, "x")
+    assert row.status == "violated" and row.value == pytest.approx(0.2) and finding.status == "holds"
 
 
 def test_runner_writes_figures_tables_and_each_part(tmp_path):
@@ -143,7 +191,7 @@ def test_runner_writes_figures_tables_and_each_part(tmp_path):
     rows = run_analysis("gaussianity", {"s": tmp_path / "s.zarr"}, tmp_path / "report", quick=True)
     assert [r.key for r in rows][:5] == ["sd_gaussian_T", "sd_converged_from", "sd_time_scale",
                                          "forward_gaussian_coords", "forward_norm_concentration"]
-    assert rows[-1].key == "trajectory_gaussian_s"
+    assert [r.key for r in rows][-2:] == ["trajectory_gaussian_s", "trajectory_small_t_s"]
     folder = tmp_path / "report" / "gaussianity"
     for f in ("figure6_moments.png", "forward_gaussianity.png", "trajectory_s.png", "verdicts.json",
               "schedule_summary.csv", "moments.zarr", "forward.zarr", "trajectories/s.zarr"):

@@ -109,9 +109,38 @@ def test_verdicts_follow_the_numbers(ddim, ddpm):
         assert rows["prop31_gap"].status == "holds"  # Cauchy-Schwarz: it cannot fail
         premise = res.isel(step=res.from_aggregate.values)
         over = int((premise.delta > premise.delta_bound * (1 + 1e-9)).sum())
-        assert rows["prop31_delta"].status == ("violated" if over else "holds")
+        with_start = premise.delta_bound + premise.start_part + abs(premise.B) * premise.start_eps_term
+        beyond = int((premise.delta > with_start * (1 + 1e-9)).sum())
+        assert rows["prop31_delta"].status == ("holds" if not over else "violated" if beyond else "outside domain")
+        assert rows["prop31_delta"].extra["over_with_start"] == beyond
         assert rows["prop31_delta"].value == pytest.approx(float((premise.delta / premise.delta_bound).max()))
         assert f"on {over} of {premise.delta.size} cells" in rows["prop31_delta"].detail
+
+
+def _delta_row(res):
+    return next(v for v in norm_angle.prop31_verdicts(res, "x") if v.key == "prop31_delta_run_x")
+
+
+def test_delta_bound_exceeded_only_by_the_start_gap_is_outside_domain(ddim):
+    # built cells on a real pair's inputs: on the steps after an aggregation, delta is set between eq. (23)'s
+    # bound and the bound plus the start terms A |z_1 - z_2| + |B| |eps_2(z_1) - eps_2(z_2)|
+    res = norm_angle.prop31(ddim[0])
+    prem = res.from_aggregate
+    assert float(res.start_gap.isel(step=prem.values).min()) > 0.5  # Alg. 1 starts the models 2 eta = 0.6 apart
+    gap_terms = res.start_part + abs(res.B) * res.start_eps_term
+    apart = res.assign(delta=xr.where(prem, res.delta_bound + 0.5 * gap_terms, res.delta))
+    assert bool((apart.delta > apart.delta_bound).where(prem, True).all())  # over the bound as printed, every cell
+    row = _delta_row(apart)
+    assert row.status == "outside domain" and row.extra["over_with_start"] == 0
+    assert "premise (both sample from one z'_t) excludes" in row.detail
+    # the same deltas from one z' (no start gap, no start terms): the bound itself is exceeded
+    zero = xr.zeros_like(res.start_gap)
+    one = apart.assign(start_gap=zero, start_part=zero, start_eps_term=zero)
+    assert _delta_row(one).status == "violated"
+    # different starts, but delta beyond even the bound with the start terms: violated too
+    far = res.assign(delta=xr.where(prem, res.delta_bound + 2 * gap_terms, res.delta))
+    row = _delta_row(far)
+    assert row.status == "violated" and row.extra["over_with_start"] == int(prem.sum()) * res.sizes["sample"]
 
 
 def test_ddim_delta_is_dominated_by_the_shifted_starts(ddim):

@@ -1,7 +1,8 @@
-"""The HTML report: a summary by claim family, then a section per family (the family each verdict
-carries, as its analysis declares it) with its verdicts (each with its anchor and the files behind
-it) and figures, the implementation checks last; escaped; written atomically.
-(tests/test_report_browser.py renders a real one in Chromium.)"""
+"""The HTML report: a summary by kind of verdict and claim family, then a section per claim family
+(the family each paper claim carries, as its analysis declares it) with its verdicts (each with its
+anchor and the files behind it) and figures, then one section each for the reported numbers, the
+findings and the implementation checks; escaped; written atomically. The terminal's table and
+summary, one section per kind. (tests/test_report_browser.py renders a real one in Chromium.)"""
 
 import json
 
@@ -132,3 +133,77 @@ def test_report_prints_the_power_of_each_comparison(tmp_path):
     assert "<td>256</td><td>0.566</td><td>2</td><td>1219</td><td>0.31</td>" in row
     assert "no power here" not in row.split("</table>")[0]
     assert "Power of the comparisons" not in write_report(rows[1:], tmp_path).read_text()
+
+
+def _one_of_each_kind():
+    """A verdict of each kind (``KINDS``), the finding and the reported numbers made by analyses of claim families."""
+    return [Verdict(claim="checked step", where="eq. (4)", status="holds", measured="r", bound="tol",
+                    kind="implementation check", key="chk", family="checks"),
+            Verdict(claim="oracle best", where="App. E (benchmark check)", status="violated", measured="m", bound="b",
+                    kind="finding", key="fnd", family="app-e"),
+            Verdict(claim="norm gap", where="Prop. 3.1, eq. (5)", status="holds", measured="m", bound="b", key="clm",
+                    family="prop31"),
+            Verdict(claim="Table 1 = Table 6 row", where="Tables 1, 6", status="inconclusive", measured="m", bound="b",
+                    kind="reported numbers", key="rep", family="ablations"),
+            Verdict(claim="flow radius", where="App. G", status="vacuous", measured="m", bound="b", key="clm2",
+                    family="app-g")]
+
+
+def test_each_kind_has_its_own_report_section_in_order(tmp_path):
+    """Issue 24: paper claims by family, then reported numbers, findings and implementation checks,
+    each in its own section whatever the family its analysis gave it; the summary counts each kind."""
+    rows = _one_of_each_kind()
+    page = write_report(rows, tmp_path).read_text()
+    sections = page.split('<section id="family-')[1:]
+    found = [(s[:s.index('"')], s[s.index('data-kind="') + 11:].split('"')[0],
+              [r.key for r in rows if f'id="verdict-{r.key}"' in s]) for s in sections]
+    assert found == [("prop31", "paper claim", ["clm"]), ("app-g", "paper claim", ["clm2"]),
+                     ("reported", "reported numbers", ["rep"]), ("findings", "finding", ["fnd"]),
+                     ("checks", "implementation check", ["chk"])]
+    assert "<h2>Findings: about samplers, libraries and this toolkit&#x27;s setup</h2>" in page
+    summary = page[page.index("<h2>Summary"):page.index('<section id="family-')]
+    total = summary[summary.index('data-kind-total="paper claim"'):]
+    total = total[:total.index("</tr>")]
+    # the two paper claims: 1 holds, 1 vacuous; nothing of the other kinds counted in
+    assert [total.split(f'data-status="{s}">')[1].split("<")[0] for s in ("holds", "inconclusive", "violated",
+                                                                          "vacuous")] == ["1", "0", "0", "1"]
+    assert summary.index('data-family="app-g"') < summary.index('data-kind-total') < summary.index(
+        'data-family="reported"') < summary.index('data-family="findings"') < summary.index('data-family="checks"')
+
+
+def test_each_kind_has_its_own_terminal_section_and_count():
+    from amdm_geom.app.runner.families import format_summary
+    from amdm_geom.core.verdicts import KIND_HEADINGS, KINDS, format_table
+
+    rows = _one_of_each_kind()
+    text = format_table(rows)
+    heads = [text.index(KIND_HEADINGS[k]) for k in KINDS]
+    assert heads == sorted(heads) and heads[0] == 0
+    parts = [text[a:b] for a, b in zip(heads, heads[1:] + [len(text)])]
+    keys = {"paper claim": ["norm gap", "flow radius"], "reported numbers": ["Table 1 = Table 6 row"],
+            "finding": ["oracle best"], "implementation check": ["checked step"]}
+    for kind, part in zip(KINDS, parts):
+        assert [c for cs in keys.values() for c in cs if c in part] == keys[kind], kind
+    assert "1 holds, 0 violated, 0 inconclusive, 0 outside domain, 1 vacuous" in parts[0]
+    assert "0 holds, 1 violated, 0 inconclusive, 0 outside domain, 0 vacuous" in parts[2]
+    summary = format_summary(rows, width=300)  # (wide enough that no title wraps)
+    lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:7]] for line in summary.splitlines()
+             if line.startswith("│") and line.split("│")[2].strip()}
+    assert lines["paper claims, all families"] == ["1", "0", "0", "0", "1"]
+    assert lines["Reported numbers: the paper's tables against each other"] == ["0", "0", "1", "0", "0"]
+    assert lines["Findings: about samplers, libraries and this toolkit's setup"] == ["0", "1", "0", "0", "0"]
+    assert lines["Implementation checks"] == ["1", "0", "0", "0", "0"]
+    assert lines["all verdicts"] == ["2", "1", "1", "0", "1"]
+    assert list(lines).index("App. G: rectified flow") < list(lines).index("paper claims, all families")
+
+
+def test_an_unknown_kind_is_refused_in_one_line():
+    import pytest
+
+    from amdm_geom.core.verdicts import KINDS
+
+    assert KINDS == ("paper claim", "reported numbers", "finding", "implementation check")
+    with pytest.raises(ValueError) as err:
+        Verdict(claim="c", where="w", status="holds", measured="m", bound="b", kind="findings")
+    assert str(err.value) == f"kind must be one of {KINDS}; got 'findings'"
+    assert "\n" not in str(err.value)

@@ -3,8 +3,9 @@ by selenium through Debian's chromedriver (``make test`` and ``.ci/run`` install
 when missing; nothing is downloaded by the test). Served from a static file server on localhost
 and opened from disk, the page must show no console error, load every image, resolve every anchor
 and every link to a result file, request nothing from another origin, and its summary's counts
-must equal the verdicts. A screenshot of the top of the page is saved into the report folder.
-``check_page`` is the check; the last test breaks an image path and an anchor and sees it fail."""
+(per section, for all the paper's claims, and in all) must equal the verdicts. A screenshot of
+the top of the page is saved into the report folder. ``check_page`` is the check; the last test
+breaks an image path and an anchor and sees it fail."""
 
 from __future__ import annotations
 
@@ -125,6 +126,15 @@ def _summary_problems(driver, verdicts: list[dict]) -> list[str]:
             want = sum(r["status"] == status for r in verdicts) if family == "all" else rows[(family, status)]
             if n != want:
                 problems.append(f"summary {family}: {n} {status}, the verdicts say {want}")
+    kinds = driver.execute_script(  # (the line counting every verdict of one kind: the paper's claims)
+        "return Array.from(document.querySelectorAll('table.summary tr[data-kind-total]'))"
+        ".map(r => [r.dataset.kindTotal, Array.from(r.querySelectorAll('td[data-status]'))"
+        ".map(c => [c.dataset.status, Number(c.textContent)])]);")
+    for kind, counts in kinds:
+        for status, n in counts:
+            want = sum(r["status"] == status and r["kind"] == kind for r in verdicts)
+            if n != want:
+                problems.append(f"summary of all {kind}s: {n} {status}, the verdicts say {want}")
     keys = Counter(key for _, _, key in shown)
     problems += [f"verdict {r['key']} shown {keys[r['key']]} times" for r in verdicts if keys[r["key"]] != 1]
     problems += [f"a row for no verdict: {k}" for k in sorted(set(keys) - {r["key"] for r in verdicts})]

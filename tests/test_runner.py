@@ -291,5 +291,7 @@ def test_trace_checks_and_precision_through_the_runner(stores, tmp_path):
     for f in ("precision.zarr", "precision_table5.csv", "precision_phi.png", "verdicts.json"):
         assert (folder / f).exists(), f
     assert [r.key for r in rows] == ["table5_resolution"]
+    # a finding (issue 24: the paper never claims Table 5 resolves phi), still in its analysis' family
+    assert rows[0].kind == "finding" and rows[0].family == "prop31"
     written = xr.open_zarr(folder / "precision.zarr", consolidated=False).load()
     np.testing.assert_array_equal(written.phi.values, precision.precision_study(stores).phi.values)

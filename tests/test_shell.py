@@ -144,8 +144,9 @@ def test_runner_writes_every_part(runs, tmp_path):
     for f in ("lemma_grid.zarr", "prop32_a.zarr", "prop32_b.zarr", "prop32_summary.zarr", "prop32_summary.csv",
               "verdicts.json", "lemma_a1.png", "membership.png", "radius_a.png", "radius_b.png"):
         assert (folder / f).exists(), f
-    assert [r.key for r in rows] == ["lemma_a1_grid", "prop32_bound_runs", "prop32_shell_claim", "prop32_domain_runs",
-                                     "prop32_eta_sign", "prop32_existence", "prop32_partner_eta"]
+    assert [r.key for r in rows] == ["lemma_a1_grid", "prop32_bound_runs_a", "prop32_bound_runs_b",
+                                     "prop32_shell_claim", "prop32_domain_runs", "prop32_eta_sign", "prop32_existence",
+                                     "prop32_partner_eta"]
     for f in ("proof_a.zarr", "proof_b.zarr", "proof_a.csv", "proof_b.csv"):
         assert (folder / f).exists(), f
     written = xr.open_zarr(folder / "prop32_b.zarr", consolidated=False).load()

@@ -115,6 +115,7 @@ def test_verdict_statuses_follow_the_numbers(quick):
     assert rows["table7_amdm_fails_exact"].status == ("holds" if fails else "violated")
     assert rows["table7_amdm_fails_exact"].value == pytest.approx(ll[d] - ll[a], rel=1e-12)
     assert rows["toy_oracle_best_ll"].status == ("holds" if ll.idxmax() == "oracle" else "violated")
+    assert rows["toy_oracle_best_ll"].kind == "finding"  # (a benchmark's sanity check, not the paper's claim)
     # make AMDM the best sampler: every verdict turns
     rigged = quick.copy(deep=True)
     is_amdm = rigged.method == "amdm"

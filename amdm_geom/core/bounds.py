@@ -49,6 +49,7 @@ __all__ = [
     "shell_miss_probability_exact",
     "shell_probability_exact",
     "shell_probability_lower_bound",
+    "shift_shell_roots",
 ]
 
 
@@ -326,3 +327,22 @@ def prop32_probability_exact(n, eps, d, sigma):
     safe = np.where(ok, e, 0.0)
     return np.where(ok, shell_probability_exact.__wrapped__(n, safe), np.nan)
 
+
+def shift_shell_roots(along, dist, radius):
+    """The step sizes at which eq. (7)'s move ``z~ = z' - eta u`` (``u`` a unit vector) puts z~
+    on the sphere ``|z~ - c| = radius`` (a shell of eq. 26 has ``radius = sigma sqrt n``):
+    ``eta = b -+ sqrt(radius^2 - (|z' - c|^2 - b^2))``, ``b = <z' - c, u>`` (``along``),
+    ``|z' - c|`` (``dist``). For ``c = mu_1`` and ``u = (z' - mu_1)/|z' - mu_1|`` (eq. 7's line,
+    through mu_1) the roots are ``|z' - mu_1| -+ radius``, so the larger one is positive always;
+    the smaller (nearer) one is positive only when z' lies outside the sphere.
+
+    Returns ``(low, high)`` float64 numpy arrays, NaN where the line misses the sphere; raises
+    ValueError for ``radius < 0`` or ``dist < 0``.
+    """
+    b, r, R = (np.asarray(_np(v), dtype=np.float64) for v in (along, dist, radius))
+    _require(R >= 0, "radius", ">= 0", R)
+    _require(r >= 0, "dist", ">= 0", r)
+    off = np.clip(r**2 - b**2, 0.0, None)  # squared distance from c to the line (>= 0 up to rounding)
+    with np.errstate(invalid="ignore"):
+        root = np.sqrt(R**2 - off)
+    return b - root, b + root

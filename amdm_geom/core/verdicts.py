@@ -13,10 +13,17 @@ computed in the same run.
 - ``vacuous``: the statement applies and says nothing there (a probability bound <= 0);
   ``detail`` says why.
 
-Each verdict is of a ``kind``: one of the paper's claims, or an implementation check (this
-toolkit against diffusers and its own equations). ``implementation_check`` builds the latter
-with a tolerance in units of the dtype's resolution times the values' scale, so it reads the
-same on every machine where the code is right; the table shows the two kinds apart.
+Each verdict is of a ``kind`` (``KINDS``), and the table shows each kind in its own section:
+
+- ``paper claim``: one of the paper's statements (a bound, an equation, a proposition);
+- ``reported numbers``: a relation among the paper's own printed numbers (rows that should agree
+  across its tables, ratios and timings), checked as statcheck or the GRIM test check a paper's
+  statistics: recomputed from what it prints, not from a run;
+- ``finding``: what a run shows about a sampler, a library or this toolkit's own setup (a
+  benchmark's sanity check, a library step's behaviour), which the paper does not claim;
+- ``implementation check``: this toolkit against diffusers and its own equations.
+  ``implementation_check`` builds one with a tolerance in units of the dtype's resolution times
+  the values' scale, so it reads the same on every machine where the code is right.
 
 Two helpers keep every analysis honest in one place:
 
@@ -41,13 +48,15 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["CHECK_ULPS", "KINDS", "ROUNDING_ULPS", "STATUSES", "STATUS_STYLES", "Verdict", "at_least", "at_most",
-           "counts_line", "format_table", "implementation_check", "interval_text", "margin_text", "qualify",
+__all__ = ["CHECK_ULPS", "KINDS", "KIND_HEADINGS", "ROUNDING_ULPS", "STATUSES", "STATUS_STYLES", "Verdict", "at_least",
+           "at_most", "counts_line", "format_table", "implementation_check", "interval_text", "margin_text", "qualify",
            "ratio_text", "resolution", "status_of", "to_json", "tolerance", "verdict_note", "verdict_table"]
 
 STATUSES = ("holds", "violated", "inconclusive", "outside domain", "vacuous")
-#: What a verdict is about: one of the paper's claims, or a check of this toolkit itself.
-KINDS = ("paper claim", "implementation check")
+#: What a verdict is about, in the order the report and the terminal show them: one of the paper's claims; a
+#: relation among the paper's own printed numbers (a statcheck/GRIM-style audit of its tables); a finding about a
+#: sampler, a library or this toolkit's own setup (not the paper's claim); or a check of this toolkit itself.
+KINDS = ("paper claim", "reported numbers", "finding", "implementation check")
 
 
 @dataclass(frozen=True)
@@ -56,12 +65,14 @@ class Verdict:
 
     ``value`` is the measured number the verdict rests on and ``reference`` the bound or paper
     value it is compared with (NaN where there is none); ``measured`` and ``bound`` are their
-    human-readable forms with units or context. ``kind`` says whether it is one of the paper's
-    claims or a check of the toolkit itself; ``interval`` is the value's confidence interval at
-    ``level`` where the value is random (``None`` where it is not), ``n`` how many independent
-    outcomes it rests on, and ``test`` the test or rule that decided it. ``family`` is the claim
-    family (the report's section) it belongs to: the analysis that made it fills it in from its
-    own declaration (``amdm_geom.analyses.base.Analysis.family``) unless the verdict names one.
+    human-readable forms with units or context. ``kind`` (one of ``KINDS``) says what it is
+    about: one of the paper's claims, a relation among its reported numbers, a finding about a
+    sampler, a library or this toolkit's setup, or a check of the toolkit itself; ``interval`` is
+    the value's confidence interval at ``level`` where the value is random (``None`` where it is
+    not), ``n`` how many independent outcomes it rests on, and ``test`` the test or rule that
+    decided it. ``family`` is the claim family it belongs to (a paper claim's report section;
+    other kinds have a section each): the analysis that made it fills it in from its own
+    declaration (``amdm_geom.analyses.base.Analysis.family``) unless the verdict names one.
     """
 
     claim: str
@@ -291,21 +302,28 @@ def _section(verdicts: list[Verdict]) -> list:
     return parts + [Text(""), Text(counts_line(verdicts))]
 
 
+#: The heading of each kind's section in the terminal table, in the order of ``KINDS``.
+KIND_HEADINGS = {
+    "paper claim": "Paper claims",
+    "reported numbers": "Reported numbers (relations among the paper's own printed numbers)",
+    "finding": "Findings: about samplers, libraries and this toolkit's setup (not claims of the paper)",
+    "implementation check": "Implementation checks (this toolkit against diffusers and its own equations)",
+}
+
+
 def verdict_table(verdicts: list[Verdict]) -> Group:
-    """The verdict table as a rich renderable: the paper's claims first (a header: claim, where,
-    measured, bound or paper value, an interval column where a row has one, verdict; each row
-    with its interval's level, n, test and detail wrapped beneath it; then the counts line "N
-    holds, N violated, N inconclusive, N outside domain, N vacuous"), then, where there are any,
-    the implementation checks (checks of this toolkit itself) under their own heading, with their
-    own table and counts line."""
-    claims = [v for v in verdicts if v.kind == "paper claim"]
-    checks = [v for v in verdicts if v.kind == "implementation check"]
-    parts = _section(claims) if claims or not checks else []
-    if checks:
-        if parts:
-            parts.append(Text(""))
-        parts += [Text("Implementation checks (this toolkit against diffusers and its own equations)", style="bold"),
-                  *_section(checks)]
+    """The verdict table as a rich renderable, one section per kind of verdict in the order of
+    ``KINDS`` (kinds without rows left out; with no rows at all, an empty paper-claims table), each
+    under its heading (``KIND_HEADINGS``) with a header (claim, where, measured, bound or paper
+    value, an interval column where a row has one, verdict), each row with its interval's level, n,
+    test and detail wrapped beneath it, and its own counts line "N holds, N violated, N
+    inconclusive, N outside domain, N vacuous"."""
+    parts = []
+    for kind in KINDS:
+        rows = [v for v in verdicts if v.kind == kind]
+        if rows or (kind == KINDS[0] and not verdicts):
+            parts += [Text("")] if parts else []
+            parts += [Text(KIND_HEADINGS[kind], style="bold"), *_section(rows)]
     return Group(*parts)
 
 

@@ -161,9 +161,12 @@ def verdicts(ds: xr.Dataset, *, ddim_ulps: float = CHECK_ULPS) -> list[Verdict]:
         family="prop31",
         key="prop31_angle", claim="cos phi >= 1 - d^2/(|a|^2+|b|^2)", where="Prop. 3.1, eq. (25)",
         status="holds" if worst_cos <= 1e-12 else "violated",
-        measured=f"max excess {worst_cos:.3f}", bound="<= 0", value=worst_cos, reference=0.0,
-        detail=(f"Fails only for obtuse pairs of unequal norm (largest excess at phi={float(loc.phi):.2f}, "
-                f"|b|/|a|={float(loc.ratio):g}); on phi <= pi/2, where AMDM's pairs lie, the largest "
+        measured=f"grid max excess {worst_cos:.3f} (sup 1)", bound="<= 0", value=worst_cos, reference=0.0,
+        extra={"supremum": 1.0},
+        detail=(f"The excess, -cos phi (1 - r)^2 / (1 + r^2) with r = |b|/|a|, is {worst_cos:.3f} at most on the "
+                f"grid (phi={float(loc.phi):.2f}, r={float(loc.ratio):g}, r from {float(ds.ratio.min()):g} to "
+                f"{float(ds.ratio.max()):g}); its supremum is 1 (phi -> pi, r -> 0 or infinity), not attained. "
+                f"Fails only for obtuse pairs of unequal norm; on phi <= pi/2, where AMDM's pairs lie, the largest "
                 f"excess is {acute_excess:.1e}. Eq. (25) divides 2<a,b> by |a|^2+|b|^2 >= 2|a||b|, which "
                 "lowers it only when <a,b> >= 0."),
     ))

@@ -6,7 +6,7 @@
   family also whether z~ lies in the generation domain D itself, taken as the level set of the
   exact density p_{t-1}(z | y2) that holds ``level`` of that density's own exact samples.
 - ``sweep`` / ``summarize``: ``prop32`` over several runs (eps, eta, w), summarised per run and
-  eps; ``prop32_verdicts`` judges the summary.
+  eps; ``prop32_verdicts`` judges the summary (eq. 8 pooled or per run: ``bound_verdicts``).
 
 Used by the ``shell`` analysis.
 """
@@ -34,7 +34,7 @@ from amdm_geom.core.verdicts import Verdict, at_least, margin_text, qualify, sta
 from amdm_geom.models.gmm import from_description
 from amdm_geom.store import Built, built_of, completed_steps, etas, incomplete_note, require, sampler_config
 
-__all__ = ["EPS_GRID", "prop32", "prop32_verdicts", "summarize", "sweep"]
+__all__ = ["EPS_GRID", "bound_verdicts", "prop32", "prop32_verdicts", "summarize", "sweep"]
 
 EPS_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
@@ -285,13 +285,8 @@ def _clopper_pearson(summary: xr.Dataset, count: str, worst: int, rule: str, eps
             "test": f"Clopper-Pearson over (step, sample) cells, treated as independent; {rule}"}
 
 
-def prop32_verdicts(summary: xr.Dataset) -> list[Verdict]:
-    """Verdicts over a ``sweep``: eq. (8) where it says something, the prose claim (z~ lies in
-    model 2's shell with high probability), and, for GMM runs, membership of D.
-
-    Membership and bounds are compared up to rounding (``at_least``); each row says what was
-    left out (non-finite samples, incomplete stores) and then never holds (``qualify``)."""
-    partial = pooled_partial(summary, "run")  # what the runs left out
+def _bound_verdict(summary: xr.Dataset, key: str, claim: str) -> Verdict:
+    """Eq. (8) against the membership frequency over the (run, eps) cells of ``summary``."""
     defined = summary.defined_share > 0
     violated = ~at_least(summary.membership, summary.bound_mean) & defined
     holds = defined & ~violated
@@ -309,15 +304,43 @@ def prop32_verdicts(summary: xr.Dataset) -> list[Verdict]:
                  f"{margin_text(summary.membership[i, j], summary.bound_mean[i, j])})")
     else:
         tight = ""
-    out = [Verdict(
-        key="prop32_bound_runs", claim="z~ in A(eps) w.p. >= eq. (8)", where="Prop. 3.2, eq. (8)",
+    return Verdict(
+        key=key, claim=claim, where="Prop. 3.2, eq. (8)",
         status=status_of(violated.any(), holds.any()),
         measured=f"{int(defined.sum())}/{defined.size} cells non-vacuous", bound="eq. (8)",
         value=float(gap.min()) if bool(holds.any()) else math.nan, reference=0.0,
         detail=(f"Over runs ({runs}) and eps = {eps_text}: {int(holds.sum())} (run, eps) cells hold" + tight
                 + f", {int(violated.sum())} violated, {int((~defined).sum())} vacuous. " + why
                 + _off_domain_text(summary)),
-        test="eq. (8) against the membership frequency, per (run, eps)")]
+        test="eq. (8) against the membership frequency, per (run, eps)")
+
+
+def bound_verdicts(summary: xr.Dataset, *, per_run: bool = False) -> list[Verdict]:
+    """Eq. (8) over a ``sweep``: one row pooled over its runs (``prop32_bound_runs``), or, with
+    ``per_run``, one row per run (``prop32_bound_runs_<run>``), so that a run where eq. (8) is
+    informative does not lend its "holds" to runs where it is vacuous. Each row says what its
+    runs left out (``qualify``)."""
+    claim = "z~ in A(eps) w.p. >= eq. (8)"
+    if not per_run:
+        return [qualify(_bound_verdict(summary, "prop32_bound_runs", claim), **pooled_partial(summary, "run"))]
+    out = []
+    for i, run in enumerate(summary.run.values):
+        one = summary.isel(run=[i])
+        label = f"{run} (w={float(summary.w[i]):g}, eta={float(summary.eta[i]):g}): {claim}"
+        out.append(qualify(_bound_verdict(one, f"prop32_bound_runs_{run}", label), **pooled_partial(one, "run")))
+    return out
+
+
+def prop32_verdicts(summary: xr.Dataset, *, per_run: bool = False) -> list[Verdict]:
+    """Verdicts over a ``sweep``: eq. (8) where it says something (``bound_verdicts``: pooled, or
+    per run with ``per_run``), the prose claim (z~ lies in model 2's shell with high
+    probability), and, for GMM runs, membership of D.
+
+    Membership and bounds are compared up to rounding (``at_least``); each row says what was
+    left out (non-finite samples, incomplete stores) and then never holds (``qualify``)."""
+    partial = pooled_partial(summary, "run")  # what the runs left out
+    runs = "; ".join(f"w={float(summary.w[i]):g}, eta={float(summary.eta[i]):g}" for i in range(summary.sizes["run"]))
+    out = []
 
     # the prose: with high probability z~ is in model 2's shell; judged at the thinnest shell that
     # holds 99% of model 2's own samples
@@ -363,4 +386,4 @@ def prop32_verdicts(summary: xr.Dataset) -> list[Verdict]:
                     f"samples. Model 2's own samples fall in it at {own_d:.2f}, model 1's at {other:.2f}. A Gaussian's "
                     f"high-density set is a ball, not a shell, so a point nearer the mean is inside D although it is "
                     f"off the shell A(eps)." + plain)))
-    return [qualify(v, **partial) for v in out]
+    return bound_verdicts(summary, per_run=per_run) + [qualify(v, **partial) for v in out]

@@ -8,7 +8,9 @@
   components far apart per coordinate), per timestep: whether |z_t| concentrates around sqrt(E|z_t|^2) as Lemma
   A.1 says a Gaussian would, and per-coordinate normality tests (Kolmogorov-Smirnov against the exact
   per-coordinate moments, Anderson-Darling), with a verdict per t.
-- ``trajectory_gaussianity``: the same checks on the recorded reverse trajectory of a store.
+- ``trajectory_gaussianity``: the same checks on the recorded reverse trajectory of a store; its rows
+  (``trajectory_rows``) judge App. D.1's claim on the steps with t > 0.6 and report the rest as a finding.
+- ``forward_norm_concentration`` is decided by the share's exact interval (``concentration``).
 
 The analysis ``Gaussianity`` (``amdm_geom.analyses.base.Analysis``): ``compute(stores)`` gives an ``xarray.DataTree``
 with nodes ``moments`` (dims ``kind``, ``t``, ``i``), ``forward`` (dims ``timestep``, ``sample``, ``coord``) and
@@ -34,10 +36,12 @@ from amdm_geom.analyses.common import (
     slot_written_streamed,
     streamed,
 )
+from amdm_geom.analyses.gaussianity.concentration import concentration_verdict
 from amdm_geom.analyses.gaussianity.figures import CAPTIONS, PAPER_T, figures
 from amdm_geom.analyses.gaussianity.time_scale import printed_time_scale, time_scale_verdict
+from amdm_geom.analyses.gaussianity.trajectory_rows import partial, trajectory_verdicts
 from amdm_geom.core import bounds, geometry, schedules
-from amdm_geom.core.verdicts import Verdict, at_least, at_most, margin_text, qualify, status_of
+from amdm_geom.core.verdicts import Verdict, at_least, at_most, qualify
 from amdm_geom.models.gmm import FineGrainedFamily, GaussianMixture, fine_grained_family, from_description
 from amdm_geom.store import built_of, completed_steps, incomplete_note, require
 
@@ -55,6 +59,17 @@ KINDS = ("scaled_linear", "linear", "cosine")
 def _converged_from(t: np.ndarray, m: np.ndarray, P: np.ndarray, tol: float) -> float:
     """The first t from which |m| <= tol and |P - 1| <= tol for every later t (NaN if never)."""
     ok = (np.abs(m) <= tol) & (np.abs(P - 1) <= tol)
+    bad = np.nonzero(~ok)[0]
+    if len(bad) == 0:
+        return float(t[0])
+    return float(t[bad[-1] + 1]) if bad[-1] + 1 < len(t) else math.nan
+
+
+def _halfway_from(t: np.ndarray, m: np.ndarray, P: np.ndarray, m0: float, P0: float) -> float:
+    """The onset reading of "rapidly converges for t > 0.6": the first t from which m and P have
+    each covered at least half the way from (m(0), P(0)) to (0, 1), |m| <= |m0|/2 and
+    |P - 1| <= |P0 - 1|/2, for every later t (NaN if never)."""
+    ok = (np.abs(m) <= abs(m0) / 2) & (np.abs(P - 1) <= abs(P0 - 1) / 2)
     bad = np.nonzero(~ok)[0]
     if len(bad) == 0:
         return float(t[0])
@@ -107,6 +122,7 @@ def schedule_verdicts(ds: xr.Dataset) -> list[Verdict]:
                        if k != "scaled_linear")
     case = f"m(0) = {ds.attrs['m0']:g}, P(0) = {ds.attrs['P0']:g}"
     t_star = float(sd.converged_from)
+    onset = _halfway_from(ds.t.values, sd.m.values, sd.P.values, ds.attrs["m0"], ds.attrs["P0"])
     return [
         Verdict(key="sd_gaussian_T", claim="SD schedule: p(z_T) ~ N(0, I)", where="App. D.1, eq. (40)-(41)",
                 status="holds" if at_most(abs(m_T), tol) and at_most(abs(P_T - 1), tol) else "violated",
@@ -115,11 +131,16 @@ def schedule_verdicts(ds: xr.Dataset) -> list[Verdict]:
                 detail=(f"{case}, continuous limit; the discrete schedule at t = 999 gives m = "
                         f"{float(sd.m_T_discrete):.3f}, P = {float(sd.P_T_discrete):.4f}. sqrt(abar_T) is not 0, so "
                         "p(z_T) keeps a trace of the data.")),
-        Verdict(key="sd_converged_from", claim="moments converged for t > 0.6", where="App. D.1, Figure 6",
+        Verdict(key="sd_converged_from", claim=f"moments within {tol:g} at every t > 0.6", where="App. D.1, Figure 6",
                 status="holds" if at_most(t_star, PAPER_T) else "violated",
                 measured=f"converged from t = {t_star:.3f}", bound=f"t <= {PAPER_T}", value=t_star, reference=PAPER_T,
-                detail=(f"{case}, tolerance {tol:g} on |m| and |P - 1|. At t = {PAPER_T}, m = "
-                        f"{float(sd.m_at_paper_t):.3f} and P = {float(sd.P_at_paper_t):.3f}. Beside it: {others}.")),
+                extra={"onset_t": onset},
+                detail=(f"Reads 'when t > 0.6, the mean rapidly converges to 0 while the variance rapidly converges "
+                        f"to 1' as: |m| and |P - 1| within {tol:g} at every t > 0.6. {case}. At t = {PAPER_T}, m = "
+                        f"{float(sd.m_at_paper_t):.3f} and P = {float(sd.P_at_paper_t):.3f}. Beside it: {others}. "
+                        f"The onset reading (the convergence is under way by t = 0.6: m and P have each covered half "
+                        f"the way from m(0), P(0) to 0, 1 at every later t) is met from t = {onset:.3f}, "
+                        + ("before 0.6." if at_most(onset, PAPER_T) else "after 0.6 too."))),
         time_scale_verdict(ds, PAPER_T)]
 
 
@@ -211,15 +232,6 @@ def forward_gaussianity(family: FineGrainedFamily | None = None, *, timesteps=No
     return res
 
 
-def _partial(res: xr.Dataset, over: str) -> dict:
-    """What a result left out, as ``qualify``'s keywords: samples non-finite at any ``over``
-    (timestep or step), of all samples, and the store's incomplete note."""
-    if "finite" not in res:
-        return {}
-    return {"nonfinite": int((~res.finite).any(over).sum()), "total": int(res.sizes["sample"]),
-            "incomplete": str(res.attrs.get("incomplete", ""))}
-
-
 def forward_verdicts(res: xr.Dataset) -> list[Verdict]:
     """Per-coordinate normality after the paper's t = 0.6, and norm concentration along the way.
     Rates and shares are compared with their bounds up to rounding (``at_most``, ``at_least``),
@@ -242,23 +254,9 @@ def forward_verdicts(res: xr.Dataset) -> list[Verdict]:
                 + (f" Rejected after t = 0.6 at t = {', '.join(f'{t:.2f}' for t in bad_late)}."
                    if len(bad_late) else "")
                 + (f" First passing t: {first_ok:.2f}." if np.isfinite(first_ok) else "")))]
-    bound = float(res.lemma_bound)
-    short = ~at_least(res.within_eps, bound)
-    low = float(res.within_eps.min())
-    out.append(Verdict(
-        family="lemma-a1",
-        key="forward_norm_concentration", claim="|z_t| concentrates as Lemma A.1 says", where="Lemma A.1, App. D.1",
-        status=status_of(short.any()),
-        measured=f"min share within eps {low:.3f}",
-        bound=f">= {bound:.3f} (eq. 9)", value=low, reference=bound,
-        detail=(f"|z_t| within {res.attrs['eps']:g} of sqrt(E|z_t|^2) at every timestep for the share shown; the "
-                f"smallest share {low:.17g} against the bound {bound:.17g}: {margin_text(low, bound)}. For "
-                f"Gaussian data the chi law gives {float(res.chi_exact):.4f}. "
-                + (f"Short of the bound at t = {', '.join(f'{float(t):.2f}' for t in res.t.values[short.values])}."
-                   if bool(short.any())
-                   else "The norm concentrates even where the coordinates are far from Gaussian."))))
-    partial = _partial(res, "timestep")
-    return [qualify(v, **partial) for v in out]
+    out.append(concentration_verdict(res))
+    left_out = partial(res, "timestep")
+    return [qualify(v, **left_out) for v in out]
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,6 +310,7 @@ def trajectory_gaussianity(store, *, model: int = 0, eps: float = 0.05, alpha: f
                      coords={"step": steps, "t": ("step", ds.t.values[steps]),
                              "t_index": ("step", [T - 1 - k for k in steps])},
                      attrs={"n": n, "eps": eps, "alpha": alpha, "T": T, "incomplete": note,
+                            "n_train": int(desc.get("schedule", {}).get("num_train_timesteps", 1000)),
                             "expected_norm": "exact (GMM)" if gmm is not None else "sqrt(n)"})
     with np.errstate(invalid="ignore", divide="ignore"):
         res["within_eps"] = ((np.abs(res.ratio - 1) <= eps) & res.finite).sum("sample") / res.finite.sum("sample")
@@ -322,32 +321,6 @@ def trajectory_gaussianity(store, *, model: int = 0, eps: float = 0.05, alpha: f
     on_shell = at_most(np.abs(res.ratio.values - 1), eps) | ~res.finite.values
     res["verdict_norm"] = ("step", np.where(on_shell.all(axis=1) & res.finite.values.any(axis=1), "holds", "violated"))
     return res
-
-
-def trajectory_verdicts(res: xr.Dataset, name: str = "run") -> list[Verdict]:
-    """One row for a recorded trajectory, on its finite (step, sample) cells; what was left out
-    is said first and the row then never holds (``qualify``)."""
-    fin = res.finite if "finite" in res else xr.ones_like(res.ratio, dtype=bool)
-    cells = int(fin.sum())
-    head = dict(key=f"trajectory_gaussian_{name}", claim=f"{name}: recorded z_t Gaussian, on its shell",
-                where="App. D.1, Lemma A.1", reference=float(res.attrs["eps"]))
-    if cells == 0:
-        row = Verdict(**head, status="vacuous", measured="no finite sample", bound=f"<= {res.attrs['eps']:g}",
-                      detail="No recorded z_t sample is finite.")
-        return [qualify(row, **_partial(res, "step"))]
-    rate = float(res.ad_reject.where(fin).sum() / cells)
-    band = rejection_band(res.attrs["alpha"], cells)
-    dev = np.abs(res.ratio - 1).where(fin)
-    worst = float(dev.max())
-    k = int(np.nanargmax(dev.max("sample").values))
-    return [qualify(Verdict(
-        **head, status="holds" if at_most(rate, band) and at_most(worst, res.attrs["eps"]) else "violated",
-        measured=f"AD rejections {rate:.3f}, max |ratio-1| {worst:.3f}",
-        bound=f"<= {band:.3f}, <= {res.attrs['eps']:g}", value=worst,
-        detail=(f"Model 1's z_t on every recorded step: each sample's coordinates tested for normality (AD, level "
-                f"{res.attrs['alpha']:g}) and |z_t| against sqrt(E|z_t|^2) ({res.attrs['expected_norm']}); the largest "
-                f"relative deviation is at step {int(res.step[k])} (t = {int(res.t[k])}), "
-                f"{margin_text(res.attrs['eps'], worst)} to the eps bound.")), **_partial(res, "step"))]
 
 
 # --------------------------------------------------------------------------------------------

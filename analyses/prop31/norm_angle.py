@@ -235,30 +235,60 @@ def prop31_verdicts(res: xr.Dataset, name: str = "run") -> list[Verdict]:
             out.append(Verdict(**head, status="vacuous", measured="no finite cell", value=math.nan,
                                detail="No finite (step, sample) cell on the steps that start from an aggregate."))
         else:
-            k, s = np.unravel_index(int(np.nanargmax(r.values)), r.shape)
-            cell = premise.isel(step=k, sample=s)
-            parts = {p: float(cell[p]) for p in _TERMS}
-            top = max(parts, key=parts.get)
-            out.append(Verdict(
-                **head, status=status_of(over.any()),
-                measured=f"max delta/bound {_max(r):.3g}", value=_max(r),
-                detail=(("Cross terms measured unconditionally (the models take different kinds of condition): the "
-                         "conditional term is model 1's guidance |eps_1(y_1) - eps_1(null)| and the functional term "
-                         "the models' unconditional difference. " if res.attrs.get("cross_terms") == "unconditional"
-                         else "")
-                        + f"On the steps that start from an aggregate (the premise), with the Lipschitz products set "
-                        f"to the measured conditional and functional terms, delta exceeds the bound on "
-                        f"{int(over.sum())} of {int(pf.sum())} cells ({steps_where(over)}). At the worst "
-                        f"(step {int(cell.step)}, t={int(cell.t)}) delta = {float(cell.delta):.5g} against "
-                        f"{float(cell.delta_bound):.5g} ({margin_text(float(cell.delta_bound), float(cell.delta))}); "
-                        f"its largest part is {top.replace('_part', '')} "
-                        f"({parts[top]:.5g}): " + ("the two models start the step from different shifted points, "
-                                                   "which the proof assumes away." if top == "start_part" else
-                                                   "the noise exceeds sigma sqrt(2n)." if top == "noise_part" else
-                                                   "the epsilons differ by more than the measured terms.")),
-            ))
+            out.append(_delta_verdict(res, premise, pf, over, r, head))
     out += _start_gap_verdict(res, name)
     return [qualify(v, **partial) for v in out]
+
+
+def _delta_status(premise: xr.Dataset, pf, over) -> tuple[str, xr.DataArray]:
+    """Eq. (23)'s status and the cells over the bound even with the start terms added. Its premise
+    (Prop. 3.1: both models sample from one z'_t) fails where the two starts differ; a bound
+    exceeded only there, and met with the start terms A |z_1 - z_i| + |B| |eps_i(z_1) - eps_i(z_i)|
+    added, is "outside domain"; a cell over the bound with those terms too is "violated"."""
+    with_start = premise.delta_bound + premise.start_part + abs(premise.B) * premise.start_eps_term
+    beyond = over & ~at_most(premise.delta, with_start, rtol=1e-9)
+    apart = premise.start_gap > tolerance(premise.start_gap, 0.0, atol=1e-12 * premise.norm_1)
+    if bool(over.any()) and not bool(beyond.any()) and bool((apart | ~over).all()):
+        return "outside domain", beyond
+    return status_of(over.any()), beyond
+
+
+def _delta_verdict(res: xr.Dataset, premise: xr.Dataset, pf, over, r, head: dict) -> Verdict:
+    """Eq. (23)'s row on the steps that start from an aggregate (``prop31_verdicts``)."""
+    status, beyond = _delta_status(premise, pf, over)
+    k, s = np.unravel_index(int(np.nanargmax(r.values)), r.shape)
+    cell = premise.isel(step=k, sample=s)
+    parts = {p: float(cell[p]) for p in _TERMS}
+    top = max(parts, key=parts.get)
+    cause = ("the two models start the step from different shifted points, which the proof assumes away."
+             if top == "start_part" else "the noise exceeds sigma sqrt(2n)." if top == "noise_part" else
+             "the epsilons differ by more than the measured terms.")
+    said = (f" With the start terms added (A |z_1 - z_i| + |B| |eps_i(z_1) - eps_i(z_i)|), delta exceeds it on "
+            f"{int(beyond.sum())} of {int(pf.sum())} cells")
+    others = np.maximum(np.maximum(premise.start_part, premise.eps_part), premise.schedule_part)
+    noisy = bool(beyond.any()) and bool((premise.noise_part >= others).where(beyond, True).all())
+    if status == "outside domain":
+        said += (": every exceedance comes from the two models starting at different points, which Prop. 3.1's "
+                 "premise (both sample from one z'_t) excludes, so the bound is not tested here (prop31_start_gap).")
+    elif noisy:
+        said += (f" ({steps_where(beyond)}), each with the noise as its largest part: sigma |xi_1 - xi_2| exceeds "
+                 "sigma sqrt(2n), which the proof writes as 'approximately' (eq. 23: sqrt(2n) is the noise's typical "
+                 "size and covers it with probability P(chi2_n <= n), about 1/2; prop31_delta_noise). Read as "
+                 "printed, the bound fails there, so the row stays violated.")
+    else:
+        said += f" ({steps_where(beyond)})." if bool(beyond.any()) else "."
+    return Verdict(
+        **head, status=status, measured=f"max delta/bound {_max(r):.3g}", value=_max(r),
+        detail=(("Cross terms measured unconditionally (the models take different kinds of condition): the "
+                 "conditional term is model 1's guidance |eps_1(y_1) - eps_1(null)| and the functional term "
+                 "the models' unconditional difference. " if res.attrs.get("cross_terms") == "unconditional" else "")
+                + f"On the steps that start from an aggregate (the premise), with the Lipschitz products set "
+                f"to the measured conditional and functional terms, delta exceeds the bound on "
+                f"{int(over.sum())} of {int(pf.sum())} cells ({steps_where(over)}). At the worst "
+                f"(step {int(cell.step)}, t={int(cell.t)}) delta = {float(cell.delta):.5g} against "
+                f"{float(cell.delta_bound):.5g} ({margin_text(float(cell.delta_bound), float(cell.delta))}); "
+                f"its largest part is {top.replace('_part', '')} ({parts[top]:.5g}): {cause}" + said),
+        extra={"over_with_start": int(beyond.sum())})
 
 
 def _start_gap_verdict(res: xr.Dataset, name: str) -> list[Verdict]:

@@ -116,7 +116,7 @@ def precision_verdict(prec: xr.Dataset) -> Verdict:
     notes = prec.attrs.get("incomplete", [])
     return qualify(Verdict(
         key="table5_resolution", claim="Table 5 resolves phi during aggregation", where="App. D.2, Table 5",
-        status=status_of(at_least(share, 0.9)),
+        status=status_of(at_least(share, 0.9)), kind="finding",
         measured=f"{100 * share:.0f}% of phi on f16 grid", bound="resolved values", value=share, reference=0.0,
         detail=(f"The paper's phi for t = 48..30 are all of the form 0.03125 sqrt(k), the acos of a float16 "
                 f"cosine 1 - k 2^-11, which is below float16's resolution. On our GMM run in float64, phi "

@@ -2,16 +2,21 @@
 
 Eq. (7) (and Algorithm 1) move the aggregate z' by eta towards model 1's mean mu_1, so
 |z~ - mu_1| = |z' - mu_1| - eta (for eta < |z' - mu_1|). Eq. (29) writes |z' - mu_1| + eta:
-the opposite sign, and eq. (30)'s interval for eta follows from it. With eq. (7)'s own
-direction, the step that puts z~ on model 1's shell (|z~ - mu_1| = sigma_t sqrt n) is
-eta_1* = |z' - mu_1| - sigma_t sqrt n, positive only when z' lies outside that shell.
+the opposite sign, and eq. (30)'s interval for eta follows from it. Eq. (7)'s line
+z' - eta u_1, u_1 = (z' - mu_1)/|z' - mu_1|, passes through mu_1 and meets model 1's shell
+(|z~ - mu_1| = sigma_t sqrt n) at eta = |z' - mu_1| -+ sigma_t sqrt n: the far root is always
+positive (it carries z~ through mu_1), the nearer one, eta_1* = |z' - mu_1| - sigma_t sqrt n,
+only when z' lies outside that shell. The data decide the nearer one: the small step eq. (30)
+centres on.
 
 ``proof(store)``, per aggregation step with sigma_t > 0 and per sample (dims ``step``,
 ``sample``): ``moved`` = |z~ - mu_1| - |z' - mu_1| (-eta under eq. 7, +eta under eq. 29),
 ``radius_agg`` = |z' - mu_1| / (sigma_t sqrt n), ``eta_own`` = eta_1* (eq. 7's direction; the
-centre of eq. 30 as printed is -eta_1*), and ``eta_partner``: the eta of smallest magnitude with
-|z' - eta u_1 - mu_2| = sigma_t sqrt n, u_1 = (z' - mu_1)/|z' - mu_1| (NaN where eq. (7)'s line
-misses model 2's shell). ``proof_verdicts`` judges them over runs. Used by ``shell``.
+centre of eq. 30 as printed is -eta_1*) and ``eta_own_far`` (the far root), and ``eta_partner``:
+the eta of smallest magnitude with |z' - eta u_1 - mu_2| = sigma_t sqrt n, with
+``eta_partner_far`` the larger root (both NaN where eq. (7)'s line misses model 2's shell); the
+roots are ``core.bounds.shift_shell_roots``. ``proof_verdicts`` judges them over runs. Used by
+``shell``.
 """
 
 from __future__ import annotations
@@ -29,28 +34,26 @@ from amdm_geom.analyses.common import (
     slot_written_streamed,
     streamed,
 )
-from amdm_geom.core import geometry
+from amdm_geom.core import bounds, geometry
 from amdm_geom.core.verdicts import Verdict, at_least, qualify
 from amdm_geom.store import completed_steps, etas, incomplete_note, require
 
 __all__ = ["proof", "proof_table", "proof_verdicts"]
 
-_NAMES = ("moved", "radius_agg", "eta_own", "eta_partner")
+_NAMES = ("moved", "radius_agg", "eta_own", "eta_own_far", "eta_partner", "eta_partner_far")
 
 
 def _values(agg, shifted, mu1, mu2, r1_shell, r2_shell) -> dict:
-    """The per-sample quantities at one step (finite samples only)."""
+    """The per-sample quantities at one step (finite samples only): both roots of eq. (7)'s line
+    on each shell (``bounds.shift_shell_roots``), the nearer one and the larger one."""
     r1 = geometry.norm(agg - mu1)
     u = (agg - mu1) / r1[:, None]
     v = agg - mu2
-    b = np.einsum("ij,ij->i", v, u)
-    disc = b**2 - np.einsum("ij,ij->i", v, v) + r2_shell**2
-    with np.errstate(invalid="ignore"):
-        root = np.sqrt(disc)
-    low, high = b - root, b + root
+    own_low, own_high = bounds.shift_shell_roots(r1, r1, r1_shell)
+    low, high = bounds.shift_shell_roots(np.einsum("ij,ij->i", v, u), geometry.norm(v), r2_shell)
     partner = np.where(np.abs(low) <= np.abs(high), low, high)
-    return {"moved": geometry.norm(shifted - mu1) - r1, "radius_agg": r1 / r1_shell, "eta_own": r1 - r1_shell,
-            "eta_partner": np.where(disc >= 0, partner, np.nan)}
+    return {"moved": geometry.norm(shifted - mu1) - r1, "radius_agg": r1 / r1_shell, "eta_own": own_low,
+            "eta_own_far": own_high, "eta_partner": partner, "eta_partner_far": high}
 
 
 def _step_slice(ds, k, reads, shells):
@@ -115,14 +118,69 @@ def _cells(runs: dict[str, xr.Dataset], var: str) -> np.ndarray:
     return np.concatenate([r[var].values[r.finite.values] for r in runs.values()])
 
 
+def _existence(runs: dict[str, xr.Dataset], names: str) -> Verdict:
+    """Eq. (30)'s step on model 1's shell: the nearer root of eq. (7)'s line decides; the far
+    root (through mu_1) is positive whatever the data (``bounds.shift_shell_roots``)."""
+    own, far, radius = _cells(runs, "eta_own"), _cells(runs, "eta_own_far"), _cells(runs, "radius_agg")
+    cells, positive = len(own), int((own > 0).sum())
+    inside = radius < 1
+    need = np.clip(1 - radius, 0, None)
+    med = (lambda a: float(np.median(a)) if len(a) else math.nan)  # noqa: E731
+    return Verdict(
+        key="prop32_existence", claim="eq. (30): the nearest eta onto model 1's shell along eq. (7) is > 0",
+        where="Prop. 3.2 (existence), eqs. (7), (29)-(30)", status="holds" if positive == cells else "violated",
+        measured=f"nearest root eta_1* > 0 on {positive}/{cells} cells", bound="all cells",
+        value=positive / cells if cells else math.nan, reference=1.0, n=cells,
+        test="sign of the smallest-|eta| root eta_1* = |z' - mu_1| - sigma sqrt n per (step, sample) cell",
+        detail=(f"Over runs {names}: eq. (7)'s line z' - eta u_1 passes through mu_1 (at eta = |z' - mu_1|) and meets "
+                f"model 1's shell at eta = |z' - mu_1| -+ sigma sqrt n. As mathematics a positive eta always exists: "
+                f"the far root |z' - mu_1| + sigma sqrt n is > 0 on {int((far > 0).sum())}/{cells} cells "
+                f"({int(inside.sum())} with z' inside the shell), but it carries z~ through mu_1 to the shell's far "
+                f"side (eta = {med(radius + 1):.2f} sigma sqrt n, median), a step eq. (30) "
+                f"does not mean. What the data decide is the nearest root eta_1* = |z' - mu_1| - sigma sqrt n: z' lies "
+                f"at |z' - mu_1| = {med(radius):.3f} sigma sqrt n (median; "
+                f"{float(np.min(radius, initial=np.inf)):.3f}..{float(np.max(radius, initial=-np.inf)):.3f}), so "
+                f"eta_1* is {med(own):.3g} (median): negative where z' is inside the shell, where no step "
+                "0 < eta < |z' - mu_1| reaches it and eq. (7) with a small eta > 0 moves z~ further in. "
+                "As printed, eq. (30) centres eta on sigma sqrt n - |z' - mu_1| = -eta_1*, "
+                "positive there: a small positive step exists as printed only through eq. (29)'s sign. A positive eta "
+                f"short of mu_1 reaches A_1(eps) only for eps > 1 - |z' - mu_1|/(sigma sqrt n) = {med(need):.3f} "
+                "(median)."),
+        extra={"eta_own_median": med(own), "far_root_positive": int((far > 0).sum())})
+
+
+def _partner(runs: dict[str, xr.Dataset], names: str, etas) -> Verdict:
+    """The nearest eta along eq. (7)'s line onto model 2's shell, and whether any positive one exists."""
+    partner, far, radius = _cells(runs, "eta_partner"), _cells(runs, "eta_partner_far"), _cells(runs, "radius_agg")
+    cells = len(partner)
+    reach = np.isfinite(partner)
+    ahead = int((partner[reach] > 0).sum())
+    negative = reach & ~(partner > 0)
+    return Verdict(
+        key="prop32_partner_eta", claim="the nearest eta onto model 2's shell along eq. (7) is > 0",
+        where="Prop. 3.2, eqs. (7), (26)", status="holds" if ahead == cells else "violated",
+        measured=f"nearest root eta_2* > 0 on {ahead}/{cells} cells",
+        bound=f"all; the runs' eta {', '.join(f'{e:g}' for e in etas)}",
+        value=ahead / cells if cells else math.nan, reference=1.0, n=cells,
+        test="the root of |z' - eta u_1 - mu_2| = sigma sqrt n of smallest |eta|, per cell",
+        detail=(f"Over runs {names}: along eq. (7)'s line the nearest eta that puts z~ on model 2's shell is "
+                + (f"{float(np.median(partner[reach])):.3g} (median; {float(partner[reach].min()):.3g}.."
+                   f"{float(partner[reach].max()):.3g}), " if reach.any() else "")
+                + f"positive on {ahead}, negative on {int(reach.sum()) - ahead} and absent (the line misses the "
+                f"shell) on {cells - int(reach.sum())} of {cells} cells. A positive root (the far one) exists on "
+                f"{int((far[negative] > 0).sum())} of the {int(negative.sum())} cells whose nearest root is negative "
+                f"({int((negative & (radius < 1)).sum())} of them with z' inside model 1's shell): some eta > 0 "
+                "reaches model 2's shell there, only a longer step than the negative root's."),
+        extra={"far_root_positive": int((far > 0).sum())})
+
+
 def proof_verdicts(runs: dict[str, xr.Dataset]) -> list[Verdict]:
-    """The sign of eta in eq. (29) against eq. (7)'s move, the existence claim as printed, and
-    the eta that would reach model 2's shell, over runs (``{name: proof(...)}``)."""
+    """The sign of eta in eq. (29) against eq. (7)'s move, eq. (30)'s step onto model 1's shell,
+    and the step onto model 2's shell, over runs (``{name: proof(...)}``): the nearer root of
+    eq. (7)'s line decides; a positive (far) root exists far more often and is reported beside it."""
     etas = np.array([r.attrs["eta"] for r in runs.values()])
     moved = np.concatenate([(r.moved / r.attrs["eta"]).values[r.finite.values] for r in runs.values()
                             if r.attrs["eta"] > 0]) if (etas > 0).any() else np.empty(0)
-    own, radius, partner = _cells(runs, "eta_own"), _cells(runs, "radius_agg"), _cells(runs, "eta_partner")
-    cells = len(own)
     nonfinite = sum(int((~r.finite).any("step").sum()) for r in runs.values())
     partial = {"nonfinite": nonfinite, "total": sum(r.sizes["sample"] for r in runs.values()),
                "incomplete": [f"{r.attrs['incomplete']} ({name})" for name, r in runs.items() if r.attrs["incomplete"]]}
@@ -142,35 +200,6 @@ def proof_verdicts(runs: dict[str, xr.Dataset]) -> list[Verdict]:
                     "and eq. (30)'s interval for eta, sigma sqrt n (1 -+ eps) - |z' - mu_1|, has the sign flipped."))]
     else:
         out = []
-    positive = int((own > 0).sum())
-    need = np.clip(1 - radius, 0, None)
-    out.append(Verdict(
-        key="prop32_existence", claim="an eta > 0 in eq. (7) puts z~ on model 1's shell",
-        where="Prop. 3.2 (existence), eqs. (29)-(30)", status="holds" if positive == cells else "violated",
-        measured=f"eta_1* > 0 on {positive}/{cells} cells", bound="all (a step size eta > 0)",
-        value=positive / cells if cells else math.nan, reference=1.0, n=cells,
-        test="sign of eta_1* = |z' - mu_1| - sigma sqrt n per (step, sample) cell",
-        detail=(f"Over runs {names}: z' lies at |z' - mu_1| = {float(np.median(radius)):.3f} sigma sqrt n (median; "
-                f"{float(radius.min()):.3f}..{float(radius.max()):.3f}), so the eta along eq. (7) that puts z~ on "
-                f"model 1's shell, eta_1* = |z' - mu_1| - sigma sqrt n, is {float(np.median(own)):.3g} (median; "
-                f"{float(own.min()):.3g}..{float(own.max()):.3g}): negative where z' is inside the shell, and eq. (7) "
-                "with eta > 0 then moves z~ further in. As printed, eq. (30) centres eta on sigma sqrt n - |z' - mu_1| "
-                f"= -eta_1*, positive there: existence holds as printed only through eq. (29)'s sign. A positive eta "
-                f"reaches A_1(eps) only for eps >= 1 - |z' - mu_1|/(sigma sqrt n) = {float(np.median(need)):.3f} "
-                "(median)."),
-        extra={"eta_own_median": float(np.median(own)) if cells else math.nan}))
-    reach = np.isfinite(partner)
-    ahead = int((partner[reach] > 0).sum())
-    out.append(Verdict(
-        key="prop32_partner_eta", claim="an eta > 0 in eq. (7) puts z~ on model 2's shell",
-        where="Prop. 3.2, eqs. (7), (26)", status="holds" if ahead == cells else "violated",
-        measured=f"eta_2* > 0 on {ahead}/{cells} cells",
-        bound=f"all; the runs' eta {', '.join(f'{e:g}' for e in etas)}",
-        value=ahead / cells if cells else math.nan, reference=1.0, n=cells,
-        test="the root of |z' - eta u_1 - mu_2| = sigma sqrt n of smallest |eta|, per cell",
-        detail=(f"Over runs {names}: along eq. (7)'s line the eta that puts z~ on model 2's shell is "
-                + (f"{float(np.median(partner[reach])):.3g} (median; {float(partner[reach].min()):.3g}.."
-                   f"{float(partner[reach].max()):.3g}), " if reach.any() else "")
-                + f"positive on {ahead}, negative on {int(reach.sum()) - ahead} and absent (the line misses the "
-                f"shell) on {cells - int(reach.sum())} of {cells} cells.")))
+    out.append(_existence(runs, names))
+    out.append(_partner(runs, names, etas))
     return [qualify(v, **partial) for v in out]

@@ -160,9 +160,11 @@ def _summary(tree: xr.DataTree) -> xr.Dataset | None:
 
 
 def verdicts(tree: xr.DataTree) -> list[Verdict]:
-    """Lemma A.1's row, then Prop. 3.2's rows and its proof's (eqs. 28-30), when there were stores."""
+    """Lemma A.1's row, then Prop. 3.2's rows (eq. 8 one row per run, ``prop32_bound_runs_<run>``)
+    and its proof's (eqs. 28-30), when there were stores."""
     summary, proofs = _summary(tree), _proofs(tree)
-    return (lemma_verdicts(tree["lemma_grid"].to_dataset()) + (prop32_verdicts(summary) if summary is not None else [])
+    rows = prop32_verdicts(summary, per_run=True) if summary is not None else []
+    return (lemma_verdicts(tree["lemma_grid"].to_dataset()) + rows
             + (proof_verdicts(proofs) if proofs else []))
 
 

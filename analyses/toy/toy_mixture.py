@@ -203,7 +203,7 @@ def _oracle_row(ds: xr.Dataset) -> Verdict:
     ll_o = mean_over_seeds(ds, "ll", arm="oracle", expert=ds.expert.values[0])
     return Verdict(
         key="toy_oracle_best_ll", claim="the oracle beats every method on LL", where=f"{WHERE} (benchmark check)",
-        status="holds" if not beaten else "violated",
+        status="holds" if not beaten else "violated", kind="finding",
         measured=f"min LL margin {worst_gap:+.3f}", bound="> 0", value=worst_gap, reference=0.0,
         detail=(f"Oracle LL {ll_o:.3f} (target's own mean log density {float(ds.ll_floor.mean()):.3f}); closest "
                 f"competitor {where_gap}. " + (f"Methods at or above the oracle: {', '.join(beaten)}. LL rewards "

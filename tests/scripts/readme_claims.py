@@ -1,6 +1,10 @@
-"""Print the README's claim tables from a ``verdicts.json`` (``amdm-geom validate --json``): the
-paper's claims, App. G's rectified-flow claims, then the implementation checks, one markdown
-row per verdict (measured value, then its interval with level and n where it has them).
+"""Print the README's claim tables from a ``verdicts.json`` (``amdm-geom validate --json``), one
+kind of verdict after another in the order of ``KINDS``: the paper's claims (App. G's
+rectified-flow claims in a table of their own), the paper's reported numbers checked against each
+other, the findings (about samplers, libraries and this toolkit's setup), then the implementation
+checks; one markdown row per verdict (measured value, then its interval with level and n where it
+has them). Each table is preceded by a comment naming its kind and counting its rows; a kind with
+no verdict prints an empty table.
 
     .venv/bin/python tests/scripts/readme_claims.py data/report/verdicts.json [MORE.json ...]
 
@@ -10,6 +14,8 @@ from __future__ import annotations
 
 import json
 import sys
+
+from amdm_geom.core.verdicts import KINDS
 
 
 def _cell(text) -> str:
@@ -39,11 +45,16 @@ def main(paths: list[str]) -> None:
         for r in json.load(open(path)):
             rows[r["key"]] = r
     rows_ = list(rows.values())
-    checks = [r for r in rows_ if r.get("kind") == "implementation check"]
-    claims = [r for r in rows_ if r.get("kind") != "implementation check"]
-    flow = [r for r in claims if "App. G" in r["where"]]
-    paper = [r for r in claims if "App. G" not in r["where"]]
-    for title, part in (("paper", paper), ("App. G", flow), ("checks", checks)):
+    unknown = sorted({str(r.get("kind", "paper claim")) for r in rows_} - set(KINDS))
+    if unknown:
+        raise SystemExit(f"readme_claims: kind must be one of {KINDS}; got {', '.join(unknown)}")
+    of = {k: [r for r in rows_ if r.get("kind", "paper claim") == k] for k in KINDS}
+    claims = of["paper claim"]
+    parts = [("paper claims", [r for r in claims if "App. G" not in r["where"]]),
+             ("paper claims, App. G", [r for r in claims if "App. G" in r["where"]]),
+             ("reported numbers", of["reported numbers"]), ("findings", of["finding"]),
+             ("implementation checks", of["implementation check"])]
+    for title, part in parts:
         print(f"<!-- {title}: {len(part)} rows -->")
         print(table(part))
         print()

@@ -1,14 +1,18 @@
-"""The validation report, ``data/report/index.html``: organised as the paper is.
+"""The validation report, ``data/report/index.html``: organised by kind of verdict, the paper's
+claims as the paper is.
 
 At the top the run's provenance (commit, versions, seeds, mode, time: ``provenance``), then the
-summary: one line per claim family (``families``: Prop. 3.1, Lemma A.1, Prop. 3.2, App. D.1,
-App. E, the ablations, the trained ecosystem, App. G) with its counts by status and its finding.
-Then one section per family: its verdicts (status, measured value with interval, bound or paper
-value, n, detail), each with a stable anchor ``#verdict-<key>`` and links to the CSV and zarr
-results of the analysis that computed it; the power of its comparisons; and the figures that
-support it (an analysis' figures go to the family most of its verdicts are in, ``FIGURE_FAMILY``
-excepted), each with its caption, a click enlarging it to full resolution. The implementation
-checks come last, in their own section.
+summary, one kind of verdict after another (``amdm_geom.core.verdicts.KINDS``): one line per claim
+family of the paper's claims (``families``: Prop. 3.1, Lemma A.1, Prop. 3.2, App. D.1, App. E, the
+ablations, the trained ecosystem, App. G) and a line counting all of them, then one line each for
+the paper's reported numbers, the findings (about samplers, libraries and this toolkit's setup) and
+the implementation checks, each with its counts by status and its result in one sentence; a last
+line counts every verdict. Then one section per line (``families.group``): its verdicts (status,
+measured value with interval, bound or paper value, n, detail), each with a stable anchor
+``#verdict-<key>`` and links to the CSV and zarr results of the analysis that computed it; the power
+of its comparisons; and the figures that support it (an analysis' figures go to the section most of
+its verdicts are in, ``FIGURE_FAMILY`` excepted), each with its caption, a click enlarging it to
+full resolution.
 
 The page is one folder with the analyses' result folders: no network request, no CDN; the small
 script that enlarges a figure is inline, and without it a click opens the image itself. Rendered
@@ -24,7 +28,7 @@ from pathlib import Path
 
 import jinja2
 
-from amdm_geom.app.runner.families import family_of, finding, group, status_counts
+from amdm_geom.app.runner.families import finding, group, kind_of, section_of, status_counts
 from amdm_geom.app.runner.output import write_owned
 from amdm_geom.app.runner.provenance import provenance
 from amdm_geom.app.runner.results_index import index
@@ -72,9 +76,9 @@ def _power_rows(rows: list[Verdict]) -> list[dict]:
 
 
 def _figure_homes(results: dict, rows: list[Verdict]) -> dict[str, str]:
-    """``{figure src: family id}``: each analysis' figures go to the family most of its verdicts
+    """``{figure src: section id}``: each analysis' figures go to the section most of its verdicts
     are in (``FIGURE_FAMILY`` excepted); an analysis with no verdict among ``rows``, nowhere."""
-    family = {v.key: family_of(v).id for v in rows if v.key}
+    family = {v.key: section_of(v).id for v in rows if v.key}
     homes = {}
     for res in results.values():
         votes = Counter(family[k] for k in res.keys if k in family)
@@ -100,8 +104,8 @@ def _sections(rows: list[Verdict], folder: Path) -> list[dict]:
                             "note": verdict_note(v), "analysis": res.name if res else "",
                             "files": res.files_for(v.key) if res else []})
         sections.append({"id": fam.id, "title": fam.title, "question": fam.question, "rows": entries,
-                         "counts": status_counts(members), "finding": finding(members),
-                         "checks": fam.id == "checks", "power": _power_rows(members),
+                         "counts": status_counts(members), "finding": finding(members), "kind": kind_of(fam),
+                         "intro": fam.intro, "power": _power_rows(members),
                          "figures": [figures[src] for src, home in homes.items() if home == fam.id]})
     return sections
 
@@ -116,9 +120,11 @@ def render_report(rows: list[Verdict], folder, *, title: str = "amdm-geom valida
         raise ValueError(f"verdict keys must be distinct (each is an anchor); repeated: {', '.join(dup)}")
     sections = _sections(rows, folder)
     totals = status_counts(rows)
+    claims = [v for v in rows if v.kind == "paper claim"]
+    claim_totals = {"counts": status_counts(claims), "finding": finding(claims)} if claims else None
     return _ENV.get_template("report.html.j2").render(
         title=title, info=provenance(**(context or {})), sections=sections, totals=totals, statuses=STATUSES,
-        colours=COLOURS)
+        colours=COLOURS, claim_totals=claim_totals)
 
 
 def write_report(rows: list[Verdict], folder, *, title: str = "amdm-geom validation report",
