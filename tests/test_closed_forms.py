@@ -1,6 +1,7 @@
 """The closed-form analysis and the ``amdm-geom validate`` command: every verdict exists and its
 number equals an independent recomputation."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,8 @@ def rows(ds):
 
 def test_every_verdict_is_present_and_well_formed(rows):
     assert set(rows) == {"ddim_step", "prop31_norm_gap", "prop31_angle",
-                         "prop31_delta_noise", "prop32_max_distance", "prop32_ddim"}
+                         "prop31_delta_noise", "prop32_max_distance", "prop32_ddim", "appd3_phi_w_at_most_1",
+                         "appd3_phi_w_half_pi", "appd3_phi_w_quadratic"}
     for v in rows.values():
         assert v.status in STATUSES and v.claim and v.where and v.measured
 
@@ -84,3 +86,34 @@ def test_console_script_runs_as_a_module():
     proc = subprocess.run([sys.executable, "-m", "amdm_geom.app.cli", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("amdm-geom ")
     assert (Path(sys.executable).parent / "amdm-geom").exists()
+
+
+def test_app_d3_phi_w_statements_against_their_closed_forms():
+    """App. D.3, computed independently with math.sin: phi_w(pi/2) as printed, the Taylor
+    coefficient (1-w)(1-(1-w)^2)/24 of phi^2 that the quotient settles to, and phi_w <= 1
+    (sin is increasing on [0, pi/2]); all three verdicts hold."""
+    from amdm_geom.analyses.checks import phi_w
+
+    ds = phi_w.dataset()
+    for w in (0.0, 0.3, 0.5, 0.9, 1.0):
+        direct = math.sin((1 - w) * math.pi / 4) / math.sin(math.pi / 4)
+        assert math.isclose(direct, math.sqrt(2) * math.sin((1 - w) * math.pi / 4), rel_tol=1e-15, abs_tol=1e-16)
+        a = 1 - w
+        coeff = a * (1 - a * a) / 24  # phi_w = a + a (1 - a^2) phi^2 / 24 + O(phi^4)
+        got = float(ds["phi_w_quotient"].sel(d3_w=w, method="nearest").isel(d3_small_phi=-1))
+        assert abs(got - coeff) <= 1e-4 * max(coeff, 1e-3), (w, got, coeff)  # (the O(phi^2) rest: ~3e-6 at 0.01)
+    grid = [(p, w) for p in (1e-3, 0.5, 1.5, math.pi) for w in (0.0, 0.25, 0.75)]
+    assert all(math.sin((1 - w) * p / 2) / math.sin(p / 2) <= 1 + 1e-15 for p, w in grid)
+    assert [v.status for v in phi_w.verdicts(ds)] == ["holds", "holds", "holds"]
+
+
+def test_app_d3_verdicts_can_fail():
+    """A phi_w above 1, a printed value off by 1e-9, a quotient that keeps growing: each violated."""
+    from amdm_geom.analyses.checks import phi_w
+
+    ds = phi_w.dataset()
+    bad = ds.copy(deep=True)
+    bad["phi_w_grid"][3, 5] = 1.0 + 1e-9
+    bad["phi_w_half_pi_error"][2] = 1e-9
+    bad["phi_w_quotient"][-1] = bad["phi_w_quotient"][-2] * 2
+    assert [v.status for v in phi_w.verdicts(bad)] == ["violated", "violated", "violated"]

@@ -92,6 +92,24 @@ def chi2_miss(n, eps):
 # recomputations, by verdict key
 
 
+def app_d3_row(res, key):
+    """App. D.3 from the sine formula (the grid) and, for the O(phi^2) quotient, from the sinc series
+    without cancellation: phi_w - a = a (S(a x) - S(x)) / S(x), x = phi/2, S(y) = sin(y)/y."""
+    phi, w = np.meshgrid(res.d3_phi.values, res.d3_w.values, indexing="ij")
+    if key == "appd3_phi_w_at_most_1":
+        return float((np.sin((1 - w) * phi / 2) / np.sin(phi / 2)).max())
+    if key == "appd3_phi_w_half_pi":
+        a = 1 - res.d3_w.values
+        printed = math.sqrt(2) * np.sin(a * math.pi / 4)
+        return float(np.abs(np.sin(a * math.pi / 4) / math.sin(math.pi / 4) - printed).max())
+    a, x = 1 - res.d3_w.values[None, :], res.d3_small_phi.values[:, None] / 2
+    diff = (1 - a**2) * x**2 / 6 - (1 - a**4) * x**4 / 120 + (1 - a**6) * x**6 / 5040
+    quotient = a * diff / (1 - x**2 / 6 + x**4 / 120) / (2 * x) ** 2
+    last, before = quotient[-1], quotient[-2]
+    keep = np.abs(last) > 0
+    return float((np.abs(last - before)[keep] / np.abs(last)[keep]).max())
+
+
 def closed_form_rows(run, key):
     res = xr.open_zarr(run.report / "closed_forms" / "results.zarr", consolidated=False)
     if key == "ddim_step":  # residual per step in units of 16 float32 eps x the scale of diffusers' terms
@@ -113,6 +131,8 @@ def closed_form_rows(run, key):
                     d = math.sin((1 - w) * phi / 2) / math.sin(phi / 2) * np.linalg.norm(z1 - z2)
                     worst = max(worst, (np.linalg.norm(zp - z2) - d) / d)
         return worst
+    if key.startswith("appd3_"):
+        return app_d3_row(res, key)
     if key == "prop32_ddim":
         sched = DDIMScheduler.from_config(make_scheduler().config)
         sched.set_timesteps(50)
@@ -626,6 +646,8 @@ def one_model_flow_row(run, key):
 RECOMPUTE = {
     "ddim_step": closed_form_rows, "prop31_norm_gap": closed_form_rows, "prop31_angle": closed_form_rows,
     "prop31_delta_noise": closed_form_rows, "prop32_max_distance": closed_form_rows, "prop32_ddim": closed_form_rows,
+    "appd3_phi_w_at_most_1": closed_form_rows, "appd3_phi_w_half_pi": closed_form_rows,
+    "appd3_phi_w_quadratic": closed_form_rows,
     "sampler_one_model": one_model_row, "trace_eq4": trace_rows, "trace_eq7": trace_rows,
     "lemma_a1_grid": lemma_row, "prop32_bound_runs": shell_rows, "prop32_shell_claim": shell_rows,
     "prop32_domain_runs": shell_rows, "table5_resolution": table5_row,

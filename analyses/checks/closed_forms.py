@@ -17,6 +17,7 @@ import xarray as xr
 from diffusers import DDIMScheduler
 
 from amdm_geom.analyses.base import Analysis
+from amdm_geom.analyses.checks import phi_w
 from amdm_geom.analyses.common import refuse_stores
 from amdm_geom.core import bounds, geometry, schedules
 from amdm_geom.core.verdicts import CHECK_ULPS, Verdict, implementation_check, resolution
@@ -90,7 +91,8 @@ def compute(stores=None, *, quick: bool = False, seed: int = 0, runs=None, sd_la
     ds["ddim_sigma"] = ("sd_step", c50["sigma"].values)
     ds["prop32_bound_ddim"] = ("sd_step", bounds.prop32_lower_bound(sd_latent_dim, 0.05, 0.0, c50["sigma"].values))
 
-    return ds
+    # App. D.3: the chord ratio phi_w on (0, pi] x [0, 1]
+    return xr.merge([ds, phi_w.dataset()], combine_attrs="override")
 
 
 def _ddim_against_diffusers(sched, ddim_steps, ddim_etas, g) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +200,7 @@ def verdicts(ds: xr.Dataset, *, ddim_ulps: float = CHECK_ULPS) -> list[Verdict]:
                 "apply here."),
     ))
 
-    return out
+    return out + phi_w.verdicts(ds)
 
 
 def _max_distance_verdict(ds: xr.Dataset) -> Verdict:
