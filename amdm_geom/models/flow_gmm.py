@@ -169,18 +169,11 @@ class FlowGMMDenoiser(MixtureModel):
         z = z_t.detach().reshape(z_t.shape[0], -1).to(device="cpu", dtype=torch.float64)
         return self._responsibilities(z, cond, self.sigma(t))
 
-    def describe(self) -> dict:
+    FAMILY = "gmm-flow"
+
+    def schedule_description(self) -> dict:
         cfg = self.scheduler.config
-        return {
-            "family": "gmm-flow",
-            "name": self.name,
-            "latent_shape": list(self.latent_shape),
-            "n_components": self.mixture.n_components,
-            "guidance_scale": self.guidance_scale,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "schedule": {k: _plain(cfg.get(k)) for k in (*GRID_KEYS, "stochastic_sampling")},
-            **self.provenance,
-        }
+        return {k: _plain(cfg.get(k)) for k in (*GRID_KEYS, "stochastic_sampling")}
 
 
 def _plain(value):

@@ -67,6 +67,26 @@ class MixtureModel:
         """The unconditional weights ``(K,)`` (those guidance uses)."""
         return self.uncond_weights
 
+    #: The ``family`` a description names (``describe``).
+    FAMILY = "gmm"
+
+    def schedule_description(self) -> dict:
+        """The scheduler's settings that identify the model's SDE."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What identifies the model (stored with a run)."""
+        return {
+            "family": self.FAMILY,
+            "name": self.name,
+            "latent_shape": list(self.latent_shape),
+            "n_components": self.mixture.n_components,
+            "guidance_scale": self.guidance_scale,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "schedule": self.schedule_description(),
+            **self.provenance,
+        }
+
 
 class GMMDenoiser(MixtureModel):
     """The exact epsilon of a Gaussian mixture, ``eps = model(z_t, t, cond)`` (eq. 4).
@@ -125,18 +145,9 @@ class GMMDenoiser(MixtureModel):
         z = z_t.detach().reshape(z_t.shape[0], -1).to(device="cpu", dtype=torch.float64)
         return self.mixture.responsibilities(z, cond, self.alpha_bar(t))
 
-    def describe(self) -> dict:
+    def schedule_description(self) -> dict:
         cfg = self.scheduler.config
-        return {
-            "family": "gmm",
-            "name": self.name,
-            "latent_shape": list(self.latent_shape),
-            "n_components": self.mixture.n_components,
-            "guidance_scale": self.guidance_scale,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "schedule": {k: cfg.get(k) for k in ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps")},
-            **self.provenance,
-        }
+        return {k: cfg.get(k) for k in ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps")}
 
 
 # --------------------------------------------------------------------------------------------
