@@ -75,7 +75,7 @@ def g1_by_hand(ds) -> dict:
     steps = [k for k in range(T) if np.isfinite(ds.z_next.isel(step=k, model=1).values).all()]
     cross = "v_cross" in ds and list(ds.attrs["step_kinds"]) == ["flow", "flow"]
     out = {"steps": steps, "gap": [], "bound": [], "cos_slack": [], "delta": [], "start": [], "eq46": [],
-           "norm_1": [], "cond": [], "func": [], "from_aggregate": []}
+           "norm_1": [], "cond": [], "func": [], "start_v": [], "from_aggregate": []}
     for k in steps:
         a, b = at(ds, "z_next", k, 0), at(ds, "z_next", k, 1)
         z1, z2, v1 = at(ds, "z", k, 0), at(ds, "z", k, 1), at(ds, "v", k, 0)
@@ -94,6 +94,7 @@ def g1_by_hand(ds) -> dict:
             vc, va = at(ds, "v_cross", k, 1), at(ds, "v_at_z1", k, 1)
             out["cond"].append(norms(v1 - vc))
             out["func"].append(norms(vc - va))
+            out["start_v"].append(norms(va - at(ds, "v", k, 1)))  # v_2 at model 1's start against at its own
     return {k: np.array(v) if k != "steps" else v for k, v in out.items()}
 
 
@@ -135,13 +136,72 @@ def test_g1_verdict_values_are_recomputed(stores, rows, name):
         assert f"flowG1_delta_{name}" not in rows
         return
     premise = want["from_aggregate"]
-    ratio = want["delta"][premise] / (want["cond"][premise] + want["func"][premise])
+    terms = want["cond"][premise] + want["func"][premise]
+    # the step taken, A z + B v (sigmas from a fresh diffusers scheduler): z + dt v, or on a stochastic step
+    # (1 - s_next) (z - s v) + s_next xi, so A = 1 - s_next and B = -(1 - s_next) s
+    sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+    sched.set_timesteps(T)
+    s = sched.sigmas.double().numpy()
+    k = np.array(want["steps"])[premise]
+    A, B = (1 - s[k + 1], (1 - s[k + 1]) * s[k]) if name == "flow_stochastic" else (np.ones(len(k)), s[k] - s[k + 1])
+    A, B = A[:, None], np.abs(B)[:, None]
+    noise = ds_sigma(stores[name], want["steps"])[premise][:, None] * math.sqrt(2 * math.prod(SHAPE))
+    step_bound = B * terms + noise
     delta = rows[f"flowG1_delta_{name}"]
-    assert delta.value == pytest.approx(float(ratio.max()), rel=1e-9)
+    assert delta.value == pytest.approx(float((want["delta"][premise] / step_bound).max()), rel=1e-6)
+    printed = rows[f"flowG1_delta_printed_{name}"]
+    assert printed.kind == "finding"
+    assert printed.value == pytest.approx(float((want["delta"][premise] / terms).max()), rel=1e-9)
+    assert printed.status == ("violated" if (want["delta"][premise] > terms * (1 + 1e-9)).any() else "holds")
+    over = want["delta"][premise] > step_bound * (1 + 1e-9)
+    with_start = step_bound + A * want["start"][premise] + B * want["start_v"][premise]
+    beyond = over & (want["delta"][premise] > with_start * (1 + 1e-9))
     if name == "flow_stochastic":  # eq. (46) is a deterministic step: a noisy step is outside its domain
         assert delta.status == "outside domain"
+    elif over.any() and not beyond.any():  # exceeded only because Algorithm 1 starts the models apart
+        assert delta.status == "outside domain" and (want["start"][premise][over] > 0).all()
     else:
-        assert delta.status == ("violated" if (ratio > 1 + 1e-9).any() else "holds")
+        assert delta.status == ("violated" if over.any() else "holds")
+    assert delta.extra["over_with_start"] == int(beyond.sum())
+
+
+def ds_sigma(store, steps) -> np.ndarray:
+    """Model 1's recorded noise scale sigma_t (s_next on a stochastic flow step, 0 on a deterministic one)."""
+    return open_run(store).model_sigma.isel(model=0).values[np.array(steps)].astype(np.float64)
+
+
+def _g1_case(tree, *, delta_over_step: float, start: float, start_v: float = 0.0) -> xr.Dataset:
+    """The flow pair's g1 Dataset with delta, the starts and the velocity gap at the starts set by hand,
+    relative to the measured bound for the step taken |dt| (cond + func)."""
+    res = tree["flow_pair/g1"].to_dataset()
+    step_bound = np.abs(res.B) * (res.cond_term + res.func_term)  # (deterministic: B = dt)
+    return res.assign(delta=delta_over_step * step_bound, start_gap=start * step_bound + 0 * res.delta,
+                      start_v_term=start_v + 0 * res.delta)
+
+
+@pytest.mark.parametrize(("delta_over_step", "start", "want"), [
+    (0.5, 0.0, "holds"),  # within |dt| (cond + func) from one start
+    (2.0, 0.0, "violated"),  # over it from one start: eq. (47) fails where its premise holds
+    (2.0, 1.5, "outside domain"),  # over it, but met once the shifted starts are counted: premise fails
+    (3.0, 1.5, "violated"),  # over it even with the starts counted
+])
+def test_step_taken_bound_status_is_decided_by_the_start(tree, delta_over_step, start, want):
+    rows = {v.key: v for v in flow_geometry.g1_verdicts(_g1_case(tree, delta_over_step=delta_over_step, start=start),
+                                                         "case")}
+    assert rows["flowG1_delta_case"].status == want
+    assert rows["flowG1_delta_case"].value == pytest.approx(delta_over_step, rel=1e-9)
+
+
+def test_printed_bound_holds_by_the_missing_dt_where_the_step_taken_fails(tree):
+    # delta twice the step-taken bound, from one start: the claim fails, while eq. (47) as printed
+    # (no |dt|; |dt| about 1/9 on the 10-step grid) is still over 4 times too large to notice
+    res = _g1_case(tree, delta_over_step=2.0, start=0.0)
+    rows = {v.key: v for v in flow_geometry.g1_verdicts(res, "case")}
+    assert rows["flowG1_delta_case"].status == "violated"
+    printed = rows["flowG1_delta_printed_case"]
+    assert printed.status == "holds" and printed.kind == "finding"
+    dt = np.abs(res.dt.values[res.from_aggregate.values])
+    assert printed.value == pytest.approx(2.0 * dt.max(), rel=1e-6) and printed.value < 0.25
 
 
 def test_eq46_printed_step_is_1_over_dt_times_the_deterministic_step(stores, rows):
@@ -358,3 +418,21 @@ def test_flow_stores_obey_their_step_and_tampering_is_caught(stores, name):
     printed = ds.copy(deep=True)
     printed["model_B"] = xr.full_like(ds.model_B, -1.0)
     assert trace_checks._store_residuals(printed)["eq4_ratio"] > 1e3
+
+
+def test_closer_to_mu_is_the_cone_condition_the_mu_v_detail_states(rows):
+    # moving z' by eta along u (unit) shortens |z' - mu| exactly when cos(u, mu - z') > eta / (2 |z' - mu|)
+    rng = np.random.default_rng(5)
+    z, mu, w = rng.normal(size=(3, 2000, 6))
+    mu = z + rng.uniform(0.05, 2.0, size=(2000, 1)) * (mu - z) / norms(mu - z)[:, None]
+    eta = 0.3
+    u = (w - z) / norms(w - z)[:, None]
+    d0 = norms(z - mu)
+    c = np.sum(u * (mu - z), 1) / d0
+    closer = norms(z + eta * u - mu) < d0
+    margin = np.abs(c - eta / (2 * d0)) > 1e-9
+    assert ((c > eta / (2 * d0)) == closer)[margin].all() and 0.05 < closer.mean() < 0.95
+    # the verdict's numbers: the cone's half-angle from the median |z' - mu|, the gain as a share of eta
+    for name in ("flow_pair", "flow_stochastic"):
+        v = rows[f"flow_mu_v_{name}"]
+        assert 0 <= v.extra["cone_degrees"] <= 90 and v.extra["gain_share"] < 1

@@ -535,7 +535,8 @@ def flow_pair_cells(ds):
     bound and the angle's slack (where <a, b> >= 0), eq. (47)'s delta over the measured terms at
     model 1's start (steps after an aggregation, two flow models), eq. (46)'s |z - v - z_next| / |z_next|."""
     two_flows = list(ds.attrs["step_kinds"]) == ["flow", "flow"] and "v_cross" in ds
-    out = {"gap": [], "slack": [], "delta": [], "eq46": []}
+    out = {"gap": [], "slack": [], "delta": [], "delta_printed": [], "eq46": []}
+    n = int(np.prod(ds.z.shape[3:]))
     for k in both_sampled(ds):
         a, b = flat(ds.z_next.isel(step=k, model=0).values), flat(ds.z_next.isel(step=k, model=1).values)
         z1, v1 = flat(ds.z.isel(step=k, model=0).values), flat(ds.v.isel(step=k, model=0).values)
@@ -547,11 +548,16 @@ def flow_pair_cells(ds):
         out["eq46"].append(norms(z1 - v1 - a) / na)
         if two_flows and k > 0 and bool(ds.aggregated[k - 1]):
             vc, va = flat(ds.v_cross.isel(step=k, model=1).values), flat(ds.v_at_z1.isel(step=k, model=1).values)
-            out["delta"].append(delta / (norms(v1 - vc) + norms(vc - va)))
+            terms = norms(v1 - vc) + norms(vc - va)
+            # the step taken, A z + B v (+ sigma xi): |B| times eq. (47)'s terms (+ sigma sqrt(2n))
+            B, sigma = abs(float(ds.model_B[0, k])), float(ds.model_sigma[0, k])
+            out["delta"].append(delta / (B * terms + sigma * math.sqrt(2 * n)))
+            out["delta_printed"].append(delta / terms)  # eq. (47) as printed, no step size
     return {k: np.concatenate(v) if v else np.empty(0) for k, v in out.items()}
 
 
-FLOW_G1 = {"flowG1_gap_": ("gap", np.max), "flowG1_angle_": ("slack", np.min), "flowG1_delta_": ("delta", np.max),
+FLOW_G1 = {"flowG1_gap_": ("gap", np.max), "flowG1_angle_": ("slack", np.min),
+           "flowG1_delta_printed_": ("delta_printed", np.max), "flowG1_delta_": ("delta", np.max),
            "flow_eq46_": ("eq46", np.median)}
 
 

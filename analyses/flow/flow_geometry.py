@@ -6,11 +6,11 @@ per sample (``g1``):
 - Prop. G.1, eq. (43): the norm gap, the angle and delta = |z_next_1 - z_next_2| of the sampled
   latents, with the bounds of eq. (43) (``amdm_geom.core.bounds.norm_gap_bound`` and
   ``cos_angle_lower_bound``: eq. (43) is eq. (5) on flow latents);
-- eq. (47): delta against L_theta L_T + L_t with the Lipschitz products replaced by the measured
-  terms at model 1's start z_1 (a run recorded with ``--cross-eps``): the conditional term
-  |v_1(z_1, y_1) - v_1(z_1, y_2)| and the functional term |v_1(z_1, y_2) - v_2(z_1, y_2)|
-  (``bounds.flow_delta_bound``), and the same bound for the step actually taken, scaled by
-  |dt| (diffusers' step is z + dt v; eq. 46 prints z' - v);
+- eq. (47): delta against |dt| (L_theta L_T + L_t), the bound for the step actually taken
+  (diffusers' step is z + dt v; eq. 46 prints z' - v), with the Lipschitz products replaced by the
+  measured terms at model 1's start z_1 (a run recorded with ``--cross-eps``): the conditional term
+  |v_1(z_1, y_1) - v_1(z_1, y_2)| and the functional term |v_1(z_1, y_2) - v_2(z_1, y_2)|; and
+  against eq. (47) as printed, with no |dt| (``bounds.flow_delta_bound``);
 - eq. (46) as printed, z_{t-1} = z_t - v(z_t), against the scheduler's step: the distance between
   the two updates and the ratio of their lengths (1 / |dt| for the deterministic step).
 
@@ -20,7 +20,8 @@ to mu it moves z', against eta for the location target.
 
 Where stochastic flow steps put noise (sigma_t = s_next > 0), Prop. 3.2's eq. (8) is judged by
 ``membership`` as for DDIM; a deterministic flow step has no noise and no shell: eq. (8) is then
-outside its domain. Where flow latents concentrate is ``flow_shell`` (its own runs).
+outside its domain. Where flow latents concentrate is ``flow_shell`` (its own runs). Prop. G.1's
+verdicts are ``g1_verdicts``'s.
 """
 
 from __future__ import annotations
@@ -40,15 +41,14 @@ from amdm_geom.analyses.common import (
     latent_block,
     membership,
     open_store,
-    partial_data,
     sample_slices,
     streamed,
 )
-from amdm_geom.analyses.common.cells import steps_where
 from amdm_geom.analyses.flow import shell as flow_shell
 from amdm_geom.analyses.flow.figures import CAPTIONS, figures
+from amdm_geom.analyses.flow.g1_verdicts import g1_verdicts
 from amdm_geom.core import bounds, geometry
-from amdm_geom.core.verdicts import Verdict, at_least, at_most, qualify, status_of
+from amdm_geom.core.verdicts import Verdict, status_of
 from amdm_geom.store import etas, step_input, step_kinds
 
 __all__ = ["CAPTIONS", "NAME", "FlowGeometry", "compute", "g1", "g1_verdicts", "mu_v", "plot", "saved", "tables",
@@ -61,7 +61,7 @@ _HINTS = {"v": "a flow run records model*.v", "z": "record the hook model*.z", "
           "model_dt": "a run of flow models (App. G)"}
 _G1 = ("norm_1", "norm_2", "norm_gap", "phi", "delta", "norm_gap_bound", "cos_bound", "start_gap", "step_1",
        "printed_step_1", "eq46_gap_1")
-_CROSS = ("cond_term", "func_term", "printed_delta", "bound47", "bound47_step")
+_CROSS = ("cond_term", "func_term", "printed_delta", "bound47", "bound47_step", "start_v_term")
 
 
 def _flow_store(store):
@@ -85,7 +85,9 @@ def _g1_step(a, b, z1, z2, v1, v2, dt, B1, sigma, n, cross) -> dict:
         cond, func = geometry.norm(v1 - vc), geometry.norm(vc - va)
         out.update({"cond_term": cond, "func_term": func, "printed_delta": geometry.norm(v1 - va),
                     "bound47": bounds.flow_delta_bound(1.0, cond, func),
-                    "bound47_step": bounds.delta_bound(B1, 1.0, cond, func, sigma, n)})
+                    "bound47_step": bounds.delta_bound(B1, 1.0, cond, func, sigma, n),
+                    # model 2's velocity at its own start against at model 1's: what the common start hides
+                    "start_v_term": geometry.norm(va - v2)})
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
@@ -138,6 +140,7 @@ def g1(store, pair: tuple[int, int] = (0, 1), *, chunk: int | None = None) -> xr
                      coords={"step": steps, "sample": ds.sample.values, "t": ("step", ds.t.values[steps]),
                              "flow_sigma": ("step", ds.model_flow_sigma.values[i0, steps]),
                              "dt": ("step", ds.model_dt.values[i0, steps]), "aggregated": ("step", agg[steps]),
+                             "A": ("step", ds.model_A.values[i0, steps]), "B": ("step", ds.model_B.values[i0, steps]),
                              "from_aggregate": ("step", [k > 0 and bool(agg[k - 1]) for k in steps])})
     res["finite"] = (("step", "sample"), np.stack(finite))
     res["cos_phi"] = np.cos(res["phi"])
@@ -196,89 +199,6 @@ def mu_v(store, eta: float | None = None, *, chunk: int | None = None) -> xr.Dat
 # verdicts
 
 
-def g1_verdicts(res: xr.Dataset, name: str) -> list[Verdict]:
-    """Eq. (43)'s two bounds, eq. (47)'s delta bound (on the steps that start from an aggregate)
-    and eq. (46) as printed against the step, for one store."""
-    fin = res.finite
-    partial = partial_data(res)
-    cells = int(fin.sum())
-    measured = fin & res.norm_gap_bound.notnull()
-    bad = measured & ~at_most(res.norm_gap, res.norm_gap_bound, rtol=1e-9, atol=1e-12)
-    worst = float((res.norm_gap / res.norm_gap_bound.where(res.norm_gap_bound > 0)).max())
-    out = [Verdict(key=f"flowG1_gap_{name}", claim=f"{name}: norm gap <= eq. (43) bound",
-                   where="App. G, Prop. G.1, eq. (43)",
-                   status=status_of(bad.any(), measured.any()),
-                   measured=f"max gap/bound {worst:.3f}", bound="<= 1", value=worst, reference=1.0, n=cells,
-                   detail=(f"On the flow models' sampled latents: {int(bad.sum())} of {cells} finite (step, sample) "
-                           f"cells violate it ({steps_where(bad)}). With the measured delta it is Cauchy-Schwarz "
-                           "(eqs. 44-45), as eq. (5) is."))]
-    defined = fin & res.cos_bound.notnull()
-    short = defined & ~at_least(res.cos_phi, res.cos_bound, atol=1e-12)
-    slack = float((res.cos_phi - res.cos_bound).where(defined).min())
-    out.append(Verdict(key=f"flowG1_angle_{name}", claim=f"{name}: cos phi >= eq. (43) bound",
-                       where="App. G, Prop. G.1, eq. (43)", n=int(defined.sum()),
-                       status=status_of(short.any(), defined.any()),
-                       measured=f"min slack {slack:.2e}", bound=">= 0", value=slack, reference=0.0,
-                       detail=f"Defined (cos phi >= 0) on {int(defined.sum())} of {cells} cells; violated on "
-                              f"{int(short.sum())} ({steps_where(short)})."))
-    out += _delta_verdict(res, name)
-    out.append(_eq46_verdict(res, name))
-    return [qualify(v, **partial) for v in out]
-
-
-def _delta_verdict(res: xr.Dataset, name: str) -> list[Verdict]:
-    premise = res.isel(step=res.from_aggregate.values)
-    if "bound47" not in res or not premise.sizes["step"]:
-        return []
-    pf = premise.finite & premise.bound47.notnull()
-    over = pf & ~at_most(premise.delta, premise.bound47, rtol=1e-9)
-    r = (premise.delta / premise.bound47).where(pf)
-    over_step = pf & ~at_most(premise.delta, premise.bound47_step, rtol=1e-9)
-    with_start = premise.bound47_step + premise.start_gap
-    over_start = pf & ~at_most(premise.delta, with_start, rtol=1e-9)
-    ratio = float(r.max()) if bool(pf.any()) else math.nan
-    printed_ratio = float((premise.printed_delta / premise.delta).where(pf).median()) if bool(pf.any()) else math.nan
-    # eqs. (42) and (46) are a deterministic (ODE) step: a stochastic step's delta carries its noise
-    noisy = bool(res.attrs.get("stochastic"))
-    status = "outside domain" if noisy and bool(pf.any()) else status_of(over.any(), pf.any())
-    return [Verdict(
-        key=f"flowG1_delta_{name}", claim=f"{name}: delta <= L_theta L_T + L_t", where="App. G, Prop. G.1, eq. (47)",
-        status=status,
-        measured=f"max delta/bound {ratio:.3g}", bound="<= 1", value=ratio, reference=1.0, n=int(pf.sum()),
-        test="per (step, sample) on steps that start from an aggregate: delta <= measured cond + func terms",
-        detail=(("Outside its domain: eq. (42) is an ODE and eq. (46) a deterministic step, while these steps add "
-                 "noise s_next xi, whose difference between the models eq. (47) has no term for. " if noisy else "")
-                + f"With L_theta L_T and L_t set to the measured conditional and functional terms at model 1's start, "
-                f"delta exceeds eq. (47) on {int(over.sum())} of {int(pf.sum())} cells ({steps_where(over)}). Eq. (47) "
-                f"bounds |v_1 - v_2| (eq. 46 has no step size): that printed delta is a median {printed_ratio:.3g} "
-                f"times the delta of the step taken (z + dt v). The bound of the step taken, |B| (cond + func) "
-                f"+ sigma sqrt(2n), is exceeded on {int(over_step.sum())} cells; adding the distance between the "
-                f"two shifted starts (Algorithm 1 starts the models eta apart), on {int(over_start.sum())}."),
-        extra={"over_step_bound": int(over_step.sum()), "over_with_start": int(over_start.sum()),
-               "printed_over_taken": printed_ratio})]
-
-
-def _eq46_verdict(res: xr.Dataset, name: str) -> Verdict:
-    fin = res.finite & res.step_1.notnull()
-    rel = (res.eq46_gap_1 / res.norm_1).where(fin)
-    length = (res.printed_step_1 / res.step_1.where(res.step_1 > 0)).where(fin)
-    dt = np.abs(res.dt.values)
-    tol = 1e-5  # float32 steps: the two updates agree to this relative distance if eq. (46) were the step
-    wrong = fin & (rel > tol)
-    return Verdict(
-        key=f"flow_eq46_{name}", claim=f"{name}: z_t-1 = z'_t - v is the flow step", where="App. G, eq. (46)",
-        status=status_of(wrong.any(), fin.any()),
-        measured=f"median |printed - step|/|z| {float(rel.median()):.3g}", bound=f"<= {tol:g}",
-        value=float(rel.median()), reference=tol, n=int(fin.sum()),
-        test="per (step, sample): |(z - v) - z_next| / |z_next| against float32 rounding",
-        detail=(f"Eq. (46) prints the step without its size: diffusers' Euler step is z + dt v with |dt| = "
-                f"{dt.min():.3g}..{dt.max():.3g} here (1/T for a uniform grid), so the printed update is "
-                f"{float(length.median()):.3g} times as long (median) and lands a median "
-                f"{float(rel.median()):.3g} |z| from the step's result ({int(wrong.sum())} of {int(fin.sum())} cells "
-                "beyond rounding). Prop. G.1's argument survives with delta scaled by |dt| (flowG1_delta)."),
-        extra={"length_ratio_median": float(length.median())})
-
-
 def mu_v_verdict(res: xr.Dataset, name: str) -> Verdict:
     """Whether the shift towards v (App. G's mu = v) moves z' towards the step's location mu, as
     the shift towards mu does by eta, judged on the share of cells where it brings z' closer."""
@@ -292,8 +212,10 @@ def mu_v_verdict(res: xr.Dataset, name: str) -> Verdict:
     target = 0.95
     status = status_of(n and ci.high < target, n and ci.low >= target, "inconclusive" if n else "vacuous")
     gain_v = float((res.d0 - res.d_v).where(ok).median())
+    eta, d0 = float(res.attrs["eta"]), float(res.d0.where(ok).median())
+    cone = math.degrees(math.acos(min(1.0, eta / (2 * d0)))) if n and d0 > 0 else math.nan
     return Verdict(
-        key=f"flow_mu_v_{name}", claim=f"{name}: with mu = v the shift moves z' towards the step",
+        key=f"flow_mu_v_{name}", claim=f"{name}: with mu = v the shift moves z' closer to the step's location",
         where="App. G (Prop. 3.2 with mu = v)", status=status, measured=f"closer on {share:.2f} of cells",
         bound=f">= {target:g}", value=share, reference=target, n=n,
         interval=(float(ci.low), float(ci.high)) if n else None, level=0.95 if n else None,
@@ -302,7 +224,14 @@ def mu_v_verdict(res: xr.Dataset, name: str) -> Verdict:
                 f"to mu (until it overshoots); with the velocity v as target (App. G: 'simply set mu = v') it moves "
                 f"z' a median {gain_v:.3g} closer, closer at all on {closer} of {n} cells; the two shift directions "
                 f"have median cosine {float(res.cos_dirs.where(ok).median()):.3g}. A velocity is a direction of "
-                "motion, not a point of the latent space: as a target it pulls z' towards v's coordinates."))
+                "motion, not a point of the latent space: as a target it pulls z' towards v's coordinates. What "
+                "'closer' decides is weak: a move of eta along a direction at cosine c to mu's shortens |z' - mu| "
+                f"exactly when c > eta / (2 |z' - mu|), and |z' - mu| is a median {d0:.3g} here, so any direction "
+                f"within about {cone:.0f} degrees of mu's counts; the shift towards v achieves a median "
+                f"{gain_v / eta:.0%} of the location's gain eta. A share near 1 says v's direction falls in that "
+                "cone (a wide one where |z' - mu| is large, as when a stochastic step's noise s_next xi dominates "
+                "it), not that v locates the step."),
+        extra={"gain_share": gain_v / eta, "cone_degrees": cone})
 
 
 # --------------------------------------------------------------------------------------------
