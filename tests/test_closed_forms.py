@@ -27,7 +27,10 @@ def rows(ds):
 def test_every_verdict_is_present_and_well_formed(rows):
     assert set(rows) == {"ddim_step", "prop31_norm_gap", "prop31_angle",
                          "prop31_delta_noise", "prop32_max_distance", "prop32_ddim", "appd3_phi_w_at_most_1",
-                         "appd3_phi_w_half_pi", "appd3_phi_w_quadratic"}
+                         "appd3_phi_w_half_pi", "appd3_phi_w_quadratic", "lemma_a1_ln_upper", "lemma_a1_ln_lower",
+                         "lemma_a1_eq10", "lemma_a1_eq11", "lemma_a1_eq12", "lemma_a1_eq13",
+                         "appe_lerp_is_score_combination", "appe_slerp_is_score_combination",
+                         "prop31_eq23_sigma_printed"}
     for v in rows.values():
         assert v.status in STATUSES and v.claim and v.where and v.measured
 

@@ -1,5 +1,8 @@
 """Checks that need no sampler: the DDIM step of eq. (4) against diffusers, the closed forms of
-Prop. 3.1 and 3.2 against the exact quantities they bound, on constructed pairs. (Lemma A.1 lives in
+Prop. 3.1 and 3.2 against the exact quantities they bound, on constructed pairs; App. D.3's chord
+ratio (``phi_w``); the Chernoff steps of Lemma A.1's proof, eqs. (10)-(13) (``chernoff``); App. E's
+reading of lerp and slerp as score combinations (``app_e``); and sigma_t in the sentence before
+eq. (23) on SD's DDIM schedule (``eq23_sigma``). (Lemma A.1's eq. (9) lives in
 ``amdm_geom.analyses.prop32.shell``, App. D.1 in ``amdm_geom.analyses.gaussianity.gaussianity``.)
 
 The analysis ``ClosedForms`` (``amdm_geom.analyses.base.Analysis``): ``compute()`` returns an
@@ -17,7 +20,7 @@ import xarray as xr
 from diffusers import DDIMScheduler
 
 from amdm_geom.analyses.base import Analysis
-from amdm_geom.analyses.checks import phi_w
+from amdm_geom.analyses.checks import app_e, chernoff, eq23_sigma, phi_w
 from amdm_geom.analyses.common import refuse_stores
 from amdm_geom.core import bounds, geometry, schedules
 from amdm_geom.core.verdicts import CHECK_ULPS, Verdict, implementation_check, resolution
@@ -91,8 +94,10 @@ def compute(stores=None, *, quick: bool = False, seed: int = 0, runs=None, sd_la
     ds["ddim_sigma"] = ("sd_step", c50["sigma"].values)
     ds["prop32_bound_ddim"] = ("sd_step", bounds.prop32_lower_bound(sd_latent_dim, 0.05, 0.0, c50["sigma"].values))
 
-    # App. D.3: the chord ratio phi_w on (0, pi] x [0, 1]
-    return xr.merge([ds, phi_w.dataset()], combine_attrs="override")
+    # App. D.3: the chord ratio phi_w on (0, pi] x [0, 1]; Lemma A.1's eqs. (10)-(13); App. E's weight sums;
+    # sigma_t before eq. (23) on SD's DDIM schedule (DDIM eta = 1)
+    extras = [phi_w.dataset(), chernoff.dataset(), app_e.dataset(), eq23_sigma.dataset(sd_latent_dim)]
+    return xr.merge([ds, *extras], combine_attrs="override")
 
 
 def _ddim_against_diffusers(sched, ddim_steps, ddim_etas, g) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +205,7 @@ def verdicts(ds: xr.Dataset, *, ddim_ulps: float = CHECK_ULPS) -> list[Verdict]:
                 "apply here."),
     ))
 
-    return out + phi_w.verdicts(ds)
+    return out + phi_w.verdicts(ds) + chernoff.verdicts(ds) + app_e.verdicts(ds) + eq23_sigma.verdicts(ds)
 
 
 def _max_distance_verdict(ds: xr.Dataset) -> Verdict:
@@ -244,10 +249,13 @@ def plot(ds: xr.Dataset) -> dict:
 
 
 class ClosedForms(Analysis):
-    """Eq. (4) against diffusers (an implementation check), and the closed forms of Prop. 3.1 and
-    3.2 on constructed pairs (those verdicts name their families): ``compute``, ``verdicts`` and
-    ``plot`` above."""
+    """Eq. (4) against diffusers (an implementation check), the closed forms of Prop. 3.1 and 3.2
+    on constructed pairs, Lemma A.1's eqs. (10)-(13) and App. E's score-combination reading (those
+    verdicts name their families): ``compute``, ``verdicts`` and ``plot`` above."""
 
-    name, family, other_families, captions = NAME, "checks", ("prop31", "prop32"), CAPTIONS
-    summary = "eq. (4) against diffusers, and the closed forms of Prop. 3.1 and 3.2 on constructed pairs (no store)"
+    name, family, captions = NAME, "checks", CAPTIONS
+    other_families = ("prop31", "prop32", "lemma-a1", "app-e")
+    summary = ("eq. (4) against diffusers; the closed forms of Prop. 3.1 and 3.2 on constructed pairs, and sigma_t "
+               "before eq. (23); Lemma A.1's eqs. (10)-(13) against the exact chi-square tails; App. E's weight sums "
+               "(no store)")
     compute, verdicts, plot = map(staticmethod, (compute, verdicts, plot))
