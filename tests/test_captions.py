@@ -22,6 +22,7 @@ KNOWN_FIGURES = {
     "gaussianity": ["figure6_moments", "forward_gaussianity", "trajectory_gmm_pair", "trajectory_unet_pair"],
     "norm_angle": ["gmm_pair/angle_delta", "gmm_pair/delta_parts", "gmm_pair/norm_gap", "sd_pair/norm_gap"],
     "precision": ["precision_phi"],
+    "reported": ["default_full_swap", "relation_status"],
     "shell": ["lemma_a1", "membership", "radius_gmm_ddpm", "radius_gmm_pair_eta1"],
     "timing": [],
     "toy_mixture": ["amdm_sweep", "mmd_floor", "norm_law", "samples_exact", "samples_mlp", "trajectory"],

@@ -32,6 +32,7 @@ from amdm_geom.models.gmm import fine_grained_family, from_description
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import built_of, etas, open_run, sampler_config, spec_of
 from tests.recompute_closed_form_extras import RECOMPUTE as CLOSED_FORM_EXTRAS
+from tests.recompute_reported import RECOMPUTE as REPORTED_RECOMPUTE
 
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "reference"
 
@@ -666,7 +667,7 @@ RECOMPUTE = {
     "flow_shell_radius_stochastic": flow_shell_rows, "flow_shell_sqrt_n": flow_shell_rows,
     "flow_amdm_beats_singles": flow_benchmark_rows, "flow_amdm_swapped_beats_singles": flow_benchmark_rows,
     "flow_mu_v_success": flow_benchmark_rows, "flow_vp_cross_ecosystem": flow_benchmark_rows,
-    **CLOSED_FORM_EXTRAS,
+    **CLOSED_FORM_EXTRAS, **REPORTED_RECOMPUTE,
 }
 PREFIXES = {"prop31_gap_run_": norm_angle_rows, "prop31_angle_run_": norm_angle_rows,
             "prop31_delta_run_": norm_angle_rows, "prop31_start_gap_run_": start_gap_row,
