@@ -128,6 +128,25 @@ def test_paired_statistics_agree_with_scipy_on_a_hand_built_case():
     assert e.bound == "|diff| <= 0.05" and e.reference == 0.05 and e.test.endswith("equivalence within +-0.05")
 
 
+def test_an_undecided_equivalence_that_shows_a_difference_says_so():
+    # 0/1 outcomes, the first arm ahead on 12 of 64 pairs and behind on 2: the 95% t interval lies above 0 but
+    # straddles +0.05, so "does as well" stays inconclusive while the detail names the significant difference
+    a = np.r_[np.ones(12), np.zeros(2), np.zeros(50)]
+    b = np.r_[np.zeros(12), np.ones(2), np.zeros(50)]
+    ci = sps.ttest_rel(a, b).confidence_interval(0.95)
+    assert 0 < ci.low < 0.05 < ci.high
+    ds = xr.Dataset({"mass": (("arm", "sample"), np.stack([a, b]))}, coords={"arm": ["a", "b"]})
+    e = paired.equivalence_verdict(paired.compare(ds, "a", "b", "mass"), key="e", claim="a as b", where="here",
+                                   measured="m", detail="D.")
+    assert e.status == "inconclusive" and e.interval == pytest.approx((ci.low, ci.high), rel=1e-12)
+    assert "significantly better than the second" in e.detail
+    # an interval around 0: no such sentence
+    e0 = paired.equivalence_verdict(paired.compare(ds.assign(mass=ds.mass.copy(data=np.stack([a, a[::-1]]))),
+                                                   "a", "b", "mass"), key="e", claim="c", where="w", measured="m",
+                                    detail="D.")
+    assert "significantly" not in e0.detail
+
+
 def test_the_one_status_rule():
     assert status_of(np.True_, True) == "violated" and status_of(False, np.True_) == "holds"
     assert status_of(False, False) == "vacuous" and status_of(False, False, "inconclusive") == "inconclusive"

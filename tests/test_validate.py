@@ -32,6 +32,7 @@ from amdm_geom.models.gmm import fine_grained_family, from_description
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import built_of, etas, open_run, sampler_config, spec_of
 from tests.recompute_closed_form_extras import RECOMPUTE as CLOSED_FORM_EXTRAS
+from tests.recompute_digits_readings import RECOMPUTE as DIGITS_READINGS
 from tests.recompute_reported import RECOMPUTE as REPORTED_RECOMPUTE
 
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "reference"
@@ -457,6 +458,7 @@ def digits_rows(run, key):
                 "digits_vs_ula_matched": ("amdm_matched", "ula"), "digits_n3": ("amdm3", rival),
                 "digits_flow_amdm_beats_singles": ("flow_amdm", rival),
                 "digits_flow_mu_v": ("flow_amdm_v", "flow_amdm"),
+                "digits_mean_variant": ("amdm", "amdm_mean_aggregate"),
                 "digits_flow_cross_ecosystem": ("flow_amdm", "flow_vp")}.get(
                     key, ("amdm", key.removeprefix("digits_vs_")))
     outcome = triple if key == "digits_n3" else pair
@@ -667,7 +669,7 @@ RECOMPUTE = {
     "flow_shell_radius_stochastic": flow_shell_rows, "flow_shell_sqrt_n": flow_shell_rows,
     "flow_amdm_beats_singles": flow_benchmark_rows, "flow_amdm_swapped_beats_singles": flow_benchmark_rows,
     "flow_mu_v_success": flow_benchmark_rows, "flow_vp_cross_ecosystem": flow_benchmark_rows,
-    **CLOSED_FORM_EXTRAS, **REPORTED_RECOMPUTE,
+    **CLOSED_FORM_EXTRAS, **REPORTED_RECOMPUTE, **DIGITS_READINGS,
 }
 PREFIXES = {"prop31_gap_run_": norm_angle_rows, "prop31_angle_run_": norm_angle_rows,
             "prop31_delta_run_": norm_angle_rows, "prop31_start_gap_run_": start_gap_row,

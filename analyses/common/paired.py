@@ -291,5 +291,11 @@ def best_verdict(b: stats.BestOf, **fields) -> Verdict:
 def equivalence_verdict(p: stats.Paired, margin: float = EQUIVALENCE_MARGIN, **fields) -> Verdict:
     """A verdict on "a does as well as b": the paired difference ``p`` lies within +- ``margin``
     (``stats.decide_equivalence``)."""
-    return paired_verdict(p, stats.decide_equivalence(p.interval, margin), bound=f"|diff| <= {margin:g}",
-                          reference=margin, test=f"{p.test}, equivalence within +-{margin:g}", **fields)
+    status = stats.decide_equivalence(p.interval, margin)
+    lo, hi = (float(x) for x in p.interval)
+    if status == "inconclusive" and (lo > 0 or hi < 0):  # undecided for +-margin, yet a difference is shown
+        fields["detail"] = (f"{fields['detail']} The interval excludes 0: the first does significantly "
+                            f"{'better' if lo > 0 else 'worse'} than the second here, by an amount the interval "
+                            f"cannot place inside or outside +-{margin:g}.")
+    return paired_verdict(p, status, bound=f"|diff| <= {margin:g}", reference=margin,
+                          test=f"{p.test}, equivalence within +-{margin:g}", **fields)

@@ -16,7 +16,9 @@ arms' settings as coordinates; comparisons are paired by sample and decided by
 The analysis contract (``amdm_geom.analyses``): ``compute`` runs the arms (no stores: the
 result keeps every arm's final images), ``verdicts``, ``plot`` and ``tables`` read its Dataset.
 Also in the result: the functional proximity per t of each pair of models
-(``amdm_geom.models.ecosystem``) and the ecosystem verdict of each pair.
+(``amdm_geom.models.ecosystem``) and the ecosystem verdict of each pair; and the readings of
+``readings`` (variables and dims named ``readings_*``): App. F.3's prediction-type invariance and
+eqs. (27)-(28)'s gradient under eq. (7)'s and Algorithm 1's reading of mu, at the benchmark's T and s.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import xarray as xr
 
 from amdm_geom.analyses.base import Analysis
 from amdm_geom.analyses.common import paired
+from amdm_geom.analyses.digits import readings as readings_
 from amdm_geom.analyses.digits.figures import figures
 from amdm_geom.analyses.digits.runs import FULL, QUICK, arms, run_arm, targets
 from amdm_geom.analyses.digits.verdicts import verdicts
@@ -96,10 +99,12 @@ def score(output: dict, tgt: np.ndarray) -> dict:
 
 
 def compute(stores=None, *, quick: bool = False, seed: int = 0, runs: Path | None = None,
-            progress: bool = False, only=None, batch: int | None = None, proximity: bool = True) -> xr.Dataset:
+            progress: bool = False, only=None, batch: int | None = None, proximity: bool = True,
+            readings: bool = True) -> xr.Dataset:
     """Run every arm (``quick``: the small set; ``only``: these arms; ``batch``: another number of
     samples per arm) and score it: one Dataset over ``arm`` (``paired.run_arms``), the arms'
-    settings as coordinates; ``proximity``: also each pair's functional proximity."""
+    settings as coordinates; ``proximity``: also each pair's functional proximity; ``readings``: also
+    the readings of App. F.3 and eqs. (27)-(28) (``readings.measure``, its own batch)."""
     if stores:
         raise ValueError(f"{NAME} takes no stores; got {len(stores)}: {', '.join(map(str, stores))}")
     plan = arms(quick, seed=seed)
@@ -114,7 +119,13 @@ def compute(stores=None, *, quick: bool = False, seed: int = 0, runs: Path | Non
         coords={"attribute": ["position", "colour", "digit"], "sample": np.arange(len(tgt))}, settings=SETTINGS,
         attrs={"quick": int(quick), "seed": seed})
     ds["target"] = (("sample", "attribute"), tgt)
-    return ds.merge(_proximity(seed, paired.at_scale(quick, FULL, QUICK).proximity_batch)) if proximity else ds
+    sc = paired.at_scale(quick, FULL, QUICK)
+    if proximity:
+        ds = ds.merge(_proximity(seed, sc.proximity_batch))
+    if readings:
+        extra = readings_.measure(steps=sc.steps, agg_steps=sc.agg_steps, batch=sc.readings_batch, seed=seed)
+        ds = ds.merge(extra).assign_attrs(**extra.attrs)
+    return ds
 
 
 def plot(ds: xr.Dataset) -> dict:

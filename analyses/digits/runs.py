@@ -35,7 +35,7 @@ from amdm_geom.sampling.config import SamplerConfig
 
 __all__ = ["FULL", "GROUPS", "METHODS", "QUICK", "Arm", "Scale", "arms", "conditions", "run_arm", "targets"]
 
-GROUPS = ("singles", "amdm", "s", "eta", "mix", "stage", "partners", "peers", "n3", "flow")
+GROUPS = ("singles", "amdm", "s", "eta", "mix", "stage", "partners", "peers", "n3", "flow", "readings")
 METHODS = ("amdm", "composable", "superdiff_and", "ula")
 
 
@@ -102,11 +102,14 @@ class Scale(paired.Scale):
     """the middle and late aggregation windows' length."""
     proximity_batch: Annotated[int, integer(1)]
     """samples per timestep of the ecosystem check (``ecosystem.check_denoisers``)."""
+    readings_batch: Annotated[int, integer(1)]
+    """samples of the readings of App. F.3 and eqs. (27)-(28) (``readings.measure``)."""
 
 
 FULL = Scale(batch=128, steps=20, agg_steps=8, s_grid=(2, 8, 20), etas=(0.0, 0.3, 1.0, 3.0), window=8,
-             proximity_batch=32)
-QUICK = Scale(batch=16, steps=10, agg_steps=4, s_grid=(4, 10), etas=(0.0, 0.3), window=4, proximity_batch=8)
+             proximity_batch=32, readings_batch=32)
+QUICK = Scale(batch=16, steps=10, agg_steps=4, s_grid=(4, 10), etas=(0.0, 0.3), window=4, proximity_batch=8,
+              readings_batch=8)
 
 
 def arms(quick: bool = False, *, seed: int = 0) -> list[Arm]:
@@ -133,6 +136,8 @@ def arms(quick: bool = False, *, seed: int = 0) -> list[Arm]:
         *(arm(f"amdm_s{s}", "s", f"AMDM, s = {s}", pc, agg_steps=s) for s in sc.s_grid if s != sc.agg_steps),
         *(arm(f"amdm_eta{e:g}", "eta", f"AMDM, eta = {e:g}", pc, eta=e) for e in sc.etas if e != 0.3),
         arm("amdm_lerp", "mix", "lerp", pc, mix="lerp"),
+        # eq. (7) as printed: the shift's mean mu_i(z', t, y_i) at the aggregate (one more call per model and step)
+        arm("amdm_mean_aggregate", "readings", "AMDM, mu at z' (eq. 7 as printed)", pc, shift_mean="aggregate"),
         *(arm(f"amdm_{stage}", "stage", f"{stage}: steps [{start}, {start + win}) of {T}", pc,
               agg_window=(start, start + win)) for stage, start in (("middle", (T - win) // 2), ("late", T - win))),
         arm("amdm_scratch", "partners", "position model trained from scratch (same ecosystem)",

@@ -15,6 +15,7 @@ from dataclasses import replace
 import xarray as xr
 
 from amdm_geom.analyses.common.paired import (
+    EQUIVALENCE_MARGIN,
     best,
     best_verdict,
     compare,
@@ -22,6 +23,7 @@ from amdm_geom.analyses.common.paired import (
     in_group,
     paired_verdict,
 )
+from amdm_geom.analyses.digits import readings
 from amdm_geom.core import stats
 from amdm_geom.core.verdicts import Verdict
 
@@ -74,7 +76,8 @@ def _arms(ds, group: str) -> list[str]:
 
 def verdicts(ds: xr.Dataset) -> list[Verdict]:
     """AMDM against the single models (both role orders), the role order, s, eta, slerp against
-    lerp, the aggregation stage, the partners of Section 3.1 / Table 10, the peers, and N = 3."""
+    lerp, the aggregation stage, the partners of Section 3.1 / Table 10, the peers, N = 3, Algorithm
+    1's mu against eq. (7)'s, the readings of App. F.3 and eqs. (27)-(28) (``readings``), and App. G."""
     out = []
     singles = ("position", "colour")
     out += _best(ds, "amdm", singles, key="digits_amdm_beats_singles", claim="AMDM raises fine-grained success",
@@ -113,7 +116,14 @@ def verdicts(ds: xr.Dataset) -> list[Verdict]:
                   claim="AMDM beats ULA at matched evaluations", where=f"Sec. 4 ({WHERE})")
     out += _best(ds, "amdm3", ("position", "colour", "digit"), key="digits_n3",
                  claim="AMDM of three raises the triple target", where=f"Sec. 4.1 ({WHERE})", var="success_triple")
-    return out + _flow(ds)
+    out += _same(ds, "amdm", "amdm_mean_aggregate", key="digits_mean_variant",
+                 claim="Algorithm 1's mu does as well as eq. (7)'s", where=f"{WHERE}; Alg. 1 vs eq. (7)",
+                 detail=(f"mu_i(z_t^i) from the step (Algorithm 1, no extra call) {_s(ds, 'amdm')} against mu_i(z') "
+                         f"evaluated at the aggregate (eq. 7 as printed, one more call per model and step) "
+                         f"{_s(ds, 'amdm_mean_aggregate')} (evaluations per sample: "
+                         f"{_evals(ds, 'amdm', 'amdm_mean_aggregate')}); holds when the interval lies inside "
+                         f"+-{EQUIVALENCE_MARGIN:g}.") if {"amdm", "amdm_mean_aggregate"} <= set(ds.arm.values) else "")
+    return out + readings.verdicts(ds) + _flow(ds)
 
 
 def _flow(ds: xr.Dataset) -> list[Verdict]:
