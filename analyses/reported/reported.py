@@ -34,8 +34,9 @@ CAPTIONS = {
         "Every relation among the paper's printed numbers that the audit checks (one row each), coloured by its "
         "status: a relation that is violated is a place where the paper's own tables or text disagree."),
 }
-_COLOURS = {"holds": "#2e7d32", "violated": "#c62828", "inconclusive": "#9e9e9e", "outside domain": "#00838f",
-            "vacuous": "#f9a825"}
+#: Okabe and Ito's colour-blind-safe colours (``amdm_geom.core.palette``'s set), the status also written on each bar.
+_COLOURS = {"holds": "#009E73", "violated": "#D55E00", "inconclusive": "#BBBBBB", "outside domain": "#56B4E9",
+            "vacuous": "#F0E442"}
 
 
 def compute(stores=None, *, quick: bool = False, seed: int = 0, runs=None) -> xr.Dataset:
@@ -69,7 +70,7 @@ def plot(ds: xr.Dataset) -> dict:
     rows = (relations.ID_MIGC, relations.MIGC_ID)
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     x = np.arange(len(rows))
-    for i, (name, colour) in enumerate((("table1", "#1565c0"), ("table6", "#ef6c00"))):
+    for i, (name, colour) in enumerate((("table1", "#0072B2"), ("table6", "#E69F00"))):
         vals = [float(tabs[name]["values"].loc[r, "default_full"]) for r in rows]
         bars = ax.bar(x + (i - 0.5) * 0.35, vals, 0.35, color=colour, label=f"Table {name.removeprefix('table')}")
         ax.bar_label(bars, fmt="%.2f", fontsize=8)
@@ -84,7 +85,7 @@ def plot(ds: xr.Dataset) -> dict:
     fig2, ax2 = plt.subplots(figsize=(7.2, 0.3 * len(made) + 1.2))
     for i, v in enumerate(made):
         ax2.barh(i, 1, color=_COLOURS[v.status])
-        ax2.text(0.02, i, f"{v.key.removeprefix('reported_')}: {v.status}", va="center", fontsize=8, color="white")
+        ax2.text(0.02, i, f"{v.key.removeprefix('reported_')}: {v.status}", va="center", fontsize=8, color="black")
     ax2.set_yticks([])
     ax2.set_xticks([])
     ax2.invert_yaxis()
