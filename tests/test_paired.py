@@ -163,3 +163,7 @@ def test_steps_where_says_the_steps_and_their_t():
     mask[[1, 2, 3, 4, 6], 1] = True
     assert steps_where(mask) == "steps 1 (t=500), 2 (t=400), 3 (t=300), 4 (t=200) and 1 more"
     assert steps_where(mask.drop_vars("t"), shown=2) == "steps 1, 2 and 3 more"
+    # a flow's float32 t = 1000 s, to 6 significant digits (not float32's noise digits)
+    flow = mask.assign_coords(t=("step", np.linspace(1000.0, 1000 / 49, 7, dtype=np.float32)))
+    assert float(flow.t[1]) != 836.735  # (float32: 836.734680...)
+    assert steps_where(flow, shown=1) == "steps 1 (t=836.735) and 4 more"

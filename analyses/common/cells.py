@@ -19,5 +19,7 @@ def steps_where(mask: xr.DataArray, shown: int = 4) -> str:
     if len(steps) == 0:
         return "nowhere"
     ts = mask.t.values[hit] if "t" in mask.coords else [None] * len(steps)
-    said = ", ".join(f"{int(s)}" + ("" if t is None else f" (t={t})") for s, t in zip(steps[:shown], ts[:shown]))
+    # (t to 6 significant digits: an integer timestep as itself, a flow's float32 t = 1000 s without its noise digits)
+    said = ", ".join(f"{int(s)}" + ("" if t is None else f" (t={float(t):.6g})")
+                     for s, t in zip(steps[:shown], ts[:shown]))
     return f"steps {said}" + (f" and {len(steps) - shown} more" if len(steps) > shown else "")
