@@ -112,8 +112,8 @@ def test_terminal_table_sections_intervals_and_json(tmp_path):
     head, sep, tail = text.partition("Implementation checks")
     assert sep and "AMDM beats" in head and "step = diffusers" in tail and "step = diffusers" not in head
     assert "[0.0412, 0.2]" in head and "90% interval [0.0412, 0.2]; n = 480; test: paired bootstrap" in head
-    assert "1 holds, 0 violated, 0 inconclusive, 0 outside domain, 0 vacuous" in head
-    assert "0 holds, 1 violated, 0 inconclusive, 0 outside domain, 0 vacuous" in tail
+    assert "1 holds, 0 violated, 0 setting-dependent, 0 inconclusive, 0 outside domain, 0 vacuous" in head
+    assert "0 holds, 1 violated, 0 setting-dependent, 0 inconclusive, 0 outside domain, 0 vacuous" in tail
     assert all(len(line) <= 120 for line in text.splitlines())
     data = json.loads(to_json(rows))
     assert data[0]["interval"] == [0.0412, 0.2] and data[0]["level"] == 0.9 and data[0]["n"] == 480
@@ -184,16 +184,16 @@ def test_each_kind_has_its_own_terminal_section_and_count():
             "finding": ["oracle best"], "implementation check": ["checked step"]}
     for kind, part in zip(KINDS, parts):
         assert [c for cs in keys.values() for c in cs if c in part] == keys[kind], kind
-    assert "1 holds, 0 violated, 0 inconclusive, 0 outside domain, 1 vacuous" in parts[0]
-    assert "0 holds, 1 violated, 0 inconclusive, 0 outside domain, 0 vacuous" in parts[2]
+    assert "1 holds, 0 violated, 0 setting-dependent, 0 inconclusive, 0 outside domain, 1 vacuous" in parts[0]
+    assert "0 holds, 1 violated, 0 setting-dependent, 0 inconclusive, 0 outside domain, 0 vacuous" in parts[2]
     summary = format_summary(rows, width=300)  # (wide enough that no title wraps)
-    lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:7]] for line in summary.splitlines()
+    lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:8]] for line in summary.splitlines()
              if line.startswith("│") and line.split("│")[2].strip()}
-    assert lines["paper claims, all families"] == ["1", "0", "0", "0", "1"]
-    assert lines["Reported numbers: the paper's tables against each other"] == ["0", "0", "1", "0", "0"]
-    assert lines["Findings: about samplers, libraries and this toolkit's setup"] == ["0", "1", "0", "0", "0"]
-    assert lines["Implementation checks"] == ["1", "0", "0", "0", "0"]
-    assert lines["all verdicts"] == ["2", "1", "1", "0", "1"]
+    assert lines["paper claims, all families"] == ["1", "0", "0", "0", "0", "1"]
+    assert lines["Reported numbers: the paper's tables against each other"] == ["0", "0", "0", "1", "0", "0"]
+    assert lines["Findings: about samplers, libraries and this toolkit's setup"] == ["0", "1", "0", "0", "0", "0"]
+    assert lines["Implementation checks"] == ["1", "0", "0", "0", "0", "0"]
+    assert lines["all verdicts"] == ["2", "1", "0", "1", "0", "1"]
     assert list(lines).index("App. G: rectified flow") < list(lines).index("paper claims, all families")
 
 

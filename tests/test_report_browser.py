@@ -24,7 +24,7 @@ import pytest
 
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")
-STATUSES = ("holds", "violated", "inconclusive", "outside domain", "vacuous")  # (as the page shows them)
+STATUSES = ("holds", "violated", "setting-dependent", "inconclusive", "outside domain", "vacuous")  # (as shown)
 # flags for a closed network: no background connections, no first-run or component updates
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",

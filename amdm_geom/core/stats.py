@@ -29,6 +29,30 @@ The deciders:
   rival, ``violated`` when some rival is significantly better (or tied exactly), else
   ``inconclusive``. Under the null (all arms alike) it holds with probability <= alpha / 2.
 
+A claim over a grid of settings. ``grid_decision(cells, margin, direction)`` decides one claim
+("difference ``direction`` ``margin``") in each of m cells (settings: T, guidance, s, role
+order), each a ``Paired`` comparison, with familywise control across the cells by Bonferroni
+simultaneous intervals: every cell's interval is re-derived at level 1 - alpha / m (``at_level``;
+alpha = 1 - level), so the m intervals cover their true differences together with probability
+>= 1 - alpha whatever the dependence between cells, and each cell is decided by ``decide`` on
+its own interval. A false per-cell decision (a "holds" where the claim is false, or a "violated"
+where it is true) needs an interval that misses, so the chance of any false decision anywhere
+is <= alpha, and of a false "holds" (one-sided) <= alpha / 2. Simultaneous intervals are chosen
+over Holm's step-down tests because they control both directions at once (the grid's status
+needs "decided true" and "decided false" in the same family), because the heatmap then draws
+intervals that hold together as drawn, and because ``best_of`` already uses them. They cost
+some power against Holm, whose thresholds relax after each rejection (alpha / m, alpha / (m - 1),
+...), but Holm gives no intervals to draw and decides one direction per family. Per cell the
+decision is "holds", "violated" or "inconclusive" (undecided); over the grid (``GRID_OUTCOMES``):
+
+- "holds everywhere" (status "holds"): decided true in every cell;
+- "violated everywhere" (status "violated"): decided false in every cell;
+- "setting-dependent" (status "setting-dependent"): decided true in some cells and false in
+  others (cells left undecided, if any, are named too);
+- status "inconclusive" otherwise: "holds in some cells, undecided in the rest", "violated in
+  some cells, undecided in the rest" (shown false where decided, yet not everywhere), or
+  "undecided everywhere".
+
 Power. ``n_to_resolve`` is the sample size (per arm; the arms are paired) at which a true
 difference ``delta`` (0.05 in success probability by default) is decided with probability
 ``power`` by these intervals, given the paired standard deviation: the normal approximation
@@ -38,14 +62,17 @@ n = ((z_{1 - alpha'/2} + z_power) sd / delta)^2, alpha' = alpha / (k - 1) for a 
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
 
-__all__ = ["DELTA", "LEVEL", "POWER", "BestOf", "Paired", "best_of", "decide", "decide_equivalence",
-           "interval_text", "n_to_resolve", "paired_interval", "power_at"]
+__all__ = ["DELTA", "GRID_OUTCOMES", "LEVEL", "POWER", "BestOf", "GridDecision", "Paired", "at_level", "best_of",
+           "decide", "decide_equivalence", "grid_decision", "interval_text", "n_to_resolve", "paired_interval",
+           "power_at"]
 
 #: The confidence level every comparison is decided at.
 LEVEL = 0.95
@@ -173,6 +200,94 @@ def best_of(outcomes: dict, claimed: str, level: float = LEVEL, *, margin: float
     test = (f"best of {len(rivals) + 1}: paired t intervals, Bonferroni over {len(rivals)} rivals "
             f"({per_level:.2%} each, {level:.0%} together)") if len(rivals) > 1 else comps[rivals[0]].test
     return BestOf(status, claimed, comps, deciding, level, per_level, test)
+
+
+#: The grid's outcomes (``grid_decision``) and the verdict status each maps to.
+GRID_OUTCOMES = {"holds everywhere": "holds", "violated everywhere": "violated",
+                 "setting-dependent": "setting-dependent",
+                 "holds in some cells, undecided in the rest": "inconclusive",
+                 "violated in some cells, undecided in the rest": "inconclusive",
+                 "undecided everywhere": "inconclusive"}
+
+
+@functools.lru_cache(maxsize=256)
+def _t_quantile(q: float, df: int) -> float:
+    """Student's t quantile (cached: a grid asks for the same one in every cell)."""
+    return float(stats.t.ppf(q, df))
+
+
+def at_level(p: Paired, level: float) -> Paired:
+    """``p`` (from ``paired_interval``) with its interval re-derived at ``level``: the paired t
+    interval mean +- t_{(1 + level) / 2, n - 1} sd / sqrt(n) where the differences vary; where every
+    difference is equal, the exact binomial bound's interval scaled by p(level) / p(p.level),
+    p(L) = 1 - ((1 - L) / 2)^(1 / n) (a point stays a point); NaN stays NaN."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1); got {level!r}")
+    lo, hi = (float(x) for x in p.interval)
+    if not (math.isfinite(p.mean) and math.isfinite(lo) and math.isfinite(hi)) or p.n < 2:
+        return replace(p, interval=(math.nan, math.nan), level=level)
+    test = p.test.replace(f"{100 * p.level:.3g}%", f"{100 * level:.3g}%")
+    if p.sd > 0:
+        half = _t_quantile(0.5 + level / 2.0, p.n - 1) * p.sd / math.sqrt(p.n)
+        return replace(p, interval=(p.mean - half, p.mean + half), level=level, test=test)
+    old, new = (1.0 - ((1.0 - lv) / 2.0) ** (1.0 / p.n) for lv in (p.level, level))
+    k = new / old
+    return replace(p, interval=(p.mean + k * (lo - p.mean), p.mean + k * (hi - p.mean)), level=level, test=test)
+
+
+@dataclass(frozen=True)
+class GridDecision:
+    """One claim decided over a grid of cells (see the module docstring): ``outcome`` (a key of
+    ``GRID_OUTCOMES``) and its verdict ``status``; per cell the comparison at the Bonferroni level
+    ``per_level`` (``cells``) and its decision (``decisions``: "holds", "violated" or
+    "inconclusive"); ``level``, the level the intervals hold at together."""
+
+    status: str
+    outcome: str
+    cells: dict[str, Paired]
+    decisions: dict[str, str]
+    level: float
+    per_level: float
+    margin: float
+    direction: str
+    test: str
+
+    def where(self, decision: str) -> list[str]:
+        """The cells (in order) whose own decision is ``decision``."""
+        return [c for c, d in self.decisions.items() if d == decision]
+
+
+def grid_decision(cells: Mapping[str, Paired], level: float = LEVEL, *, margin: float = 0.0,
+                  direction: str = ">") -> GridDecision:
+    """The claim "difference ``direction`` ``margin``" over the grid ``cells`` (cell label ->
+    ``Paired``, at any level): every interval re-derived at 1 - (1 - level) / m (``at_level``,
+    Bonferroni over the m cells: simultaneous at ``level``), each cell decided by ``decide``, the
+    grid by the rules of the module docstring."""
+    if not cells:
+        raise ValueError("a grid decision needs one or more cells; got none")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1); got {level!r}")
+    m = len(cells)
+    per_level = 1.0 - (1.0 - level) / m
+    wide = {str(c): at_level(p, per_level) for c, p in cells.items()}
+    decisions = {c: decide(p.interval, margin, direction) for c, p in wide.items()}
+    said = set(decisions.values())
+    if said == {"holds"}:
+        outcome = "holds everywhere"
+    elif said == {"violated"}:
+        outcome = "violated everywhere"
+    elif {"holds", "violated"} <= said:
+        outcome = "setting-dependent"
+    elif "holds" in said:
+        outcome = "holds in some cells, undecided in the rest"
+    elif "violated" in said:
+        outcome = "violated in some cells, undecided in the rest"
+    else:
+        outcome = "undecided everywhere"
+    test = (f"paired t intervals, Bonferroni over {m} cells ({100 * per_level:.3g}% each, "
+            f"{100 * level:.3g}% together)")
+    return GridDecision(GRID_OUTCOMES[outcome], outcome, wide, decisions, level, per_level, float(margin), direction,
+                        test)
 
 
 def n_to_resolve(sd: float, delta: float = DELTA, level: float = LEVEL, power: float = POWER,

@@ -1,10 +1,14 @@
 """Verdicts: what an analysis concludes about one claim of the paper, and the table of them.
 
-A verdict is one of five statuses, never hard-coded: it is derived from numbers the analysis
+A verdict is one of six statuses, never hard-coded: it is derived from numbers the analysis
 computed in the same run.
 
 - ``holds``: the bound or claim is met everywhere it was measured; ``slack`` says by how much.
 - ``violated``: it fails somewhere; ``detail`` says where and by how much.
+- ``setting-dependent``: a claim decided over a grid of settings (``amdm_geom.core.stats.grid_decision``)
+  is shown true in some cells and false in others, each with familywise control across the cells;
+  ``detail`` names the cells that go each way. (Over a grid, "holds everywhere" is ``holds`` and
+  "violated everywhere" is ``violated``, the grid named in ``measured``.)
 - ``inconclusive``: the data at hand cannot decide. A verdict that would hold but rests on
   partial data (an interrupted store, non-finite samples left out) is inconclusive, its detail
   starting "not decided:" (``qualify``; ``extra["undecided"]`` keeps the status it would have
@@ -52,7 +56,7 @@ __all__ = ["CHECK_ULPS", "KINDS", "KIND_HEADINGS", "ROUNDING_ULPS", "STATUSES", 
            "at_most", "counts_line", "format_table", "implementation_check", "interval_text", "margin_text", "qualify",
            "ratio_text", "resolution", "status_of", "to_json", "tolerance", "verdict_note", "verdict_table"]
 
-STATUSES = ("holds", "violated", "inconclusive", "outside domain", "vacuous")
+STATUSES = ("holds", "violated", "setting-dependent", "inconclusive", "outside domain", "vacuous")
 #: What a verdict is about, in the order the report and the terminal show them: one of the paper's claims; a
 #: relation among the paper's own printed numbers (a statcheck/GRIM-style audit of its tables); a finding about a
 #: sampler, a library or this toolkit's own setup (not the paper's claim); or a check of this toolkit itself.
@@ -243,11 +247,11 @@ def implementation_check(*, key: str, claim: str, where: str, ratio: float, dtyp
 
 
 #: How each status is shown on a terminal that has colours.
-STATUS_STYLES = {"holds": "green", "violated": "bold red", "inconclusive": "dim", "outside domain": "cyan",
-                 "vacuous": "yellow"}
+STATUS_STYLES = {"holds": "green", "violated": "bold red", "setting-dependent": "magenta", "inconclusive": "dim",
+                 "outside domain": "cyan", "vacuous": "yellow"}
 _COLS = ("claim", "where", "measured", "bound / paper", "verdict")
-_CAPS = (28, 20, 28, 20, 14)  # the columns fit 120 characters with their padding
-_CAPS_CI = (24, 14, 22, 16, 18, 14)  # with an interval column
+_CAPS = (28, 20, 28, 17, 17)  # the columns fit 120 characters with their padding ("SETTING-DEPENDENT": 17)
+_CAPS_CI = (23, 13, 22, 15, 18, 17)  # with an interval column
 
 
 def interval_text(v: Verdict) -> str:
@@ -272,7 +276,7 @@ def verdict_note(v: Verdict) -> str:
 
 
 def counts_line(verdicts: list[Verdict]) -> str:
-    """``"N holds, N violated, N inconclusive, N outside domain, N vacuous"``."""
+    """``"N holds, N violated, N setting-dependent, N inconclusive, N outside domain, N vacuous"``."""
     return ", ".join(f"{sum(v.status == s for v in verdicts)} {s}" for s in STATUSES)
 
 
@@ -317,7 +321,7 @@ def verdict_table(verdicts: list[Verdict]) -> Group:
     under its heading (``KIND_HEADINGS``) with a header (claim, where, measured, bound or paper
     value, an interval column where a row has one, verdict), each row with its interval's level, n,
     test and detail wrapped beneath it, and its own counts line "N holds, N violated, N
-    inconclusive, N outside domain, N vacuous"."""
+    setting-dependent, N inconclusive, N outside domain, N vacuous"."""
     parts = []
     for kind in KINDS:
         rows = [v for v in verdicts if v.kind == kind]

@@ -123,6 +123,10 @@ def finding(rows: list[Verdict]) -> str:
     if first is not None:
         return (f"{counts['holds']} of {total} hold; {counts['violated']} violated, first: "
                 f"{first.claim} ({first.measured}).")
+    mixed = next((v for v in rows if v.status == "setting-dependent"), None)
+    if mixed is not None:
+        return (f"{counts['holds']} of {total} hold and none is violated everywhere; {counts['setting-dependent']} "
+                f"setting-dependent, first: {mixed.claim} ({mixed.measured}).")
     open_ = next((v for v in rows if v.status == "inconclusive"), None)
     if open_ is not None:
         return (f"{counts['holds']} of {total} hold and none is violated; {counts['inconclusive']} inconclusive, "

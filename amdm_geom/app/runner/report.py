@@ -36,8 +36,8 @@ from amdm_geom.core.verdicts import STATUSES, Verdict, interval_text, verdict_no
 
 __all__ = ["COLOURS", "FIGURE_FAMILY", "anchor", "render_report", "write_report"]
 
-COLOURS = {"holds": "#1a7f37", "violated": "#cf222e", "inconclusive": "#6e7781", "outside domain": "#0969da",
-           "vacuous": "#9a6700"}
+COLOURS = {"holds": "#1a7f37", "violated": "#cf222e", "setting-dependent": "#8250df", "inconclusive": "#6e7781",
+           "outside domain": "#0969da", "vacuous": "#9a6700"}
 #: Figures that belong to another family than most of their analysis' verdicts.
 FIGURE_FAMILY = {"shell/lemma_a1.png": "lemma-a1"}
 
