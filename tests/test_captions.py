@@ -16,10 +16,12 @@ from amdm_geom.core import palette
 KNOWN_FIGURES = {
     "ablations": ["figure5", "success_by_run", "table4_eta"],
     "closed_forms": ["cos_bound_excess"],
+    "commitment": ["commitment"],
     "digits_benchmark": ["by_target", "grid_bottom_right_blue", "grid_top_left_red", "proximity", "success"],
     "flow_benchmark": ["success"],
     "flow_geometry": ["flow_pair/g1", "flow_pair/mu_v", "sd3_pair/g1", "shell"],
     "gaussianity": ["figure6_moments", "forward_gaussianity", "trajectory_gmm_pair", "trajectory_unet_pair"],
+    "guidance_curve": ["guidance_curve"],
     "norm_angle": ["gmm_pair/angle_delta", "gmm_pair/delta_parts", "gmm_pair/norm_gap", "sd_pair/norm_gap"],
     "precision": ["precision_phi"],
     "reported": ["default_full_swap", "relation_status"],

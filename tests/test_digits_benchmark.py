@@ -14,7 +14,7 @@ from amdm_geom.analyses.digits.runs import arms, conditions, targets
 
 @pytest.fixture(scope="module")
 def small():
-    only = ("position", "colour", "digit", "amdm", "composable", "superdiff_and", "ula")
+    only = ("position", "colour", "digit", "amdm", "composable", "superdiff_and", "ula", "fkc")
     return db.compute(quick=True, only=only, batch=16, proximity=False)
 
 
@@ -45,6 +45,8 @@ def test_evaluation_counts(small):
     assert calls["amdm"] == T + s  # model 2 stops when the window closes
     assert calls["composable"] == 2 * 2 * T  # each model: conditional and null per step
     assert calls["superdiff_and"] == 2 * T and calls["ula"] == 2 * (T + T - 1)
+    particles = next(a for a in arms(True) if a.name == "fkc").particles
+    assert calls["fkc"] == particles * 2 * T  # K particles, each stepping both experts (FKC, N = 2)
 
 
 def test_verdicts_agree_with_an_independent_interval(small):
@@ -60,7 +62,7 @@ def test_verdicts_agree_with_an_independent_interval(small):
     if len(statuses) == 2:
         want = "violated" if "violated" in statuses else "holds" if statuses == ["holds"] * 2 else "inconclusive"
         assert v.status == want
-    for peer in ("composable", "superdiff_and", "ula"):
+    for peer in ("composable", "superdiff_and", "ula", "fkc"):
         row = rows[f"digits_vs_{peer}"]
         d = a - small.success.sel(arm=peer).values
         assert row.value == pytest.approx(d.mean(), abs=1e-12) and row.n == len(d)

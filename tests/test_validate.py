@@ -32,7 +32,9 @@ from amdm_geom.models.gmm import fine_grained_family, from_description
 from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import built_of, etas, open_run, sampler_config, spec_of
 from tests.recompute_closed_form_extras import RECOMPUTE as CLOSED_FORM_EXTRAS
+from tests.recompute_commitment import PREFIXES as COMMITMENT_PREFIXES
 from tests.recompute_digits_readings import RECOMPUTE as DIGITS_READINGS
+from tests.recompute_guidance_curve import RECOMPUTE as GUIDANCE_CURVE
 from tests.recompute_reported import RECOMPUTE as REPORTED_RECOMPUTE
 
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "reference"
@@ -669,7 +671,7 @@ RECOMPUTE = {
     "flow_shell_radius_stochastic": flow_shell_rows, "flow_shell_sqrt_n": flow_shell_rows,
     "flow_amdm_beats_singles": flow_benchmark_rows, "flow_amdm_swapped_beats_singles": flow_benchmark_rows,
     "flow_mu_v_success": flow_benchmark_rows, "flow_vp_cross_ecosystem": flow_benchmark_rows,
-    **CLOSED_FORM_EXTRAS, **REPORTED_RECOMPUTE, **DIGITS_READINGS,
+    **CLOSED_FORM_EXTRAS, **REPORTED_RECOMPUTE, **DIGITS_READINGS, **GUIDANCE_CURVE,
 }
 PREFIXES = {"prop31_gap_run_": norm_angle_rows, "prop31_angle_run_": norm_angle_rows,
             "prop31_delta_run_": norm_angle_rows, "prop31_start_gap_run_": start_gap_row,
@@ -678,7 +680,8 @@ PREFIXES = {"prop31_gap_run_": norm_angle_rows, "prop31_angle_run_": norm_angle_
             "digits_": digits_rows, "flowG1_": flow_g1_rows, "flow_eq46_": flow_g1_rows, "flow_mu_v_": flow_mu_v_row,
             "flow_eq8_deterministic_": flow_eq8_row, "flow_prop32_": flow_prop32_rows,
             "prop32_bound_runs_": lambda run, key: shell_rows(run, "prop32_bound_runs",
-                                                             names=(key.removeprefix("prop32_bound_runs_"),))}
+                                                             names=(key.removeprefix("prop32_bound_runs_"),)),
+            **COMMITMENT_PREFIXES}
 
 
 def recompute_for(key):

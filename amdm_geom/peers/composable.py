@@ -12,6 +12,15 @@ so that one model at w = 1 gives its conditional epsilon bit for bit (a plain DD
 model). Each output is converted to epsilon first; the step is diffusers' ``DDIMScheduler.step``
 fed this epsilon (x0 clipped as the models' scheduler clips it), with DDIM's ``eta`` (0:
 deterministic). Cost: 2 model evaluations per model per step.
+
+Against the authors' code (energy-based-model/Compositional-Visual-Generation-with-Composable-
+Diffusion-Models-PyTorch: ``scripts/image_sample_compose_glide.py`` and
+``scripts/image_sample_compose_clevr_pos.py``, ``model_fn``; ``ComposableStableDiffusionPipeline.__call__``):
+they run ONE network, so one unconditional pass serves every condition, ``eps = eps_u + sum_i w_i
+(eps_i - eps_u)``, N + 1 evaluations per step. The form above is theirs whenever the models'
+unconditional outputs coincide (one network, or copies); for distinct networks the mean of their
+unconditionals is this toolkit's extension. ``null_model=j`` is their form exactly: model j's null
+pass is shared, ``eps = sum_i w_i eps_i + (1 - sum_i w_i) eps_u``, and N + 1 evaluations are counted.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ __all__ = ["composable"]
 
 
 def _null_conditions(models: list, null_conds) -> list:
+    """Each model's unconditional input: ``null_conds`` (one per model) or ``model.null_condition()``."""
     if null_conds is not None:
         null_conds = list(null_conds)
         if len(null_conds) != len(models):
@@ -59,16 +69,17 @@ def ddim_step(run: PeerRun, eps: torch.Tensor, t: int, z: torch.Tensor, eta: flo
 @torch.no_grad()
 def composable(models: Sequence, conds: Sequence, seeds: Sequence[int], *, num_inference_steps: int,
                weights: float | Sequence[float] = 1.0, null_conds: Sequence | None = None, eta: float = 0.0,
-               progress: bool = False) -> PeerOutput:
+               null_model: int | None = None, progress: bool = False) -> PeerOutput:
     """Liu et al.'s conjunction of ``conds[i]`` under ``models[i]`` (N >= 1; N = 1 is classifier-
     free guidance at scale ``weights``), one sample per seed.
 
     ``weights``: w_i, one number or one per model (their guidance scales). ``null_conds``: each
     model's unconditional input; by default ``model.null_condition()``. ``eta``: DDIM's eta >= 0
     (the noise, like z_T, from one generator per sample, so a sample does not depend on its batch
-    mates). Models must not guide themselves (``guidance_scale`` <= 1). Returns ``z0 (B,
-    *latent_shape)``, ``model_calls_per_sample = 2 N num_inference_steps``; ``extra`` holds the
-    weights and eta.
+    mates). ``null_model``: None, every model's own unconditional pass (their mean, 2 N evaluations
+    per step); j, model j's pass shared by all (the authors' one-network form, N + 1). Models must
+    not guide themselves (``guidance_scale`` <= 1). Returns ``z0 (B, *latent_shape)``,
+    ``model_calls_per_sample`` (2 N or N + 1 per step); ``extra`` holds the weights, eta and null_model.
     """
     run = prepare(models, conds, seeds, num_inference_steps, method="Composable Diffusion", min_models=1)
     n = len(run.models)
@@ -77,13 +88,23 @@ def composable(models: Sequence, conds: Sequence, seeds: Sequence[int], *, num_i
         raise ValueError(f"eta must be a finite number >= 0; got {eta!r}")
     nulls = _null_conditions(run.models, null_conds)
     _check_unguided(run.models)
+    if null_model is not None and (isinstance(null_model, bool) or not isinstance(null_model, numbers.Integral)
+                                   or not 0 <= null_model < n):
+        raise ValueError(f"null_model must be None or an int in [0, {n - 1}] (the model whose null pass is "
+                         f"shared); got {null_model!r}")
     gens = run.generators(0)
     z = run.draw(gens) * run.scheduler.init_noise_sigma  # z_T (B, *latent_shape)
     for t in tqdm(run.timesteps, desc="Composable", disable=not progress, leave=False):
         eps = None
         for i in range(n):
-            term = w[i] * run.eps(i, z, t, run.conds[i]) + (1.0 / n - w[i]) * run.eps(i, z, t, nulls[i])
+            if null_model is None:
+                term = w[i] * run.eps(i, z, t, run.conds[i]) + (1.0 / n - w[i]) * run.eps(i, z, t, nulls[i])
+            else:
+                term = w[i] * run.eps(i, z, t, run.conds[i])
             eps = term if eps is None else eps + term
+        if null_model is not None:  # their one unconditional pass
+            eps = eps + (1.0 - sum(w)) * run.eps(null_model, z, t, nulls[null_model])
         z = ddim_step(run, eps, t, z, float(eta), gens)
-    calls = 2 * n * len(run.timesteps)
-    return PeerOutput(z0=z, model_calls_per_sample=calls, extra={"weights": w, "eta": float(eta)})
+    calls = (2 * n if null_model is None else n + 1) * len(run.timesteps)
+    return PeerOutput(z0=z, model_calls_per_sample=calls,
+                      extra={"weights": w, "eta": float(eta), "null_model": null_model})

@@ -37,7 +37,7 @@ __all__ = ["COMPARISONS", "FULL", "GROUPS", "METHODS", "ORDERS", "QUICK", "Arm",
            "conditions", "grid_arms", "grid_pairs", "run_arm", "targets"]
 
 GROUPS = ("singles", "amdm", "s", "eta", "mix", "stage", "partners", "peers", "n3", "flow", "readings")
-METHODS = ("amdm", "composable", "superdiff_and", "ula")
+METHODS = ("amdm", "composable", "superdiff_and", "ula", "fkc")
 
 
 class Arm(Spec):
@@ -54,6 +54,11 @@ class Arm(Spec):
     """every model's guidance (1: the conditional model; ``DIGITS_GUIDANCE`` says why)."""
     ula_steps: Annotated[int, integer(0)] = 1
     """K, Langevin steps per noise level (``ula`` only; Du et al.'s step size rule of ``amdm_geom.peers``)."""
+    particles: Annotated[int, integer(1)] = 2
+    """K, particles per sample (``fkc`` only: FKC's product of experts, K N T evaluations per sample)."""
+    clip_sample: bool = True
+    """x0 clipped to [-1, 1] in each VP model's step (the ecosystem as trained), or not (``False``: the
+    variant that takes guidance, as SD's schedulers; ``zoo.load``)."""
     batch: Annotated[int, integer(1)] = 128
     seed: Annotated[int, integer(0)] = 0
 
@@ -149,6 +154,7 @@ def arms(quick: bool = False, *, seed: int = 0) -> list[Arm]:
         arm("composable", "peers", "Composable Diffusion (summed guidance)", pc, method="composable"),
         arm("superdiff_and", "peers", "SUPERDIFF AND", pc, method="superdiff_and"),
         arm("ula", "peers", "Du et al. annealed ULA, K = 1", pc, method="ula"),
+        arm("fkc", "peers", "FKC product of experts, 2 particles (about ULA's evaluations)", pc, method="fkc"),
         arm("amdm_matched", "peers", f"AMDM with T = {T_m} (about ULA's evaluations)", pc, num_inference_steps=T_m,
             agg_steps=round(T_m * sc.agg_steps / T)),
         arm("digit", "n3", "digit model alone", ("digit",)),
@@ -309,9 +315,12 @@ def run_arm(arm: Arm, tgt: np.ndarray | None = None) -> dict:
     from amdm_geom.models.digits import zoo  # (3 s of imports: only when an arm runs)
 
     tgt = targets(arm.batch, arm.seed) if tgt is None else tgt
-    # Composable Diffusion's weights are its guidance: its models run unguided, each weighted by the scale
-    scale = 1.0 if arm.method == "composable" else arm.guidance_scale
-    models = [zoo.load(m, guidance_scale=scale) for m in arm.models]
+    # the peers take unguided models and guide as their authors do: Composable Diffusion's weights are its
+    # guidance, SUPERDIFF AND steps along the guided field with one shared unconditional pass (N + 1 evaluations
+    # per step above guidance 1), FKC's product of experts is of the unguided conditional models
+    scale = arm.guidance_scale if arm.method in ("amdm", "ula") else 1.0
+    guided = arm.guidance_scale > 1
+    models = [zoo.load(m, guidance_scale=scale, clip_sample=arm.clip_sample) for m in arm.models]
     conds = [conditions(m, tgt) for m in arm.models]
     seeds = [1000 * arm.seed + k for k in range(arm.batch)]
     steps = arm.sampler.num_inference_steps
@@ -321,10 +330,14 @@ def run_arm(arm: Arm, tgt: np.ndarray | None = None) -> dict:
             out = AMDMSampler(models, conds, arm.sampler).sample(seeds)
             images, calls = out.z0, out.model_calls * (2 if arm.guidance_scale > 1 else 1)
         else:
-            if arm.method == "composable":
-                out = peers.composable(models, conds, seeds, num_inference_steps=steps, weights=arm.guidance_scale)
+            if arm.method == "composable":  # (above guidance 1 the authors' form: one shared unconditional pass)
+                out = peers.composable(models, conds, seeds, num_inference_steps=steps, weights=arm.guidance_scale,
+                                       **({"null_model": 0} if guided else {}))
             elif arm.method == "superdiff_and":
-                out = peers.superdiff_and(models, conds, seeds, num_inference_steps=steps)
+                out = peers.superdiff_and(models, conds, seeds, num_inference_steps=steps,
+                                          guidance_scale=arm.guidance_scale)
+            elif arm.method == "fkc":
+                out = peers.fkc_product(models, conds, seeds, num_inference_steps=steps, particles=arm.particles)
             else:
                 out = peers.du_ula(models, conds, seeds, num_inference_steps=steps, mcmc_steps=arm.ula_steps)
             images, calls = out.z0, out.model_calls_per_sample

@@ -34,6 +34,9 @@ MODEL_ECOSYSTEM: dict[str, str] = {
 #: Why the digits models run unguided by default (measured on position_scratch, 32 samples, 20
 #: DDIM steps, the quadrant asked for read back): guidance 1: 1.00, 1.5: 0.97, 2: 0.53, 3: 0.09;
 #: above 1 the guided v overshoots, x0 is clipped and most digits come out yellow (saturated R, G).
+#: The clip is the cause: with x0 unclipped (``zoo.load(..., clip_sample=False)``, as SD's
+#: schedulers leave it) the same networks keep their attribute up to guidance 7.5
+#: (``analyses/digits/guidance``, the guidance curve).
 DIGITS_GUIDANCE = 1.0
 
 

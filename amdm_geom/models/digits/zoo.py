@@ -81,11 +81,21 @@ def scheduler_from(meta: dict):
     return cls.from_config(meta["scheduler_config"])
 
 
-def load(name: str, *, guidance_scale: float = 1.0, folder=None) -> DigitsDenoiser:
+def load(name: str, *, guidance_scale: float = 1.0, folder=None, clip_sample: bool = True) -> DigitsDenoiser:
     """Model ``name`` as a denoiser, with its own scheduler (``scheduler_from``): it returns v
-    under v-prediction, the flow velocity eps - x0 under the flow objective."""
+    under v-prediction, the flow velocity eps - x0 under the flow objective.
+
+    ``clip_sample``: the ecosystem's two variants. ``True`` (as trained and shipped) clips the
+    step's predicted x0 to [-1, 1]; ``False`` leaves it unclipped, as SD's schedulers do. Above
+    guidance 1 the clipped x0 saturates (most digits turn yellow) and the attributes are lost,
+    while the unclipped variant keeps them up to guidance 7.5 (the digits benchmark's guidance
+    curve, ``analyses/digits/guidance``). A flow model has no clipping: the flag changes nothing."""
+    if not isinstance(clip_sample, bool):
+        raise ValueError(f"clip_sample must be True or False; got {clip_sample!r}")
     meta = metadata(name, folder)
     spec = TrainSpec.model_validate(meta["spec"])
     sched = scheduler_from(meta)
+    if isinstance(sched, DDIMScheduler) and not clip_sample:
+        sched = DDIMScheduler.from_config(sched.config, clip_sample=False)
     return DigitsDenoiser(load_net(name, folder), sched, guidance_scale=guidance_scale,
                           attributes=tuple(spec.attributes), name=name)
