@@ -63,7 +63,7 @@ class CurveScale(paired.Scale):
     """samples per cell (the benchmark's targets, the same seeds in every cell)."""
 
 
-FULL = CurveScale(models=("position", "colour", "digit"), guidance=(1.0, 3.0, 7.5), steps=50, batch=128)
+FULL = CurveScale(models=("position", "colour", "digit"), guidance=(1.0, 7.5), steps=50, batch=96)
 QUICK = CurveScale(models=("position", "colour"), guidance=(1.0, 7.5), steps=10, batch=16)
 VARIANTS = (True, False)  # clip_sample: as trained, then unclipped
 
@@ -114,7 +114,7 @@ def _verdict(part: xr.Dataset, clip: bool) -> Verdict:
     status = "violated" if below.any() else "holds" if (low >= thr).all() else "inconclusive"
     cells = [f"{mo} g={g:g} {int(h)}/{n}" for mo in part.curve_model.values for g, h in
              zip(part.curve_guidance.values, part.hits.sel(curve_model=mo).values)]
-    worst = np.unravel_index(int(np.argmin((share - part.threshold).values)), share.shape)
+    worst = np.unravel_index(int(np.argmin(share.values)), share.shape)  # (the cell of the lowest share)
     wm, wg = str(part.curve_model.values[worst[0]]), float(part.curve_guidance.values[worst[1]])
     variant = "x0 clipped to [-1, 1] (as trained)" if clip else "x0 unclipped (as SD's schedulers)"
     return Verdict(
