@@ -87,4 +87,8 @@ def test_quick_curve_shows_the_clip_losing_the_attribute_under_guidance():
     unclipped = share.sel(curve_clip=False, curve_guidance=g, curve_model="position")
     assert float(unclipped) >= 0.9 and float(clipped) <= 0.2  # (measured 16/16 and 0/16 on 16 samples)
     assert float(share.sel(curve_guidance=1.0).min()) >= 0.9  # unguided, both variants read back
-    assert set(guidance.plot(ds)) == {"guidance_curve"}
+    import matplotlib.pyplot as plt
+
+    figs = guidance.plot(ds)
+    assert set(figs) == {"guidance_curve"}
+    plt.close("all")

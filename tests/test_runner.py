@@ -138,6 +138,7 @@ def fake(stores_kind="none", returns=None, **extra) -> Analysis:
 
 
 def test_the_runner_writes_every_part_atomically(tmp_path):
+    plt.close("all")  # (figures other tests left open are not the runner's)
     tables = {"plain": pd.DataFrame({"a": [1.5, 2.0]}),
               "indexed": pd.DataFrame({"a": [1.0, 2.0]}, index=pd.Index(["p", "q"], name="store"))}
     module = fake(tables=lambda res: tables, result="grid", captions={"sub/*": "the inner figure: look at its line"})
