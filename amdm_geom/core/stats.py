@@ -72,7 +72,7 @@ from scipy import stats
 
 __all__ = ["DELTA", "GRID_OUTCOMES", "LEVEL", "POWER", "BestOf", "GridDecision", "Paired", "at_level", "best_of",
            "decide", "decide_equivalence", "grid_decision", "interval_text", "n_to_resolve", "paired_interval",
-           "power_at"]
+           "power_at", "proportion_interval"]
 
 #: The confidence level every comparison is decided at.
 LEVEL = 0.95
@@ -320,3 +320,12 @@ def interval_text(p: Paired, digits: int = 3) -> str:
     """``"+0.031 [-0.012, +0.074] (95%, n = 48)"``."""
     lo, hi = p.interval
     return f"{p.mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] ({100 * p.level:.3g}%, n = {p.n})"
+
+
+def proportion_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) two-sided interval of a binomial proportion, ``k`` successes
+    in ``n`` (scipy's ``binomtest``). Raises ValueError for ``n < 1`` or ``k`` outside [0, n]."""
+    if not (n >= 1 and 0 <= k <= n):
+        raise ValueError(f"need 0 <= k <= n and n >= 1; got k = {k!r}, n = {n!r}")
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)

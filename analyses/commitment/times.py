@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from scipy import stats
 
+from amdm_geom.core import stats as core_stats
+
 __all__ = ["LEVEL", "THRESHOLD", "attribute_posteriors", "commitment_index", "final_value", "ou_time",
            "proportion_interval", "quantile_interval"]
 
@@ -85,12 +87,8 @@ def ou_time(alpha_bar) -> np.ndarray:
     return -0.5 * np.log(a)
 
 
-def proportion_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """The exact (Clopper-Pearson) interval of a proportion, ``k`` of ``n``."""
-    if not (0 <= int(k) <= int(n) and int(n) >= 1):
-        raise ValueError(f"need 0 <= k <= n and n >= 1; got k={k!r}, n={n!r}")
-    ci = stats.binomtest(int(k), int(n)).proportion_ci(level, method="exact")
-    return float(ci.low), float(ci.high)
+#: The exact (Clopper-Pearson) interval of a proportion, ``amdm_geom.core.stats.proportion_interval``.
+proportion_interval = core_stats.proportion_interval
 
 
 def quantile_interval(x, q: float, level: float = LEVEL) -> tuple[float, float]:

@@ -23,12 +23,11 @@ from typing import Annotated
 
 import numpy as np
 import xarray as xr
-from scipy import stats
 
 from amdm_geom.analyses.base import Analysis
 from amdm_geom.analyses.common import paired
 from amdm_geom.analyses.digits.runs import Arm, run_arm, targets
-from amdm_geom.core import palette
+from amdm_geom.core import palette, stats
 from amdm_geom.core.spec import integer, real, sequence
 from amdm_geom.core.verdicts import Verdict
 from amdm_geom.sampling.config import SamplerConfig
@@ -95,12 +94,11 @@ def compute(stores=None, *, quick: bool = False, seed: int = 0, runs=None) -> xr
 
 
 def _interval(hits, n: int, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Exact (Clopper-Pearson) two-sided intervals for ``hits`` of ``n``, elementwise."""
-    a = 1 - level
-    k = np.asarray(hits, dtype=float)
-    low = np.where(k > 0, stats.beta.ppf(a / 2, k, n - k + 1), 0.0)
-    high = np.where(k < n, stats.beta.ppf(1 - a / 2, k + 1, n - k), 1.0)
-    return low, high
+    """Exact (Clopper-Pearson) two-sided intervals for ``hits`` of ``n``, elementwise
+    (``core.stats.proportion_interval``)."""
+    hits = np.asarray(hits)
+    ends = np.array([stats.proportion_interval(int(k), n, level) for k in hits.ravel()]).reshape(*hits.shape, 2)
+    return ends[..., 0], ends[..., 1]
 
 
 def _verdict(part: xr.Dataset, clip: bool) -> Verdict:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
-from scipy import stats
 
+from amdm_geom.core import stats as core_stats
 from amdm_geom.core.verdicts import Verdict, at_least, margin_text
 
 __all__ = ["LEVEL", "concentration_verdict", "share_interval"]
@@ -24,13 +24,8 @@ __all__ = ["LEVEL", "concentration_verdict", "share_interval"]
 LEVEL = 0.95
 
 
-def share_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """The exact (Clopper-Pearson) interval of a binomial proportion, ``k`` successes in ``n``
-    (scipy's ``binomtest``). Raises ValueError for ``n < 1`` or ``k`` outside [0, n]."""
-    if not (n >= 1 and 0 <= k <= n):
-        raise ValueError(f"need 0 <= k <= n and n >= 1; got k = {k!r}, n = {n!r}")
-    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
-    return float(ci.low), float(ci.high)
+#: The exact (Clopper-Pearson) interval of a share, ``amdm_geom.core.stats.proportion_interval``.
+share_interval = core_stats.proportion_interval
 
 
 def _counts(res: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
