@@ -87,6 +87,9 @@ class Analysis:
     #: A probe-like module (``Spec``, ``run(spec, quiet=...)``) that runs the stores ``planned`` names,
     #: ``None`` for an analysis that runs none of its own.
     run_module: ClassVar[ModuleType | None] = None
+    #: Whether ``compute`` takes ``grid=True`` (``amdm-geom analyze NAME --grid``): a full grid of settings
+    #: beyond what ``validate`` runs.
+    full_grid: ClassVar[bool] = False
 
     def compute(self, stores: Mapping, *, quick: bool = False, seed: int = 0, runs: Path | None = None) -> Any:
         """The measurement: a Dataset or a DataTree."""

@@ -17,7 +17,7 @@ from scipy import stats as sps
 
 from amdm_geom.analyses.common import grid as gridmod
 from amdm_geom.analyses.common import paired
-from amdm_geom.analyses.digits import runs
+from amdm_geom.analyses.digits import grid_runs as runs
 from amdm_geom.core import stats
 from amdm_geom.core.verdicts import STATUS_STYLES, STATUSES, Verdict, counts_line, format_table
 

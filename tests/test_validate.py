@@ -33,6 +33,8 @@ from amdm_geom.sampling import AMDMSampler, SamplerConfig
 from amdm_geom.store import built_of, etas, open_run, sampler_config, spec_of
 from tests.recompute_closed_form_extras import RECOMPUTE as CLOSED_FORM_EXTRAS
 from tests.recompute_commitment import PREFIXES as COMMITMENT_PREFIXES
+from tests.recompute_commitment_trained import PREFIXES as COMMITMENT_TRAINED_PREFIXES
+from tests.recompute_digits_grid import PREFIXES as DIGITS_GRID_PREFIXES
 from tests.recompute_digits_readings import RECOMPUTE as DIGITS_READINGS
 from tests.recompute_guidance_curve import RECOMPUTE as GUIDANCE_CURVE
 from tests.recompute_reported import RECOMPUTE as REPORTED_RECOMPUTE
@@ -673,7 +675,7 @@ RECOMPUTE = {
     "flow_mu_v_success": flow_benchmark_rows, "flow_vp_cross_ecosystem": flow_benchmark_rows,
     **CLOSED_FORM_EXTRAS, **REPORTED_RECOMPUTE, **DIGITS_READINGS, **GUIDANCE_CURVE,
 }
-PREFIXES = {"prop31_gap_run_": norm_angle_rows, "prop31_angle_run_": norm_angle_rows,
+PREFIXES = {**DIGITS_GRID_PREFIXES, "prop31_gap_run_": norm_angle_rows, "prop31_angle_run_": norm_angle_rows,
             "prop31_delta_run_": norm_angle_rows, "prop31_start_gap_run_": start_gap_row,
             "trajectory_gaussian_": trajectory_row, "trajectory_small_t_": trajectory_row,
             "table7_amdm_fails_exact": toy_rows, "toy_amdm_above_floor_exact": toy_rows, "ablation_": ablation_rows,
@@ -681,7 +683,7 @@ PREFIXES = {"prop31_gap_run_": norm_angle_rows, "prop31_angle_run_": norm_angle_
             "flow_eq8_deterministic_": flow_eq8_row, "flow_prop32_": flow_prop32_rows,
             "prop32_bound_runs_": lambda run, key: shell_rows(run, "prop32_bound_runs",
                                                              names=(key.removeprefix("prop32_bound_runs_"),)),
-            **COMMITMENT_PREFIXES}
+            **COMMITMENT_PREFIXES, **COMMITMENT_TRAINED_PREFIXES}
 
 
 def recompute_for(key):

@@ -55,6 +55,8 @@ class AnalyzeCommand(Spec):
     """where an analysis that runs its own trace stores writes them (RUNS/ANALYSIS)."""
     workers: Annotated[int | None, optional(integer(1))] = None
     """worker processes for those runs, one thread each (default: the machine's cores)."""
+    grid: Flag = False
+    """the analysis' full grid of settings, where it has one (digits_grid: about an hour on 2 cores)."""
 
     @field_validator("analysis", mode="before")
     @classmethod
@@ -91,10 +93,15 @@ def stores_by_name(paths) -> dict[str, Path]:
 def analyze(cmd: AnalyzeCommand) -> int:
     """Run the analysis; an analysis that plans its own runs (``ablations``) and is given no
     stores runs them first as tasks on ``amdm_geom.app.engine``, ``--workers`` at a time."""
+    import time
+
     from amdm_geom.app.runner import load_analysis, run_analysis
+    from amdm_geom.app.runner.analysis import check_grid
     from amdm_geom.core.verdicts import format_table
 
+    start = time.perf_counter()
     stores = stores_by_name(cmd.stores)
+    check_grid(load_analysis(cmd.analysis), cmd.grid)
     if not stores and load_analysis(cmd.analysis).run_module is not None:
         from amdm_geom.app.engine import Engine, analysis_tasks
 
@@ -111,9 +118,10 @@ def analyze(cmd: AnalyzeCommand) -> int:
             return 1
         rows = done[tasks[-1].key].value
     else:
-        rows = run_analysis(cmd.analysis, stores, cmd.out, quick=cmd.quick, seed=cmd.seed, runs=cmd.runs)
+        rows = run_analysis(cmd.analysis, stores, cmd.out, quick=cmd.quick, seed=cmd.seed, runs=cmd.runs,
+                            grid=cmd.grid)
     print(format_table(rows))
-    print(f"\nresults and figures in {cmd.out / cmd.analysis}")
+    print(f"\nresults and figures in {cmd.out / cmd.analysis} ({time.perf_counter() - start:.1f} s)")
     damaged = sorted({r.extra["damaged"] for r in rows if "damaged" in r.extra and r.key.startswith(
         f"{cmd.analysis}_damaged_")})
     for why in damaged:  # every verdict that read it is inconclusive; exit 1 says the input was damaged

@@ -19,7 +19,6 @@ workers or where a task lands: every sample has its own generator (``amdm_geom.s
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 import uuid
@@ -30,6 +29,7 @@ from typing import Any
 
 from amdm_geom.app.runner.analysis import resolve, run_analysis
 from amdm_geom.app.runner.registry import run_maker
+from amdm_geom.core.budget import cores
 
 __all__ = ["CONNECT_TIMEOUT", "Engine", "EngineError", "Outcome", "Task", "analysis_tasks", "cores", "handshake",
            "one_line", "run_spec", "timed"]
@@ -146,14 +146,6 @@ def handshake(address: str, timeout: float = CONNECT_TIMEOUT) -> dict:
         shown = reply.get("type") if isinstance(reply, dict) else type(reply).__name__
         raise EngineError(f"what answers at {address} is not a dask scheduler (it says it is {shown!r}); {hint}")
     return reply
-
-
-def cores() -> int:
-    """The cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - (not Linux)
-        return os.cpu_count() or 1
 
 
 class Engine:

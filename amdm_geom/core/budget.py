@@ -39,7 +39,7 @@ from pathlib import Path
 
 __all__ = ["ENV_MAX_STORE_BYTES", "ENV_MAX_SWEEP_POINTS", "FORCE_OPTION", "MAX_STORE_BYTES", "MAX_SWEEP_FILE_BYTES",
            "MAX_SWEEP_POINTS", "MAX_YAML_ALIASES", "MAX_YAML_NODES", "RunSize", "SizeError", "available_memory", "cap",
-           "check_points", "check_run", "check_sweep", "free_disk", "human", "peak_blocks", "run_size"]
+           "check_points", "check_run", "check_sweep", "cores", "free_disk", "human", "peak_blocks", "run_size"]
 
 #: The option that runs a refused size anyway (the same name on every command).
 FORCE_OPTION = "--force-size"
@@ -253,3 +253,11 @@ def check_sweep(stores: list[int], out, *, source: str, local: bool = True) -> N
     if total > free:
         raise SizeError(_force(f"{source}: the sweep's {len(stores):,} points would store {human(total)}, above "
                                f"the {human(free)} free on the disk of {folder}"))
+
+
+def cores() -> int:
+    """The cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - (not Linux)
+        return os.cpu_count() or 1

@@ -11,7 +11,7 @@ from amdm_geom.analyses.digits.runs import GROUPS
 from amdm_geom.core import palette
 from amdm_geom.models.digits.data import COLOURS, POSITIONS
 
-__all__ = ["figures"]
+__all__ = ["figures", "success_vs_guidance"]
 
 #: The role (``amdm_geom.core.palette``) of the arms that show one; every other arm is drawn in a neutral grey,
 #: alternating by group.
@@ -126,3 +126,39 @@ def figures(ds: xr.Dataset) -> dict:
     if "proximity" in ds:
         out["proximity"] = proximity_figure(ds)
     return out
+
+
+def success_vs_guidance(tree):
+    """The grid's success against guidance (``grid_benchmark``'s DataTree, one node per variant of
+    the ecosystem): the single models, AMDM position first at each T's reference s (the grid's
+    ``reference_s`` where T has it, else its middle s) and the peers, one panel per (T, variant)."""
+    import matplotlib.pyplot as plt
+
+    from amdm_geom.analyses.digits.grid_runs import Grid, cell_label
+
+    g = Grid.model_validate_json(tree.attrs["grid"])
+    panels = [(T, ss, eco) for T, ss in zip(g.steps, g.s_values) for eco in g.ecosystems]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False, layout="constrained")
+    for ax, (T, ss, eco) in zip(axes[0], panels):
+        ds = tree[eco].to_dataset()
+        s = g.reference_s if g.reference_s in ss else ss[len(ss) // 2]
+        lines = {"position": "position@T{T}_g{g:g}", "colour": "colour@T{T}_g{g:g}",
+                 "amdm": "amdm@" + "{cell}", "composable": "composable@T{T}_g{g:g}",
+                 "superdiff_and": "superdiff_and@T{T}_g{g:g}", "ula": "ula@T{T}_g{g:g}"}
+        for name, pattern in lines.items():
+            arms = [pattern.format(T=T, g=gv, cell=cell_label(T, gv, s)) for gv in g.guidance]
+            if not all(a in ds.arm for a in arms):
+                continue
+            ys = [float(ds.success.sel(arm=a).mean()) for a in arms]
+            ci = np.array([_interval(ds.success.sel(arm=a).values) for a in arms])
+            label = f"AMDM (s = {s})" if name == "amdm" else name
+            ax.errorbar(g.guidance, ys, yerr=[np.subtract(ys, ci[:, 0]), ci[:, 1] - ys], marker="o", capsize=3,
+                        label=label, color=palette.colour(ARM_ROLES.get(name, name)))
+        ax.set_xscale("log")
+        ax.set_xticks(g.guidance, [f"{x:g}" for x in g.guidance])
+        ax.set_xlabel("guidance scale")
+        ax.set_ylabel("success (position and colour)")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"T = {T}, x0 {eco}", fontsize=9)
+    axes[0][0].legend(fontsize=7)
+    return fig

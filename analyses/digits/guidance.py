@@ -32,7 +32,7 @@ from amdm_geom.core.spec import integer, real, sequence
 from amdm_geom.core.verdicts import Verdict
 from amdm_geom.sampling.config import SamplerConfig
 
-__all__ = ["CAPTIONS", "FULL", "NAME", "QUICK", "THRESHOLD", "CurveScale", "GuidanceCurve", "compute", "plot",
+__all__ = ["CAPTIONS", "FULL", "GRID", "NAME", "QUICK", "THRESHOLD", "CurveScale", "GuidanceCurve", "compute", "plot",
            "verdicts"]
 
 NAME = "guidance_curve"
@@ -64,14 +64,19 @@ class CurveScale(paired.Scale):
 
 FULL = CurveScale(models=("position", "colour", "digit"), guidance=(1.0, 7.5), steps=50, batch=96)
 QUICK = CurveScale(models=("position", "colour"), guidance=(1.0, 7.5), steps=10, batch=16)
+#: ``amdm-geom analyze guidance_curve --grid``: the whole range at more samples (about 12 min on 2 cores).
+GRID = CurveScale(models=("position", "colour", "digit"), guidance=(1.0, 1.5, 2.0, 3.0, 5.0, 7.5), steps=50, batch=192)
 VARIANTS = (True, False)  # clip_sample: as trained, then unclipped
 
 
-def compute(stores=None, *, quick: bool = False, seed: int = 0, runs=None) -> xr.Dataset:
-    """Read-back per (clip, model, guidance): ``hits`` and ``n``, with the run's wall time."""
+def compute(stores=None, *, quick: bool = False, seed: int = 0, runs=None, grid: bool = False) -> xr.Dataset:
+    """Read-back per (clip, model, guidance): ``hits`` and ``n``, with the run's wall time;
+    ``grid``: the whole range (``GRID``), else ``FULL`` or ``QUICK``."""
     if stores:
         raise ValueError(f"{NAME} runs its own models and takes no stores; got {', '.join(map(str, stores))}")
-    sc = paired.at_scale(quick, FULL, QUICK)
+    if quick and grid:
+        raise ValueError("--grid and --quick ask for different sizes: give one of them")
+    sc = GRID if grid else paired.at_scale(quick, FULL, QUICK)
     tgt = targets(sc.batch, seed)
     shape = (len(VARIANTS), len(sc.models), len(sc.guidance))
     hits, seconds = np.zeros(shape, dtype=np.int64), np.zeros(shape)
@@ -165,5 +170,6 @@ class GuidanceCurve(Analysis):
     ``verdicts``, ``plot`` above); long, so it starts early."""
 
     name, family, captions, priority = NAME, "trained", CAPTIONS, 8
+    full_grid = True
     summary = "trained digits ecosystem under guidance: each model's own attribute read back, x0 clipped or not"
     compute, verdicts, plot = map(staticmethod, (compute, verdicts, plot))

@@ -29,12 +29,12 @@ from amdm_geom import peers
 from amdm_geom.analyses.common import paired
 from amdm_geom.core.spec import Spec, SpecError, choice, integer, real, sequence
 from amdm_geom.models.digits.detectors import detect
-from amdm_geom.models.digits.specs import DIGITS_GUIDANCE, DIGITS_MODELS, MODEL_ATTRIBUTES
+from amdm_geom.models.digits.specs import DIGITS_GUIDANCE, DIGITS_MODELS
+from amdm_geom.models.digits.targets import conditions, targets
 from amdm_geom.sampling import AMDMSampler
 from amdm_geom.sampling.config import SamplerConfig
 
-__all__ = ["COMPARISONS", "FULL", "GROUPS", "METHODS", "ORDERS", "QUICK", "Arm", "Grid", "Scale", "arms", "cell_label",
-           "conditions", "grid_arms", "grid_pairs", "run_arm", "targets"]
+__all__ = ["FULL", "GROUPS", "METHODS", "QUICK", "Arm", "Scale", "arms", "conditions", "run_arm", "targets"]
 
 GROUPS = ("singles", "amdm", "s", "eta", "mix", "stage", "partners", "peers", "n3", "flow", "readings")
 METHODS = ("amdm", "composable", "superdiff_and", "ula", "fkc")
@@ -67,28 +67,6 @@ class Arm(Spec):
         if self.method != "amdm" and len(self.models) < 2:
             raise SpecError("composes two or more models", self.models, loc=("models",))
         return self
-
-
-def targets(batch: int, seed: int = 0) -> np.ndarray:
-    """``(batch, 3)`` int64: sample k's (position, colour, digit), the k-th of a seeded shuffle of
-    all 4 x 4 x 10 combinations, repeated in blocks of 16 so that every (position, colour)
-    pair is asked about equally often in each block of 16 samples."""
-    rng = np.random.default_rng([seed, 7])
-    pc = np.array([(p, c) for p in range(4) for c in range(4)])
-    out = []
-    for block in range(-(-batch // 16)):
-        order = rng.permutation(16)
-        digits = rng.integers(0, 10, 16)
-        out.append(np.column_stack([pc[order], digits]))
-    return np.concatenate(out)[:batch].astype(np.int64)
-
-
-def conditions(model: str, tgt: np.ndarray):
-    """Model ``model``'s per-sample conditions ``(B, 3)``: the targets' values of its attributes, -1 elsewhere."""
-    import torch
-
-    keep = np.array([a in MODEL_ATTRIBUTES[model] for a in ("position", "colour", "digit")])
-    return torch.from_numpy(np.where(keep[None, :], tgt, -1))
 
 
 class Scale(paired.Scale):
@@ -168,143 +146,6 @@ def arms(quick: bool = False, *, seed: int = 0) -> list[Arm]:
         arm("flow_vp", "flow", "AMDM of the VP position and the flow colour model (another ecosystem)",
             ("position", "flow_colour"), allow_schedule_mismatch=True),
     ]
-
-
-#: The role orders of the grid: which model is model 1 of Algorithm 1 (the position model first is the ``amdm`` arm).
-ORDERS = {"position first": ("position", "colour"), "colour first": ("colour", "position")}
-
-
-class Grid(Spec):
-    """The settings over which the benchmark's headline comparisons are decided (``grid_arms``;
-    ``amdm_geom.analyses.common.grid``): every T of ``steps`` with its aggregation steps s
-    (``s_values``, one tuple per T, over the window up to s = T), every guidance scale of
-    ``guidance`` (from 1, the conditional model, to 7.5), both role orders. The reference cell is
-    the paper's own setting (App. F.2: T = 50, s = 20, w = 0.5, eta = 0.3; guidance 7.5, the
-    issue's "paper's guidance", which App. F.2 does not print), position model first."""
-
-    steps: Annotated[tuple[int, ...], sequence(integer(2), accepted="ints >= 2", min_len=1)] = (20, 50)
-    """the values of T."""
-    s_values: tuple[tuple[int, ...], ...] = ((2, 8, 20), (5, 20, 50))
-    """per T of ``steps``, the aggregation steps s (1 <= s <= T)."""
-    guidance: Annotated[tuple[float, ...], sequence(real(1.0), accepted="finite numbers >= 1", min_len=1)] = \
-        (1.0, 3.0, 7.5)
-    """the guidance scales of every model (1: conditional, unguided)."""
-    orders: tuple[Literal[tuple(ORDERS)], ...] = tuple(ORDERS)
-    """the role orders (``ORDERS``)."""
-    eta: Annotated[float, real(0.0)] = 0.3
-    """AMDM's shift (eq. 7), and ``eta_off`` the one it is compared with (0: no shift)."""
-    eta_off: Annotated[float, real(0.0)] = 0.0
-    weight: Annotated[float, real(0.0, 1.0)] = 0.5
-    """w of eq. (6)."""
-    reference_steps: Annotated[int, integer(2)] = 50
-    reference_s: Annotated[int, integer(1)] = 20
-    reference_guidance: Annotated[float, real(1.0)] = 7.5
-    reference_order: Annotated[Literal[tuple(ORDERS)], choice(*ORDERS)] = "position first"
-
-    @model_validator(mode="after")
-    def _check_grid(self):
-        if len(self.s_values) != len(self.steps):
-            raise SpecError(f"needs one tuple per T of steps {self.steps}", self.s_values, loc=("s_values",))
-        for T, ss in zip(self.steps, self.s_values):
-            if not ss or any(not 1 <= s <= T for s in ss):
-                raise SpecError(f"must be ints in [1, T] for T = {T}", ss, loc=("s_values",))
-        if self.eta == self.eta_off:
-            raise SpecError(f"must differ from eta = {self.eta:g}", self.eta_off, loc=("eta_off",))
-        ref = (self.reference_steps, self.reference_s, self.reference_guidance, self.reference_order)
-        if ref not in {(c["T"], c["s"], c["guidance"], c["order"]) for c in self.cells().values()}:
-            raise SpecError("must be a cell of the grid", ref, loc=("reference_steps",))
-        return self
-
-    def cells(self) -> dict[str, dict]:
-        """Every cell, ``{label: {"T", "guidance", "s", "order"}}``; the label is
-        ``T50_g7.5_s20`` (position first) or ``T50_g7.5_s20_swapped``."""
-        return {cell_label(T, g, s, o): {"T": T, "guidance": g, "s": s, "order": o}
-                for T, ss in zip(self.steps, self.s_values) for g in self.guidance for s in ss for o in self.orders}
-
-    @property
-    def reference(self) -> str:
-        """The reference cell's label."""
-        return cell_label(self.reference_steps, self.reference_guidance, self.reference_s, self.reference_order)
-
-
-def cell_label(T: int, guidance: float, s: int, order: str = "position first") -> str:
-    """``"T50_g7.5_s20"`` (``"..._swapped"`` with the colour model first)."""
-    return f"T{T}_g{guidance:g}_s{s}" + ("" if order == "position first" else "_swapped")
-
-
-def grid_arms(grid: Grid, quick: bool = False, *, seed: int = 0) -> list[Arm]:
-    """The arms of every cell of ``grid`` (``Scale``'s batch, ``quick`` or full), named
-    ``<arm>@<setting>``: per (T, guidance) the two models alone and the peers (``position@T50_g7.5``);
-    per cell (T, guidance, s, order) AMDM (``amdm@T50_g7.5_s20``, or ``amdm_swapped@T50_g7.5_s20``
-    with the colour model first), lerp (``amdm_lerp``), the shift ``eta_off`` (``amdm_eta0``) and,
-    where 2 s <= T, the middle and late windows of s steps (``amdm_middle``, ``amdm_late``), each
-    ``_swapped`` in the other order (``amdm_lerp_swapped@T50_g7.5_s20``). Every arm at w =
-    ``weight`` and, but the eta arm, eta = ``grid.eta``; the settings are the specs' fields
-    (``paired.arm_dataset`` makes them coordinates), never read from the names."""
-    batch = paired.at_scale(quick, FULL, QUICK).batch
-    out = []
-
-    def arm(name: str, group: str, label: str, models: tuple[str, ...], g: float, method: str = "amdm",
-            **sampler) -> None:
-        extra = {"weights": ()} if len(models) == 1 else {"weights": (grid.weight,), "eta": grid.eta}
-        out.append(Arm(name=name, group=group, label=label, method=method, models=models, guidance_scale=g,
-                       sampler=SamplerConfig(**{**extra, **sampler}), batch=batch, seed=seed))
-
-    for T, ss in zip(grid.steps, grid.s_values):
-        for g in grid.guidance:
-            at = f"T{T}_g{g:g}"
-            for m in ("position", "colour"):
-                arm(f"{m}@{at}", "singles", f"{m} model alone, T = {T}, guidance {g:g}", (m,), g,
-                    num_inference_steps=T)
-            for method in ("composable", "superdiff_and", "ula"):
-                arm(f"{method}@{at}", "peers", f"{method}, T = {T}, guidance {g:g}", ORDERS["position first"], g,
-                    method=method, num_inference_steps=T)
-            for s in ss:
-                for o in grid.orders:
-                    cell, tail = cell_label(T, g, s), "" if o == "position first" else "_swapped"
-                    pc, said = ORDERS[o], f"{o}, T = {T}, guidance {g:g}, s = {s}"
-                    common = {"num_inference_steps": T, "agg_steps": s}
-                    arm(f"amdm{tail}@{cell}", "amdm", f"AMDM, {said}", pc, g, **common)
-                    arm(f"amdm_lerp{tail}@{cell}", "mix", f"AMDM with lerp, {said}", pc, g, mix="lerp", **common)
-                    arm(f"amdm_eta{grid.eta_off:g}{tail}@{cell}", "eta", f"AMDM, eta = {grid.eta_off:g}, {said}", pc,
-                        g, **common, eta=grid.eta_off)
-                    if 2 * s <= T:
-                        for stage, start in (("middle", (T - s) // 2), ("late", T - s)):
-                            arm(f"amdm_{stage}{tail}@{cell}", "stage", f"AMDM, {stage} window, {said}", pc, g,
-                                **common, agg_window=(start, start + s))
-    return out
-
-
-#: The headline comparisons ``grid_pairs`` knows: AMDM against the arm of each (``role order``: position first
-#: against colour first, over the cells without the order axis).
-COMPARISONS = ("lerp", "eta", "middle", "late", "position", "colour", "composable", "superdiff_and", "ula",
-               "role order")
-
-
-def grid_pairs(grid: Grid, comparison: str) -> tuple[dict[str, tuple[str, str]], dict[str, dict]]:
-    """For one headline comparison (``COMPARISONS``), per cell the arms ``(a, b)`` of ``grid_arms``
-    compared there (a: AMDM in the cell) and each cell's settings (``grid_verdict``'s ``coords``):
-    slerp against ``lerp``, eta against ``eta_off`` (``eta``), the first s steps against the
-    ``middle`` or ``late`` window (cells with 2 s <= T), against a model alone or a peer (its arm
-    at the cell's T and guidance), and position first against colour first (``role order``: cells
-    ``T50_g7.5_s20``, no order axis)."""
-    if comparison not in COMPARISONS:
-        raise ValueError(f"comparison must be one of {', '.join(COMPARISONS)}; got {comparison!r}")
-    pairs, coords = {}, {}
-    for cell, c in grid.cells().items():
-        T, g, s, o = c["T"], c["guidance"], c["s"], c["order"]
-        at, tail = cell_label(T, g, s), "" if o == "position first" else "_swapped"
-        if comparison == "role order":
-            if o == "position first" and "colour first" in grid.orders:
-                pairs[at], coords[at] = (f"amdm@{at}", f"amdm_swapped@{at}"), {"T": T, "guidance": g, "s": s}
-            continue
-        if comparison in ("middle", "late") and 2 * s > T:
-            continue
-        b = {"lerp": f"amdm_lerp{tail}@{at}", "eta": f"amdm_eta{grid.eta_off:g}{tail}@{at}",
-             "middle": f"amdm_middle{tail}@{at}", "late": f"amdm_late{tail}@{at}"}.get(comparison,
-                                                                                    f"{comparison}@T{T}_g{g:g}")
-        pairs[cell], coords[cell] = (f"amdm{tail}@{at}", b), c
-    return pairs, coords
 
 
 def run_arm(arm: Arm, tgt: np.ndarray | None = None) -> dict:

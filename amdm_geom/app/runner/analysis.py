@@ -17,8 +17,8 @@ from amdm_geom.app.runner.output import check_replaceable, write_result
 from amdm_geom.app.runner.registry import check_analysis, load_analysis
 from amdm_geom.core.verdicts import Verdict
 
-__all__ = ["AnalysisLike", "Outcome", "analyze", "damaged_stores", "resolve", "run_analysis", "with_families",
-           "write_outcome"]
+__all__ = ["AnalysisLike", "Outcome", "analyze", "check_grid", "damaged_stores", "resolve",
+           "run_analysis", "with_families", "write_outcome"]
 
 #: What names an analysis: its registered name, its class, or an instance of its class.
 AnalysisLike = str | Analysis | type[Analysis]
@@ -108,16 +108,29 @@ def _damaged_rows(analysis: Analysis, damaged: dict[str, str], rows: list[Verdic
     return out
 
 
+def check_grid(analysis, grid: bool) -> None:
+    """Refuse ``grid`` (``--grid``) in one line for an analysis without a full grid, or with ``quick``."""
+    if grid and not analysis.full_grid:
+        from amdm_geom.app.runner.registry import analysis_names, load_analysis
+
+        having = [n for n in analysis_names() if load_analysis(n).full_grid]
+        raise ValueError(f"analysis {analysis.name} has no full grid (--grid); the analyses with one: "
+                         f"{', '.join(having) or 'none'}")
+
+
 def analyze(analysis: AnalysisLike, stores: Mapping | None = None, *, quick: bool = False, seed: int = 0,
-            runs: Path | None = None, figures: bool = True) -> Outcome:
+            runs: Path | None = None, figures: bool = True, grid: bool = False) -> Outcome:
     """Run an analysis without writing anything (what a notebook wants): ``stores`` is
     ``{store name: path or opened store}``; ``figures=False`` skips ``plot``.
 
     Every store given as a path is verified first (``damaged_stores``). A damaged store is not
     read: it gets one inconclusive verdict ("damaged store: <store, variable, chunk>"), the
     analysis runs on the intact stores, and each of its verdicts that is not about one intact
-    store alone becomes inconclusive too, so nothing holds on data the writer did not write."""
+    store alone becomes inconclusive too, so nothing holds on data the writer did not write.
+    ``grid``: the analysis' full grid of settings (one whose ``full_grid`` is set; refused in one
+    line for any other)."""
     analysis = resolve(analysis)
+    check_grid(analysis, grid)
     stores = dict(stores or {})
     _check_stores(analysis, stores)
     damaged = damaged_stores(stores)
@@ -125,7 +138,8 @@ def analyze(analysis: AnalysisLike, stores: Mapping | None = None, *, quick: boo
     if damaged and not intact and analysis.stores == "required":
         empty = xr.Dataset(attrs={"damaged": "; ".join(damaged.values())})
         return Outcome(analysis, empty, _damaged_rows(analysis, damaged, [], intact))
-    result = analysis.compute(intact, quick=quick, seed=seed, runs=None if runs is None else Path(runs))
+    result = analysis.compute(intact, quick=quick, seed=seed, runs=None if runs is None else Path(runs),
+                              **({"grid": True} if grid else {}))
     rows = with_families(analysis, analysis.verdicts(result))
     if damaged:
         rows = _damaged_rows(analysis, damaged, rows, intact)
@@ -144,13 +158,14 @@ def write_outcome(outcome: Outcome, out) -> Path:
 
 
 def run_analysis(analysis: AnalysisLike, stores: Mapping | None, out, *, quick: bool = False, seed: int = 0,
-                 runs: Path | None = None) -> list[Verdict]:
+                 runs: Path | None = None, grid: bool = False) -> list[Verdict]:
     """Run one analysis on ``stores`` (``{store name: path}``; ``None`` or empty for none) and
     write its results, figures, tables and verdicts into ``<out>/<name>/``. The stores' kind and
     the target folder are checked before any work. Returns the verdict rows."""
     analysis = resolve(analysis)
+    check_grid(analysis, grid)
     _check_stores(analysis, dict(stores or {}))
     check_replaceable(Path(out) / analysis.name)
-    outcome = analyze(analysis, stores, quick=quick, seed=seed, runs=runs)
+    outcome = analyze(analysis, stores, quick=quick, seed=seed, runs=runs, grid=grid)
     write_outcome(outcome, out)
     return outcome.verdicts
