@@ -25,6 +25,7 @@ KNOWN_FIGURES = {
     "flow_geometry": ["flow_pair/g1", "flow_pair/mu_v", "sd3_pair/g1", "shell"],
     "gaussianity": ["figure6_moments", "forward_gaussianity", "trajectory_gmm_pair", "trajectory_unet_pair"],
     "guidance_curve": ["guidance_curve"],
+    "mechanism": ["mechanism"],
     "norm_angle": ["gmm_pair/angle_delta", "gmm_pair/delta_parts", "gmm_pair/norm_gap", "sd_pair/norm_gap"],
     "precision": ["precision_phi"],
     "reported": ["default_full_swap", "relation_status"],

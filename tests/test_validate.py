@@ -37,6 +37,7 @@ from tests.recompute_commitment_trained import PREFIXES as COMMITMENT_TRAINED_PR
 from tests.recompute_digits_grid import PREFIXES as DIGITS_GRID_PREFIXES
 from tests.recompute_digits_readings import RECOMPUTE as DIGITS_READINGS
 from tests.recompute_guidance_curve import RECOMPUTE as GUIDANCE_CURVE
+from tests.recompute_mechanism import PREFIXES as MECHANISM_PREFIXES
 from tests.recompute_reported import RECOMPUTE as REPORTED_RECOMPUTE
 
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "reference"
@@ -683,7 +684,7 @@ PREFIXES = {**DIGITS_GRID_PREFIXES, "prop31_gap_run_": norm_angle_rows, "prop31_
             "flow_eq8_deterministic_": flow_eq8_row, "flow_prop32_": flow_prop32_rows,
             "prop32_bound_runs_": lambda run, key: shell_rows(run, "prop32_bound_runs",
                                                              names=(key.removeprefix("prop32_bound_runs_"),)),
-            **COMMITMENT_PREFIXES, **COMMITMENT_TRAINED_PREFIXES}
+            **COMMITMENT_PREFIXES, **COMMITMENT_TRAINED_PREFIXES, **MECHANISM_PREFIXES}
 
 
 def recompute_for(key):

@@ -7,7 +7,7 @@ this on the exact GMM family; here it is measured on the shipped digits models (
 unclipped variant ``clip_sample=False``, guidance 1, DDIM T = 50, deterministic), by the methods of ``trained``:
 
 - runs: each conditional model alone (position, colour, digit), conditioned on the digits benchmark's per-sample
-  targets (``trained.targets`` / ``conditions``: those of ``analyses.digits.runs``), and AMDM of (position,
+  targets (``amdm_geom.models.digits.targets``: those of the digits benchmark), and AMDM of (position,
   colour), position first, at Algorithm 1's settings (s = 20, eta = 0.3, w = 0.5). At every state the detectors
   read the predicted x0 (of model 1 under AMDM); each attribute's commitment state is the first state from which
   the reading equals the final reading for good (``trained.commitment_states``).
@@ -314,6 +314,7 @@ class CommitmentTrained(Analysis):
     """When the trained digits models commit to each attribute: x0 detectors, U-turns, the speciation time."""
 
     name, family, stores, result, captions = NAME, exact.Commitment.family, "none", "results", CAPTIONS
+    priority = 7  # (about a minute of network evaluations: started early in validate)
     summary = "when the trained digits models commit to each attribute (x0 detectors, U-turns), vs the speciation time"
 
     def compute(self, stores, *, quick=False, seed=0, runs=None):

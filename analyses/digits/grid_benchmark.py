@@ -45,11 +45,11 @@ NAME = "digits_grid"
 WHERE = "digits ecosystem (trained), grid of settings"
 FULL_GRID = Grid()
 SUBSET = Grid(steps=(50,), s_values=((20,),), guidance=(1.0, 7.5), ecosystems=("unclipped",),
-              kinds=("singles", "composable", "superdiff_and", "amdm", "lerp", "eta"))
+              orders=("position first",), kinds=("singles", "composable", "superdiff_and", "amdm", "lerp", "eta"))
 QUICK_GRID = Grid(steps=(10,), s_values=((4,),), guidance=(1.0, 3.0), ecosystems=("unclipped",),
                   kinds=("singles", "amdm", "lerp"), reference_steps=10, reference_s=4, reference_guidance=3.0)
 #: Samples per arm of each size.
-BATCH = {"grid": 128, "subset": 64, "quick": 16}
+BATCH = {"grid": 128, "subset": 48, "quick": 16}
 #: comparison -> (verdict key, claim, where in the paper, kind); "better single": the single model with the
 #: higher success in the cell (by its sample mean), so the claim is AMDM against the better of the two there.
 CLAIMS = {
