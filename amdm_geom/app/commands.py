@@ -56,7 +56,8 @@ class AnalyzeCommand(Spec):
     workers: Annotated[int | None, optional(integer(1))] = None
     """worker processes for those runs, one thread each (default: the machine's cores)."""
     grid: Flag = False
-    """the analysis' full grid of settings, where it has one (digits_grid: about an hour on 2 cores)."""
+    """the analysis' full grid of settings, where it has one (digits_grid: about an hour on 2 cores;
+    guidance_curve, mechanism)."""
 
     @field_validator("analysis", mode="before")
     @classmethod

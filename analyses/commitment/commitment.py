@@ -42,6 +42,7 @@ import xarray as xr
 from amdm_geom.analyses.base import Analysis
 from amdm_geom.analyses.commitment import speciation as sp
 from amdm_geom.analyses.commitment import times
+from amdm_geom.analyses.common import finite_or_none
 from amdm_geom.core.palette import colour
 from amdm_geom.core.verdicts import Verdict
 from amdm_geom.models.gmm import fine_grained_family
@@ -194,13 +195,8 @@ def speciation_verdict(ds: xr.Dataset, attribute: str) -> Verdict:
                 "median's (distribution-free, grid cell included)."
                 + (" Lambda <= 1: no speciation before the data (t_S <= 0), outside the theory's domain." if t_s <= 0
                    else "")),
-        extra={"t_S": t_s, "median": median, "band_inner": [_finite(late_in), _finite(early_in)],
-               "band_outer": [_finite(late_out), _finite(early_out)]})
-
-
-def _finite(x: float) -> float | None:
-    """``x``, or None (JSON null) where it is infinite: an end of a band too few samples pin down."""
-    return float(x) if math.isfinite(x) else None
+        extra={"t_S": t_s, "median": median, "band_inner": [finite_or_none(late_in), finite_or_none(early_in)],
+               "band_outer": [finite_or_none(late_out), finite_or_none(early_out)]})
 
 
 def early_verdict(ds: xr.Dataset, attribute: str, run: str) -> Verdict:

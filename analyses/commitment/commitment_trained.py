@@ -54,6 +54,7 @@ from amdm_geom.analyses.base import Analysis
 from amdm_geom.analyses.commitment import commitment as exact
 from amdm_geom.analyses.commitment import speciation as sp
 from amdm_geom.analyses.commitment import times, trained
+from amdm_geom.analyses.common import finite_or_none
 from amdm_geom.core.palette import colour
 from amdm_geom.core.verdicts import Verdict
 
@@ -224,7 +225,7 @@ def speciation_finding(ds: xr.Dataset, attribute: str) -> Verdict:
     return replace(v, key=f"commitment_trained_speciation_{attribute}",
                    claim=f"{attribute} commits around the predicted speciation time (trained digits models)",
                    where=f"Sec. 4.2 (digits data and models, {attribute}, {run} model; Biroli et al. 2024)",
-                   detail=said + v.detail, extra={**v.extra, "run": run, "uturn_cross": exact._finite(cross)})
+                   detail=said + v.detail, extra={**v.extra, "run": run, "uturn_cross": finite_or_none(cross)})
 
 
 def verdicts(ds: xr.Dataset) -> list[Verdict]:

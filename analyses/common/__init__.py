@@ -13,10 +13,10 @@ from scipy import stats
 
 from amdm_geom.store import completed_steps, incomplete_note, open_run, require
 
-__all__ = ["CHUNK_BYTES", "LATENT_HINTS", "both_sampled", "checked_store", "finite_cells", "finite_samples",
-           "latent_block", "open_store", "paired_difference", "partial_data", "pooled_partial", "refuse_stores",
-           "rejection_band", "sample_slices", "scatter", "slot_written", "slot_written_streamed", "store_sample_chunk",
-           "streamed"]
+__all__ = ["CHUNK_BYTES", "LATENT_HINTS", "both_sampled", "checked_store", "finite_cells", "finite_or_none",
+           "finite_samples", "latent_block", "open_store", "paired_difference", "partial_data", "pooled_partial",
+           "refuse_stores", "rejection_band", "sample_slices", "scatter", "slot_written", "slot_written_streamed",
+           "store_sample_chunk", "streamed"]
 
 #: How to record what Prop. 3.1's analyses read, for ``require``'s one-line errors.
 LATENT_HINTS = {"z_next": "record the hook model*.z_next", "z": "record the hook model*.z",
@@ -178,3 +178,9 @@ def pooled_partial(ds, dim: str) -> dict:
         return {}
     notes = [f"{note} ({name})" for name, note in zip(ds[dim].values, ds.incomplete.values) if note]
     return {"nonfinite": int(ds.nonfinite.sum()), "total": int(ds.samples.sum()), "incomplete": notes}
+
+
+def finite_or_none(x: float) -> float | None:
+    """``x`` as a float, or None (JSON null) where it is not finite (an end of an interval too few
+    samples pin down, a mean of no cells)."""
+    return float(x) if math.isfinite(float(x)) else None

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from amdm_geom.analyses.common import paired
+from amdm_geom.analyses.common import finite_or_none, paired
 from amdm_geom.core import stats
 from amdm_geom.core.verdicts import Verdict
 
@@ -40,10 +40,6 @@ def compare_cells(ds: xr.Dataset, pairs: Mapping[str, tuple[str, str]], var: str
     """Per cell (label -> the arms ``(a, b)`` compared there), the paired comparison a - b of
     ``var`` (``paired.compare``, at ``LEVEL``; ``grid_verdict`` re-derives it at the grid's level)."""
     return {str(cell): paired.compare(ds, a, b, var) for cell, (a, b) in pairs.items()}
-
-
-def _num(x: float) -> float | None:
-    return float(x) if math.isfinite(float(x)) else None
 
 
 def _grid_text(coords: Mapping[str, Mapping[str, object]] | None, m: int) -> str:
@@ -84,8 +80,9 @@ def grid_verdict(cells: Mapping[str, stats.Paired], *, reference_cell: str, clai
     if rest:  # (named where few; the table in extra has them all)
         said.append(f"undecided in {', '.join(rest)}" if len(rest) <= 8 else f"undecided in all {m} cells"
                     if len(rest) == m else f"undecided in the other {len(rest)} cells")
-    table = [{"cell": c, **{a: v for a, v in (coords or {}).get(c, {}).items()}, "mean": _num(p.mean),
-              "lo": _num(p.interval[0]), "hi": _num(p.interval[1]), "n": int(p.n), "decision": g.decisions[c]}
+    table = [{"cell": c, **{a: v for a, v in (coords or {}).get(c, {}).items()}, "mean": finite_or_none(p.mean),
+              "lo": finite_or_none(p.interval[0]), "hi": finite_or_none(p.interval[1]), "n": int(p.n),
+              "decision": g.decisions[c]}
              for c, p in g.cells.items()]
     extra = {"grid": {"outcome": g.outcome, "cells": table, "reference_cell": reference_cell, "axes": list(
         dict.fromkeys(a for c in (coords or {}).values() for a in c)), "simultaneous_level": g.level,
