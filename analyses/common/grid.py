@@ -19,6 +19,7 @@ are specs as there, and ``compare_cells`` compares them with ``paired.compare``)
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -145,15 +146,17 @@ def grid_heatmap(verdict: Verdict, rows: str, cols: str, *, label: str = "mean d
               for ax in (rows, cols))
     span = max((abs(r["mean"] - margin) for r in table if r["mean"] is not None), default=0.0) or 1e-12
     norm, cmap = TwoSlopeNorm(0.0, -span, span), plt.get_cmap(CMAP)
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.6 + 1.5 * nx * len(panels), 1.2 + 0.75 * ny),
+    width = 1.6 + max(2.6, 1.5 * nx) * len(panels)  # (room for a panel's title however few its columns)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 1.6 + 0.75 * ny),
                              squeeze=False, layout="constrained")
     for ax, key in zip(axes[0], panels):
         members = [r for r in table if tuple(r[a] for a in others) == key]
         ys, xs = _axis_values(members, rows), _axis_values(members, cols)  # (the values this panel has)
         im = _panel(ax, members, rows, cols, ys, xs, norm, cmap, margin, grid["reference_cell"])
-        ax.set_title(", ".join(f"{a} = {v}" for a, v in zip(others, key)) or "all cells", fontsize=8)
+        title = ", ".join(f"{a} = {v}" for a, v in zip(others, key)) or "all cells"
+        ax.set_title(textwrap.fill(title, max(20, int(13 * (width - 1.6) / len(panels)))), fontsize=7)
     fig.colorbar(im, ax=list(axes[0]), label=f"{label} - {margin:g}" if margin else label, shrink=0.9)
-    fig.suptitle(f"{verdict.claim}: {grid['outcome']} ({100 * grid['per_cell_level']:.3g}% intervals per cell, "
-                 f"{100 * grid['simultaneous_level']:.3g}% together; outlined: the reference cell "
-                 f"{grid['reference_cell']})", fontsize=8)
+    said = (f"{verdict.claim}: {grid['outcome']} ({100 * grid['per_cell_level']:.3g}% intervals per cell, "
+            f"{100 * grid['simultaneous_level']:.3g}% together; outlined: the reference cell {grid['reference_cell']})")
+    fig.suptitle(textwrap.fill(said, int(12 * width)), fontsize=8)
     return fig

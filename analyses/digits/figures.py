@@ -154,7 +154,6 @@ def success_vs_guidance(tree):
             label = f"AMDM (s = {s})" if name == "amdm" else name
             ax.errorbar(g.guidance, ys, yerr=[np.subtract(ys, ci[:, 0]), ci[:, 1] - ys], marker="o", capsize=3,
                         label=label, color=palette.colour(ARM_ROLES.get(name, name)))
-        ax.set_xscale("log")
         ax.set_xticks(g.guidance, [f"{x:g}" for x in g.guidance])
         ax.set_xlabel("guidance scale")
         ax.set_ylabel("success (position and colour)")

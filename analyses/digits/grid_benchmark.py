@@ -211,7 +211,7 @@ def plot(tree: xr.DataTree) -> dict:
     figs = {}
     for v in verdicts(tree):
         figs[f"grid_{v.key.removeprefix('digits_grid_')}"] = grid_.grid_heatmap(
-            v, "guidance", "s", label="success of AMDM minus the other arm")
+            v, "guidance", "s", label="AMDM minus the other arm")
     figs["success_vs_guidance"] = success_vs_guidance(tree)
     return figs
 
