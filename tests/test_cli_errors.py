@@ -228,8 +228,10 @@ def test_bad_input_is_one_line_before_any_work(folder, capsys, make, expected):
 
 @pytest.mark.parametrize("argv,expected", [
     (gmm("--latent-shape", "0", "8", "8"), ["--latent-shape", "0"]),
-    (validate("--json", "/nonexistent/dir/v.json"), ["--json", "/nonexistent/dir/v.json"]),
-    (sd("--model-a.guidance", "nan"), ["--model-a.guidance", "nan"]),
+    # (the other two are extras: the same path through the installed script, 6-8 s each)
+    pytest.param(validate("--json", "/nonexistent/dir/v.json"), ["--json", "/nonexistent/dir/v.json"],
+                 marks=pytest.mark.slow),
+    pytest.param(sd("--model-a.guidance", "nan"), ["--model-a.guidance", "nan"], marks=pytest.mark.slow),
 ], ids=["latent-shape", "validate-json", "sd-guidance"])
 def test_the_installed_command_prints_one_line_and_no_traceback(folder, argv, expected):
     exe = Path(sys.executable).with_name("amdm-geom")

@@ -91,6 +91,7 @@ def test_training_a_few_steps_is_deterministic_and_records_its_provenance(tmp_pa
         train(TrainSpec(name="z", init="missing", steps=1), tmp_path / "c", progress=False)
 
 
+@pytest.mark.slow  # (an extra: 10 s of real training steps in two processes)
 def test_the_ecosystem_plan_runs_dependencies_first(tmp_path):
     specs = (TrainSpec(name="ft", init="b0", steps=1, batch=2, data_size=8, warmup=0),
              TrainSpec(name="b0", steps=1, batch=2, data_size=8, warmup=0))

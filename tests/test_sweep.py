@@ -117,6 +117,7 @@ def test_sweep_on_a_dask_cluster_equals_serial_runs(scheduler, reference, tmp_pa
     assert "dashboard" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # (an extra: 16 s; the restart logic is also covered by the serial sweep's tests)
 def test_killed_sweep_restarts_and_keeps_complete_stores(scheduler, reference, tmp_path):
     out = tmp_path / "sweep"
     stores = [out / f"{name}.zarr" for name in reference]
