@@ -35,6 +35,8 @@ __all__ = ["DECISION_MARKS", "compare_cells", "grid_heatmap", "grid_verdict"]
 DECISION_MARKS = {"holds": "\u2713 holds", "violated": "\u2717 violated", "inconclusive": "? undecided"}
 #: A diverging colour-blind-safe map (ColorBrewer's PuOr).
 CMAP = "PuOr"
+#: The heatmap's panels per row (more wrap to the next row).
+PANELS_PER_ROW = 4
 
 
 def compare_cells(ds: xr.Dataset, pairs: Mapping[str, tuple[str, str]], var: str) -> dict[str, stats.Paired]:
@@ -146,16 +148,21 @@ def grid_heatmap(verdict: Verdict, rows: str, cols: str, *, label: str = "mean d
               for ax in (rows, cols))
     span = max((abs(r["mean"] - margin) for r in table if r["mean"] is not None), default=0.0) or 1e-12
     norm, cmap = TwoSlopeNorm(0.0, -span, span), plt.get_cmap(CMAP)
-    width = 1.6 + max(2.6, 1.5 * nx) * len(panels)  # (room for a panel's title however few its columns)
-    fig, axes = plt.subplots(1, len(panels), figsize=(width, 1.6 + 0.75 * ny),
-                             squeeze=False, layout="constrained")
-    for ax, key in zip(axes[0], panels):
+    ncol = min(len(panels), PANELS_PER_ROW)
+    nrow = -(-len(panels) // ncol)
+    panel_w = max(2.6, 1.5 * nx)  # (room for a panel's title however few its columns)
+    width = 1.6 + panel_w * ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(width, 0.6 + nrow * (1.0 + 0.75 * ny)), squeeze=False,
+                             layout="constrained")
+    for ax, key in zip(axes.flat, panels):
         members = [r for r in table if tuple(r[a] for a in others) == key]
         ys, xs = _axis_values(members, rows), _axis_values(members, cols)  # (the values this panel has)
         im = _panel(ax, members, rows, cols, ys, xs, norm, cmap, margin, grid["reference_cell"])
         title = ", ".join(f"{a} = {v}" for a, v in zip(others, key)) or "all cells"
-        ax.set_title(textwrap.fill(title, max(20, int(13 * (width - 1.6) / len(panels)))), fontsize=7)
-    fig.colorbar(im, ax=list(axes[0]), label=f"{label} - {margin:g}" if margin else label, shrink=0.9)
+        ax.set_title(textwrap.fill(title, max(20, int(13 * panel_w))), fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.colorbar(im, ax=list(axes.flat), label=f"{label} - {margin:g}" if margin else label, shrink=0.9)
     said = (f"{verdict.claim}: {grid['outcome']} ({100 * grid['per_cell_level']:.3g}% intervals per cell, "
             f"{100 * grid['simultaneous_level']:.3g}% together; outlined: the reference cell {grid['reference_cell']})")
     fig.suptitle(textwrap.fill(said, int(12 * width)), fontsize=8)
