@@ -44,7 +44,7 @@ __all__ = ["BATCH", "CAPTIONS", "CLAIMS", "FULL_GRID", "NAME", "QUICK_GRID", "SU
 NAME = "digits_grid"
 WHERE = "digits ecosystem (trained), grid of settings"
 FULL_GRID = Grid()
-SUBSET = Grid(steps=(50,), s_values=((20,),), guidance=(1.0, 7.5), ecosystems=("unclipped",),
+SUBSET = Grid(steps=(50,), s_values=((20,),), guidance=(7.5,), ecosystems=("unclipped",),
               orders=("position first",), kinds=("singles", "composable", "superdiff_and", "amdm", "lerp", "eta"))
 QUICK_GRID = Grid(steps=(10,), s_values=((4,),), guidance=(1.0, 3.0), ecosystems=("unclipped",),
                   kinds=("singles", "amdm", "lerp"), reference_steps=10, reference_s=4, reference_guidance=3.0)

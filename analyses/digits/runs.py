@@ -90,7 +90,7 @@ class Scale(paired.Scale):
     """samples of the readings of App. F.3 and eqs. (27)-(28) (``readings.measure``)."""
 
 
-FULL = Scale(batch=128, steps=20, agg_steps=8, s_grid=(2, 8, 20), etas=(0.0, 0.3, 1.0, 3.0), window=8,
+FULL = Scale(batch=96, steps=20, agg_steps=8, s_grid=(2, 8, 20), etas=(0.0, 0.3, 1.0, 3.0), window=8,
              proximity_batch=32, readings_batch=32)
 QUICK = Scale(batch=16, steps=10, agg_steps=4, s_grid=(4, 10), etas=(0.0, 0.3), window=4, proximity_batch=8,
               readings_batch=8)

@@ -26,7 +26,8 @@ def _measured(r: dict) -> str:
     out = r["measured"]
     if r.get("interval"):
         lo, hi = r["interval"]
-        out += f" [{lo:.3g}, {hi:.3g}]" + (f" ({r['level']:g})" if r.get("level") else "")
+        ends = ", ".join("unbounded" if x is None else f"{x:.3g}" for x in (lo, hi))  # (an end few samples pin down)
+        out += f" [{ends}]" + (f" ({r['level']:g})" if r.get("level") else "")
     if r.get("n") is not None and "n = " not in out:
         out += f", n = {r['n']}"
     return out
