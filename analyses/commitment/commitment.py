@@ -258,11 +258,4 @@ class Commitment(Analysis):
     name, family, stores, result, captions = NAME, "ablations", "none", "results", CAPTIONS
     summary = "when each model commits to each attribute on the exact GMM family, vs the speciation time"
 
-    def compute(self, stores, *, quick=False, seed=0, runs=None):
-        return compute(stores, quick=quick, seed=seed, runs=runs)
-
-    def verdicts(self, result):
-        return verdicts(result)
-
-    def plot(self, result):
-        return plot(result)
+    compute, verdicts, plot = map(staticmethod, (compute, verdicts, plot))

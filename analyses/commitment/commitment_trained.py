@@ -318,14 +318,4 @@ class CommitmentTrained(Analysis):
     priority = 7  # (about a minute of network evaluations: started early in validate)
     summary = "when the trained digits models commit to each attribute (x0 detectors, U-turns), vs the speciation time"
 
-    def compute(self, stores, *, quick=False, seed=0, runs=None):
-        return compute(stores, quick=quick, seed=seed, runs=runs)
-
-    def verdicts(self, result):
-        return verdicts(result)
-
-    def plot(self, result):
-        return plot(result)
-
-    def tables(self, result):
-        return tables(result)
+    compute, verdicts, plot, tables = map(staticmethod, (compute, verdicts, plot, tables))

@@ -283,14 +283,4 @@ class Mechanism(Analysis):
     priority = 7  # (about a minute of network evaluations: started early in validate)
     summary = "why AMDM gains or loses on the digits models: the partner decided in the window and kept, vs the gain"
 
-    def compute(self, stores, *, quick=False, seed=0, runs=None, grid: bool = False):
-        return compute(stores, quick=quick, seed=seed, runs=runs, grid=grid)
-
-    def verdicts(self, result):
-        return verdicts(result)
-
-    def plot(self, result):
-        return plot(result)
-
-    def tables(self, result):
-        return tables(result)
+    compute, verdicts, plot, tables = map(staticmethod, (compute, verdicts, plot, tables))
