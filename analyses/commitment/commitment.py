@@ -91,19 +91,7 @@ def _trajectory_posteriors(fam, models, conds, config, seeds, steps) -> tuple[di
 
 def _speciation(fam, names: list[str], abar: np.ndarray, alphas_cumprod) -> xr.Dataset:
     """Per attribute, the separating direction's spectrum and the predicted times on every clock."""
-    rows = {k: [] for k in ("between", "Lambda", "within", "t_S", "abar_S", "abar_curvature", "timestep_S",
-                            "index_S", "index_curvature")}
-    for name in names:
-        s = sp.separation(fam.mixture, name)
-        a_s, a_c = sp.speciation_alpha_bar(s.Lambda), sp.curvature_alpha_bar(s.between, s.within)
-        for k, v in (("between", s.between), ("Lambda", s.Lambda), ("within", s.within),
-                     ("t_S", sp.speciation_ou_time(s.Lambda)), ("abar_S", a_s), ("abar_curvature", a_c),
-                     ("timestep_S", sp.train_timestep(alphas_cumprod, a_s) if a_s < 1 else math.nan),
-                     ("index_S", sp.fractional_index(abar, a_s)),
-                     ("index_curvature", sp.fractional_index(abar, a_c) if math.isfinite(a_c) else math.nan)):
-            rows[k].append(v)
-    return xr.Dataset({k: ("attribute", np.array(v, dtype=np.float64)) for k, v in rows.items()},
-                      coords={"attribute": names})
+    return sp.speciation_dataset({name: sp.separation(fam.mixture, name) for name in names}, abar, alphas_cumprod)
 
 
 def compute(stores: Mapping | None = None, *, quick: bool = False, seed: int = 0, runs: Path | None = None,

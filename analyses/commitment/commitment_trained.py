@@ -114,19 +114,9 @@ def _speciation(abar: np.ndarray, alphas_cumprod: np.ndarray, n: int, seed: int)
     from amdm_geom.models.digits.data import make_dataset
 
     data = make_dataset(n, seed=seed)
-    rows = {k: [] for k in ("between", "Lambda", "within", "t_S", "abar_S", "abar_curvature", "timestep_S",
-                            "index_S", "index_curvature")}
-    for a, labels in zip(trained.ATTRIBUTES, data.labels.T):
-        s = trained.data_separation(data.images, labels)
-        a_s, a_c = sp.speciation_alpha_bar(s.Lambda), sp.curvature_alpha_bar(s.between, s.within)
-        for k, v in (("between", s.between), ("Lambda", s.Lambda), ("within", s.within),
-                     ("t_S", sp.speciation_ou_time(s.Lambda)), ("abar_S", a_s), ("abar_curvature", a_c),
-                     ("timestep_S", sp.train_timestep(alphas_cumprod, a_s) if a_s < 1 else math.nan),
-                     ("index_S", sp.fractional_index(abar, a_s)),
-                     ("index_curvature", sp.fractional_index(abar, a_c) if math.isfinite(a_c) else math.nan)):
-            rows[k].append(v)
-    return xr.Dataset({k: ("attribute", np.array(v, dtype=np.float64)) for k, v in rows.items()},
-                      coords={"attribute": list(trained.ATTRIBUTES)})
+    separations = {a: trained.data_separation(data.images, labels) for a, labels in zip(trained.ATTRIBUTES,
+                                                                                           data.labels.T)}
+    return sp.speciation_dataset(separations, abar, alphas_cumprod)
 
 
 def compute(stores: Mapping | None = None, *, quick: bool = False, seed: int = 0, runs: Path | None = None

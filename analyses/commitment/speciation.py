@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 __all__ = ["Separation", "curvature_alpha_bar", "fractional_index", "separation", "speciation_alpha_bar",
-           "speciation_ou_time", "train_timestep"]
+           "speciation_dataset", "speciation_ou_time", "train_timestep"]
 
 
 @dataclass(frozen=True)
@@ -121,3 +121,23 @@ def train_timestep(alphas_cumprod, alpha_bar: float) -> float:
     a = np.asarray(alphas_cumprod, dtype=np.float64)[::-1]  # increasing
     idx = fractional_index(a, alpha_bar)
     return math.nan if math.isnan(idx) else float(a.size - 1 - idx)
+
+
+def speciation_dataset(separations: dict, abar, alphas_cumprod):
+    """Per attribute (``{name: Separation}``), its separating direction's spectrum and the predicted times on
+    every clock (OU time, abar, the training timestep, the fractional state index among ``abar``): an
+    ``xarray.Dataset`` over ``attribute``."""
+    import xarray as xr
+
+    rows = {k: [] for k in ("between", "Lambda", "within", "t_S", "abar_S", "abar_curvature", "timestep_S",
+                            "index_S", "index_curvature")}
+    for s in separations.values():
+        a_s, a_c = speciation_alpha_bar(s.Lambda), curvature_alpha_bar(s.between, s.within)
+        for k, v in (("between", s.between), ("Lambda", s.Lambda), ("within", s.within),
+                     ("t_S", speciation_ou_time(s.Lambda)), ("abar_S", a_s), ("abar_curvature", a_c),
+                     ("timestep_S", train_timestep(alphas_cumprod, a_s) if a_s < 1 else math.nan),
+                     ("index_S", fractional_index(abar, a_s)),
+                     ("index_curvature", fractional_index(abar, a_c) if math.isfinite(a_c) else math.nan)):
+            rows[k].append(v)
+    return xr.Dataset({k: ("attribute", np.array(v, dtype=np.float64)) for k, v in rows.items()},
+                      coords={"attribute": list(separations)})
